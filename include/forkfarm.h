@@ -1,0 +1,219 @@
+/* forkfarm: a process-pool runtime.
+ *
+ * A pool owns N worker processes. Each worker runs a C callback on byte
+ * messages: the caller submits a message, a worker turns it into a result, and
+ * the caller collects the result. Workers are forked by a single-threaded
+ * zygote process, so a replacement worker costs one fork of a small process.
+ * One libuv loop thread per process does the bookkeeping of every pool:
+ * dispatch, result collection, worker exit detection and replacement.
+ *
+ * Conventions (after libuv): public names start with ff_, types end in _t,
+ * and functions return 0 or a negative errno value; ff_strerror() names it.
+ * This is the only header a user includes.
+ */
+#ifndef FORKFARM_H
+#define FORKFARM_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define FF_VERSION_MAJOR 0
+#define FF_VERSION_MINOR 1
+#define FF_VERSION_PATCH 0
+
+/* Error codes that are not errno values. They are negative, like the errno
+ * codes the functions return, and well outside errno's range. */
+#define FF_ERRNO_MAP(XX)                                                     \
+  XX(WORKERLOST, -30001, "the worker running the task exited")               \
+  XX(INITFAILED, -30002, "the worker initializer failed")                    \
+  XX(ZYGOTELOST, -30003, "the pool's zygote process exited")                 \
+  XX(CLOSED, -30004, "the pool is closed")                                   \
+  XX(CANCELED, -30005, "the task was cancelled before it ran")               \
+  XX(TASKFAILED, -30006, "the task callback returned an error")              \
+  XX(PROTOCOL, -30007, "a corrupt or truncated message was received")
+
+typedef enum {
+#define XX(name, value, text) FF_E##name = value,
+  FF_ERRNO_MAP(XX)
+#undef XX
+} ff_errno_t;
+
+/* Returns a static, human-readable description of a return code: one of the
+ * FF_E codes above or a negative errno value. */
+const char *ff_strerror(int code);
+
+/* A growable output buffer handed to the work callback in the worker. The
+ * runtime reuses it across tasks, so a callback that fills it does not
+ * allocate per task. */
+typedef struct ff_buf_s {
+  char *base;
+  size_t len;
+  size_t capacity;
+} ff_buf_t;
+
+/* Makes room for len bytes, sets buf->len = len, and returns buf->base (NULL
+ * when out of memory). */
+void *ff_buf_reserve(ff_buf_t *buf, size_t len);
+/* Copies len bytes into the buffer: 0 or -ENOMEM. */
+int ff_buf_set(ff_buf_t *buf, const void *data, size_t len);
+
+/* Runs in a worker for each task. It reads the input message and writes the
+ * result into out. It returns 0 on success; a negative value fails the task
+ * with FF_ETASKFAILED and the result bytes are delivered as the error detail. */
+typedef int (*ff_work_cb)(void *arg, const void *input, size_t input_len,
+                          ff_buf_t *out);
+
+/* Runs once in each new worker before its first task. A non-zero return
+ * fails the pool with FF_EINITFAILED; the bytes written to detail (may be
+ * left empty) are kept as the error detail. */
+typedef int (*ff_worker_init_cb)(void *arg, ff_buf_t *detail);
+
+/* Runs in a worker just before it exits normally (to flush buffers). */
+typedef void (*ff_worker_exit_cb)(void *arg);
+
+/* Hooks around each fork the runtime does, so that an embedding runtime (a
+ * Python interpreter) can keep its own state consistent across fork. Any of
+ * them may be NULL. prepare and parent run in the forking process, child in
+ * the new process. */
+typedef struct ff_fork_hooks_s {
+  void (*prepare)(void *arg);
+  void (*parent)(void *arg);
+  void (*child)(void *arg);
+  void *arg;
+} ff_fork_hooks_t;
+
+typedef struct ff_pool_s ff_pool_t;
+typedef struct ff_task_s ff_task_t;
+typedef struct ff_queue_s ff_queue_t;
+
+/* How a worker ended, as reported by the pool. */
+typedef struct ff_exit_s {
+  pid_t pid;
+  int exit_code;   /* the exit status when the worker exited, else -1 */
+  int term_signal; /* the signal that killed it, else 0 */
+} ff_exit_t;
+
+/* Runs in the loop thread after a worker exited, before its replacement is
+ * started. expected is 1 when the pool asked the worker to leave. */
+typedef void (*ff_worker_exit_notify_cb)(ff_pool_t *pool, const ff_exit_t *how,
+                                         int expected, void *arg);
+
+/* Runs in the loop thread for a batch of finished tasks that were submitted
+ * with FF_SUBMIT_NOTIFY, before their waiters are woken: the place to run
+ * completion callbacks under one lock of an embedding runtime. */
+typedef void (*ff_complete_cb)(ff_task_t **tasks, size_t count, void *arg);
+
+typedef struct ff_pool_options_s {
+  unsigned workers;                /* the number of worker processes, >= 1 */
+  ff_work_cb work;                 /* required */
+  void *work_arg;
+  ff_worker_init_cb worker_init;   /* may be NULL */
+  ff_worker_exit_cb worker_exit;   /* may be NULL */
+  void *worker_arg;                /* passed to worker_init and worker_exit */
+  unsigned max_tasks_per_worker;   /* 0: no limit; else the worker is replaced
+                                      after this many tasks */
+  ff_fork_hooks_t fork_hooks;
+  ff_complete_cb on_complete;      /* may be NULL */
+  ff_worker_exit_notify_cb on_worker_exit; /* may be NULL */
+  void *notify_arg;                /* passed to on_complete, on_worker_exit */
+} ff_pool_options_t;
+
+/* Fills options with the defaults: one worker per CPU and no callbacks. */
+void ff_pool_options_init(ff_pool_options_t *options);
+
+/* Creates a pool: forks its zygote from the calling thread (so the workers
+ * see this process as it is now) and starts the workers. Returns 0 and sets
+ * *pool, or a negative error: -EINVAL for bad options, or the error of the
+ * failed fork or system call. */
+int ff_pool_create(ff_pool_t **pool, const ff_pool_options_t *options);
+
+#define FF_SUBMIT_NOTIFY 1u /* call options.on_complete when it finishes */
+
+/* Queues a message for the workers. The runtime copies the message. On
+ * success *task holds a reference the caller must ff_task_release(). When
+ * queue is not NULL the finished task is also pushed onto it. Errors:
+ * FF_ECLOSED after ff_pool_close() or ff_pool_terminate(), -EINVAL, -ENOMEM. */
+int ff_pool_submit(ff_pool_t *pool, const void *message, size_t length,
+                   unsigned flags, ff_queue_t *queue, void *user_data,
+                   ff_task_t **task);
+
+/* Stops accepting tasks; the queued ones still run, then the workers exit. */
+int ff_pool_close(ff_pool_t *pool);
+
+/* Stops at once: queued tasks fail with FF_ECANCELED, running ones with
+ * FF_EWORKERLOST, and the workers and the zygote are killed. */
+int ff_pool_terminate(ff_pool_t *pool);
+
+/* Waits until every worker and the zygote have exited, after ff_pool_close()
+ * or ff_pool_terminate(). timeout is in seconds, negative for no limit.
+ * Returns 0, -ETIMEDOUT, -EINTR (a signal arrived: call again), or -EINVAL
+ * when the pool is still open. */
+int ff_pool_join(ff_pool_t *pool, double timeout);
+
+/* Terminates the pool if needed, waits for its processes to be reaped
+ * (unless called from the loop thread, in a callback), then frees it. Tasks
+ * keep their own references and stay valid. */
+void ff_pool_destroy(ff_pool_t *pool);
+
+/* Writes up to capacity worker pids into pids and returns how many workers
+ * are alive now. */
+size_t ff_pool_worker_pids(ff_pool_t *pool, pid_t *pids, size_t capacity);
+
+/* The pool's error, once it cannot run tasks any more (FF_EINITFAILED,
+ * FF_EZYGOTELOST), else 0. */
+int ff_pool_error(ff_pool_t *pool);
+
+/* Copies the detail of the pool's error (for FF_EINITFAILED, the bytes the
+ * worker initializer wrote) into buf, up to capacity bytes, and returns its
+ * full length; 0 when there is none. */
+size_t ff_pool_error_detail(ff_pool_t *pool, void *buf, size_t capacity);
+
+/* Waits for the task to finish. timeout is in seconds, negative for no limit.
+ * Returns 0 when it finished, -ETIMEDOUT, or -EINTR when a signal arrived. */
+int ff_task_wait(ff_task_t *task, double timeout);
+
+/* 1 when the task has finished, else 0. */
+int ff_task_done(const ff_task_t *task);
+
+/* Asks for a queued task to be dropped. Returns 0 when it will not run (it
+ * finishes with FF_ECANCELED), -EBUSY when it already went to a worker. */
+int ff_task_cancel(ff_task_t *task);
+
+/* The outcome of a finished task: 0 when the worker returned a result, or an
+ * error code (FF_EWORKERLOST, FF_ETASKFAILED, FF_ECANCELED, FF_EINITFAILED,
+ * FF_EZYGOTELOST). -EAGAIN while it is still running. */
+int ff_task_status(const ff_task_t *task);
+
+/* The result bytes of a finished task (the error detail on FF_ETASKFAILED or
+ * FF_EINITFAILED). Valid while the caller holds its reference. */
+const void *ff_task_result(const ff_task_t *task, size_t *length);
+
+/* How the worker ended, when the status is FF_EWORKERLOST. */
+const ff_exit_t *ff_task_exit(const ff_task_t *task);
+
+void *ff_task_user_data(const ff_task_t *task);
+uint64_t ff_task_id(const ff_task_t *task);
+
+void ff_task_retain(ff_task_t *task);
+void ff_task_release(ff_task_t *task);
+
+/* A completion queue: tasks submitted with it are pushed onto it when they
+ * finish, in the order they finish. Any thread may pop. */
+int ff_queue_create(ff_queue_t **queue);
+/* Frees the queue, releasing the tasks still on it. No task may still be
+ * pending with this queue. */
+void ff_queue_destroy(ff_queue_t *queue);
+/* Pops the next finished task, waiting up to timeout seconds (negative: no
+ * limit). Returns 0 and a task reference the caller releases, -ETIMEDOUT or
+ * -EINTR. */
+int ff_queue_pop(ff_queue_t *queue, double timeout, ff_task_t **task);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* FORKFARM_H */

@@ -1,0 +1,50 @@
+/* Clocks, deadlines and futex waits: the way every blocking call here
+ * sleeps, with a timeout and an early return on signals. */
+#include "internal.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <linux/futex.h>
+#include <math.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+uint64_t ff__now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+uint64_t ff__deadline(double timeout) {
+  if (timeout < 0 || isnan(timeout)) return UINT64_MAX;
+  /* Anything beyond a century is as good as no limit, and must not
+   * overflow the conversion. */
+  if (timeout > 3.0e9) return UINT64_MAX;
+  return ff__now_ns() + (uint64_t)(timeout * 1e9);
+}
+
+int ff__futex_wait(_Atomic uint32_t *word, uint32_t expected,
+                   uint64_t deadline_ns) {
+  struct timespec rel, *relp = NULL;
+  if (deadline_ns != UINT64_MAX) {
+    uint64_t now = ff__now_ns();
+    if (now >= deadline_ns) return -ETIMEDOUT;
+    uint64_t left = deadline_ns - now;
+    rel.tv_sec = (time_t)(left / 1000000000u);
+    rel.tv_nsec = (long)(left % 1000000000u);
+    relp = &rel;
+  }
+  long rc = syscall(SYS_futex, (uint32_t *)word, FUTEX_WAIT_PRIVATE, expected,
+                    relp, NULL, 0);
+  if (rc == 0) return 0;
+  if (errno == EAGAIN) return 0; /* the value had already changed */
+  if (errno == ETIMEDOUT) return -ETIMEDOUT;
+  if (errno == EINTR) return -EINTR;
+  return -errno;
+}
+
+void ff__futex_wake_all(_Atomic uint32_t *word) {
+  syscall(SYS_futex, (uint32_t *)word, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL,
+          0);
+}

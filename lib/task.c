@@ -1,0 +1,169 @@
+/* Tasks and completion queues.
+ *
+ * A task is shared by the caller and the runtime, each holding a reference.
+ * Its outcome is written by the loop thread before the task is published;
+ * waiters sleep on a futex word that publication flips, so a caller that
+ * waits costs no lock and no thread in between. */
+#include "internal.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct ff_queue_s {
+  pthread_mutex_t lock;
+  ff__link_t tasks;
+  _Atomic uint32_t sequence; /* the futex word: bumped on every push */
+};
+
+ff_task_t *ff__task_new(ff_pool_t *pool, const void *message, size_t length,
+                        unsigned flags, ff_queue_t *queue, void *user_data) {
+  ff_task_t *task = calloc(1, sizeof(*task));
+  if (task == NULL) return NULL;
+  task->message = malloc(length ? length : 1);
+  if (task->message == NULL) {
+    free(task);
+    return NULL;
+  }
+  if (length) memcpy(task->message, message, length);
+  task->message_length = length;
+  atomic_init(&task->refs, 2); /* the caller's and the runtime's */
+  atomic_init(&task->stage, FF__TASK_QUEUED);
+  atomic_init(&task->done, 0);
+  task->flags = flags;
+  task->queue = queue;
+  task->user_data = user_data;
+  task->status = -EAGAIN;
+  task->exit.pid = 0;
+  task->exit.exit_code = -1;
+  task->exit.term_signal = 0;
+  ff__list_init(&task->link);
+  ff__list_init(&task->queue_link);
+  task->pool = pool;
+  ff__pool_retain(pool);
+  return task;
+}
+
+void ff__task_settle(ff_task_t *task, int status, char *result,
+                     size_t result_length, const ff_exit_t *exit) {
+  free(task->message);
+  task->message = NULL;
+  task->status = status;
+  task->result = result;
+  task->result_length = result_length;
+  if (exit) task->exit = *exit;
+  atomic_store(&task->stage, FF__TASK_FINISHED);
+}
+
+void ff__task_publish(ff_task_t *task) {
+  atomic_store_explicit(&task->done, 1, memory_order_release);
+  ff__futex_wake_all(&task->done);
+  if (task->queue) ff__queue_push(task->queue, task);
+  ff_task_release(task);
+}
+
+int ff_task_wait(ff_task_t *task, double timeout) {
+  if (atomic_load_explicit(&task->done, memory_order_acquire)) return 0;
+  /* The loop thread finishes tasks: waiting there would never end. */
+  if (ff__pool_loop_thread_is_current(task->pool)) return -EDEADLK;
+  uint64_t deadline = ff__deadline(timeout);
+  while (!atomic_load_explicit(&task->done, memory_order_acquire)) {
+    int rc = ff__futex_wait(&task->done, 0, deadline);
+    if (rc == -ETIMEDOUT || rc == -EINTR) {
+      if (atomic_load_explicit(&task->done, memory_order_acquire)) return 0;
+      return rc;
+    }
+  }
+  return 0;
+}
+
+int ff_task_done(const ff_task_t *task) {
+  return atomic_load_explicit(&task->done, memory_order_acquire) ? 1 : 0;
+}
+
+int ff_task_cancel(ff_task_t *task) {
+  uint32_t expected = FF__TASK_QUEUED;
+  if (atomic_compare_exchange_strong(&task->stage, &expected,
+                                     FF__TASK_CANCELLING)) {
+    ff__pool_wake(task->pool);
+    return 0;
+  }
+  return expected == FF__TASK_CANCELLING ? 0 : -EBUSY;
+}
+
+int ff_task_status(const ff_task_t *task) {
+  if (!ff_task_done(task)) return -EAGAIN;
+  return task->status;
+}
+
+const void *ff_task_result(const ff_task_t *task, size_t *length) {
+  if (!ff_task_done(task)) {
+    if (length) *length = 0;
+    return NULL;
+  }
+  if (length) *length = task->result_length;
+  return task->result;
+}
+
+const ff_exit_t *ff_task_exit(const ff_task_t *task) { return &task->exit; }
+
+void *ff_task_user_data(const ff_task_t *task) { return task->user_data; }
+
+uint64_t ff_task_id(const ff_task_t *task) { return task->id; }
+
+void ff_task_retain(ff_task_t *task) { atomic_fetch_add(&task->refs, 1); }
+
+void ff_task_release(ff_task_t *task) {
+  if (task == NULL) return;
+  if (atomic_fetch_sub(&task->refs, 1) != 1) return;
+  free(task->message);
+  free(task->result);
+  ff__pool_release(task->pool);
+  free(task);
+}
+
+/* ---- completion queues ---------------------------------------------------- */
+
+int ff_queue_create(ff_queue_t **queue) {
+  ff_queue_t *q = calloc(1, sizeof(*q));
+  if (q == NULL) return -ENOMEM;
+  pthread_mutex_init(&q->lock, NULL);
+  ff__list_init(&q->tasks);
+  atomic_init(&q->sequence, 0);
+  *queue = q;
+  return 0;
+}
+
+void ff_queue_destroy(ff_queue_t *q) {
+  if (q == NULL) return;
+  ff__link_t *l;
+  while ((l = ff__list_pop_front(&q->tasks)) != NULL)
+    ff_task_release(FF__CONTAINER_OF(l, ff_task_t, queue_link));
+  pthread_mutex_destroy(&q->lock);
+  free(q);
+}
+
+void ff__queue_push(ff_queue_t *q, ff_task_t *task) {
+  ff_task_retain(task);
+  pthread_mutex_lock(&q->lock);
+  ff__list_push_back(&q->tasks, &task->queue_link);
+  atomic_fetch_add(&q->sequence, 1);
+  pthread_mutex_unlock(&q->lock);
+  ff__futex_wake_all(&q->sequence);
+}
+
+int ff_queue_pop(ff_queue_t *q, double timeout, ff_task_t **task) {
+  uint64_t deadline = ff__deadline(timeout);
+  for (;;) {
+    uint32_t seen = atomic_load(&q->sequence);
+    pthread_mutex_lock(&q->lock);
+    ff__link_t *l = ff__list_pop_front(&q->tasks);
+    pthread_mutex_unlock(&q->lock);
+    if (l != NULL) {
+      *task = FF__CONTAINER_OF(l, ff_task_t, queue_link);
+      return 0;
+    }
+    int rc = ff__futex_wait(&q->sequence, seen, deadline);
+    if (rc == -ETIMEDOUT || rc == -EINTR) return rc;
+  }
+}

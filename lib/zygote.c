@@ -1,0 +1,295 @@
+/* The zygote: a single-threaded process, forked from the pool's creator,
+ * that forks the pool's workers on request and reports how they exit.
+ *
+ * The parent talks to it over a SOCK_SEQPACKET socketpair. The parent sends
+ * SPAWN with the worker's end of a fresh socketpair attached; the zygote
+ * forks, hands the socket to the worker, and answers SPAWNED with a pidfd of
+ * the worker attached. It reaps its children through a signalfd for SIGCHLD
+ * and reports each with EXITED and its wait status: the parent is not the
+ * workers' parent, so only the zygote can learn their exit codes. When the
+ * control socket reaches its end (the pool is done, or the parent died), the
+ * zygote kills and reaps what is left and exits. */
+#define _GNU_SOURCE
+#include "internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#ifndef SYS_pidfd_open
+#define SYS_pidfd_open 434
+#endif
+#ifndef SYS_pidfd_send_signal
+#define SYS_pidfd_send_signal 424
+#endif
+
+int ff__pidfd_open(pid_t pid) {
+  long fd = syscall(SYS_pidfd_open, pid, 0);
+  if (fd < 0) return -errno;
+  return (int)fd;
+}
+
+int ff__pidfd_send_signal(int pidfd, int sig) {
+  if (syscall(SYS_pidfd_send_signal, pidfd, sig, NULL, 0) < 0) return -errno;
+  return 0;
+}
+
+void ff__exit_from_status(ff_exit_t *exit, pid_t pid, int status) {
+  exit->pid = pid;
+  exit->exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  exit->term_signal = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
+}
+
+int ff__ctl_send(int socket, const ff__ctl_msg_t *msg, int fd) {
+  struct iovec iov = {(void *)msg, sizeof(*msg)};
+  union {
+    char buf[CMSG_SPACE(sizeof(int))];
+    struct cmsghdr align;
+  } control;
+  struct msghdr mh = {0};
+  mh.msg_iov = &iov;
+  mh.msg_iovlen = 1;
+  if (fd >= 0) {
+    memset(&control, 0, sizeof(control));
+    mh.msg_control = control.buf;
+    mh.msg_controllen = sizeof(control.buf);
+    struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+    cm->cmsg_level = SOL_SOCKET;
+    cm->cmsg_type = SCM_RIGHTS;
+    cm->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(cm), &fd, sizeof(int));
+  }
+  for (;;) {
+    ssize_t n = sendmsg(socket, &mh, MSG_NOSIGNAL);
+    if (n == (ssize_t)sizeof(*msg)) return 0;
+    if (n >= 0) return -EIO; /* a seqpacket send is whole or not at all */
+    if (errno != EINTR) return -errno;
+  }
+}
+
+int ff__ctl_recv(int socket, ff__ctl_msg_t *msg, int *fd) {
+  struct iovec iov = {msg, sizeof(*msg)};
+  union {
+    char buf[CMSG_SPACE(sizeof(int))];
+    struct cmsghdr align;
+  } control;
+  struct msghdr mh = {0};
+  mh.msg_iov = &iov;
+  mh.msg_iovlen = 1;
+  mh.msg_control = control.buf;
+  mh.msg_controllen = sizeof(control.buf);
+  *fd = -1;
+  ssize_t n;
+  do {
+    n = recvmsg(socket, &mh, MSG_CMSG_CLOEXEC);
+  } while (n < 0 && errno == EINTR);
+  if (n < 0) return -errno;
+  if (n == 0) return 0;
+  for (struct cmsghdr *cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm)) {
+    if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS &&
+        cm->cmsg_len >= CMSG_LEN(sizeof(int))) {
+      memcpy(fd, CMSG_DATA(cm), sizeof(int));
+    }
+  }
+  if (n != (ssize_t)sizeof(*msg) || (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC))) {
+    if (*fd >= 0) close(*fd);
+    *fd = -1;
+    return FF_EPROTOCOL;
+  }
+  return 1;
+}
+
+/* ---- inside the zygote -------------------------------------------------- */
+
+typedef struct zygote_s {
+  const ff_pool_options_t *options;
+  int ctl;
+  int sigfd;
+  pid_t *children;
+  size_t nchildren;
+  size_t capacity;
+} zygote_t;
+
+static void zygote_add_child(zygote_t *z, pid_t pid) {
+  if (z->nchildren == z->capacity) {
+    size_t capacity = z->capacity ? z->capacity * 2 : 16;
+    pid_t *children = realloc(z->children, capacity * sizeof(pid_t));
+    if (children == NULL) return; /* it is still reaped, just not killed */
+    z->children = children;
+    z->capacity = capacity;
+  }
+  z->children[z->nchildren++] = pid;
+}
+
+static void zygote_remove_child(zygote_t *z, pid_t pid) {
+  for (size_t i = 0; i < z->nchildren; i++) {
+    if (z->children[i] == pid) {
+      z->children[i] = z->children[--z->nchildren];
+      return;
+    }
+  }
+}
+
+/* The parent is gone or done: no worker may outlive the zygote. */
+static _Noreturn void zygote_exit(zygote_t *z) {
+  for (size_t i = 0; i < z->nchildren; i++) kill(z->children[i], SIGKILL);
+  while (waitpid(-1, NULL, 0) > 0 || errno == EINTR) {
+  }
+  _exit(0);
+}
+
+static void zygote_reap(zygote_t *z) {
+  struct signalfd_siginfo info;
+  while (read(z->sigfd, &info, sizeof(info)) == (ssize_t)sizeof(info)) {
+  }
+  for (;;) {
+    int status;
+    pid_t pid = waitpid(-1, &status, WNOHANG);
+    if (pid <= 0) break;
+    zygote_remove_child(z, pid);
+    ff__ctl_msg_t msg = {FF__CTL_EXITED, 0, pid, status};
+    if (ff__ctl_send(z->ctl, &msg, -1) < 0) zygote_exit(z);
+  }
+}
+
+static void run_hook(void (*hook)(void *), void *arg) {
+  if (hook) hook(arg);
+}
+
+static void zygote_spawn(zygote_t *z, uint32_t slot, int worker_fd) {
+  const ff_pool_options_t *o = z->options;
+  pid_t zygote_pid = getpid();
+  run_hook(o->fork_hooks.prepare, o->fork_hooks.arg);
+  pid_t pid = fork();
+  if (pid == 0) {
+    close(z->ctl);
+    close(z->sigfd);
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    /* The zygote is single-threaded, so its one thread lives as long as the
+     * zygote: the death signal fires exactly when the zygote dies. */
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != zygote_pid) _exit(1);
+    run_hook(o->fork_hooks.child, o->fork_hooks.arg);
+    ff__worker_main(o, worker_fd);
+  }
+  int err = pid < 0 ? -errno : 0;
+  run_hook(o->fork_hooks.parent, o->fork_hooks.arg);
+  close(worker_fd);
+  ff__ctl_msg_t msg = {FF__CTL_SPAWNED, slot, pid > 0 ? pid : 0, err};
+  int pidfd = -1;
+  if (pid > 0) {
+    zygote_add_child(z, pid);
+    /* Not reaped yet, so the pid names this very child. */
+    pidfd = ff__pidfd_open(pid);
+    if (pidfd < 0) msg.status = pidfd;
+  }
+  int rc = ff__ctl_send(z->ctl, &msg, pidfd);
+  if (pidfd >= 0) close(pidfd);
+  if (rc < 0) zygote_exit(z);
+}
+
+static _Noreturn void zygote_main(const ff_pool_options_t *options, int ctl,
+                                  pid_t parent, bool parent_is_main_thread) {
+  zygote_t z = {.options = options, .ctl = ctl, .sigfd = -1};
+  /* Ctrl-C goes to the whole foreground process group; the parent decides
+   * what it means for the pool, so the zygote and its workers ignore it. */
+  signal(SIGINT, SIG_IGN);
+  signal(SIGPIPE, SIG_IGN);
+  signal(SIGTERM, SIG_DFL);
+  sigset_t chld;
+  sigemptyset(&chld);
+  sigaddset(&chld, SIGCHLD);
+  sigprocmask(SIG_BLOCK, &chld, NULL);
+  z.sigfd = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
+  if (z.sigfd < 0) _exit(1);
+  /* The death signal follows the thread that forked us: it is only a
+   * guarantee when that thread is the main thread. The end of the control
+   * socket covers every case. */
+  if (parent_is_main_thread) prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (getppid() != parent) _exit(1);
+
+  for (;;) {
+    struct pollfd fds[2] = {{ctl, POLLIN, 0}, {z.sigfd, POLLIN, 0}};
+    int n = poll(fds, 2, -1);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      zygote_exit(&z);
+    }
+    if (fds[1].revents) zygote_reap(&z);
+    if (fds[0].revents) {
+      ff__ctl_msg_t msg;
+      int fd;
+      int rc = ff__ctl_recv(ctl, &msg, &fd);
+      if (rc <= 0) zygote_exit(&z); /* end of stream or broken socket */
+      if (msg.type == FF__CTL_SPAWN && fd >= 0)
+        zygote_spawn(&z, msg.slot, fd);
+      else if (fd >= 0)
+        close(fd);
+    }
+  }
+}
+
+int ff__zygote_fork(ff__runtime_t *runtime, const ff_pool_options_t *options,
+                    pid_t *pid_out, int *pidfd_out, int *ctl_out) {
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
+    return -errno;
+  pid_t parent = getpid();
+  bool main_thread = (pid_t)syscall(SYS_gettid) == parent;
+
+  /* Flush C stdio so that buffered output is not written twice, once by
+   * this process and once by a child that inherited the buffer. */
+  fflush(NULL);
+  ff__runtime_park(runtime);
+  run_hook(options->fork_hooks.prepare, options->fork_hooks.arg);
+  pid_t pid = fork();
+  if (pid == 0) {
+    close(sv[0]);
+    run_hook(options->fork_hooks.child, options->fork_hooks.arg);
+    zygote_main(options, sv[1], parent, main_thread);
+  }
+  int err = pid < 0 ? -errno : 0;
+  run_hook(options->fork_hooks.parent, options->fork_hooks.arg);
+  ff__runtime_unpark(runtime);
+  close(sv[1]);
+  if (err < 0) {
+    close(sv[0]);
+    return err;
+  }
+  int pidfd = ff__pidfd_open(pid);
+  if (pidfd < 0) {
+    /* Without a pidfd the exit could not be watched: undo the fork. */
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    close(sv[0]);
+    return pidfd;
+  }
+  /* The loop thread polls the control socket; it must never block on it. */
+  int flags = fcntl(sv[0], F_GETFL);
+  if (flags < 0 || fcntl(sv[0], F_SETFL, flags | O_NONBLOCK) < 0) {
+    err = -errno;
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    close(pidfd);
+    close(sv[0]);
+    return err;
+  }
+  ff__fd_track(sv[0]);
+  ff__fd_track(pidfd);
+  *pid_out = pid;
+  *pidfd_out = pidfd;
+  *ctl_out = sv[0];
+  return 0;
+}

@@ -1,0 +1,537 @@
+/* Tests of the pool through the public API: create and destroy, round trips,
+ * volume, worker exit detection and replacement, and clean shutdown. Every
+ * test reaps what it forked: after each one the test process has no child. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "forkfarm.h"
+
+/* The work callback of these tests: a tiny command language on the input.
+ * "sq N" squares N; "die S" kills the worker with signal S; "exit C" exits
+ * with code C; "fail" fails the task; "sleep MS" sleeps; "pid" returns the
+ * worker's pid; "echo..." returns the input. */
+static int test_work(void *arg, const void *input, size_t len, ff_buf_t *out) {
+  (void)arg;
+  char cmd[64];
+  size_t n = len < sizeof(cmd) - 1 ? len : sizeof(cmd) - 1;
+  memcpy(cmd, input, n);
+  cmd[n] = 0;
+  long long v;
+  if (sscanf(cmd, "sq %lld", &v) == 1) {
+    char res[32];
+    int k = snprintf(res, sizeof(res), "%lld", v * v);
+    return ff_buf_set(out, res, (size_t)k);
+  }
+  if (sscanf(cmd, "die %lld", &v) == 1) {
+    signal((int)v, SIG_DFL); /* cmocka catches crashes: die for real */
+    raise((int)v);
+  }
+  if (sscanf(cmd, "exit %lld", &v) == 1) _exit((int)v);
+  if (strcmp(cmd, "fail") == 0) {
+    ff_buf_set(out, "bad input", 9);
+    return -1;
+  }
+  if (sscanf(cmd, "sleep %lld", &v) == 1) {
+    usleep((useconds_t)v * 1000);
+    return ff_buf_set(out, "slept", 5);
+  }
+  if (strcmp(cmd, "pid") == 0) {
+    char res[32];
+    int k = snprintf(res, sizeof(res), "%d", (int)getpid());
+    return ff_buf_set(out, res, (size_t)k);
+  }
+  return ff_buf_set(out, input, len);
+}
+
+static int init_fails(void *arg, ff_buf_t *detail) {
+  (void)arg;
+  ff_buf_set(detail, "no database", 11);
+  return -1;
+}
+
+typedef struct {
+  _Atomic int exits;
+  _Atomic int unexpected;
+  _Atomic int last_signal;
+  _Atomic int last_code;
+  _Atomic pid_t last_pid;
+} exit_log_t;
+
+static void log_exit(ff_pool_t *pool, const ff_exit_t *how, int expected,
+                     void *arg) {
+  (void)pool;
+  exit_log_t *log = arg;
+  atomic_store(&log->last_signal, how->term_signal);
+  atomic_store(&log->last_code, how->exit_code);
+  atomic_store(&log->last_pid, how->pid);
+  if (!expected) atomic_fetch_add(&log->unexpected, 1);
+  atomic_fetch_add(&log->exits, 1);
+}
+
+static ff_pool_t *make_pool(unsigned workers, exit_log_t *log) {
+  ff_pool_options_t o;
+  ff_pool_options_init(&o);
+  o.workers = workers;
+  o.work = test_work;
+  if (log) {
+    o.on_worker_exit = log_exit;
+    o.notify_arg = log;
+  }
+  ff_pool_t *pool = NULL;
+  assert_int_equal(ff_pool_create(&pool, &o), 0);
+  assert_non_null(pool);
+  return pool;
+}
+
+static ff_task_t *submit(ff_pool_t *pool, const char *msg) {
+  ff_task_t *task = NULL;
+  assert_int_equal(ff_pool_submit(pool, msg, strlen(msg), 0, NULL, NULL, &task),
+                   0);
+  return task;
+}
+
+/* Runs msg and checks the result text. */
+static void expect_result(ff_pool_t *pool, const char *msg,
+                          const char *expected) {
+  ff_task_t *task = submit(pool, msg);
+  assert_int_equal(ff_task_wait(task, 30), 0);
+  assert_int_equal(ff_task_status(task), 0);
+  size_t len;
+  const char *res = ff_task_result(task, &len);
+  assert_int_equal(len, strlen(expected));
+  assert_memory_equal(res, expected, len);
+  ff_task_release(task);
+}
+
+static void assert_no_children(void) {
+  int status;
+  assert_int_equal(waitpid(-1, &status, WNOHANG), -1);
+  assert_int_equal(errno, ECHILD);
+}
+
+static void assert_process_gone(pid_t pid) {
+  /* A worker is the zygote's child: once the zygote has reaped it and
+   * exited, the pid no longer exists. */
+  for (int i = 0; i < 200 && kill(pid, 0) == 0; i++) usleep(10000);
+  assert_int_equal(kill(pid, 0), -1);
+  assert_int_equal(errno, ESRCH);
+}
+
+static void test_create_destroy(void **state) {
+  (void)state;
+  for (int round = 0; round < 5; round++) {
+    ff_pool_t *pool = make_pool(2, NULL);
+    ff_pool_destroy(pool);
+  }
+  assert_no_children();
+}
+
+static void test_invalid_options(void **state) {
+  (void)state;
+  ff_pool_options_t o;
+  ff_pool_options_init(&o);
+  ff_pool_t *pool = NULL;
+  assert_int_equal(ff_pool_create(&pool, &o), -EINVAL); /* no callback */
+  o.work = test_work;
+  o.workers = 0;
+  assert_int_equal(ff_pool_create(&pool, &o), -EINVAL);
+  assert_null(pool);
+  assert_string_equal(ff_strerror(FF_EWORKERLOST),
+                      "the worker running the task exited");
+  assert_string_equal(ff_strerror(-ENOMEM), strerror(ENOMEM));
+}
+
+static void test_round_trip(void **state) {
+  (void)state;
+  ff_pool_t *pool = make_pool(2, NULL);
+  expect_result(pool, "sq 12", "144");
+  expect_result(pool, "echo hello", "echo hello");
+  /* An empty message is a valid message. */
+  ff_task_t *task = NULL;
+  assert_int_equal(ff_pool_submit(pool, NULL, 0, 0, NULL, NULL, &task), 0);
+  assert_int_equal(ff_task_wait(task, 30), 0);
+  assert_int_equal(ff_task_status(task), 0);
+  size_t len = 1;
+  ff_task_result(task, &len);
+  assert_int_equal(len, 0);
+  ff_task_release(task);
+  ff_pool_destroy(pool);
+  assert_no_children();
+}
+
+static void test_task_failure(void **state) {
+  (void)state;
+  ff_pool_t *pool = make_pool(1, NULL);
+  ff_task_t *task = submit(pool, "fail");
+  assert_int_equal(ff_task_wait(task, 30), 0);
+  assert_int_equal(ff_task_status(task), FF_ETASKFAILED);
+  size_t len;
+  const char *detail = ff_task_result(task, &len);
+  assert_int_equal(len, 9);
+  assert_memory_equal(detail, "bad input", 9);
+  ff_task_release(task);
+  expect_result(pool, "sq 3", "9"); /* the worker is still there */
+  ff_pool_destroy(pool);
+}
+
+/* 100,000 messages through 2 workers, each checked. */
+static void test_many_messages(void **state) {
+  (void)state;
+  enum { N = 100000 };
+  ff_pool_t *pool = make_pool(2, NULL);
+  ff_task_t **tasks = calloc(N, sizeof(*tasks));
+  assert_non_null(tasks);
+  char msg[32];
+  for (int i = 0; i < N; i++) {
+    int k = snprintf(msg, sizeof(msg), "sq %d", i);
+    assert_int_equal(
+        ff_pool_submit(pool, msg, (size_t)k, 0, NULL, NULL, &tasks[i]), 0);
+  }
+  for (int i = 0; i < N; i++) {
+    assert_int_equal(ff_task_wait(tasks[i], 60), 0);
+    assert_int_equal(ff_task_status(tasks[i]), 0);
+    size_t len;
+    const char *res = ff_task_result(tasks[i], &len);
+    char expect[32];
+    int k = snprintf(expect, sizeof(expect), "%lld", (long long)i * i);
+    assert_int_equal(len, (size_t)k);
+    assert_memory_equal(res, expect, len);
+    ff_task_release(tasks[i]);
+  }
+  free(tasks);
+  ff_pool_destroy(pool);
+  assert_no_children();
+}
+
+/* A message far larger than a socket buffer goes both ways intact. */
+static void test_large_message(void **state) {
+  (void)state;
+  ff_pool_t *pool = make_pool(2, NULL);
+  size_t len = 32u << 20;
+  char *msg = malloc(len);
+  assert_non_null(msg);
+  memcpy(msg, "echo", 4);
+  for (size_t i = 4; i < len; i++) msg[i] = (char)(i % 251);
+  ff_task_t *task = NULL;
+  assert_int_equal(ff_pool_submit(pool, msg, len, 0, NULL, NULL, &task), 0);
+  assert_int_equal(ff_task_wait(task, 60), 0);
+  assert_int_equal(ff_task_status(task), 0);
+  size_t got;
+  const char *res = ff_task_result(task, &got);
+  assert_int_equal(got, len);
+  assert_memory_equal(res, msg, len);
+  ff_task_release(task);
+  free(msg);
+  ff_pool_destroy(pool);
+}
+
+/* A worker killed from outside is reported with its signal; the task it ran
+ * fails alone with FF_EWORKERLOST, and the pool replaces the worker. */
+static void test_worker_killed(void **state) {
+  (void)state;
+  exit_log_t log = {0};
+  ff_pool_t *pool = make_pool(2, &log);
+  expect_result(pool, "sq 2", "4");
+  ff_task_t *slow = submit(pool, "sleep 5000");
+  /* Kill both workers: one of them runs the slow task. */
+  usleep(100000);
+  pid_t pids[8];
+  size_t n = ff_pool_worker_pids(pool, pids, 8);
+  assert_int_equal(n, 2);
+  uint64_t t0 = 0;
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  t0 = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+  for (size_t i = 0; i < n; i++) assert_int_equal(kill(pids[i], SIGKILL), 0);
+  assert_int_equal(ff_task_wait(slow, 10), 0);
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  uint64_t t1 = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+  assert_true(t1 - t0 < 1000000000u); /* detected well within a second */
+  assert_int_equal(ff_task_status(slow), FF_EWORKERLOST);
+  const ff_exit_t *how = ff_task_exit(slow);
+  assert_int_equal(how->term_signal, SIGKILL);
+  assert_int_equal(how->exit_code, -1);
+  assert_true(how->pid == pids[0] || how->pid == pids[1]);
+  ff_task_release(slow);
+  /* Both exits were reported, and the pool works with new workers. */
+  for (int i = 0; i < 500 && atomic_load(&log.exits) < 2; i++) usleep(10000);
+  assert_int_equal(atomic_load(&log.exits), 2);
+  assert_int_equal(atomic_load(&log.unexpected), 2);
+  assert_int_equal(atomic_load(&log.last_signal), SIGKILL);
+  expect_result(pool, "sq 5", "25");
+  pid_t fresh[8];
+  size_t nfresh = 0;
+  for (int i = 0; i < 500 && (nfresh = ff_pool_worker_pids(pool, fresh, 8)) < 2; i++)
+    usleep(10000);
+  assert_int_equal(nfresh, 2);
+  for (int i = 0; i < 2; i++) assert_true(fresh[i] != pids[0] && fresh[i] != pids[1]);
+  ff_pool_destroy(pool);
+  for (size_t i = 0; i < n; i++) assert_process_gone(pids[i]);
+  for (int i = 0; i < 2; i++) assert_process_gone(fresh[i]);
+  assert_no_children();
+}
+
+/* A task that makes its worker exit or die reports the code or signal. */
+static void test_worker_exit_codes(void **state) {
+  (void)state;
+  exit_log_t log = {0};
+  ff_pool_t *pool = make_pool(2, &log);
+  ff_task_t *task = submit(pool, "exit 42");
+  assert_int_equal(ff_task_wait(task, 30), 0);
+  assert_int_equal(ff_task_status(task), FF_EWORKERLOST);
+  assert_int_equal(ff_task_exit(task)->exit_code, 42);
+  assert_int_equal(ff_task_exit(task)->term_signal, 0);
+  ff_task_release(task);
+  task = submit(pool, "die 11");
+  assert_int_equal(ff_task_wait(task, 30), 0);
+  assert_int_equal(ff_task_status(task), FF_EWORKERLOST);
+  assert_int_equal(ff_task_exit(task)->term_signal, SIGSEGV);
+  ff_task_release(task);
+  /* Other tasks still complete. */
+  for (int i = 0; i < 50; i++) expect_result(pool, "sq 7", "49");
+  ff_pool_destroy(pool);
+  assert_no_children();
+}
+
+/* close() runs what is queued, then join() returns with every process gone. */
+static void test_clean_shutdown(void **state) {
+  (void)state;
+  exit_log_t log = {0};
+  ff_pool_t *pool = make_pool(3, &log);
+  ff_task_t *tasks[30];
+  for (int i = 0; i < 30; i++) tasks[i] = submit(pool, "sleep 5");
+  pid_t pids[8];
+  size_t n = ff_pool_worker_pids(pool, pids, 8);
+  assert_int_equal(ff_pool_join(pool, 0), -EINVAL); /* still open */
+  assert_int_equal(ff_pool_close(pool), 0);
+  ff_task_t *late = NULL;
+  assert_int_equal(ff_pool_submit(pool, "sq 1", 4, 0, NULL, NULL, &late),
+                   FF_ECLOSED);
+  assert_null(late);
+  assert_int_equal(ff_pool_join(pool, 30), 0);
+  for (int i = 0; i < 30; i++) {
+    assert_true(ff_task_done(tasks[i]));
+    assert_int_equal(ff_task_status(tasks[i]), 0);
+    ff_task_release(tasks[i]);
+  }
+  assert_int_equal(atomic_load(&log.unexpected), 0);
+  assert_no_children();
+  for (size_t i = 0; i < n; i++) assert_process_gone(pids[i]);
+  ff_pool_destroy(pool);
+}
+
+/* terminate() fails everything queued at once and leaves no process. */
+static void test_terminate(void **state) {
+  (void)state;
+  ff_pool_t *pool = make_pool(2, NULL);
+  enum { N = 1000 };
+  ff_task_t *tasks[N];
+  for (int i = 0; i < N; i++) tasks[i] = submit(pool, "sleep 1000");
+  usleep(50000);
+  assert_int_equal(ff_pool_terminate(pool), 0);
+  assert_int_equal(ff_pool_join(pool, 5), 0);
+  for (int i = 0; i < N; i++) {
+    assert_true(ff_task_done(tasks[i]));
+    assert_int_equal(ff_task_status(tasks[i]), FF_ECANCELED);
+    ff_task_release(tasks[i]);
+  }
+  assert_no_children();
+  ff_pool_destroy(pool);
+}
+
+/* With a task limit, workers are replaced as they reach it and every task
+ * still completes. */
+static void test_max_tasks_per_worker(void **state) {
+  (void)state;
+  exit_log_t log = {0};
+  ff_pool_options_t o;
+  ff_pool_options_init(&o);
+  o.workers = 2;
+  o.work = test_work;
+  o.max_tasks_per_worker = 3;
+  o.on_worker_exit = log_exit;
+  o.notify_arg = &log;
+  ff_pool_t *pool = NULL;
+  assert_int_equal(ff_pool_create(&pool, &o), 0);
+  enum { N = 40 };
+  ff_task_t *tasks[N];
+  for (int i = 0; i < N; i++) tasks[i] = submit(pool, "pid");
+  pid_t seen[N];
+  size_t distinct = 0;
+  for (int i = 0; i < N; i++) {
+    assert_int_equal(ff_task_wait(tasks[i], 30), 0);
+    assert_int_equal(ff_task_status(tasks[i]), 0);
+    size_t len;
+    const char *res = ff_task_result(tasks[i], &len);
+    char buf[32] = {0};
+    memcpy(buf, res, len < 31 ? len : 31);
+    pid_t pid = (pid_t)atoi(buf);
+    size_t j = 0;
+    while (j < distinct && seen[j] != pid) j++;
+    if (j == distinct) seen[distinct++] = pid;
+    ff_task_release(tasks[i]);
+  }
+  assert_true(distinct >= N / 3);
+  assert_int_equal(atomic_load(&log.unexpected), 0);
+  assert_int_equal(ff_pool_close(pool), 0);
+  assert_int_equal(ff_pool_join(pool, 30), 0);
+  ff_pool_destroy(pool);
+  assert_no_children();
+}
+
+/* A failing initializer fails the pool once, with its detail, and the pool
+ * does not respawn workers in a loop. */
+static void test_init_failure(void **state) {
+  (void)state;
+  exit_log_t log = {0};
+  ff_pool_options_t o;
+  ff_pool_options_init(&o);
+  o.workers = 2;
+  o.work = test_work;
+  o.worker_init = init_fails;
+  o.on_worker_exit = log_exit;
+  o.notify_arg = &log;
+  ff_pool_t *pool = NULL;
+  assert_int_equal(ff_pool_create(&pool, &o), 0);
+  /* The pool stops by itself; a task submitted meanwhile fails with the
+   * error, whether the failure came first or not. */
+  ff_task_t *task = NULL;
+  int rc = ff_pool_submit(pool, "sq 2", 4, 0, NULL, NULL, &task);
+  assert_true(rc == 0 || rc == FF_EINITFAILED);
+  if (rc == 0) {
+    assert_int_equal(ff_task_wait(task, 30), 0);
+    assert_int_equal(ff_task_status(task), FF_EINITFAILED);
+    size_t len;
+    const char *detail = ff_task_result(task, &len);
+    assert_int_equal(len, 11);
+    assert_memory_equal(detail, "no database", 11);
+    ff_task_release(task);
+  }
+  assert_int_equal(ff_pool_join(pool, 10), 0);
+  assert_int_equal(ff_pool_error(pool), FF_EINITFAILED);
+  char detail[32];
+  assert_int_equal(ff_pool_error_detail(pool, detail, sizeof(detail)), 11);
+  assert_memory_equal(detail, "no database", 11);
+  ff_task_t *late = NULL;
+  assert_int_equal(ff_pool_submit(pool, "sq 1", 4, 0, NULL, NULL, &late),
+                   FF_EINITFAILED);
+  assert_true(atomic_load(&log.exits) <= 2);
+  ff_pool_destroy(pool);
+  assert_no_children();
+}
+
+/* Tasks submitted with a completion queue come out of it as they finish. */
+static void test_completion_queue(void **state) {
+  (void)state;
+  ff_pool_t *pool = make_pool(2, NULL);
+  ff_queue_t *queue = NULL;
+  assert_int_equal(ff_queue_create(&queue), 0);
+  enum { N = 200 };
+  int seen[N] = {0};
+  for (intptr_t i = 0; i < N; i++) {
+    ff_task_t *task = NULL;
+    char msg[32];
+    int k = snprintf(msg, sizeof(msg), "sq %d", (int)i);
+    assert_int_equal(ff_pool_submit(pool, msg, (size_t)k, 0, queue, (void *)i,
+                                    &task),
+                     0);
+    ff_task_release(task); /* the queue delivers it */
+  }
+  for (int n = 0; n < N; n++) {
+    ff_task_t *task = NULL;
+    assert_int_equal(ff_queue_pop(queue, 30, &task), 0);
+    intptr_t i = (intptr_t)ff_task_user_data(task);
+    assert_true(i >= 0 && i < N);
+    assert_int_equal(seen[i], 0);
+    seen[i] = 1;
+    assert_int_equal(ff_task_status(task), 0);
+    ff_task_release(task);
+  }
+  ff_task_t *none = NULL;
+  assert_int_equal(ff_queue_pop(queue, 0.05, &none), -ETIMEDOUT);
+  ff_pool_destroy(pool);
+  ff_queue_destroy(queue);
+}
+
+/* A queued task can be cancelled; a running one cannot. */
+static void test_cancel(void **state) {
+  (void)state;
+  ff_pool_t *pool = make_pool(1, NULL);
+  ff_task_t *running = submit(pool, "sleep 300");
+  ff_task_t *queued[5];
+  for (int i = 0; i < 5; i++) queued[i] = submit(pool, "sq 3");
+  usleep(100000);
+  assert_int_equal(ff_task_cancel(running), -EBUSY);
+  /* The first queued one may already sit in the worker's socket. */
+  int cancelled = 0;
+  for (int i = 0; i < 5; i++)
+    if (ff_task_cancel(queued[i]) == 0) cancelled++;
+  assert_true(cancelled >= 4);
+  for (int i = 0; i < 5; i++) {
+    assert_int_equal(ff_task_wait(queued[i], 10), 0);
+    int status = ff_task_status(queued[i]);
+    assert_true(status == FF_ECANCELED || status == 0);
+    ff_task_release(queued[i]);
+  }
+  assert_int_equal(ff_task_wait(running, 10), 0);
+  assert_int_equal(ff_task_status(running), 0);
+  ff_task_release(running);
+  ff_pool_destroy(pool);
+}
+
+/* A wait times out on time, and the task is unaffected. */
+static void test_wait_timeout(void **state) {
+  (void)state;
+  ff_pool_t *pool = make_pool(1, NULL);
+  ff_task_t *task = submit(pool, "sleep 400");
+  assert_int_equal(ff_task_wait(task, 0.1), -ETIMEDOUT);
+  assert_false(ff_task_done(task));
+  assert_int_equal(ff_task_status(task), -EAGAIN);
+  assert_int_equal(ff_task_wait(task, 10), 0);
+  assert_int_equal(ff_task_status(task), 0);
+  ff_task_release(task);
+  ff_pool_destroy(pool);
+}
+
+static int setup_alarm(void **state) {
+  (void)state;
+  alarm(120); /* a hang fails the run instead of stalling it */
+  return 0;
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test_setup(test_create_destroy, setup_alarm),
+      cmocka_unit_test_setup(test_invalid_options, setup_alarm),
+      cmocka_unit_test_setup(test_round_trip, setup_alarm),
+      cmocka_unit_test_setup(test_task_failure, setup_alarm),
+      cmocka_unit_test_setup(test_many_messages, setup_alarm),
+      cmocka_unit_test_setup(test_large_message, setup_alarm),
+      cmocka_unit_test_setup(test_worker_killed, setup_alarm),
+      cmocka_unit_test_setup(test_worker_exit_codes, setup_alarm),
+      cmocka_unit_test_setup(test_clean_shutdown, setup_alarm),
+      cmocka_unit_test_setup(test_terminate, setup_alarm),
+      cmocka_unit_test_setup(test_max_tasks_per_worker, setup_alarm),
+      cmocka_unit_test_setup(test_init_failure, setup_alarm),
+      cmocka_unit_test_setup(test_completion_queue, setup_alarm),
+      cmocka_unit_test_setup(test_cancel, setup_alarm),
+      cmocka_unit_test_setup(test_wait_timeout, setup_alarm),
+  };
+  /* FF_TEST_FILTER=name_pattern runs a subset, for debugging. */
+  const char *filter = getenv("FF_TEST_FILTER");
+  if (filter) cmocka_set_test_filter(filter);
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
