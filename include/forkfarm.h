@@ -35,7 +35,10 @@ extern "C" {
   XX(CLOSED, -30004, "the pool is closed")                                   \
   XX(CANCELED, -30005, "the task was cancelled before it ran")               \
   XX(TASKFAILED, -30006, "the task callback returned an error")              \
-  XX(PROTOCOL, -30007, "a corrupt or truncated message was received")
+  XX(PROTOCOL, -30007, "a corrupt or truncated message was received")     \
+  XX(FOREIGN, -30008,                                                        \
+     "the pool belongs to the process that created it, not to this fork "    \
+     "of it")
 
 typedef enum {
 #define XX(name, value, text) FF_E##name = value,
@@ -186,7 +189,8 @@ int ff_task_cancel(ff_task_t *task);
 
 /* The outcome of a finished task: 0 when the worker returned a result, or an
  * error code (FF_EWORKERLOST, FF_ETASKFAILED, FF_ECANCELED, FF_EINITFAILED,
- * FF_EZYGOTELOST). -EAGAIN while it is still running. */
+ * FF_EZYGOTELOST). -EAGAIN while it is still running. The outcome can be read
+ * from the completion callback on, just before waiters are woken. */
 int ff_task_status(const ff_task_t *task);
 
 /* The result bytes of a finished task (the error detail on FF_ETASKFAILED or

@@ -37,6 +37,12 @@ static inline void ff__list_push_back(ff__link_t *head, ff__link_t *link) {
   head->prev->next = link;
   head->prev = link;
 }
+static inline void ff__list_push_front(ff__link_t *head, ff__link_t *link) {
+  link->next = head->next;
+  link->prev = head;
+  head->next->prev = link;
+  head->next = link;
+}
 static inline void ff__list_remove(ff__link_t *link) {
   link->prev->next = link->next;
   link->next->prev = link->prev;
@@ -255,7 +261,8 @@ struct ff_task_s {
   ff_pool_t *pool; /* holds a reference to the pool while the task lives */
   ff_queue_t *queue;
   void *user_data;
-  /* Until dispatch: the frame payload (the caller's message). */
+  /* Until it finishes: the caller's message (kept after dispatch, so that
+   * a task queued behind a worker that died can be sent again). */
   char *message;
   size_t message_length;
   /* Once finished: */
@@ -283,5 +290,7 @@ void ff__pool_release(ff_pool_t *pool);
 /* Called by ff_task_cancel once the task is marked cancelling. */
 void ff__pool_wake(ff_pool_t *pool);
 int ff__pool_loop_thread_is_current(ff_pool_t *pool);
+/* 1 in a forked child that holds a copy of its parent's pool. */
+int ff__pool_is_foreign(ff_pool_t *pool);
 
 #endif /* FF_INTERNAL_H */

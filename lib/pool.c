@@ -20,9 +20,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-/* Tasks in flight per worker: one running and one waiting in its socket, so
- * a worker never idles for a round trip between two tasks. */
+/* Tasks in flight per worker. A second task waiting in a worker's socket
+ * saves it a round trip between tasks, but it cannot move to another worker
+ * that falls idle: so a worker gets one only when the backlog is deep
+ * enough (FF__PREFETCH_BACKLOG tasks per worker) that idle workers have
+ * other work anyway. */
 #define FF__WORKER_CREDIT 2u
+#define FF__PREFETCH_BACKLOG 2u
 
 enum pool_state {
   POOL_RUNNING,
@@ -54,6 +58,8 @@ typedef struct ff__worker_s {
 
 struct ff_pool_s {
   _Atomic uint32_t refs;
+  pid_t owner; /* the process that created the pool: a fork of it (a
+                  worker, say) holds a copy it must not drive */
   ff__runtime_t *runtime;
   ff_pool_options_t options;
 
@@ -70,6 +76,7 @@ struct ff_pool_s {
   /* Shared with submitting threads, under lock. */
   pthread_mutex_t lock;
   ff__link_t incoming;
+  size_t incoming_count;
   bool accepting;
   uint64_t next_id;
   _Atomic int error;
@@ -81,6 +88,7 @@ struct ff_pool_s {
   int state;
   bool destroyed;
   ff__link_t pending;
+  size_t pending_count;
   ff__worker_t *workers;
   unsigned live_workers;
   char *error_detail;
@@ -95,6 +103,12 @@ static void pool_fail(ff_pool_t *pool, int code, const void *detail,
                       size_t length, const ff_exit_t *exit);
 static void pool_terminate_in_loop(void *arg);
 static void worker_spawn(ff__worker_t *w);
+
+/* A forked child inherits a copy of its parent's pools, whose loop thread
+ * does not exist in the child: every call on them fails. */
+static int pool_foreign(const ff_pool_t *pool) {
+  return pool->owner != getpid();
+}
 
 void ff_pool_options_init(ff_pool_options_t *options) {
   memset(options, 0, sizeof(*options));
@@ -117,7 +131,10 @@ int ff__pool_loop_thread_is_current(ff_pool_t *pool) {
   return ff__runtime_on_loop_thread(pool->runtime);
 }
 
+int ff__pool_is_foreign(ff_pool_t *pool) { return pool_foreign(pool); }
+
 void ff__pool_wake(ff_pool_t *pool) {
+  if (pool_foreign(pool)) return;
   atomic_fetch_add(&pool->cancels, 1);
   uv_async_send(&pool->wakeup);
 }
@@ -299,10 +316,12 @@ static void pool_fail(ff_pool_t *pool, int code, const void *detail,
   }
   pool->accepting = false;
   ff__list_splice(&pool->pending, &pool->incoming);
+  pool->incoming_count = 0;
   pthread_mutex_unlock(&pool->lock);
   ff__link_t *l;
   while ((l = ff__list_pop_front(&pool->pending)) != NULL)
     pool_fail_task(pool, FF__CONTAINER_OF(l, ff_task_t, link), code, exit);
+  pool->pending_count = 0;
   if (pool->state == POOL_RUNNING || pool->state == POOL_CLOSING)
     pool_terminate_in_loop(pool);
 }
@@ -317,16 +336,6 @@ static void worker_kill(ff__worker_t *w) {
     ff__pidfd_send_signal(w->pidfd, SIGKILL);
   else
     w->doomed = true;
-}
-
-static void worker_send_done(void *context, int status) {
-  ff_task_t *task = context;
-  /* Once sent, the message is the worker's; free it early. A failed send is
-   * left alone: the task fails with its worker and frees it then. */
-  if (status == 0) {
-    free(task->message);
-    task->message = NULL;
-  }
 }
 
 static void worker_on_frame(ff__channel_t *channel, ff__frame_t *frame) {
@@ -419,8 +428,26 @@ static void worker_exited(ff__worker_t *w, int wstatus) {
   w->exiting = false;
   ff_exit_t how;
   ff__exit_from_status(&how, w->pid, wstatus);
-  if (!ff__list_empty(&w->in_flight)) expected = false;
-  worker_fail_in_flight(w, FF_EWORKERLOST, &how);
+  if (!ff__list_empty(&w->in_flight)) {
+    expected = false;
+    /* A worker runs its tasks in order: the first one left is the one it
+     * died running. Those behind it never started, so they go back to the
+     * front of the queue rather than fail with it. */
+    ff_task_t *lost =
+        FF__CONTAINER_OF(ff__list_pop_front(&w->in_flight), ff_task_t, link);
+    w->in_flight_count--;
+    while (!ff__list_empty(&w->in_flight)) {
+      ff_task_t *task =
+          FF__CONTAINER_OF(w->in_flight.prev, ff_task_t, link);
+      ff__list_remove(&task->link);
+      atomic_store(&task->stage, FF__TASK_QUEUED);
+      ff__list_push_front(&pool->pending, &task->link);
+      pool->pending_count++;
+    }
+    w->in_flight_count = 0;
+    ff__task_settle(lost, FF_EWORKERLOST, NULL, 0, &how);
+    pool_complete(pool, lost);
+  }
   worker_release_process(w);
   if (pool->options.on_worker_exit)
     pool->options.on_worker_exit(pool, &how, expected,
@@ -497,6 +524,7 @@ static void pool_drop_cancelled(ff_pool_t *pool) {
     l = l->next;
     if (atomic_load(&task->stage) == FF__TASK_CANCELLING) {
       ff__list_remove(&task->link);
+      pool->pending_count--;
       ff__task_settle(task, FF_ECANCELED, NULL, 0, NULL);
       pool_complete(pool, task);
     }
@@ -505,10 +533,13 @@ static void pool_drop_cancelled(ff_pool_t *pool) {
 
 static ff__worker_t *pool_pick_worker(ff_pool_t *pool) {
   ff__worker_t *best = NULL;
+  unsigned credit =
+      pool->pending_count >= FF__PREFETCH_BACKLOG * pool->options.workers
+          ? FF__WORKER_CREDIT
+          : 1;
   for (unsigned i = 0; i < pool->options.workers; i++) {
     ff__worker_t *w = &pool->workers[i];
-    if (w->state != WORKER_READY || w->exiting ||
-        w->in_flight_count >= FF__WORKER_CREDIT)
+    if (w->state != WORKER_READY || w->exiting || w->in_flight_count >= credit)
       continue;
     if (best == NULL || w->in_flight_count < best->in_flight_count) best = w;
     if (w->in_flight_count == 0) break;
@@ -524,6 +555,7 @@ static void pool_dispatch(ff_pool_t *pool) {
          (w = pool_pick_worker(pool)) != NULL) {
     ff_task_t *task =
         FF__CONTAINER_OF(ff__list_pop_front(&pool->pending), ff_task_t, link);
+    pool->pending_count--;
     uint32_t expected = FF__TASK_QUEUED;
     if (!atomic_compare_exchange_strong(&task->stage, &expected,
                                         FF__TASK_DISPATCHED)) {
@@ -537,8 +569,8 @@ static void pool_dispatch(ff_pool_t *pool) {
     unsigned max = pool->options.max_tasks_per_worker;
     if (max && w->tasks_sent >= max) w->state = WORKER_RETIRING;
     if (ff__channel_send(w->channel, FF__FRAME_TASK, 0, task->id,
-                         task->message, task->message_length,
-                         worker_send_done, task) < 0)
+                         task->message, task->message_length, NULL,
+                         NULL) < 0)
       worker_kill(w); /* its exit fails the task */
   }
   if (pool->state == POOL_CLOSING && ff__list_empty(&pool->pending)) {
@@ -559,9 +591,12 @@ static void pool_on_wakeup(uv_async_t *handle) {
   ff__list_init(&fresh);
   pthread_mutex_lock(&pool->lock);
   ff__list_splice(&fresh, &pool->incoming);
+  size_t fresh_count = pool->incoming_count;
+  pool->incoming_count = 0;
   pthread_mutex_unlock(&pool->lock);
   if (pool->state == POOL_RUNNING || pool->state == POOL_CLOSING) {
     ff__list_splice(&pool->pending, &fresh);
+    pool->pending_count += fresh_count;
   } else {
     ff__link_t *l;
     while ((l = ff__list_pop_front(&fresh)) != NULL)
@@ -612,6 +647,7 @@ int ff_pool_create(ff_pool_t **out, const ff_pool_options_t *options) {
     return -ENOMEM;
   }
   atomic_init(&pool->refs, 2); /* the owner's and the loop's */
+  pool->owner = getpid();
   pool->runtime = runtime;
   pool->options = *options;
   pool->zygote_pidfd = -1;
@@ -660,6 +696,7 @@ int ff_pool_submit(ff_pool_t *pool, const void *message, size_t length,
   if (pool == NULL || task_out == NULL || (message == NULL && length > 0) ||
       (flags & ~FF_SUBMIT_NOTIFY))
     return -EINVAL;
+  if (pool_foreign(pool)) return FF_EFOREIGN;
   ff_task_t *task =
       ff__task_new(pool, message, length, flags, queue, user_data);
   if (task == NULL) return -ENOMEM;
@@ -674,6 +711,7 @@ int ff_pool_submit(ff_pool_t *pool, const void *message, size_t length,
   }
   task->id = pool->next_id++;
   ff__list_push_back(&pool->incoming, &task->link);
+  pool->incoming_count++;
   pthread_mutex_unlock(&pool->lock);
   uv_async_send(&pool->wakeup);
   *task_out = task;
@@ -694,6 +732,7 @@ static void pool_close_in_loop(void *arg) {
 }
 
 int ff_pool_close(ff_pool_t *pool) {
+  if (pool_foreign(pool)) return FF_EFOREIGN;
   atomic_store(&pool->closed_by_user, true);
   return ff__runtime_call(pool->runtime, pool_close_in_loop, pool);
 }
@@ -703,6 +742,8 @@ static void pool_terminate_in_loop(void *arg) {
   pthread_mutex_lock(&pool->lock);
   pool->accepting = false;
   ff__list_splice(&pool->pending, &pool->incoming);
+  pool->pending_count += pool->incoming_count;
+  pool->incoming_count = 0;
   pthread_mutex_unlock(&pool->lock);
   if (pool->state == POOL_TERMINATING || pool->state == POOL_STOPPED) return;
   pool->state = POOL_TERMINATING;
@@ -711,6 +752,7 @@ static void pool_terminate_in_loop(void *arg) {
   ff__link_t *l;
   while ((l = ff__list_pop_front(&pool->pending)) != NULL)
     pool_fail_task(pool, FF__CONTAINER_OF(l, ff_task_t, link), code, NULL);
+  pool->pending_count = 0;
   for (unsigned i = 0; i < pool->options.workers; i++) {
     ff__worker_t *w = &pool->workers[i];
     /* Close the channel before failing the tasks: its send queue still
@@ -726,11 +768,13 @@ static void pool_terminate_in_loop(void *arg) {
 }
 
 int ff_pool_terminate(ff_pool_t *pool) {
+  if (pool_foreign(pool)) return FF_EFOREIGN;
   atomic_store(&pool->closed_by_user, true);
   return ff__runtime_call(pool->runtime, pool_terminate_in_loop, pool);
 }
 
 int ff_pool_join(ff_pool_t *pool, double timeout) {
+  if (pool_foreign(pool)) return FF_EFOREIGN;
   if (!atomic_load(&pool->closed_by_user) && atomic_load(&pool->error) == 0)
     return -EINVAL;
   if (atomic_load(&pool->stopped)) return 0;
@@ -752,6 +796,9 @@ static void pool_destroy_in_loop(void *arg) {
 
 void ff_pool_destroy(ff_pool_t *pool) {
   if (pool == NULL) return;
+  /* In a fork, the copy is left alone: its locks may be held by threads
+   * that do not exist here, and the processes are the parent's. */
+  if (pool_foreign(pool)) return;
   ff_pool_terminate(pool);
   if (!ff__runtime_on_loop_thread(pool->runtime)) {
     /* Reap the zygote before returning, so that no child outlives the pool
@@ -782,6 +829,7 @@ static void pool_pids_in_loop(void *arg) {
 }
 
 size_t ff_pool_worker_pids(ff_pool_t *pool, pid_t *pids, size_t capacity) {
+  if (pool_foreign(pool)) return 0;
   pids_call_t call = {pool, pids, capacity, 0};
   if (ff__runtime_call(pool->runtime, pool_pids_in_loop, &call) < 0) return 0;
   return call.count;

@@ -64,7 +64,9 @@ void ff__task_publish(ff_task_t *task) {
 
 int ff_task_wait(ff_task_t *task, double timeout) {
   if (atomic_load_explicit(&task->done, memory_order_acquire)) return 0;
-  /* The loop thread finishes tasks: waiting there would never end. */
+  /* The loop thread finishes tasks: waiting there would never end, and
+   * neither would waiting in a fork, where no loop thread runs. */
+  if (ff__pool_is_foreign(task->pool)) return FF_EFOREIGN;
   if (ff__pool_loop_thread_is_current(task->pool)) return -EDEADLK;
   uint64_t deadline = ff__deadline(timeout);
   while (!atomic_load_explicit(&task->done, memory_order_acquire)) {
@@ -82,6 +84,7 @@ int ff_task_done(const ff_task_t *task) {
 }
 
 int ff_task_cancel(ff_task_t *task) {
+  if (ff__pool_is_foreign(task->pool)) return FF_EFOREIGN;
   uint32_t expected = FF__TASK_QUEUED;
   if (atomic_compare_exchange_strong(&task->stage, &expected,
                                      FF__TASK_CANCELLING)) {
@@ -91,13 +94,20 @@ int ff_task_cancel(ff_task_t *task) {
   return expected == FF__TASK_CANCELLING ? 0 : -EBUSY;
 }
 
+/* The outcome is readable once settled, so a completion callback (which
+ * runs before waiters are woken) can read it. */
+static int task_settled(const ff_task_t *task) {
+  return atomic_load_explicit(&((ff_task_t *)task)->stage,
+                              memory_order_acquire) == FF__TASK_FINISHED;
+}
+
 int ff_task_status(const ff_task_t *task) {
-  if (!ff_task_done(task)) return -EAGAIN;
+  if (!task_settled(task)) return -EAGAIN;
   return task->status;
 }
 
 const void *ff_task_result(const ff_task_t *task, size_t *length) {
-  if (!ff_task_done(task)) {
+  if (!task_settled(task)) {
     if (length) *length = 0;
     return NULL;
   }

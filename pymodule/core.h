@@ -1,0 +1,66 @@
+/* The private header of the forkfarm._core extension: the Python types over
+ * the C runtime, and the pieces that run inside worker processes. */
+#ifndef FFPY_CORE_H
+#define FFPY_CORE_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include "forkfarm.h"
+
+/* _core.Error: a runtime call failed; args are (code, message). The Python
+ * layer maps codes to its exceptions in one place (forkfarm/_errors.py). */
+extern PyObject *ffpy_error_type;
+/* Raises _core.Error for a runtime return code (MemoryError for -ENOMEM),
+ * and returns NULL for the caller to return. */
+PyObject *ffpy_raise(int code);
+
+extern PyTypeObject ffpy_task_type;
+extern PyTypeObject ffpy_queue_type;
+extern PyTypeObject ffpy_pool_type;
+
+typedef struct {
+  PyObject_HEAD
+  ff_task_t *task;
+  PyObject *notify; /* called with the task in the loop thread, or NULL */
+} ffpy_task_t;
+
+typedef struct {
+  PyObject_HEAD
+  ff_queue_t *queue;
+} ffpy_queue_t;
+
+/* Wraps a runtime task reference (stolen) in a new Task object. */
+PyObject *ffpy_task_wrap(ff_task_t *task);
+
+/* What a worker process needs from the pool's creator: inherited by fork,
+ * so these are plain references to the parent's objects. */
+typedef struct {
+  PyObject *execute;      /* execute(bytes) -> bytes, in the worker */
+  PyObject *initializer;  /* or Py_None */
+  PyObject *initargs;     /* a tuple */
+  PyObject *encode_error; /* encode_error(exception) -> bytes */
+  PyObject *worker_setup; /* worker_setup() -> None, before the initializer */
+  PyObject *worker_exit;  /* worker_exit() -> None, before the worker exits */
+} ffpy_worker_context_t;
+
+/* Fills the runtime's options with the worker callbacks and fork hooks. */
+void ffpy_worker_options(ff_pool_options_t *options,
+                         ffpy_worker_context_t *context);
+
+/* Releases the GIL around ff_pool_create. The fork hooks take it back for
+ * the fork itself, as os.fork() would hold it. */
+int ffpy_pool_create_released(ff_pool_t **pool,
+                              const ff_pool_options_t *options);
+
+/* Waits with the GIL released, in a way Ctrl-C can interrupt: wait is
+ * called with the remaining timeout (negative: none) until it returns 0 or
+ * -ETIMEDOUT. Returns 1 when done, 0 on timeout, -1 with an exception set. */
+int ffpy_wait_interruptibly(int (*wait)(void *arg, double timeout), void *arg,
+                            double timeout);
+
+/* Parses a timeout argument: None means no limit (-1); negative values mean
+ * do not wait (0). Returns -2 with an exception set on a bad value. */
+double ffpy_parse_timeout(PyObject *value);
+
+#endif

@@ -1,0 +1,152 @@
+"""The exceptions of forkfarm, and the one place where the runtime's codes
+become them."""
+
+from __future__ import annotations
+
+import pickle
+import signal as _signal
+from concurrent.futures import CancelledError
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any
+
+from . import _core
+
+
+class RemoteTraceback(Exception):
+    """The traceback of an exception raised in a worker, attached to it as
+    ``__cause__``."""
+
+    def __init__(self, tb: str) -> None:
+        super().__init__(tb)
+        self.tb = tb
+
+    def __str__(self) -> str:
+        return self.tb
+
+
+def _signal_name(signum: int) -> str:
+    try:
+        return _signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
+class WorkerLostError(BrokenProcessPool):
+    """The worker running a task exited before it returned a result.
+
+    Only that task fails: the pool replaces the worker and goes on. It is a
+    :class:`concurrent.futures.process.BrokenProcessPool`, so ``except``
+    clauses written for ProcessPoolExecutor still catch it.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        pid: int | None = None,
+        exitcode: int | None = None,
+        signal: int | None = None,
+        task: Any = None,
+    ) -> None:
+        super().__init__(message)
+        self.pid = pid
+        self.exitcode = exitcode
+        self.signal = signal
+        self.task = task
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _rebuild_worker_lost, (
+            self.args[0],
+            self.pid,
+            self.exitcode,
+            self.signal,
+        )
+
+    @classmethod
+    def from_exit(cls, pid: int, exit_code: int, signum: int) -> WorkerLostError:
+        if signum:
+            how = f"was killed by {_signal_name(signum)}"
+            exitcode: int | None = -signum
+        elif exit_code >= 0:
+            how = f"exited with code {exit_code}"
+            exitcode = exit_code
+        else:
+            how = "exited"
+            exitcode = None
+        return cls(
+            f"the worker process (pid {pid}) running the task {how}",
+            pid=pid or None,
+            exitcode=exitcode,
+            signal=signum or None,
+        )
+
+
+def _rebuild_worker_lost(
+    message: str, pid: int | None, exitcode: int | None, signum: int | None
+) -> WorkerLostError:
+    return WorkerLostError(message, pid=pid, exitcode=exitcode, signal=signum)
+
+
+class InitializerError(BrokenProcessPool):
+    """A worker's initializer failed, so the pool cannot run tasks. The
+    initializer's exception is the ``__cause__``."""
+
+
+class PoolTerminatedError(CancelledError):
+    """The pool was terminated before the task finished."""
+
+
+def _initializer_error(detail: bytes, pid: int, exit_code: int, signum: int) -> BaseException:
+    cause: BaseException | None = None
+    if detail:
+        try:
+            ok, cause = pickle.loads(detail)
+        except BaseException as exc:  # noqa: BLE001
+            cause = exc
+    elif pid:
+        cause = WorkerLostError.from_exit(pid, exit_code, signum)
+    message = "a worker initializer failed, so the pool cannot run tasks"
+    if cause is not None:
+        message += f": {type(cause).__name__}: {cause}"
+    err = InitializerError(message)
+    err.__cause__ = cause
+    return err
+
+
+def from_outcome(status: int, detail: bytes, exit: tuple[int, int, int]) -> BaseException:
+    """The exception for a task that did not return a result."""
+    pid, exit_code, signum = exit
+    if status == _core.EWORKERLOST:
+        return WorkerLostError.from_exit(pid, exit_code, signum)
+    if status == _core.EINITFAILED:
+        return _initializer_error(detail, pid, exit_code, signum)
+    if status == _core.ECANCELED:
+        return PoolTerminatedError("the pool was terminated before the task finished")
+    if status == _core.EZYGOTELOST:
+        return BrokenProcessPool(
+            f"the pool's zygote process (pid {pid}) exited, so the pool cannot run tasks"
+        )
+    if status == _core.ETASKFAILED:
+        # The worker's own machinery failed, with an encoded exception or text.
+        try:
+            ok, exc = pickle.loads(detail)
+            if isinstance(exc, BaseException):
+                return exc
+        except BaseException:  # noqa: BLE001
+            pass
+        return RuntimeError(f"the worker failed: {detail.decode(errors='replace')}")
+    return OSError(-status, _core.strerror(status))
+
+
+def from_error(error: _core.Error, pool: _core.Pool | None = None) -> BaseException:
+    """The exception for a failed runtime call."""
+    code, message = error.args
+    if code == _core.ECLOSED:
+        return ValueError("Pool not running")
+    if code in (_core.EINITFAILED, _core.EZYGOTELOST) and pool is not None:
+        failure = pool.error()
+        detail = failure[1] if failure else b""
+        return from_outcome(code, detail, (0, -1, 0))
+    if code < 0 and -code < 4096:
+        return OSError(-code, message)
+    return RuntimeError(message)

@@ -1,0 +1,180 @@
+"""``forkfarm.Executor``: a :class:`concurrent.futures.Executor` on the
+forkfarm runtime.
+
+Futures are completed by the runtime's loop thread, under the GIL, as the
+results arrive: there is no management thread. A worker that dies fails only
+the future it was running, with :class:`forkfarm.WorkerLostError`; the
+executor replaces the worker and keeps going, where ProcessPoolExecutor
+breaks entirely.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import itertools
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any, TypeVar
+
+from . import _core, _errors, _protocol
+from .pool import _live_pools, check_start_method, create_core, task_value
+
+__all__ = ["Executor"]
+
+_T = TypeVar("_T")
+
+
+class _Future(concurrent.futures.Future):  # type: ignore[type-arg]
+    """A future whose cancel() also withdraws its task from the runtime."""
+
+    _task: _core.Task | None = None
+    _executor: Executor | None = None
+
+    def cancel(self) -> bool:
+        # A task a worker already has cannot be withdrawn, as with
+        # ProcessPoolExecutor's running futures.
+        if self._task is not None and not self._task.cancel():
+            return False
+        return super().cancel()
+
+    def _on_done(self, task: _core.Task) -> None:
+        # In the loop thread, under the GIL, when the task finished.
+        executor = self._executor
+        self._executor = None
+        if executor is not None:
+            executor._pending.discard(self)
+        outcome = task.outcome()
+        if outcome is not None and outcome[0] == _core.ECANCELED and not self.cancelled():
+            super().cancel()
+        if not self.set_running_or_notify_cancel():
+            return
+        try:
+            self.set_result(task_value(task))
+        except BaseException as exc:  # noqa: BLE001 - delivered through the future
+            self.set_exception(exc)
+
+
+class Executor(concurrent.futures.Executor):
+    """An executor of worker processes, for concurrent.futures code.
+
+    ``max_workers`` defaults to the number of CPUs. ``initializer(*initargs)``
+    runs once in each worker; if it raises, the executor is broken and
+    submit() raises :class:`concurrent.futures.process.BrokenProcessPool`.
+    ``max_tasks_per_child`` replaces a worker after that many tasks.
+    """
+
+    def __init__(
+        self,
+        max_workers: int | None = None,
+        initializer: Callable[..., object] | None = None,
+        initargs: Iterable[Any] = (),
+        *,
+        max_tasks_per_child: int | None = None,
+        mp_context: Any = None,
+    ) -> None:
+        self._shutdown_requested = True  # until the runtime pool exists
+        if max_workers is None:
+            max_workers = os.cpu_count() or 1
+        if not isinstance(max_workers, int) or isinstance(max_workers, bool):
+            raise TypeError(f"max_workers must be an int, not {type(max_workers).__name__}")
+        if max_workers <= 0:
+            raise ValueError("max_workers must be greater than 0")
+        if initializer is not None and not callable(initializer):
+            raise TypeError("initializer must be a callable")
+        if max_tasks_per_child is not None and (
+            not isinstance(max_tasks_per_child, int)
+            or isinstance(max_tasks_per_child, bool)
+            or max_tasks_per_child < 1
+        ):
+            raise ValueError("max_tasks_per_child must be >= 1")
+        check_start_method(mp_context)
+        self._max_workers = max_workers
+        self._lock = threading.Lock()
+        self._pending: set[_Future] = set()
+        self._core = create_core(max_workers, initializer, initargs, max_tasks_per_child)
+        self._shutdown_requested = False
+        _live_pools.add(self)
+
+    def _submit_payload(self, payload: bytes) -> _Future:
+        future = _Future()
+        future._executor = self
+        with self._lock:
+            if self._shutdown_requested:
+                raise RuntimeError("cannot schedule new futures after shutdown")
+            # Tracked before it can finish, so its completion always finds it.
+            self._pending.add(future)
+            try:
+                future._task = self._core.submit(payload, future._on_done)
+            except _core.Error as error:
+                self._pending.discard(future)
+                raise _errors.from_error(error, self._core) from None
+        return future
+
+    def submit(self, fn: Callable[..., _T], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[_T]:
+        """Schedules ``fn(*args, **kwargs)``; returns its Future. Arguments
+        that cannot be pickled raise here, in the caller."""
+        if not callable(fn):
+            raise TypeError(f"{type(fn).__name__!r} object is not callable")
+        return self._submit_payload(_protocol.encode_call(fn, args, kwargs))
+
+    def map(
+        self,
+        fn: Callable[..., _T],
+        *iterables: Iterable[Any],
+        timeout: float | None = None,
+        chunksize: int = 1,
+    ) -> Iterator[_T]:
+        """Like :meth:`concurrent.futures.Executor.map`; chunksize items
+        travel together in one task."""
+        if not isinstance(chunksize, int) or chunksize < 1:
+            raise ValueError("chunksize must be >= 1.")
+        if not callable(fn):
+            raise TypeError(f"{type(fn).__name__!r} object is not callable")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        args = zip(*iterables)
+        futures = []
+        while chunk := list(itertools.islice(args, chunksize)):
+            futures.append(self._submit_payload(_protocol.encode_chunk(fn, chunk, True)))
+
+        def results() -> Iterator[_T]:
+            try:
+                futures.reverse()
+                while futures:
+                    future = futures.pop()
+                    if deadline is None:
+                        yield from future.result()
+                    else:
+                        yield from future.result(deadline - time.monotonic())
+            finally:
+                for future in futures:
+                    future.cancel()
+
+        return results()
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Stops accepting work. With cancel_futures, futures no worker has
+        started are cancelled. With wait, returns once the workers exited."""
+        with self._lock:
+            if not hasattr(self, "_core"):
+                return
+            self._shutdown_requested = True
+            pending = list(self._pending) if cancel_futures else []
+        for future in pending:
+            future.cancel()
+        self._core.close()
+        if wait:
+            self._core.join()
+
+    def _shutdown_at_exit(self) -> None:
+        self.shutdown(wait=True)
+
+    @property
+    def _broken(self) -> BrokenProcessPool | None:
+        failure = self._core.error()
+        if failure is None:
+            return None
+        error = _errors.from_outcome(failure[0], failure[1], (0, -1, 0))
+        return error if isinstance(error, BrokenProcessPool) else BrokenProcessPool(str(error))

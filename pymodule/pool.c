@@ -1,0 +1,264 @@
+/* _core.Pool: a runtime pool whose workers run Python.
+ *
+ * The pool's completion callback runs in the runtime's loop thread; it takes
+ * the GIL once per batch of finished tasks and calls each task's notify
+ * callable. Tasks without one never touch the GIL outside their caller. */
+#include "core.h"
+
+#include <errno.h>
+
+typedef struct {
+  PyObject_HEAD
+  ff_pool_t *pool;
+  ffpy_worker_context_t context;
+} ffpy_pool_t;
+
+static int interpreter_finalizing(void) {
+#if PY_VERSION_HEX >= 0x030D0000
+  return Py_IsFinalizing();
+#else
+  return _Py_IsFinalizing();
+#endif
+}
+
+static void pool_on_complete(ff_task_t **tasks, size_t count, void *arg) {
+  (void)arg;
+  /* A thread that takes the GIL while the interpreter shuts down never gets
+   * it back; the notify callables are moot by then. */
+  if (interpreter_finalizing()) return;
+  PyGILState_STATE gil = PyGILState_Ensure();
+  for (size_t i = 0; i < count; i++) {
+    ffpy_task_t *obj = ff_task_user_data(tasks[i]);
+    PyObject *notify = obj->notify;
+    obj->notify = NULL;
+    if (notify) {
+      PyObject *r = PyObject_CallOneArg(notify, (PyObject *)obj);
+      if (r == NULL)
+        PyErr_WriteUnraisable(notify);
+      else
+        Py_DECREF(r);
+      Py_DECREF(notify);
+    }
+    Py_DECREF(obj); /* the reference taken at submit */
+  }
+  PyGILState_Release(gil);
+}
+
+static int pool_init(ffpy_pool_t *self, PyObject *args, PyObject *kw) {
+  static char *names[] = {"processes",    "execute",     "initializer",
+                          "initargs",     "encode_error", "worker_setup",
+                          "worker_exit",  "maxtasksperchild", NULL};
+  int processes;
+  unsigned int max_tasks = 0;
+  ffpy_worker_context_t c = {0};
+  if (!PyArg_ParseTupleAndKeywords(
+          args, kw, "iOOO!OOO|I:Pool", names, &processes, &c.execute,
+          &c.initializer, &PyTuple_Type, &c.initargs, &c.encode_error,
+          &c.worker_setup, &c.worker_exit, &max_tasks))
+    return -1;
+  if (self->pool != NULL) {
+    PyErr_SetString(PyExc_RuntimeError, "Pool is already initialized");
+    return -1;
+  }
+  if (processes < 1) {
+    PyErr_SetString(PyExc_ValueError, "processes must be at least 1");
+    return -1;
+  }
+  self->context = c;
+  Py_INCREF(c.execute);
+  Py_INCREF(c.initializer);
+  Py_INCREF(c.initargs);
+  Py_INCREF(c.encode_error);
+  Py_INCREF(c.worker_setup);
+  Py_INCREF(c.worker_exit);
+
+  ff_pool_options_t options;
+  ff_pool_options_init(&options);
+  options.workers = (unsigned)processes;
+  options.max_tasks_per_worker = max_tasks;
+  options.on_complete = pool_on_complete;
+  ffpy_worker_options(&options, &self->context);
+  int rc = ffpy_pool_create_released(&self->pool, &options);
+  if (rc < 0) {
+    self->pool = NULL;
+    ffpy_raise(rc);
+    return -1;
+  }
+  return 0;
+}
+
+static void pool_dealloc(ffpy_pool_t *self) {
+  if (self->pool) {
+    ff_pool_t *pool = self->pool;
+    self->pool = NULL;
+    /* Destroying waits for the loop thread, which may need the GIL to run
+     * another pool's callbacks. */
+    Py_BEGIN_ALLOW_THREADS
+    ff_pool_destroy(pool);
+    Py_END_ALLOW_THREADS
+  }
+  Py_CLEAR(self->context.execute);
+  Py_CLEAR(self->context.initializer);
+  Py_CLEAR(self->context.initargs);
+  Py_CLEAR(self->context.encode_error);
+  Py_CLEAR(self->context.worker_setup);
+  Py_CLEAR(self->context.worker_exit);
+  Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int pool_check(ffpy_pool_t *self) {
+  if (self->pool == NULL) {
+    PyErr_SetString(PyExc_ValueError, "the pool is not initialized");
+    return -1;
+  }
+  return 0;
+}
+
+static PyObject *pool_submit(ffpy_pool_t *self, PyObject *args, PyObject *kw) {
+  static char *names[] = {"payload", "notify", "queue", NULL};
+  Py_buffer payload;
+  PyObject *notify = Py_None;
+  PyObject *queue = Py_None;
+  if (!PyArg_ParseTupleAndKeywords(args, kw, "y*|OO:submit", names, &payload,
+                                   &notify, &queue))
+    return NULL;
+  if (pool_check(self) < 0) goto fail;
+  if (notify != Py_None && !PyCallable_Check(notify)) {
+    PyErr_SetString(PyExc_TypeError, "notify must be callable or None");
+    goto fail;
+  }
+  if (queue != Py_None && !PyObject_TypeCheck(queue, &ffpy_queue_type)) {
+    PyErr_SetString(PyExc_TypeError, "queue must be a CompletionQueue");
+    goto fail;
+  }
+  ffpy_task_t *obj = PyObject_New(ffpy_task_t, &ffpy_task_type);
+  if (obj == NULL) goto fail;
+  obj->task = NULL;
+  obj->notify = NULL;
+  unsigned flags = 0;
+  if (notify != Py_None) {
+    flags |= FF_SUBMIT_NOTIFY;
+    obj->notify = Py_NewRef(notify);
+    Py_INCREF(obj); /* held until the completion callback runs */
+  }
+  ff_queue_t *q = queue == Py_None ? NULL : ((ffpy_queue_t *)queue)->queue;
+  int rc = ff_pool_submit(self->pool, payload.buf, (size_t)payload.len, flags,
+                          q, obj, &obj->task);
+  PyBuffer_Release(&payload);
+  if (rc < 0) {
+    if (flags & FF_SUBMIT_NOTIFY) Py_DECREF(obj);
+    Py_CLEAR(obj->notify);
+    obj->task = NULL;
+    Py_DECREF(obj);
+    return ffpy_raise(rc);
+  }
+  return (PyObject *)obj;
+
+fail:
+  PyBuffer_Release(&payload);
+  return NULL;
+}
+
+static PyObject *pool_call_released(ffpy_pool_t *self,
+                                    int (*fn)(ff_pool_t *pool)) {
+  if (pool_check(self) < 0) return NULL;
+  int rc;
+  Py_BEGIN_ALLOW_THREADS
+  rc = fn(self->pool);
+  Py_END_ALLOW_THREADS
+  if (rc < 0) return ffpy_raise(rc);
+  Py_RETURN_NONE;
+}
+
+static PyObject *pool_close(ffpy_pool_t *self, PyObject *unused) {
+  (void)unused;
+  return pool_call_released(self, ff_pool_close);
+}
+
+static PyObject *pool_terminate(ffpy_pool_t *self, PyObject *unused) {
+  (void)unused;
+  return pool_call_released(self, ff_pool_terminate);
+}
+
+static int pool_join_fn(void *arg, double timeout) {
+  return ff_pool_join(arg, timeout);
+}
+
+static PyObject *pool_join(ffpy_pool_t *self, PyObject *args, PyObject *kw) {
+  static char *names[] = {"timeout", NULL};
+  PyObject *timeout_obj = Py_None;
+  if (!PyArg_ParseTupleAndKeywords(args, kw, "|O:join", names, &timeout_obj))
+    return NULL;
+  if (pool_check(self) < 0) return NULL;
+  double timeout = ffpy_parse_timeout(timeout_obj);
+  if (timeout == -2.0) return NULL;
+  int rc = ffpy_wait_interruptibly(pool_join_fn, self->pool, timeout);
+  if (rc < 0) return NULL;
+  return PyBool_FromLong(rc);
+}
+
+static PyObject *pool_worker_pids(ffpy_pool_t *self, PyObject *unused) {
+  (void)unused;
+  if (pool_check(self) < 0) return NULL;
+  pid_t pids[1024];
+  size_t count;
+  Py_BEGIN_ALLOW_THREADS
+  count = ff_pool_worker_pids(self->pool, pids, 1024);
+  Py_END_ALLOW_THREADS
+  if (count > 1024) count = 1024;
+  PyObject *list = PyList_New((Py_ssize_t)count);
+  if (list == NULL) return NULL;
+  for (size_t i = 0; i < count; i++) {
+    PyObject *pid = PyLong_FromLong((long)pids[i]);
+    if (pid == NULL) {
+      Py_DECREF(list);
+      return NULL;
+    }
+    PyList_SET_ITEM(list, (Py_ssize_t)i, pid);
+  }
+  return list;
+}
+
+/* (code, detail) once the pool has failed, else None. */
+static PyObject *pool_error(ffpy_pool_t *self, PyObject *unused) {
+  (void)unused;
+  if (pool_check(self) < 0) return NULL;
+  int code = ff_pool_error(self->pool);
+  if (code == 0) Py_RETURN_NONE;
+  size_t length = ff_pool_error_detail(self->pool, NULL, 0);
+  PyObject *detail = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)length);
+  if (detail == NULL) return NULL;
+  ff_pool_error_detail(self->pool, PyBytes_AS_STRING(detail), length);
+  return Py_BuildValue("(iN)", code, detail);
+}
+
+static PyMethodDef pool_methods[] = {
+    {"submit", (PyCFunction)(void (*)(void))pool_submit,
+     METH_VARARGS | METH_KEYWORDS,
+     "submit(payload, notify=None, queue=None) -> Task"},
+    {"close", (PyCFunction)pool_close, METH_NOARGS,
+     "Stops accepting tasks; queued ones still run."},
+    {"terminate", (PyCFunction)pool_terminate, METH_NOARGS,
+     "Fails every unfinished task and kills the workers."},
+    {"join", (PyCFunction)(void (*)(void))pool_join,
+     METH_VARARGS | METH_KEYWORDS,
+     "join(timeout=None) -> bool\n\nWaits for the workers and the zygote to "
+     "exit after close() or terminate(). False on timeout."},
+    {"worker_pids", (PyCFunction)pool_worker_pids, METH_NOARGS,
+     "The pids of the live workers."},
+    {"error", (PyCFunction)pool_error, METH_NOARGS,
+     "(code, detail) once the pool has failed, else None."},
+    {NULL, NULL, 0, NULL},
+};
+
+PyTypeObject ffpy_pool_type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "forkfarm._core.Pool",
+    .tp_basicsize = sizeof(ffpy_pool_t),
+    .tp_dealloc = (destructor)pool_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "A runtime pool of worker processes that run Python.",
+    .tp_methods = pool_methods,
+    .tp_init = (initproc)pool_init,
+    .tp_new = PyType_GenericNew,
+};

@@ -1,0 +1,234 @@
+/* _core.Task and _core.CompletionQueue: Python handles on runtime tasks.
+ *
+ * Waiting releases the GIL and sleeps on the task's futex in C; a signal
+ * wakes the wait so that Ctrl-C raises KeyboardInterrupt at once. */
+#include "core.h"
+
+#include <errno.h>
+#include <math.h>
+#include <time.h>
+
+double ffpy_parse_timeout(PyObject *value) {
+  if (value == NULL || value == Py_None) return -1.0;
+  double t = PyFloat_AsDouble(value);
+  if (t == -1.0 && PyErr_Occurred()) return -2.0;
+  if (isnan(t)) {
+    PyErr_SetString(PyExc_ValueError, "timeout must be a number, not NaN");
+    return -2.0;
+  }
+  return t < 0 ? 0.0 : t;
+}
+
+int ffpy_wait_interruptibly(int (*wait)(void *arg, double timeout), void *arg,
+                            double timeout) {
+  double deadline = -1.0;
+  struct timespec now;
+  if (timeout >= 0) {
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    deadline = (double)now.tv_sec + now.tv_nsec * 1e-9 + timeout;
+  }
+  for (;;) {
+    double left = -1.0;
+    if (deadline >= 0) {
+      clock_gettime(CLOCK_MONOTONIC, &now);
+      left = deadline - ((double)now.tv_sec + now.tv_nsec * 1e-9);
+      if (left < 0) left = 0;
+    }
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = wait(arg, left);
+    Py_END_ALLOW_THREADS
+    if (rc == 0) return 1;
+    if (rc == -ETIMEDOUT) return 0;
+    if (rc == -EINTR) {
+      if (PyErr_CheckSignals() < 0) return -1;
+      continue;
+    }
+    if (rc == -EDEADLK) {
+      PyErr_SetString(PyExc_RuntimeError,
+                      "cannot wait for a task inside a completion callback: "
+                      "callbacks run on the thread that completes tasks");
+      return -1;
+    }
+    ffpy_raise(rc);
+    return -1;
+  }
+}
+
+/* ---- Task ------------------------------------------------------------------- */
+
+PyObject *ffpy_task_wrap(ff_task_t *task) {
+  ffpy_task_t *self = PyObject_New(ffpy_task_t, &ffpy_task_type);
+  if (self == NULL) {
+    ff_task_release(task);
+    return NULL;
+  }
+  self->task = task;
+  self->notify = NULL;
+  return (PyObject *)self;
+}
+
+static void task_dealloc(ffpy_task_t *self) {
+  ff_task_release(self->task);
+  Py_XDECREF(self->notify);
+  PyObject_Free(self);
+}
+
+static int task_wait_fn(void *arg, double timeout) {
+  return ff_task_wait(arg, timeout);
+}
+
+static PyObject *task_wait(ffpy_task_t *self, PyObject *args, PyObject *kw) {
+  static char *names[] = {"timeout", NULL};
+  PyObject *timeout_obj = Py_None;
+  if (!PyArg_ParseTupleAndKeywords(args, kw, "|O:wait", names, &timeout_obj))
+    return NULL;
+  if (ff_task_done(self->task)) Py_RETURN_TRUE;
+  double timeout = ffpy_parse_timeout(timeout_obj);
+  if (timeout == -2.0) return NULL;
+  int rc = ffpy_wait_interruptibly(task_wait_fn, self->task, timeout);
+  if (rc < 0) return NULL;
+  return PyBool_FromLong(rc);
+}
+
+static PyObject *task_done(ffpy_task_t *self, PyObject *unused) {
+  (void)unused;
+  return PyBool_FromLong(ff_task_done(self->task));
+}
+
+static PyObject *task_cancel(ffpy_task_t *self, PyObject *unused) {
+  (void)unused;
+  return PyBool_FromLong(ff_task_cancel(self->task) == 0);
+}
+
+/* (status, payload, (pid, exit_code, signal)) once settled, else None. */
+static PyObject *task_outcome(ffpy_task_t *self, PyObject *unused) {
+  (void)unused;
+  int status = ff_task_status(self->task);
+  if (status == -EAGAIN) Py_RETURN_NONE;
+  size_t length = 0;
+  const void *data = ff_task_result(self->task, &length);
+  const ff_exit_t *how = ff_task_exit(self->task);
+  return Py_BuildValue("(iy#(iii))", status, data ? (const char *)data : "",
+                       (Py_ssize_t)length, (int)how->pid, how->exit_code,
+                       how->term_signal);
+}
+
+/* The result bytes on success; None otherwise (see outcome()). This is the
+ * fast path: no tuple is built. */
+static PyObject *task_payload(ffpy_task_t *self, PyObject *unused) {
+  (void)unused;
+  if (ff_task_status(self->task) != 0) Py_RETURN_NONE;
+  size_t length = 0;
+  const void *data = ff_task_result(self->task, &length);
+  return PyBytes_FromStringAndSize(data, (Py_ssize_t)length);
+}
+
+static PyObject *task_get_id(ffpy_task_t *self, void *closure) {
+  (void)closure;
+  return PyLong_FromUnsignedLongLong(ff_task_id(self->task));
+}
+
+static PyMethodDef task_methods[] = {
+    {"wait", (PyCFunction)(void (*)(void))task_wait,
+     METH_VARARGS | METH_KEYWORDS,
+     "wait(timeout=None) -> bool\n\nWaits for the task to finish, with the "
+     "GIL released. Returns False on timeout."},
+    {"done", (PyCFunction)task_done, METH_NOARGS,
+     "True once the task has finished."},
+    {"cancel", (PyCFunction)task_cancel, METH_NOARGS,
+     "Drops the task if no worker has it yet. Returns True if it will not "
+     "run."},
+    {"outcome", (PyCFunction)task_outcome, METH_NOARGS,
+     "(status, payload, (pid, exit_code, signal)) once settled, else None."},
+    {"payload", (PyCFunction)task_payload, METH_NOARGS,
+     "The result bytes when the task succeeded, else None."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef task_getset[] = {
+    {"id", (getter)task_get_id, NULL, "The task's id within its pool.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+PyTypeObject ffpy_task_type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "forkfarm._core.Task",
+    .tp_basicsize = sizeof(ffpy_task_t),
+    .tp_dealloc = (destructor)task_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "A task submitted to a runtime pool.",
+    .tp_methods = task_methods,
+    .tp_getset = task_getset,
+};
+
+/* ---- CompletionQueue -------------------------------------------------------- */
+
+static PyObject *queue_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
+  if (!PyArg_ParseTuple(args, ":CompletionQueue") ||
+      (kw && PyDict_Size(kw) > 0)) {
+    if (!PyErr_Occurred())
+      PyErr_SetString(PyExc_TypeError, "CompletionQueue() takes no arguments");
+    return NULL;
+  }
+  ffpy_queue_t *self = (ffpy_queue_t *)type->tp_alloc(type, 0);
+  if (self == NULL) return NULL;
+  int rc = ff_queue_create(&self->queue);
+  if (rc < 0) {
+    Py_DECREF(self);
+    return ffpy_raise(rc);
+  }
+  return (PyObject *)self;
+}
+
+static void queue_dealloc(ffpy_queue_t *self) {
+  ff_queue_destroy(self->queue);
+  Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+typedef struct {
+  ff_queue_t *queue;
+  ff_task_t *task;
+} queue_pop_t;
+
+static int queue_pop_fn(void *arg, double timeout) {
+  queue_pop_t *pop = arg;
+  return ff_queue_pop(pop->queue, timeout, &pop->task);
+}
+
+static PyObject *queue_get(ffpy_queue_t *self, PyObject *args, PyObject *kw) {
+  static char *names[] = {"timeout", NULL};
+  PyObject *timeout_obj = Py_None;
+  if (!PyArg_ParseTupleAndKeywords(args, kw, "|O:get", names, &timeout_obj))
+    return NULL;
+  double timeout = ffpy_parse_timeout(timeout_obj);
+  if (timeout == -2.0) return NULL;
+  queue_pop_t pop = {self->queue, NULL};
+  /* Try without releasing the GIL first: in a busy map the next task is
+   * usually already there. */
+  if (ff_queue_pop(self->queue, 0, &pop.task) == 0)
+    return ffpy_task_wrap(pop.task);
+  int rc = ffpy_wait_interruptibly(queue_pop_fn, &pop, timeout);
+  if (rc < 0) return NULL;
+  if (rc == 0) Py_RETURN_NONE;
+  return ffpy_task_wrap(pop.task);
+}
+
+static PyMethodDef queue_methods[] = {
+    {"get", (PyCFunction)(void (*)(void))queue_get,
+     METH_VARARGS | METH_KEYWORDS,
+     "get(timeout=None) -> Task | None\n\nThe next finished task, or None "
+     "on timeout."},
+    {NULL, NULL, 0, NULL},
+};
+
+PyTypeObject ffpy_queue_type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "forkfarm._core.CompletionQueue",
+    .tp_basicsize = sizeof(ffpy_queue_t),
+    .tp_dealloc = (destructor)queue_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Finished tasks, in the order they finished.",
+    .tp_methods = queue_methods,
+    .tp_new = queue_new,
+};

@@ -1,0 +1,87 @@
+"""Shared fixtures for the forkfarm tests.
+
+Task functions live in ``helpers.py`` next to this file. Workers get tasks as
+by-reference pickles (``helpers.square``), which resolve only if the test
+process imported that module under the top-level name ``helpers``, so this
+directory goes on ``sys.path`` before any test module is imported.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+if HERE not in sys.path:
+    sys.path.insert(0, HERE)
+
+import forkfarm  # noqa: E402  (needs sys.path set up first)
+
+# How long a test waits for child processes to go away after it ends.
+CHILD_EXIT_GRACE = 10.0
+
+
+def _children() -> dict[int, str]:
+    """Pids (and a short description) of this process's direct children."""
+    me = os.getpid()
+    found: dict[int, str] = {}
+    proc = Path("/proc")
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # Format: "pid (comm) state ppid ..."; comm may contain spaces/parens.
+        head, _, rest = stat.rpartition(")")
+        fields = rest.split()
+        if len(fields) < 2 or int(fields[1]) != me:
+            continue
+        comm = head.partition("(")[2]
+        found[int(entry.name)] = f"{comm} state={fields[0]}"
+    return found
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_children() -> Iterator[None]:
+    """Fail a test that leaves child processes (or unreaped zombies) behind."""
+    if not Path("/proc/self/stat").exists():
+        yield
+        return
+    before = set(_children())
+    yield
+    deadline = time.monotonic() + CHILD_EXIT_GRACE
+    leaked: dict[int, str] = {}
+    while True:
+        leaked = {pid: d for pid, d in _children().items() if pid not in before}
+        if not leaked or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert not leaked, f"child processes outlived the test: {leaked}"
+
+
+@pytest.fixture
+def pool() -> Iterator[forkfarm.Pool]:
+    """A two-worker pool that is terminated and joined after the test."""
+    p = forkfarm.Pool(processes=2)
+    try:
+        yield p
+    finally:
+        p.terminate()
+        p.join()
+
+
+@pytest.fixture
+def executor() -> Iterator[forkfarm.Executor]:
+    """A two-worker executor that is shut down after the test."""
+    ex = forkfarm.Executor(max_workers=2)
+    try:
+        yield ex
+    finally:
+        ex.shutdown(wait=True, cancel_futures=True)

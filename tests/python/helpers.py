@@ -1,0 +1,211 @@
+"""Picklable task functions for the forkfarm test suite.
+
+Workers receive tasks as by-reference pickles (``helpers.square`` and so on),
+so everything a test sends to a worker has to live at module level in an
+importable module. ``conftest.py`` puts this directory on ``sys.path`` so this
+module is imported as the top-level module ``helpers`` in the test process and
+in every worker.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+# --------------------------------------------------------------------------
+# Plain computations
+# --------------------------------------------------------------------------
+
+
+def square(x: int) -> int:
+    return x * x
+
+
+def add(a: Any, b: Any) -> Any:
+    return a + b
+
+
+def add3(a: int, b: int, c: int) -> int:
+    return a + b + c
+
+
+def identity(x: Any) -> Any:
+    return x
+
+
+def type_name(x: Any) -> str:
+    return type(x).__name__
+
+
+def echo_kwargs(**kwargs: Any) -> dict[str, Any]:
+    return kwargs
+
+
+def args_and_kwargs(*args: Any, **kwargs: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    return args, kwargs
+
+
+def length(x: Any) -> int:
+    return len(x)
+
+
+def make_bytes(n: int) -> bytes:
+    # Not all the same byte, so a truncated or shuffled transfer is caught.
+    block = bytes(range(256))
+    reps, extra = divmod(n, len(block))
+    return block * reps + block[:extra]
+
+
+def getpid(_: Any = None) -> int:
+    return os.getpid()
+
+
+def square_and_pid(x: int) -> tuple[int, int]:
+    return x * x, os.getpid()
+
+
+def sleep_and_return(seconds: float, value: Any = None) -> Any:
+    time.sleep(seconds)
+    return value
+
+
+def slow_identity(x: Any) -> Any:
+    time.sleep(0.05)
+    return x
+
+
+# --------------------------------------------------------------------------
+# Exceptions
+# --------------------------------------------------------------------------
+
+
+class CustomError(Exception):
+    """A user-defined exception type that must survive the trip home."""
+
+
+def raise_value_error(msg: str) -> None:
+    raise ValueError(msg)
+
+
+def raise_custom_error(code: int, detail: str) -> None:
+    raise CustomError(code, detail)
+
+
+def raise_key_error_two_args() -> None:
+    raise KeyError("missing", 7)
+
+
+def fail_on_odd(x: int) -> int:
+    if x % 2:
+        raise ValueError(f"odd: {x}")
+    return x
+
+
+def fail_at(x: int, bad: int) -> int:
+    if x == bad:
+        raise ValueError(x)
+    return x * x
+
+
+def fail_at_3_and_late_7(x: int) -> int:
+    """Item 3 fails at once, item 7 fails only after a delay.
+
+    Item 3 is then the first failure both by position and by time, so the
+    expected exception does not depend on how "first" is defined.
+    """
+    if x == 3:
+        raise ValueError(3)
+    if x == 7:
+        time.sleep(0.5)
+        raise ValueError(7)
+    return x
+
+
+# --------------------------------------------------------------------------
+# Worker death
+# --------------------------------------------------------------------------
+
+
+def _record_pid(pidfile: str | None) -> None:
+    if pidfile is not None:
+        Path(pidfile).write_text(str(os.getpid()))
+
+
+def die_by_sigkill(pidfile: str | None = None) -> None:
+    _record_pid(pidfile)
+    os.kill(os.getpid(), signal.SIGKILL)
+    time.sleep(30)  # not reached
+
+
+def exit_with_code(code: int, pidfile: str | None = None) -> None:
+    _record_pid(pidfile)
+    os._exit(code)
+
+
+def sigkill_at(x: int, bad: int) -> int:
+    if x == bad:
+        os.kill(os.getpid(), signal.SIGKILL)
+        time.sleep(30)  # not reached
+    return x * x
+
+
+# --------------------------------------------------------------------------
+# Rendezvous: proves that n tasks run at the same time
+# --------------------------------------------------------------------------
+
+
+def rendezvous(directory: str, n: int, name: str, timeout: float = 15.0) -> int:
+    """Mark arrival in ``directory`` and wait until ``n`` tasks have arrived.
+
+    Returns this worker's pid. Raises RuntimeError if the others do not show
+    up in time, i.e. when fewer than ``n`` workers are running concurrently.
+    """
+    d = Path(directory)
+    (d / f"{name}.arrived").write_text(str(os.getpid()))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if len(list(d.glob("*.arrived"))) >= n:
+            return os.getpid()
+        time.sleep(0.01)
+    raise RuntimeError(f"rendezvous {name}: only {len(list(d.glob('*.arrived')))} of {n} arrived")
+
+
+# --------------------------------------------------------------------------
+# Initializers and worker-global state
+# --------------------------------------------------------------------------
+
+# Set by an initializer inside a worker.
+WORKER_VALUE: Any = None
+INIT_CALLS: int = 0
+
+# Set by a test in the parent before it creates a pool.
+MODULE_STATE: Any = "unset"
+
+
+def set_worker_value(value: Any) -> None:
+    global WORKER_VALUE, INIT_CALLS
+    WORKER_VALUE = value
+    INIT_CALLS += 1
+
+
+def set_worker_value_pair(a: Any, b: Any) -> None:
+    set_worker_value((a, b))
+
+
+def get_worker_value(_: Any = None) -> Any:
+    return WORKER_VALUE
+
+
+def get_init_calls_and_pid(_: Any = None) -> tuple[int, int]:
+    return INIT_CALLS, os.getpid()
+
+
+def failing_initializer() -> None:
+    raise RuntimeError("initializer failed on purpose")
+
+
+def get_module_state(_: Any = None) -> Any:
+    return MODULE_STATE
