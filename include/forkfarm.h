@@ -65,7 +65,8 @@ void *ff_buf_reserve(ff_buf_t *buf, size_t len);
 /* Copies len bytes into the buffer: 0 or -ENOMEM. */
 int ff_buf_set(ff_buf_t *buf, const void *data, size_t len);
 
-/* Runs in a worker for each task. It reads the input message and writes the
+/* Runs in a worker for each task. It reads the input message (never NULL,
+ * even when empty) and writes the
  * result into out. It returns 0 on success; a negative value fails the task
  * with FF_ETASKFAILED and the result bytes are delivered as the error detail. */
 typedef int (*ff_work_cb)(void *arg, const void *input, size_t input_len,

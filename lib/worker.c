@@ -55,8 +55,9 @@ _Noreturn void ff__worker_main(const ff_pool_options_t *o, int fd) {
       worker_exit(o, FF__EXIT_PROTOCOL);
     }
     out.len = 0;
-    rc = o->work(o->work_arg, frame.payload, (size_t)frame.header.length,
-                 &out);
+    /* An empty message still comes as a valid pointer. */
+    rc = o->work(o->work_arg, frame.payload ? frame.payload : "",
+                 (size_t)frame.header.length, &out);
     free(frame.payload);
     uint16_t flags = rc != 0 ? FF__FRAME_FLAG_FAILED : 0;
     if (ff__wire_write_frame(fd, FF__FRAME_RESULT, flags, frame.header.id,
