@@ -17,7 +17,8 @@ static PyMethodDef core_methods[] = {
 static int core_exec(PyObject *m) {
   ffpy_error_type = PyErr_NewExceptionWithDoc(
       "forkfarm._core.Error",
-      "A runtime call failed: args are (code, message).", NULL, NULL);
+      "A runtime call failed: args are (code, message).", PyExc_RuntimeError,
+      NULL);
   if (ffpy_error_type == NULL) return -1;
   if (PyModule_AddObjectRef(m, "Error", ffpy_error_type) < 0) return -1;
   PyTypeObject *types[] = {&ffpy_task_type, &ffpy_queue_type,

@@ -209,3 +209,25 @@ def failing_initializer() -> None:
 
 def get_module_state(_: Any = None) -> Any:
     return MODULE_STATE
+
+
+# A pool the parent sets before creating another pool, so that the second
+# pool's workers hold a copy of it (see test_runtime.py).
+INHERITED_POOL: Any = None
+
+
+def use_inherited_pool() -> str:
+    """Tries to use the parent's pool from inside a worker; returns the error."""
+    try:
+        INHERITED_POOL.apply(square, (2,))
+    except RuntimeError as exc:
+        return str(exc)
+    return "no error"
+
+
+def nested_pool_sum(n: int) -> int:
+    """Runs a pool of its own inside a worker."""
+    import forkfarm
+
+    with forkfarm.Pool(2) as pool:
+        return sum(pool.map(square, range(n)))

@@ -1,0 +1,94 @@
+"""Properties of the runtime under the Python API: no helper threads, Ctrl-C
+during a wait, worker signal handling, forks of the parent, and reaping."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import helpers
+import pytest
+
+import forkfarm
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def test_no_python_helper_threads() -> None:
+    before = threading.active_count()
+    with forkfarm.Pool(2) as pool:
+        result = pool.map_async(helpers.square, range(1000))
+        assert threading.active_count() == before
+        assert result.get(30) == [x * x for x in range(1000)]
+    with forkfarm.Executor(2) as executor:
+        assert executor.submit(helpers.square, 3).result(30) == 9
+        assert threading.active_count() == before
+
+
+def test_ctrl_c_interrupts_a_blocking_get() -> None:
+    with forkfarm.Pool(2) as pool:
+        result = pool.apply_async(helpers.sleep_and_return, (30, "late"))
+        timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
+        start = time.monotonic()
+        timer.start()
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                result.get(20)
+        finally:
+            timer.cancel()
+        assert time.monotonic() - start < 1.5
+
+
+def worker_pids(pool: forkfarm.Pool, count: int) -> list[int]:
+    """The pids of the pool's workers, once all of them have started."""
+    deadline = time.monotonic() + 10
+    while len(pids := pool._core.worker_pids()) < count and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return pids
+
+
+def test_workers_ignore_sigint() -> None:
+    # Ctrl-C reaches the whole process group; the pool, not each worker,
+    # decides what it means.
+    with forkfarm.Pool(2) as pool:
+        pids = worker_pids(pool, 2)
+        assert len(pids) == 2
+        for pid in pids:
+            os.kill(pid, signal.SIGINT)
+        assert pool.map(helpers.square, range(20)) == [x * x for x in range(20)]
+        assert sorted(pool._core.worker_pids()) == sorted(pids)
+
+
+def test_pool_copied_into_a_worker_refuses_use() -> None:
+    with forkfarm.Pool(1) as pool:
+        helpers.INHERITED_POOL = pool
+        try:
+            with forkfarm.Pool(1) as probe:
+                message = probe.apply(helpers.use_inherited_pool)
+        finally:
+            helpers.INHERITED_POOL = None
+        assert "belongs to the process that created it" in message
+
+
+def test_nested_pool_inside_a_worker() -> None:
+    with forkfarm.Pool(2) as pool:
+        assert pool.apply(helpers.nested_pool_sum, (10,)) == sum(x * x for x in range(10))
+
+
+def test_terminate_reaps_everything() -> None:
+    pool = forkfarm.Pool(2)
+    results = [pool.apply_async(helpers.sleep_and_return, (30, i)) for i in range(50)]
+    pids = worker_pids(pool, 2)
+    assert len(pids) == 2
+    start = time.monotonic()
+    pool.terminate()
+    pool.join()
+    assert time.monotonic() - start < 2
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    for result in results:
+        with pytest.raises(forkfarm.PoolTerminatedError):
+            result.get(1)
