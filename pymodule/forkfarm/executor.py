@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import itertools
-import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -20,7 +19,7 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
 from . import _core, _errors, _protocol
-from .pool import _live_pools, check_start_method, create_core, task_value
+from .pool import _live_pools, check_pool_arguments, create_core, task_value
 
 __all__ = ["Executor"]
 
@@ -76,21 +75,14 @@ class Executor(concurrent.futures.Executor):
         mp_context: Any = None,
     ) -> None:
         self._shutdown_requested = True  # until the runtime pool exists
-        if max_workers is None:
-            max_workers = os.cpu_count() or 1
-        if not isinstance(max_workers, int) or isinstance(max_workers, bool):
-            raise TypeError(f"max_workers must be an int, not {type(max_workers).__name__}")
-        if max_workers <= 0:
-            raise ValueError("max_workers must be greater than 0")
-        if initializer is not None and not callable(initializer):
-            raise TypeError("initializer must be a callable")
-        if max_tasks_per_child is not None and (
-            not isinstance(max_tasks_per_child, int)
-            or isinstance(max_tasks_per_child, bool)
-            or max_tasks_per_child < 1
-        ):
-            raise ValueError("max_tasks_per_child must be >= 1")
-        check_start_method(mp_context)
+        max_workers = check_pool_arguments(
+            max_workers,
+            "max_workers must be greater than 0",
+            initializer,
+            max_tasks_per_child,
+            "max_tasks_per_child must be >= 1",
+            mp_context,
+        )
         self._max_workers = max_workers
         self._lock = threading.Lock()
         self._pending: set[_Future] = set()

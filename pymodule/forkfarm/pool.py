@@ -78,6 +78,34 @@ def create_core(
     )
 
 
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_pool_arguments(
+    count: int | None,
+    count_error: str,
+    initializer: object,
+    max_tasks: object,
+    max_tasks_error: str,
+    context: Any,
+) -> int:
+    """Validates the arguments Pool and Executor share, with the messages of
+    the class they stand in for, and returns the worker count."""
+    if count is None:
+        count = os.cpu_count() or 1
+    if not _is_int(count):
+        raise TypeError(f"the number of workers must be an int, not {type(count).__name__}")
+    if count < 1:
+        raise ValueError(count_error)
+    if max_tasks is not None and (not _is_int(max_tasks) or max_tasks < 1):  # type: ignore[operator]
+        raise ValueError(max_tasks_error)
+    if initializer is not None and not callable(initializer):
+        raise TypeError("initializer must be a callable")
+    check_start_method(context)
+    return count
+
+
 def check_start_method(context: Any) -> None:
     """forkfarm forks its workers from a zygote; a context that asks for
     another start method is refused, not silently ignored."""
@@ -378,21 +406,14 @@ class Pool:
         context: Any = None,
     ) -> None:
         self._state = TERMINATE  # until the runtime pool exists
-        if processes is None:
-            processes = os.cpu_count() or 1
-        if not isinstance(processes, int) or isinstance(processes, bool):
-            raise TypeError(f"processes must be an int, not {type(processes).__name__}")
-        if processes < 1:
-            raise ValueError("Number of processes must be at least 1")
-        if maxtasksperchild is not None and (
-            not isinstance(maxtasksperchild, int)
-            or isinstance(maxtasksperchild, bool)
-            or maxtasksperchild <= 0
-        ):
-            raise ValueError("maxtasksperchild must be a positive int or None")
-        if initializer is not None and not callable(initializer):
-            raise TypeError("initializer must be a callable")
-        check_start_method(context)
+        processes = check_pool_arguments(
+            processes,
+            "Number of processes must be at least 1",
+            initializer,
+            maxtasksperchild,
+            "maxtasksperchild must be a positive int or None",
+            context,
+        )
         self._processes = processes
         self._core = create_core(processes, initializer, initargs, maxtasksperchild)
         self._state = RUN
@@ -434,7 +455,7 @@ class Pool:
             # As multiprocessing: about four chunks per worker.
             chunksize, extra = divmod(length, self._processes * 4)
             return chunksize + 1 if extra else max(chunksize, 1)
-        if not isinstance(chunksize, int) or isinstance(chunksize, bool):
+        if not _is_int(chunksize):
             raise TypeError(f"chunksize must be an int, not {type(chunksize).__name__}")
         if chunksize < 1:
             raise ValueError(f"Chunksize must be 1+, not {chunksize:n}")
