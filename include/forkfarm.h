@@ -210,8 +210,8 @@ void ff_task_release(ff_task_t *task);
 /* A completion queue: tasks submitted with it are pushed onto it when they
  * finish, in the order they finish. Any thread may pop. */
 int ff_queue_create(ff_queue_t **queue);
-/* Frees the queue, releasing the tasks still on it. No task may still be
- * pending with this queue. */
+/* Drops the owner's queue, releasing the tasks still on it. Tasks still
+ * running keep it alive; when they finish they are simply not queued. */
 void ff_queue_destroy(ff_queue_t *queue);
 /* Pops the next finished task, waiting up to timeout seconds (negative: no
  * limit). Returns 0 and a task reference the caller releases, -ETIMEDOUT or

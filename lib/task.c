@@ -10,11 +10,22 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* A queue is shared by its owner and the unfinished tasks bound to it:
+ * each holds a reference, so the owner may destroy it while tasks are still
+ * running; their completions then go nowhere. */
 struct ff_queue_s {
   pthread_mutex_t lock;
   ff__link_t tasks;
   _Atomic uint32_t sequence; /* the futex word: bumped on every push */
+  _Atomic uint32_t refs;
+  bool closed; /* the owner destroyed it: pushes are dropped */
 };
+
+static void queue_release(ff_queue_t *q) {
+  if (atomic_fetch_sub(&q->refs, 1) != 1) return;
+  pthread_mutex_destroy(&q->lock);
+  free(q);
+}
 
 ff_task_t *ff__task_new(ff_pool_t *pool, const void *message, size_t length,
                         unsigned flags, ff_queue_t *queue, void *user_data) {
@@ -32,6 +43,7 @@ ff_task_t *ff__task_new(ff_pool_t *pool, const void *message, size_t length,
   atomic_init(&task->done, 0);
   task->flags = flags;
   task->queue = queue;
+  if (queue) atomic_fetch_add(&queue->refs, 1);
   task->user_data = user_data;
   task->status = -EAGAIN;
   task->exit.pid = 0;
@@ -128,6 +140,7 @@ void ff_task_release(ff_task_t *task) {
   if (atomic_fetch_sub(&task->refs, 1) != 1) return;
   free(task->message);
   free(task->result);
+  if (task->queue) queue_release(task->queue);
   ff__pool_release(task->pool);
   free(task);
 }
@@ -140,22 +153,34 @@ int ff_queue_create(ff_queue_t **queue) {
   pthread_mutex_init(&q->lock, NULL);
   ff__list_init(&q->tasks);
   atomic_init(&q->sequence, 0);
+  atomic_init(&q->refs, 1);
   *queue = q;
   return 0;
 }
 
 void ff_queue_destroy(ff_queue_t *q) {
   if (q == NULL) return;
+  ff__link_t drained;
+  ff__list_init(&drained);
+  pthread_mutex_lock(&q->lock);
+  q->closed = true;
+  ff__list_splice(&drained, &q->tasks);
+  pthread_mutex_unlock(&q->lock);
+  /* Released outside the lock: the last task may hold the last reference
+   * to the queue itself. */
   ff__link_t *l;
-  while ((l = ff__list_pop_front(&q->tasks)) != NULL)
+  while ((l = ff__list_pop_front(&drained)) != NULL)
     ff_task_release(FF__CONTAINER_OF(l, ff_task_t, queue_link));
-  pthread_mutex_destroy(&q->lock);
-  free(q);
+  queue_release(q);
 }
 
 void ff__queue_push(ff_queue_t *q, ff_task_t *task) {
-  ff_task_retain(task);
   pthread_mutex_lock(&q->lock);
+  if (q->closed) {
+    pthread_mutex_unlock(&q->lock);
+    return;
+  }
+  ff_task_retain(task);
   ff__list_push_back(&q->tasks, &task->queue_link);
   atomic_fetch_add(&q->sequence, 1);
   pthread_mutex_unlock(&q->lock);

@@ -466,6 +466,27 @@ static void test_completion_queue(void **state) {
   ff_queue_destroy(queue);
 }
 
+/* A queue dropped while its tasks still run (an abandoned iterator) stays
+ * valid for them; they finish normally. ASan checks the memory. */
+static void test_queue_dropped_early(void **state) {
+  (void)state;
+  ff_pool_t *pool = make_pool(2, NULL);
+  ff_queue_t *queue = NULL;
+  assert_int_equal(ff_queue_create(&queue), 0);
+  ff_task_t *tasks[6];
+  for (int i = 0; i < 6; i++)
+    assert_int_equal(ff_pool_submit(pool, "sleep 50", 8, 0, queue, NULL,
+                                    &tasks[i]),
+                     0);
+  ff_queue_destroy(queue);
+  for (int i = 0; i < 6; i++) {
+    assert_int_equal(ff_task_wait(tasks[i], 30), 0);
+    assert_int_equal(ff_task_status(tasks[i]), 0);
+    ff_task_release(tasks[i]);
+  }
+  ff_pool_destroy(pool);
+}
+
 /* A queued task can be cancelled; a running one cannot. */
 static void test_cancel(void **state) {
   (void)state;
@@ -527,6 +548,7 @@ int main(void) {
       cmocka_unit_test_setup(test_max_tasks_per_worker, setup_alarm),
       cmocka_unit_test_setup(test_init_failure, setup_alarm),
       cmocka_unit_test_setup(test_completion_queue, setup_alarm),
+      cmocka_unit_test_setup(test_queue_dropped_early, setup_alarm),
       cmocka_unit_test_setup(test_cancel, setup_alarm),
       cmocka_unit_test_setup(test_wait_timeout, setup_alarm),
   };

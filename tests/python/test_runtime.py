@@ -92,3 +92,17 @@ def test_terminate_reaps_everything() -> None:
     for result in results:
         with pytest.raises(forkfarm.PoolTerminatedError):
             result.get(1)
+
+
+def test_abandoned_imap_iterator() -> None:
+    # Dropping an iterator whose tasks still run must not disturb them or
+    # the pool (their completion queue outlives the iterator).
+    import gc
+
+    with forkfarm.Pool(2) as pool:
+        for _ in range(5):
+            it = pool.imap_unordered(helpers.sleep_and_return, [0.01] * 40)
+            next(it)
+            del it
+            gc.collect()
+        assert pool.map(helpers.square, range(100)) == [x * x for x in range(100)]
