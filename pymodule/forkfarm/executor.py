@@ -15,7 +15,6 @@ import itertools
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
 from . import _core, _errors, _protocol
@@ -162,11 +161,3 @@ class Executor(concurrent.futures.Executor):
 
     def _shutdown_at_exit(self) -> None:
         self.shutdown(wait=True)
-
-    @property
-    def _broken(self) -> BrokenProcessPool | None:
-        failure = self._core.error()
-        if failure is None:
-            return None
-        error = _errors.from_outcome(failure[0], failure[1], (0, -1, 0))
-        return error if isinstance(error, BrokenProcessPool) else BrokenProcessPool(str(error))

@@ -594,7 +594,7 @@ class Pool:
     def _shutdown_at_exit(self) -> None:
         self.terminate()
 
-    def __del__(self, _warn: Any = None) -> None:
+    def __del__(self) -> None:
         if getattr(self, "_state", TERMINATE) == RUN:
             import warnings
 
