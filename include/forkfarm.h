@@ -66,11 +66,21 @@ void *ff_buf_reserve(ff_buf_t *buf, size_t len);
 int ff_buf_set(ff_buf_t *buf, const void *data, size_t len);
 
 /* Runs in a worker for each task. It reads the input message (never NULL,
- * even when empty) and writes the
- * result into out. It returns 0 on success; a negative value fails the task
+ * even when empty) and writes the result into out. context is what
+ * define_context made of the task's context in this worker, or NULL for a
+ * task without one. It returns 0 on success; a negative value fails the task
  * with FF_ETASKFAILED and the result bytes are delivered as the error detail. */
-typedef int (*ff_work_cb)(void *arg, const void *input, size_t input_len,
-                          ff_buf_t *out);
+typedef int (*ff_work_cb)(void *arg, void *context, const void *input,
+                          size_t input_len, ff_buf_t *out);
+
+/* Runs in a worker the first time it sees a context (see ff_context_create):
+ * turns its bytes into what work() receives (a decoded function, say).
+ * Returning NULL fails every task of the context in this worker with
+ * FF_ETASKFAILED and the bytes written to error as the detail. */
+typedef void *(*ff_context_define_cb)(void *arg, const void *data,
+                                      size_t length, ff_buf_t *error);
+/* Frees what define_context returned, when the worker evicts it. */
+typedef void (*ff_context_free_cb)(void *arg, void *context);
 
 /* Runs once in each new worker before its first task. A non-zero return
  * fails the pool with FF_EINITFAILED; the bytes written to detail (may be
@@ -93,6 +103,7 @@ typedef struct ff_fork_hooks_s {
 
 typedef struct ff_pool_s ff_pool_t;
 typedef struct ff_task_s ff_task_t;
+typedef struct ff_context_s ff_context_t;
 typedef struct ff_queue_s ff_queue_t;
 
 /* How a worker ended, as reported by the pool. */
@@ -115,7 +126,9 @@ typedef void (*ff_complete_cb)(ff_task_t **tasks, size_t count, void *arg);
 typedef struct ff_pool_options_s {
   unsigned workers;                /* the number of worker processes, >= 1 */
   ff_work_cb work;                 /* required */
-  void *work_arg;
+  void *work_arg;                  /* passed to work and the context calls */
+  ff_context_define_cb define_context; /* required to submit with contexts */
+  ff_context_free_cb free_context; /* may be NULL */
   ff_worker_init_cb worker_init;   /* may be NULL */
   ff_worker_exit_cb worker_exit;   /* may be NULL */
   void *worker_arg;                /* passed to worker_init and worker_exit */
@@ -138,13 +151,22 @@ int ff_pool_create(ff_pool_t **pool, const ff_pool_options_t *options);
 
 #define FF_SUBMIT_NOTIFY 1u /* call options.on_complete when it finishes */
 
-/* Queues a message for the workers. The runtime copies the message. On
- * success *task holds a reference the caller must ff_task_release(). When
- * queue is not NULL the finished task is also pushed onto it. Errors:
+/* Queues a message for the workers. The runtime copies the message. When
+ * context is not NULL, the task runs with it: its bytes travel to each
+ * worker once, before the first of its tasks there, not with every task.
+ * On success *task holds a reference the caller must ff_task_release().
+ * When queue is not NULL the finished task is also pushed onto it. Errors:
  * FF_ECLOSED after ff_pool_close() or ff_pool_terminate(), -EINVAL, -ENOMEM. */
-int ff_pool_submit(ff_pool_t *pool, const void *message, size_t length,
-                   unsigned flags, ff_queue_t *queue, void *user_data,
-                   ff_task_t **task);
+int ff_pool_submit(ff_pool_t *pool, ff_context_t *context,
+                   const void *message, size_t length, unsigned flags,
+                   ff_queue_t *queue, void *user_data, ff_task_t **task);
+
+/* A context: bytes shared by many tasks (the function of a map), sent to a
+ * worker once and kept there while it is among the worker's recent ones.
+ * The runtime copies data. Tasks hold their own references. */
+int ff_context_create(ff_pool_t *pool, const void *data, size_t length,
+                      ff_context_t **context);
+void ff_context_release(ff_context_t *context);
 
 /* Stops accepting tasks; the queued ones still run, then the workers exit. */
 int ff_pool_close(ff_pool_t *pool);
@@ -197,6 +219,10 @@ int ff_task_status(const ff_task_t *task);
 /* The result bytes of a finished task (the error detail on FF_ETASKFAILED or
  * FF_EINITFAILED). Valid while the caller holds its reference. */
 const void *ff_task_result(const ff_task_t *task, size_t *length);
+
+/* How long the worker spent in work() for this task, in nanoseconds (0
+ * until it finished, or when it did not run). */
+uint64_t ff_task_run_ns(const ff_task_t *task);
 
 /* How the worker ended, when the status is FF_EWORKERLOST. */
 const ff_exit_t *ff_task_exit(const ff_task_t *task);

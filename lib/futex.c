@@ -24,8 +24,8 @@ uint64_t ff__deadline(double timeout) {
   return ff__now_ns() + (uint64_t)(timeout * 1e9);
 }
 
-int ff__futex_wait(_Atomic uint32_t *word, uint32_t expected,
-                   uint64_t deadline_ns) {
+static int futex_wait(_Atomic uint32_t *word, uint32_t expected,
+                      uint64_t deadline_ns, int op) {
   struct timespec rel, *relp = NULL;
   if (deadline_ns != UINT64_MAX) {
     uint64_t now = ff__now_ns();
@@ -35,8 +35,7 @@ int ff__futex_wait(_Atomic uint32_t *word, uint32_t expected,
     rel.tv_nsec = (long)(left % 1000000000u);
     relp = &rel;
   }
-  long rc = syscall(SYS_futex, (uint32_t *)word, FUTEX_WAIT_PRIVATE, expected,
-                    relp, NULL, 0);
+  long rc = syscall(SYS_futex, (uint32_t *)word, op, expected, relp, NULL, 0);
   if (rc == 0) return 0;
   if (errno == EAGAIN) return 0; /* the value had already changed */
   if (errno == ETIMEDOUT) return -ETIMEDOUT;
@@ -44,7 +43,29 @@ int ff__futex_wait(_Atomic uint32_t *word, uint32_t expected,
   return -errno;
 }
 
+int ff__futex_wait(_Atomic uint32_t *word, uint32_t expected,
+                   uint64_t deadline_ns) {
+  return futex_wait(word, expected, deadline_ns, FUTEX_WAIT_PRIVATE);
+}
+
+int ff__futex_wait_shared(_Atomic uint32_t *word, uint32_t expected,
+                          uint64_t deadline_ns) {
+  return futex_wait(word, expected, deadline_ns, FUTEX_WAIT);
+}
+
 void ff__futex_wake_all(_Atomic uint32_t *word) {
   syscall(SYS_futex, (uint32_t *)word, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL,
           0);
+}
+
+void ff__futex_wake_shared(_Atomic uint32_t *word) {
+  syscall(SYS_futex, (uint32_t *)word, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
+}
+
+void ff__cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  __asm__ __volatile__("yield");
+#endif
 }

@@ -77,104 +77,157 @@ uint64_t ff__deadline(double timeout);
 int ff__futex_wait(_Atomic uint32_t *word, uint32_t expected,
                    uint64_t deadline_ns);
 void ff__futex_wake_all(_Atomic uint32_t *word);
+/* The same for a word in memory shared between processes. */
+int ff__futex_wait_shared(_Atomic uint32_t *word, uint32_t expected,
+                          uint64_t deadline_ns);
+void ff__futex_wake_shared(_Atomic uint32_t *word);
+/* A hint to the CPU inside a spin loop. */
+void ff__cpu_relax(void);
 
-/* ---- wire.c: framing of messages between the parent and a worker ------- */
+/* ---- shm.c: shared-memory segments --------------------------------------
+ * A segment is an anonymous memfd (0600, no name in /dev/shm) mapped
+ * shared; its descriptor is inherited or passed with SCM_RIGHTS, and the
+ * kernel frees it when the last holder goes, SIGKILL included. */
 
-#define FF__WIRE_MAGIC 0x31574646u /* "FFW1" little endian */
-#define FF__WIRE_HEADER_SIZE 24u
-/* The largest payload a frame may carry. The bound keeps a corrupt length
- * from turning into a huge allocation. */
-#define FF__WIRE_MAX_PAYLOAD ((uint64_t)1 << 40)
+typedef struct ff__shm_s {
+  void *base;
+  size_t size;
+  int fd;
+} ff__shm_t;
 
-enum ff__frame_type {
-  FF__FRAME_TASK = 1,   /* parent -> worker: run this message */
-  FF__FRAME_RESULT = 2, /* worker -> parent: the result of the task id */
-  FF__FRAME_READY = 3,  /* worker -> parent: initialized (or failed to) */
-  FF__FRAME_STOP = 4,   /* parent -> worker: exit now */
+int ff__shm_create(ff__shm_t *shm, const char *name, size_t size);
+/* Maps a segment received as fd (taking over fd). */
+int ff__shm_attach(ff__shm_t *shm, int fd);
+void ff__shm_close(ff__shm_t *shm);
+
+/* ---- ring.c: single-producer single-consumer message rings --------------
+ * A ring lives in shared memory: a header with the producer's and the
+ * consumer's positions on separate cache lines, then a power-of-two data
+ * area of records. A record is a 16-byte header (length, type, flags, id)
+ * and its payload, padded to 16 bytes; a record never wraps (a PAD record
+ * fills the end instead), so a reader sees each one in place. A message
+ * larger than FF__RING_MAX_RECORD of the ring is cut into records flagged
+ * FF__RING_MORE, which the reader joins again.
+ *
+ * Each side sleeps on a futex word in the header after a short spin, and
+ * the other side wakes it only when it announced that it sleeps: a batch of
+ * records costs one wake-up. A consumer that sleeps in an event loop gives
+ * the ring an eventfd to be woken through instead. */
+
+#define FF__RING_HEADER_SIZE 256u
+#define FF__RING_ALIGN 16u
+#define FF__RING_RECORD_HEADER 16u
+
+enum ff__ring_type {
+  FF__RING_PAD = 0,    /* filler up to the end of the data area */
+  FF__RING_TASK = 1,   /* parent -> worker: run this message */
+  FF__RING_RESULT = 2, /* worker -> parent: the result of task id */
+  FF__RING_READY = 3,  /* worker -> parent: initialized (or failed to) */
+  FF__RING_STOP = 4,   /* parent -> worker: exit now */
+  FF__RING_DEFINE = 5, /* parent -> worker: a context for later tasks */
+  FF__RING_TYPE_MAX = 5,
 };
-#define FF__FRAME_FLAG_FAILED 1u
+#define FF__RING_MORE 1u   /* the message continues in the next record */
+#define FF__RING_FAILED 2u /* a RESULT or READY that reports a failure */
+/* A TASK that runs with the context the worker keeps in slot flags >> 8 (a
+ * DEFINE with the same slot in its flags put it there). */
+#define FF__RING_CONTEXT 4u
+#define FF__RING_SLOT_SHIFT 8
 
-typedef struct ff__frame_header_s {
-  uint32_t magic;
+typedef struct ff__ring_shared_s ff__ring_shared_t;
+
+/* One process's view of a ring. */
+typedef struct ff__ring_s {
+  ff__ring_shared_t *shared;
+  char *data;
+  uint64_t capacity;
+  uint64_t max_record; /* the largest payload of one record */
+  int consumer_fd;     /* eventfd that wakes the consumer, or -1: futex */
+  int producer_fd;     /* eventfd that wakes the producer, or -1: futex */
+} ff__ring_t;
+
+/* The bytes a ring of capacity data bytes occupies. */
+size_t ff__ring_size(size_t capacity);
+/* Sets up a view of the ring at memory (of ff__ring_size(capacity) bytes);
+ * with init, also formats it. capacity is a power of two >= 4096. */
+int ff__ring_attach(ff__ring_t *ring, void *memory, size_t capacity,
+                    int init);
+
+/* Appends the message (type, flags, id, data) from *offset on, as far as it
+ * fits, and publishes what was written. Returns 1 once the whole message is
+ * in (*offset == length), 0 when the ring filled first (call again with the
+ * same *offset once there is space), or -EPIPE if the ring is broken.
+ * Nobody is woken: ff__ring_wake_consumer does that, once per batch. */
+int ff__ring_write(ff__ring_t *ring, uint16_t type, uint16_t flags,
+                   uint64_t id, const void *data, size_t length,
+                   size_t *offset);
+/* The same for a message made of prefix then data. */
+int ff__ring_write2(ff__ring_t *ring, uint16_t type, uint16_t flags,
+                    uint64_t id, const void *prefix, size_t prefix_length,
+                    const void *data, size_t data_length, size_t *offset);
+/* Wakes the consumer if it announced that it sleeps. */
+void ff__ring_wake_consumer(ff__ring_t *ring);
+/* Wakes the producer if it sleeps waiting for space. */
+void ff__ring_wake_producer(ff__ring_t *ring);
+
+/* A message read from a ring: in place (until ff__ring_release) when it was
+ * one record, else joined in the reader's buffer. */
+typedef struct ff__ring_msg_s {
   uint16_t type;
-  uint16_t flags;
+  uint16_t flags; /* without FF__RING_MORE */
   uint64_t id;
-  uint64_t length;
-} ff__frame_header_t;
+  const char *data;
+  size_t length;
+  uint64_t end; /* the ring position after the message's last record */
+} ff__ring_msg_t;
 
-void ff__wire_encode_header(void *out, uint16_t type, uint16_t flags,
-                            uint64_t id, uint64_t length);
-/* Decodes and validates a header: 0 or FF_EPROTOCOL. */
-int ff__wire_decode_header(const void *in, ff__frame_header_t *header);
+typedef struct ff__ring_reader_s {
+  char *buffer; /* the message being joined from fragments */
+  size_t length;
+  size_t capacity;
+  uint16_t type;
+  uint64_t id;
+  bool joining;
+} ff__ring_reader_t;
 
-/* An incremental reader of frames from a byte stream. Bytes go in through
- * ff__wire_reader_space / ff__wire_reader_commit (or ff__wire_reader_fill
- * from a descriptor); whole frames come out of ff__wire_reader_next. */
-typedef struct ff__wire_reader_s {
-  char *staging;
-  size_t staging_capacity;
-  size_t start; /* first unparsed byte in staging */
-  size_t end;   /* one past the last byte in staging */
-  /* A frame too large for staging is read straight into its own buffer. */
-  ff__frame_header_t large_header;
-  char *large_payload;
-  size_t large_filled;
-  bool large_active;
-} ff__wire_reader_t;
+/* Takes the next whole message: 1 and *msg, 0 when none is complete yet,
+ * FF_EPROTOCOL when the ring holds something that is not a valid record
+ * (the producer is broken or hostile), -ENOMEM. */
+int ff__ring_read(ff__ring_t *ring, ff__ring_reader_t *reader,
+                  ff__ring_msg_t *msg);
+/* Gives the space of msg back to the producer. */
+void ff__ring_release(ff__ring_t *ring, const ff__ring_msg_t *msg);
+/* Takes a joined message's buffer from the reader (NULL for an in-place
+ * message: the caller copies). */
+char *ff__ring_reader_take(ff__ring_reader_t *reader, const ff__ring_msg_t *msg);
+void ff__ring_reader_free(ff__ring_reader_t *reader);
 
-typedef struct ff__frame_s {
-  ff__frame_header_t header;
-  char *payload; /* malloc'd, owned by the receiver of the frame; may be
-                    NULL when the length is 0 */
-} ff__frame_t;
+/* Bytes published and not yet released; cheap, for polling. */
+int ff__ring_readable(const ff__ring_t *ring);
+/* Waits for a record to read: spins for spin_ns, then sleeps. 0, or
+ * -ETIMEDOUT, -EINTR, -EPIPE (broken). */
+int ff__ring_wait_readable(ff__ring_t *ring, uint64_t spin_ns,
+                           uint64_t deadline_ns);
+/* Waits for room for bytes of records; the same returns. */
+int ff__ring_wait_writable(ff__ring_t *ring, size_t bytes, uint64_t spin_ns,
+                           uint64_t deadline_ns);
+/* Announces that the consumer is about to sleep elsewhere (an event loop
+ * woken through consumer_fd): 1 if there is already something to read, in
+ * which case it must not sleep. */
+int ff__ring_arm_consumer(ff__ring_t *ring);
+/* Withdraws the announcement (a spinning reader polls instead). */
+void ff__ring_disarm_consumer(ff__ring_t *ring);
+/* The producer announces it waits for space (woken through the consumer
+ * side's ff__ring_wake_producer). 1 if there is space already. */
+int ff__ring_arm_producer(ff__ring_t *ring, size_t bytes);
 
-int ff__wire_reader_init(ff__wire_reader_t *reader);
-void ff__wire_reader_free(ff__wire_reader_t *reader);
-/* Where the next bytes of the stream go: up to *length bytes at the result. */
-char *ff__wire_reader_space(ff__wire_reader_t *reader, size_t *length);
-void ff__wire_reader_commit(ff__wire_reader_t *reader, size_t length);
-/* One read(2) into the reader: bytes read, 0 at end of stream, or a negative
- * errno (-EAGAIN on a non-blocking descriptor with nothing to read). */
-ssize_t ff__wire_reader_fill(ff__wire_reader_t *reader, int fd);
-/* Takes the next whole frame: 1 and *frame, 0 when more bytes are needed,
- * FF_EPROTOCOL on a corrupt stream, -ENOMEM. */
-int ff__wire_reader_next(ff__wire_reader_t *reader, ff__frame_t *frame);
-/* 1 when the reader holds part of a frame (so an end of stream now means a
- * truncated frame). */
-int ff__wire_reader_partial(const ff__wire_reader_t *reader);
-
-/* Writes a whole frame to a blocking descriptor: 0 or a negative errno. */
-int ff__wire_write_frame(int fd, uint16_t type, uint16_t flags, uint64_t id,
-                         const void *payload, size_t length);
-
-/* ---- channel.c: the parent's end of a worker's transport ----------------
- * The pool only sees this interface, so the transport (a socketpair today,
- * shared-memory rings later) can change without touching the pool. */
-
-typedef struct ff__channel_s ff__channel_t;
-
-typedef struct ff__channel_callbacks_s {
-  /* A whole frame arrived; the callee owns frame->payload. */
-  void (*on_frame)(ff__channel_t *channel, ff__frame_t *frame);
-  /* The stream ended (cleanly or not: error is 0, FF_EPROTOCOL or -errno). */
-  void (*on_end)(ff__channel_t *channel, int error);
-} ff__channel_callbacks_t;
-
-/* Opens a channel over fd, which it takes over. Runs in the loop thread. */
-int ff__channel_open(ff__channel_t **channel, uv_loop_t *loop, int fd,
-                     const ff__channel_callbacks_t *callbacks, void *data);
-void *ff__channel_data(const ff__channel_t *channel);
-/* Queues a frame made of a header and a payload that stays valid until done
- * runs (done may be NULL). */
-int ff__channel_send(ff__channel_t *channel, uint16_t type, uint16_t flags,
-                     uint64_t id, const void *payload, size_t length,
-                     void (*done)(void *context, int status), void *context);
-/* Reads whatever is left in the stream right now, delivering frames, until
- * it would block or the stream ends. */
-void ff__channel_drain(ff__channel_t *channel);
-/* Closes the channel; pending sends complete with FF_ECANCELED. The memory is
- * freed once libuv has released the handle. */
-void ff__channel_close(ff__channel_t *channel);
+/* Marks the ring broken (its other side died) and wakes both sides; every
+ * later write fails with -EPIPE and waits return it. */
+void ff__ring_break(ff__ring_t *ring);
+int ff__ring_broken(const ff__ring_t *ring);
+/* Checks the ring's invariants and every record between the positions:
+ * 0, or FF_EPROTOCOL if anything is out of place. */
+int ff__ring_check(const ff__ring_t *ring);
 
 /* ---- loop.c: the runtime and its loop thread ----------------------------- */
 
@@ -202,7 +255,8 @@ void ff__fd_close_tracked_in_child(int keep);
 /* ---- zygote.c: the process that forks a pool's workers ------------------ */
 
 enum ff__ctl_type {
-  FF__CTL_SPAWN = 1,   /* parent -> zygote, with the worker's socket */
+  FF__CTL_SPAWN = 1,   /* parent -> zygote, with the worker's segment and
+                          doorbell */
   FF__CTL_SPAWNED = 2, /* zygote -> parent, with a pidfd of the worker */
   FF__CTL_EXITED = 3,  /* zygote -> parent: a worker exited */
 };
@@ -214,11 +268,16 @@ typedef struct ff__ctl_msg_s {
   int32_t status; /* wait status for EXITED; -errno for a failed SPAWNED */
 } ff__ctl_msg_t;
 
-/* Sends a control message, with fd attached when fd >= 0. */
-int ff__ctl_send(int socket, const ff__ctl_msg_t *msg, int fd);
-/* Receives one: 1 and the message (*fd is the attached descriptor or -1), 0
- * at end of stream, or a negative errno. */
-int ff__ctl_recv(int socket, ff__ctl_msg_t *msg, int *fd);
+#define FF__CTL_MAX_FDS 2
+
+/* Sends a control message with nfds descriptors attached. */
+int ff__ctl_send(int socket, const ff__ctl_msg_t *msg, const int *fds,
+                 unsigned nfds);
+/* Receives one: 1 and the message with its descriptors (up to
+ * FF__CTL_MAX_FDS into fds, their number in *nfds), 0 at end of stream, or
+ * a negative errno. */
+int ff__ctl_recv(int socket, ff__ctl_msg_t *msg, int *fds, unsigned *nfds);
+void ff__ctl_close_fds(int *fds, unsigned *nfds);
 
 /* Forks the zygote of a pool from the calling thread. On success sets *pid,
  * *pidfd and *ctl (the parent's end of the control socket). */
@@ -231,8 +290,28 @@ int ff__zygote_fork(ff__runtime_t *runtime, const ff_pool_options_t *options,
 #define FF__EXIT_INIT_FAILED 70
 #define FF__EXIT_PROTOCOL 71
 
-/* The body of a worker process: never returns. */
-_Noreturn void ff__worker_main(const ff_pool_options_t *options, int fd);
+/* A worker's segment: its task ring, then its result ring. */
+#define FF__TASK_RING_CAPACITY ((size_t)1 << 20)
+#define FF__RESULT_RING_CAPACITY ((size_t)1 << 20)
+#define FF__WORKER_SEGMENT_SIZE                                              \
+  (FF__RING_HEADER_SIZE + FF__TASK_RING_CAPACITY + FF__RING_HEADER_SIZE +     \
+   FF__RESULT_RING_CAPACITY)
+/* Contexts a worker keeps; the parent decides which slot each one takes. */
+#define FF__CONTEXT_SLOTS 8u
+/* How long a worker spins for its next task before it sleeps: long enough
+ * to catch a caller that submits again right after its result came back. */
+#define FF__WORKER_SPIN_NS 60000u
+/* A RESULT payload starts with the time work() took (uint64_t ns). */
+#define FF__RESULT_PREFIX 8u
+
+/* Attaches the two rings of a worker segment (formatting them with init). */
+int ff__worker_rings(void *segment, ff__ring_t *tasks, ff__ring_t *results,
+                     int init);
+
+/* The body of a worker process: never returns. It takes over the segment's
+ * descriptor and the doorbell, the eventfd that wakes the parent's loop. */
+_Noreturn void ff__worker_main(const ff_pool_options_t *options, int shm_fd,
+                               int doorbell_fd);
 
 /* ---- process helpers (zygote.c) ------------------------------------------ */
 
@@ -259,6 +338,8 @@ struct ff_task_s {
   uint64_t id;
   unsigned flags;
   ff_pool_t *pool; /* holds a reference to the pool while the task lives */
+  ff_context_t *context; /* a reference, or NULL */
+  uint16_t ring_flags;   /* the TASK record's flags for the worker it went to */
   ff_queue_t *queue;
   void *user_data;
   /* Until it finishes: the caller's message (kept after dispatch, so that
@@ -269,11 +350,13 @@ struct ff_task_s {
   int status;
   char *result;
   size_t result_length;
+  uint64_t run_ns;
   ff_exit_t exit;
 };
 
-ff_task_t *ff__task_new(ff_pool_t *pool, const void *message, size_t length,
-                        unsigned flags, ff_queue_t *queue, void *user_data);
+ff_task_t *ff__task_new(ff_pool_t *pool, ff_context_t *context,
+                        const void *message, size_t length, unsigned flags,
+                        ff_queue_t *queue, void *user_data);
 /* Records the outcome (taking ownership of result). Waiters are not woken
  * yet: ff__task_publish does that, after any completion callback ran. */
 void ff__task_settle(ff_task_t *task, int status, char *result,
@@ -287,6 +370,12 @@ void ff__queue_push(ff_queue_t *queue, ff_task_t *task);
 
 void ff__pool_retain(ff_pool_t *pool);
 void ff__pool_release(ff_pool_t *pool);
+void ff__context_retain(ff_context_t *context);
+/* Waits until *word != value or the deadline: first polling the pool's
+ * result rings from this thread for a short while, then asleep on the
+ * word's (private) futex. 0, -ETIMEDOUT or -EINTR. */
+int ff__pool_wait(ff_pool_t *pool, _Atomic uint32_t *word, uint32_t value,
+                  uint64_t deadline_ns);
 /* Called by ff_task_cancel once the task is marked cancelling. */
 void ff__pool_wake(ff_pool_t *pool);
 int ff__pool_loop_thread_is_current(ff_pool_t *pool);

@@ -1,32 +1,48 @@
 /* The pool: task dispatch, result collection, and the lifecycle of the
  * workers and the zygote.
  *
- * Callers submit from any thread into a locked incoming list and wake the
- * loop with the pool's uv_async. Everything else runs in the loop thread:
- * pending tasks go to ready workers, at most FF__WORKER_CREDIT at a time per
- * worker and idle workers first; results come back in order on the worker's
- * channel; exits come from the zygote with their wait status. A task lost
- * with its worker fails alone with FF_EWORKERLOST and the worker is
- * replaced. */
+ * Each worker has a shared-memory segment with two rings: tasks go in
+ * through one and results come back through the other. The scheduling
+ * state (the pending queue, each worker's tasks in flight, both ends of the
+ * parent's rings) is under the pool's lock, and any thread may drive it:
+ *
+ * - a submitting thread puts its task straight into an idle worker's ring;
+ * - a thread waiting for a task first spins for a short while, draining the
+ *   result rings itself, so a quick task costs no wake-up of the parent;
+ * - the loop thread drains whatever arrives while nobody spins: before it
+ *   sleeps it tells every worker so, and a worker that pushes a result then
+ *   rings the worker's doorbell, an eventfd the loop polls.
+ *
+ * The loop thread alone runs the lifecycle: spawning through the zygote,
+ * exits (reported by the zygote with their wait status), replacement,
+ * close and terminate. A task lost with its worker fails alone with
+ * FF_EWORKERLOST and the worker is replaced.
+ *
+ * Tasks finished under the lock are collected in a list and published
+ * (completion callbacks, then waiters woken) after the lock is released,
+ * so that no callback into an embedding runtime ever runs under it. */
 #define _GNU_SOURCE
 #include "internal.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-/* Tasks in flight per worker. A second task waiting in a worker's socket
+/* Tasks in flight per worker. A second task waiting in a worker's ring
  * saves it a round trip between tasks, but it cannot move to another worker
  * that falls idle: so a worker gets one only when the backlog is deep
  * enough (FF__PREFETCH_BACKLOG tasks per worker) that idle workers have
  * other work anyway. */
 #define FF__WORKER_CREDIT 2u
 #define FF__PREFETCH_BACKLOG 2u
+/* How long a waiting thread polls the result rings itself before it
+ * sleeps: a few round trips of a quick task. */
+#define FF__WAIT_SPIN_NS 100000u
 
 enum pool_state {
   POOL_RUNNING,
@@ -42,19 +58,57 @@ enum worker_state {
   WORKER_RETIRING, /* takes no more tasks; will exit by itself */
 };
 
-typedef struct ff__worker_s {
+typedef struct ff__worker_s ff__worker_t;
+
+/* The loop's watch on a worker's doorbell. It lives in its own allocation
+ * because libuv frees handles later than the worker slot is reused. */
+typedef struct doorbell_s {
+  uv_poll_t poll;
+  int fd;
+  ff__worker_t *worker;
+} doorbell_t;
+
+struct ff__worker_s {
   ff_pool_t *pool;
   unsigned slot;
   int state;
   pid_t pid;
   int pidfd;
-  ff__channel_t *channel;
-  ff__link_t in_flight;
+  ff__shm_t shm;
+  ff__ring_t tasks;   /* this process produces */
+  ff__ring_t results; /* this process consumes */
+  ff__ring_reader_t reader;
+  doorbell_t *doorbell;
+  ff__link_t in_flight; /* sent (or being sent), in order */
   unsigned in_flight_count;
   unsigned tasks_sent;
+  /* The task whose records did not all fit in the ring yet: the rest goes
+   * when the worker makes room, before anything else. */
+  ff_task_t *sending;
+  size_t send_offset;
+  bool send_define; /* the context's DEFINE goes first */
+  bool wake;        /* records were written: wake the worker */
+  uint64_t context_keys[FF__CONTEXT_SLOTS];
+  unsigned context_next;
   bool exiting; /* its exit is being handled: dispatch skips it */
   bool doomed;  /* to be killed as soon as its pidfd arrives */
-} ff__worker_t;
+};
+
+struct ff_context_s {
+  _Atomic uint32_t refs;
+  uint64_t key;
+  char *data;
+  size_t length;
+};
+
+/* Tasks finished under the lock, published after it. */
+typedef struct done_list_s {
+  ff__link_t tasks;
+  /* A worker exit to report through on_worker_exit. */
+  ff_exit_t exits[4];
+  bool expected[4];
+  unsigned exit_count;
+} done_list_t;
 
 struct ff_pool_s {
   _Atomic uint32_t refs;
@@ -69,40 +123,35 @@ struct ff_pool_s {
   uv_poll_t ctl_poll;
   uv_poll_t zygote_poll;
   uv_async_t wakeup;
-  uv_check_t flush;
+  uv_prepare_t arm;
   unsigned handles_open;
   bool ctl_open;
 
-  /* Shared with submitting threads, under lock. */
-  pthread_mutex_t lock;
-  ff__link_t incoming;
-  size_t incoming_count;
-  bool accepting;
-  uint64_t next_id;
   _Atomic int error;
   _Atomic uint32_t cancels;
   _Atomic bool closed_by_user;
   _Atomic uint32_t stopped; /* futex word for join */
 
-  /* Loop thread only. */
+  pthread_mutex_t lock; /* everything below */
+  bool accepting;
+  uint64_t next_id;
   int state;
   bool destroyed;
+  unsigned spinners; /* threads polling the result rings themselves */
   ff__link_t pending;
   size_t pending_count;
   ff__worker_t *workers;
   unsigned live_workers;
   char *error_detail;
   size_t error_detail_length;
-  ff_task_t **notify;
-  size_t notify_count;
-  size_t notify_capacity;
 };
 
-static void pool_dispatch(ff_pool_t *pool);
+static void pool_dispatch(ff_pool_t *pool, done_list_t *done);
 static void pool_fail(ff_pool_t *pool, int code, const void *detail,
-                      size_t length, const ff_exit_t *exit);
-static void pool_terminate_in_loop(void *arg);
-static void worker_spawn(ff__worker_t *w);
+                      size_t length, const ff_exit_t *exit, done_list_t *done);
+static void pool_terminate_locked(ff_pool_t *pool, done_list_t *done);
+static void worker_spawn(ff__worker_t *w, done_list_t *done);
+static void pool_drain(ff_pool_t *pool, done_list_t *done);
 
 /* A forked child inherits a copy of its parent's pools, whose loop thread
  * does not exist in the child: every call on them fails. */
@@ -123,7 +172,6 @@ void ff__pool_release(ff_pool_t *pool) {
   pthread_mutex_destroy(&pool->lock);
   free(pool->workers);
   free(pool->error_detail);
-  free(pool->notify);
   free(pool);
 }
 
@@ -139,39 +187,82 @@ void ff__pool_wake(ff_pool_t *pool) {
   uv_async_send(&pool->wakeup);
 }
 
+/* ---- contexts --------------------------------------------------------------- */
+
+int ff_context_create(ff_pool_t *pool, const void *data, size_t length,
+                      ff_context_t **out) {
+  static _Atomic uint64_t next_key = 1;
+  if (pool == NULL || out == NULL || (data == NULL && length > 0))
+    return -EINVAL;
+  if (pool->options.define_context == NULL) return -EINVAL;
+  ff_context_t *c = calloc(1, sizeof(*c));
+  if (c == NULL) return -ENOMEM;
+  c->data = malloc(length ? length : 1);
+  if (c->data == NULL) {
+    free(c);
+    return -ENOMEM;
+  }
+  if (length) memcpy(c->data, data, length);
+  c->length = length;
+  c->key = atomic_fetch_add(&next_key, 1);
+  atomic_init(&c->refs, 1);
+  *out = c;
+  return 0;
+}
+
+void ff__context_retain(ff_context_t *c) { atomic_fetch_add(&c->refs, 1); }
+
+void ff_context_release(ff_context_t *c) {
+  if (c == NULL || atomic_fetch_sub(&c->refs, 1) != 1) return;
+  free(c->data);
+  free(c);
+}
+
 /* ---- completing tasks ------------------------------------------------------ */
 
-/* Hands a settled task to its waiters: at once, or after the pool's
- * completion callback when the task asked for one. */
-static void pool_complete(ff_pool_t *pool, ff_task_t *task) {
-  if ((task->flags & FF_SUBMIT_NOTIFY) && pool->options.on_complete) {
-    if (pool->notify_count == pool->notify_capacity) {
-      size_t capacity = pool->notify_capacity ? pool->notify_capacity * 2 : 64;
-      ff_task_t **grown = realloc(pool->notify, capacity * sizeof(*grown));
-      if (grown == NULL) {
-        /* Publishing without the callback beats losing the task. */
-        ff__task_publish(task);
-        return;
+static void done_init(done_list_t *done) {
+  ff__list_init(&done->tasks);
+  done->exit_count = 0;
+}
+
+/* Settles a task under the lock; it is published once the lock is gone. */
+static void pool_settle(done_list_t *done, ff_task_t *task, int status,
+                        char *result, size_t length, const ff_exit_t *exit) {
+  ff__task_settle(task, status, result, length, exit);
+  ff__list_push_back(&done->tasks, &task->link);
+}
+
+/* Runs the completion callback for the tasks that asked for one, then
+ * wakes every waiter. Called without the lock. */
+static void pool_publish(ff_pool_t *pool, done_list_t *done) {
+  for (unsigned i = 0; i < done->exit_count; i++)
+    if (pool->options.on_worker_exit)
+      pool->options.on_worker_exit(pool, &done->exits[i], done->expected[i],
+                                   pool->options.notify_arg);
+  done->exit_count = 0;
+  if (ff__list_empty(&done->tasks)) return;
+  if (pool->options.on_complete) {
+    ff_task_t *batch[64];
+    size_t count = 0;
+    for (ff__link_t *l = done->tasks.next; l != &done->tasks; l = l->next) {
+      ff_task_t *task = FF__CONTAINER_OF(l, ff_task_t, link);
+      if (!(task->flags & FF_SUBMIT_NOTIFY)) continue;
+      batch[count++] = task;
+      if (count == sizeof(batch) / sizeof(batch[0])) {
+        pool->options.on_complete(batch, count, pool->options.notify_arg);
+        count = 0;
       }
-      pool->notify = grown;
-      pool->notify_capacity = capacity;
     }
-    pool->notify[pool->notify_count++] = task;
-    return;
+    if (count) pool->options.on_complete(batch, count, pool->options.notify_arg);
   }
-  ff__task_publish(task);
+  ff__link_t *l;
+  while ((l = ff__list_pop_front(&done->tasks)) != NULL)
+    ff__task_publish(FF__CONTAINER_OF(l, ff_task_t, link));
 }
 
-static void pool_flush_notify(ff_pool_t *pool) {
-  if (pool->notify_count == 0) return;
-  size_t count = pool->notify_count;
-  pool->notify_count = 0;
-  pool->options.on_complete(pool->notify, count, pool->options.notify_arg);
-  for (size_t i = 0; i < count; i++) ff__task_publish(pool->notify[i]);
-}
-
-static void pool_on_flush(uv_check_t *handle) {
-  pool_flush_notify(FF__CONTAINER_OF(handle, ff_pool_t, flush));
+static void pool_unlock_publish(ff_pool_t *pool, done_list_t *done) {
+  pthread_mutex_unlock(&pool->lock);
+  pool_publish(pool, done);
 }
 
 static char *copy_bytes(const void *data, size_t length) {
@@ -181,7 +272,7 @@ static char *copy_bytes(const void *data, size_t length) {
 }
 
 static void pool_fail_task(ff_pool_t *pool, ff_task_t *task, int code,
-                           const ff_exit_t *exit) {
+                           const ff_exit_t *exit, done_list_t *done) {
   char *detail = NULL;
   size_t length = 0;
   /* Tasks failed by the pool's own error carry its detail (the worker's
@@ -191,8 +282,7 @@ static void pool_fail_task(ff_pool_t *pool, ff_task_t *task, int code,
     detail = copy_bytes(pool->error_detail, pool->error_detail_length);
     length = detail ? pool->error_detail_length : 0;
   }
-  ff__task_settle(task, code, detail, length, exit);
-  pool_complete(pool, task);
+  pool_settle(done, task, code, detail, length, exit);
 }
 
 /* ---- stopping ------------------------------------------------------------- */
@@ -229,18 +319,31 @@ static void pool_on_zygote_poll_closed(uv_handle_t *handle) {
 /* Frees the libuv handles once the pool is stopped and its owner is gone. */
 static void pool_teardown(ff_pool_t *pool) {
   if (pool->state != POOL_STOPPED || !pool->destroyed) return;
-  pool_flush_notify(pool);
   pool_close_ctl(pool);
   uv_close((uv_handle_t *)&pool->zygote_poll, pool_on_zygote_poll_closed);
   uv_close((uv_handle_t *)&pool->wakeup, pool_on_handle_closed);
-  uv_close((uv_handle_t *)&pool->flush, pool_on_handle_closed);
+  uv_close((uv_handle_t *)&pool->arm, pool_on_handle_closed);
+}
+
+static void doorbell_on_closed(uv_handle_t *handle) {
+  doorbell_t *d = handle->data;
+  ff__fd_untrack(d->fd);
+  close(d->fd);
+  free(d);
 }
 
 static void worker_release_process(ff__worker_t *w) {
-  if (w->channel) {
-    ff__channel_close(w->channel);
-    w->channel = NULL;
+  if (w->doorbell) {
+    uv_close((uv_handle_t *)&w->doorbell->poll, doorbell_on_closed);
+    w->doorbell = NULL;
   }
+  if (w->shm.base) {
+    /* Whatever the worker left, nobody reads or writes it any more. */
+    ff__ring_break(&w->tasks);
+    ff__ring_break(&w->results);
+    ff__shm_close(&w->shm);
+  }
+  ff__ring_reader_free(&w->reader);
   if (w->pidfd >= 0) {
     ff__fd_untrack(w->pidfd);
     close(w->pidfd);
@@ -249,14 +352,16 @@ static void worker_release_process(ff__worker_t *w) {
   if (w->state != WORKER_EMPTY) w->pool->live_workers--;
   w->state = WORKER_EMPTY;
   w->pid = 0;
+  w->sending = NULL;
 }
 
 static void worker_fail_in_flight(ff__worker_t *w, int code,
-                                  const ff_exit_t *exit) {
+                                  const ff_exit_t *exit, done_list_t *done) {
   ff__link_t *l;
+  w->sending = NULL;
   while ((l = ff__list_pop_front(&w->in_flight)) != NULL) {
     ff_task_t *task = FF__CONTAINER_OF(l, ff_task_t, link);
-    pool_fail_task(w->pool, task, code, exit);
+    pool_fail_task(w->pool, task, code, exit, done);
   }
   w->in_flight_count = 0;
 }
@@ -278,20 +383,24 @@ static void pool_on_zygote_exit(uv_poll_t *handle, int status, int events) {
     ff__exit_from_status(&how, pool->zygote_pid, wstatus);
   else
     how = (ff_exit_t){pool->zygote_pid, -1, 0}; /* reaped by someone else */
+  done_list_t done;
+  done_init(&done);
+  pthread_mutex_lock(&pool->lock);
+  pool_drain(pool, &done);
   if (pool->state == POOL_RUNNING || pool->state == POOL_CLOSING) {
     bool had_work = !ff__list_empty(&pool->pending) || pool->live_workers > 0;
     if (pool->state == POOL_RUNNING || had_work)
-      pool_fail(pool, FF_EZYGOTELOST, NULL, 0, &how);
+      pool_fail(pool, FF_EZYGOTELOST, NULL, 0, &how, &done);
   }
   /* Its workers died with it (their death signal follows the zygote). */
   for (unsigned i = 0; i < pool->options.workers; i++) {
     ff__worker_t *w = &pool->workers[i];
-    worker_fail_in_flight(w, FF_EWORKERLOST, &how);
+    worker_fail_in_flight(w, FF_EWORKERLOST, &how, &done);
     worker_release_process(w);
   }
   pool_close_ctl(pool);
   pool->state = POOL_STOPPED;
-  pool_flush_notify(pool);
+  pool_unlock_publish(pool, &done);
   atomic_store(&pool->stopped, 1);
   ff__futex_wake_all(&pool->stopped);
   pool_teardown(pool);
@@ -306,108 +415,236 @@ static void pool_maybe_finish(ff_pool_t *pool) {
 }
 
 static void pool_fail(ff_pool_t *pool, int code, const void *detail,
-                      size_t length, const ff_exit_t *exit) {
+                      size_t length, const ff_exit_t *exit,
+                      done_list_t *done) {
   int expected = 0;
-  pthread_mutex_lock(&pool->lock);
   if (atomic_compare_exchange_strong(&pool->error, &expected, code) &&
       length > 0) {
     pool->error_detail = copy_bytes(detail, length);
     pool->error_detail_length = pool->error_detail ? length : 0;
   }
   pool->accepting = false;
-  ff__list_splice(&pool->pending, &pool->incoming);
-  pool->incoming_count = 0;
-  pthread_mutex_unlock(&pool->lock);
   ff__link_t *l;
   while ((l = ff__list_pop_front(&pool->pending)) != NULL)
-    pool_fail_task(pool, FF__CONTAINER_OF(l, ff_task_t, link), code, exit);
+    pool_fail_task(pool, FF__CONTAINER_OF(l, ff_task_t, link), code, exit,
+                   done);
   pool->pending_count = 0;
   if (pool->state == POOL_RUNNING || pool->state == POOL_CLOSING)
-    pool_terminate_in_loop(pool);
+    pool_terminate_locked(pool, done);
 }
 
 /* ---- workers ---------------------------------------------------------------- */
 
 static void worker_kill(ff__worker_t *w) {
   /* The worker's READY and first results can arrive before the zygote's
-   * SPAWNED (two sockets, no order between them): without a pidfd yet, the
-   * kill waits for it. */
+   * SPAWNED (two channels, no order between them): without a pidfd yet,
+   * the kill waits for it. */
   if (w->pidfd >= 0)
     ff__pidfd_send_signal(w->pidfd, SIGKILL);
   else
     w->doomed = true;
 }
 
-static void worker_on_frame(ff__channel_t *channel, ff__frame_t *frame) {
-  ff__worker_t *w = ff__channel_data(channel);
+/* Takes one message off the worker's result ring. */
+static void worker_on_message(ff__worker_t *w, const ff__ring_msg_t *msg,
+                              done_list_t *done) {
   ff_pool_t *pool = w->pool;
-  const ff__frame_header_t *h = &frame->header;
-  if (h->type == FF__FRAME_READY && w->state == WORKER_STARTING) {
-    if (h->flags & FF__FRAME_FLAG_FAILED) {
+  if (msg->type == FF__RING_READY && w->state == WORKER_STARTING) {
+    if (msg->flags & FF__RING_FAILED) {
       ff_exit_t how = {w->pid, -1, 0};
-      pool_fail(pool, FF_EINITFAILED, frame->payload, (size_t)h->length, &how);
-      free(frame->payload);
+      pool_fail(pool, FF_EINITFAILED, msg->data, msg->length, &how, done);
       return;
     }
-    free(frame->payload);
     w->state = WORKER_READY;
-    pool_dispatch(pool);
     return;
   }
-  if (h->type == FF__FRAME_RESULT && !ff__list_empty(&w->in_flight)) {
+  if (msg->type == FF__RING_RESULT && !ff__list_empty(&w->in_flight) &&
+      msg->length >= FF__RESULT_PREFIX) {
     ff_task_t *task = FF__CONTAINER_OF(w->in_flight.next, ff_task_t, link);
-    if (task->id == h->id) {
+    if (task->id == msg->id && task != w->sending) {
+      size_t length = msg->length - FF__RESULT_PREFIX;
+      char *result = copy_bytes(msg->data + FF__RESULT_PREFIX, length);
       ff__list_remove(&task->link);
       w->in_flight_count--;
-      int status = (h->flags & FF__FRAME_FLAG_FAILED) ? FF_ETASKFAILED : 0;
-      ff__task_settle(task, status, frame->payload, (size_t)h->length, NULL);
-      pool_complete(pool, task);
-      pool_dispatch(pool);
+      memcpy(&task->run_ns, msg->data, sizeof(task->run_ns));
+      if (result == NULL) {
+        pool_settle(done, task, -ENOMEM, NULL, 0, NULL);
+        return;
+      }
+      int status = (msg->flags & FF__RING_FAILED) ? FF_ETASKFAILED : 0;
+      pool_settle(done, task, status, result, length, NULL);
       return;
     }
   }
   /* Anything else breaks the protocol: the worker cannot be trusted. It is
    * killed, and its exit fails its tasks. */
-  free(frame->payload);
   worker_kill(w);
 }
 
-static void worker_on_end(ff__channel_t *channel, int error) {
-  ff__worker_t *w = ff__channel_data(channel);
-  if (error != 0) worker_kill(w);
-  /* A clean end means the worker is exiting: the zygote reports how. */
+/* Reads every whole message the worker has pushed. */
+static void worker_drain(ff__worker_t *w, done_list_t *done) {
+  if (w->shm.base == NULL || w->state == WORKER_EMPTY) return;
+  bool freed = false;
+  for (;;) {
+    ff__ring_msg_t msg;
+    int rc = ff__ring_read(&w->results, &w->reader, &msg);
+    if (rc == 0) break;
+    if (rc < 0) {
+      worker_kill(w);
+      break;
+    }
+    worker_on_message(w, &msg, done);
+    ff__ring_release(&w->results, &msg);
+    freed = true;
+    if (w->shm.base == NULL) return; /* the pool failed and let it go */
+  }
+  if (freed) ff__ring_wake_producer(&w->results);
 }
 
-static const ff__channel_callbacks_t worker_callbacks = {worker_on_frame,
-                                                         worker_on_end};
+static void pool_drain(ff_pool_t *pool, done_list_t *done) {
+  for (unsigned i = 0; i < pool->options.workers; i++)
+    worker_drain(&pool->workers[i], done);
+}
 
-static void worker_spawn(ff__worker_t *w) {
+/* Writes the worker's current task (its context's DEFINE first, when the
+ * worker lacks the context) into the task ring, as far as it fits. */
+static int worker_write(ff__worker_t *w) {
+  ff_task_t *task = w->sending;
+  int rc;
+  if (w->send_define) {
+    ff_context_t *c = task->context;
+    rc = ff__ring_write(&w->tasks, FF__RING_DEFINE, task->ring_flags, c->key,
+                        c->data, c->length, &w->send_offset);
+    w->wake = true;
+    if (rc <= 0) return rc;
+    w->send_define = false;
+    w->send_offset = 0;
+  }
+  rc = ff__ring_write(&w->tasks, FF__RING_TASK, task->ring_flags, task->id,
+                      task->message, task->message_length, &w->send_offset);
+  w->wake = true;
+  if (rc <= 0) return rc;
+  w->sending = NULL;
+  return 1;
+}
+
+/* Goes on with a message that did not fit: when the ring is still full,
+ * asks the worker to ring the doorbell once it makes room. */
+static void worker_flush(ff__worker_t *w) {
+  while (w->sending) {
+    int rc = worker_write(w);
+    if (rc < 0) {
+      worker_kill(w);
+      return;
+    }
+    if (rc == 0) {
+      size_t left = w->send_define ? w->sending->context->length
+                                   : w->sending->message_length;
+      left -= w->send_offset;
+      if (!ff__ring_arm_producer(&w->tasks, left)) return;
+    }
+  }
+}
+
+/* Starts sending task to the worker. */
+static void worker_send_task(ff__worker_t *w, ff_task_t *task) {
+  task->ring_flags = 0;
+  w->send_define = false;
+  ff_context_t *c = task->context;
+  if (c) {
+    unsigned slot = FF__CONTEXT_SLOTS;
+    for (unsigned i = 0; i < FF__CONTEXT_SLOTS; i++)
+      if (w->context_keys[i] == c->key) slot = i;
+    if (slot == FF__CONTEXT_SLOTS) {
+      slot = w->context_next++ % FF__CONTEXT_SLOTS;
+      w->context_keys[slot] = c->key;
+      w->send_define = true;
+    }
+    task->ring_flags =
+        (uint16_t)(FF__RING_CONTEXT | (slot << FF__RING_SLOT_SHIFT));
+  }
+  w->sending = task;
+  w->send_offset = 0;
+  worker_flush(w);
+}
+
+static void worker_wake(ff__worker_t *w) {
+  if (!w->wake) return;
+  w->wake = false;
+  if (w->shm.base) ff__ring_wake_consumer(&w->tasks);
+}
+
+static void doorbell_on_ring(uv_poll_t *handle, int status, int events) {
+  FF__UNUSED(status);
+  FF__UNUSED(events);
+  doorbell_t *d = handle->data;
+  uint64_t count;
+  ssize_t n = read(d->fd, &count, sizeof(count));
+  FF__UNUSED(n);
+  ff__worker_t *w = d->worker;
   ff_pool_t *pool = w->pool;
-  int sv[2];
-  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
-    pool_fail(pool, -errno, NULL, 0, NULL);
+  done_list_t done;
+  done_init(&done);
+  pthread_mutex_lock(&pool->lock);
+  pool_drain(pool, &done);
+  if (w->doorbell == d && w->sending) worker_flush(w);
+  pool_dispatch(pool, &done);
+  pool_unlock_publish(pool, &done);
+}
+
+static void worker_spawn(ff__worker_t *w, done_list_t *done) {
+  ff_pool_t *pool = w->pool;
+  int rc = ff__shm_create(&w->shm, "forkfarm-worker", FF__WORKER_SEGMENT_SIZE);
+  if (rc < 0) {
+    pool_fail(pool, rc, NULL, 0, NULL, done);
     return;
   }
-  int flags = fcntl(sv[0], F_GETFL);
-  int rc = (flags < 0 || fcntl(sv[0], F_SETFL, flags | O_NONBLOCK) < 0)
-               ? -errno
-               : 0;
-  if (rc == 0) {
-    ff__ctl_msg_t msg = {FF__CTL_SPAWN, w->slot, 0, 0};
-    rc = ff__ctl_send(pool->ctl_fd, &msg, sv[1]);
+  /* Other forks of this process (other pools' zygotes, the user's) have no
+   * business with this worker's rings. */
+  madvise(w->shm.base, w->shm.size, MADV_DONTFORK);
+  doorbell_t *d = calloc(1, sizeof(*d));
+  int fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (d == NULL || fd < 0 ||
+      ff__worker_rings(w->shm.base, &w->tasks, &w->results, 1) < 0) {
+    rc = d == NULL ? -ENOMEM : fd < 0 ? -errno : -EINVAL;
+    free(d);
+    if (fd >= 0) close(fd);
+    ff__shm_close(&w->shm);
+    pool_fail(pool, rc, NULL, 0, NULL, done);
+    return;
   }
-  close(sv[1]);
+  ff__ctl_msg_t msg = {FF__CTL_SPAWN, w->slot, 0, 0};
+  int fds[2] = {w->shm.fd, fd};
+  rc = ff__ctl_send(pool->ctl_fd, &msg, fds, 2);
+  /* The mapping is all this process needs of the segment. */
+  close(w->shm.fd);
+  w->shm.fd = -1;
   if (rc == 0) {
-    ff__fd_track(sv[0]);
-    rc = ff__channel_open(&w->channel, ff__runtime_loop(pool->runtime), sv[0],
-                          &worker_callbacks, w);
-    if (rc < 0) ff__fd_untrack(sv[0]);
+    d->fd = fd;
+    d->worker = w;
+    ff__fd_track(fd);
+    rc = uv_poll_init(ff__runtime_loop(pool->runtime), &d->poll, fd);
+    if (rc == 0) {
+      d->poll.data = d;
+      uv_poll_start(&d->poll, UV_READABLE, doorbell_on_ring);
+    } else {
+      ff__fd_untrack(fd);
+    }
   }
   if (rc < 0) {
-    close(sv[0]);
-    pool_fail(pool, rc, NULL, 0, NULL);
+    close(fd);
+    free(d);
+    ff__shm_close(&w->shm);
+    pool_fail(pool, rc, NULL, 0, NULL, done);
     return;
   }
+  w->doorbell = d;
+  w->tasks.producer_fd = -1;
+  w->results.consumer_fd = -1;
+  memset(&w->reader, 0, sizeof(w->reader));
+  memset(w->context_keys, 0, sizeof(w->context_keys));
+  w->context_next = 0;
+  w->sending = NULL;
   w->state = WORKER_STARTING;
   w->doomed = false;
   w->pid = 0;
@@ -415,19 +652,22 @@ static void worker_spawn(ff__worker_t *w) {
   w->tasks_sent = 0;
   w->in_flight_count = 0;
   pool->live_workers++;
+  /* The loop sleeps until the worker says it is ready. */
+  ff__ring_arm_consumer(&w->results);
 }
 
-static void worker_exited(ff__worker_t *w, int wstatus) {
+static void worker_exited(ff__worker_t *w, int wstatus, done_list_t *done) {
   ff_pool_t *pool = w->pool;
-  /* Frames the worker wrote before it exited (results, or how its start
-   * went) are still in the socket. */
+  /* What the worker pushed before it exited (results, or how its start
+   * went) is still in its ring. */
   w->exiting = true;
-  if (w->channel) ff__channel_drain(w->channel);
+  worker_drain(w, done);
   bool expected = w->state == WORKER_RETIRING;
   bool was_ready = w->state == WORKER_READY || w->state == WORKER_RETIRING;
   w->exiting = false;
   ff_exit_t how;
   ff__exit_from_status(&how, w->pid, wstatus);
+  w->sending = NULL;
   if (!ff__list_empty(&w->in_flight)) {
     expected = false;
     /* A worker runs its tasks in order: the first one left is the one it
@@ -445,23 +685,24 @@ static void worker_exited(ff__worker_t *w, int wstatus) {
       pool->pending_count++;
     }
     w->in_flight_count = 0;
-    ff__task_settle(lost, FF_EWORKERLOST, NULL, 0, &how);
-    pool_complete(pool, lost);
+    pool_settle(done, lost, FF_EWORKERLOST, NULL, 0, &how);
   }
   worker_release_process(w);
-  if (pool->options.on_worker_exit)
-    pool->options.on_worker_exit(pool, &how, expected,
-                                 pool->options.notify_arg);
+  if (done->exit_count < sizeof(done->exits) / sizeof(done->exits[0])) {
+    done->exits[done->exit_count] = how;
+    done->expected[done->exit_count] = expected;
+    done->exit_count++;
+  }
   if (!was_ready && atomic_load(&pool->error) == 0 &&
       (pool->state == POOL_RUNNING || pool->state == POOL_CLOSING)) {
     /* It died before it could run anything: respawning would loop. */
-    pool_fail(pool, FF_EINITFAILED, NULL, 0, &how);
+    pool_fail(pool, FF_EINITFAILED, NULL, 0, &how, done);
     return;
   }
   bool needed = pool->state == POOL_RUNNING ||
                 (pool->state == POOL_CLOSING && !ff__list_empty(&pool->pending));
-  if (needed && atomic_load(&pool->error) == 0) worker_spawn(w);
-  pool_dispatch(pool);
+  if (needed && atomic_load(&pool->error) == 0) worker_spawn(w, done);
+  pool_dispatch(pool, done);
   pool_maybe_finish(pool);
 }
 
@@ -482,42 +723,48 @@ static void pool_on_ctl(uv_poll_t *handle, int status, int events) {
   }
   for (;;) {
     ff__ctl_msg_t msg;
-    int fd;
-    int rc = ff__ctl_recv(pool->ctl_fd, &msg, &fd);
+    int fds[FF__CTL_MAX_FDS];
+    unsigned nfds;
+    int rc = ff__ctl_recv(pool->ctl_fd, &msg, fds, &nfds);
     if (rc == -EAGAIN) return;
     if (rc <= 0) {
       /* The zygote is gone; its pidfd reports how. */
       uv_poll_stop(handle);
       return;
     }
+    done_list_t done;
+    done_init(&done);
+    pthread_mutex_lock(&pool->lock);
     if (msg.type == FF__CTL_SPAWNED && msg.slot < pool->options.workers &&
         pool->workers[msg.slot].state != WORKER_EMPTY &&
         pool->workers[msg.slot].pid == 0) {
       ff__worker_t *w = &pool->workers[msg.slot];
-      if (msg.status < 0 || fd < 0) {
-        if (fd >= 0) close(fd);
+      if (msg.status < 0 || nfds != 1) {
+        ff__ctl_close_fds(fds, &nfds);
         if (msg.pid > 0) kill(msg.pid, SIGKILL); /* reported as it exits */
         worker_release_process(w);
-        pool_fail(pool, msg.status < 0 ? msg.status : -EIO, NULL, 0, NULL);
-        continue;
+        pool_fail(pool, msg.status < 0 ? msg.status : -EIO, NULL, 0, NULL,
+                  &done);
+      } else {
+        ff__fd_track(fds[0]);
+        w->pidfd = fds[0];
+        w->pid = msg.pid;
+        if (w->doomed) worker_kill(w);
       }
-      ff__fd_track(fd);
-      w->pidfd = fd;
-      w->pid = msg.pid;
-      if (w->doomed) worker_kill(w);
-      continue;
+    } else {
+      ff__ctl_close_fds(fds, &nfds);
+      if (msg.type == FF__CTL_EXITED) {
+        ff__worker_t *w = pool_worker_by_pid(pool, msg.pid);
+        if (w) worker_exited(w, msg.status, &done);
+      }
     }
-    if (fd >= 0) close(fd);
-    if (msg.type == FF__CTL_EXITED) {
-      ff__worker_t *w = pool_worker_by_pid(pool, msg.pid);
-      if (w) worker_exited(w, msg.status);
-    }
+    pool_unlock_publish(pool, &done);
   }
 }
 
 /* ---- dispatch ------------------------------------------------------------------ */
 
-static void pool_drop_cancelled(ff_pool_t *pool) {
+static void pool_drop_cancelled(ff_pool_t *pool, done_list_t *done) {
   if (atomic_exchange(&pool->cancels, 0) == 0) return;
   for (ff__link_t *l = pool->pending.next; l != &pool->pending;) {
     ff_task_t *task = FF__CONTAINER_OF(l, ff_task_t, link);
@@ -525,8 +772,7 @@ static void pool_drop_cancelled(ff_pool_t *pool) {
     if (atomic_load(&task->stage) == FF__TASK_CANCELLING) {
       ff__list_remove(&task->link);
       pool->pending_count--;
-      ff__task_settle(task, FF_ECANCELED, NULL, 0, NULL);
-      pool_complete(pool, task);
+      pool_settle(done, task, FF_ECANCELED, NULL, 0, NULL);
     }
   }
 }
@@ -539,7 +785,8 @@ static ff__worker_t *pool_pick_worker(ff_pool_t *pool) {
           : 1;
   for (unsigned i = 0; i < pool->options.workers; i++) {
     ff__worker_t *w = &pool->workers[i];
-    if (w->state != WORKER_READY || w->exiting || w->in_flight_count >= credit)
+    if (w->state != WORKER_READY || w->exiting || w->sending ||
+        w->in_flight_count >= credit)
       continue;
     if (best == NULL || w->in_flight_count < best->in_flight_count) best = w;
     if (w->in_flight_count == 0) break;
@@ -547,9 +794,9 @@ static ff__worker_t *pool_pick_worker(ff_pool_t *pool) {
   return best;
 }
 
-static void pool_dispatch(ff_pool_t *pool) {
+static void pool_dispatch(ff_pool_t *pool, done_list_t *done) {
   if (pool->state != POOL_RUNNING && pool->state != POOL_CLOSING) return;
-  pool_drop_cancelled(pool);
+  pool_drop_cancelled(pool, done);
   ff__worker_t *w;
   while (!ff__list_empty(&pool->pending) &&
          (w = pool_pick_worker(pool)) != NULL) {
@@ -559,8 +806,7 @@ static void pool_dispatch(ff_pool_t *pool) {
     uint32_t expected = FF__TASK_QUEUED;
     if (!atomic_compare_exchange_strong(&task->stage, &expected,
                                         FF__TASK_DISPATCHED)) {
-      ff__task_settle(task, FF_ECANCELED, NULL, 0, NULL);
-      pool_complete(pool, task);
+      pool_settle(done, task, FF_ECANCELED, NULL, 0, NULL);
       continue;
     }
     ff__list_push_back(&w->in_flight, &task->link);
@@ -568,43 +814,109 @@ static void pool_dispatch(ff_pool_t *pool) {
     w->tasks_sent++;
     unsigned max = pool->options.max_tasks_per_worker;
     if (max && w->tasks_sent >= max) w->state = WORKER_RETIRING;
-    if (ff__channel_send(w->channel, FF__FRAME_TASK, 0, task->id,
-                         task->message, task->message_length, NULL,
-                         NULL) < 0)
-      worker_kill(w); /* its exit fails the task */
+    worker_send_task(w, task);
   }
-  if (pool->state == POOL_CLOSING && ff__list_empty(&pool->pending)) {
-    for (unsigned i = 0; i < pool->options.workers; i++) {
-      w = &pool->workers[i];
-      if (w->state == WORKER_READY && !w->exiting && w->in_flight_count == 0) {
-        w->state = WORKER_RETIRING;
-        ff__channel_send(w->channel, FF__FRAME_STOP, 0, 0, NULL, 0, NULL,
-                         NULL);
-      }
+  for (unsigned i = 0; i < pool->options.workers; i++) {
+    w = &pool->workers[i];
+    if (pool->state == POOL_CLOSING && ff__list_empty(&pool->pending) &&
+        w->state == WORKER_READY && !w->exiting && w->in_flight_count == 0) {
+      size_t offset = 0;
+      w->state = WORKER_RETIRING;
+      if (ff__ring_write(&w->tasks, FF__RING_STOP, 0, 0, NULL, 0, &offset) !=
+          1)
+        worker_kill(w);
+      w->wake = true;
     }
+    worker_wake(w);
   }
 }
 
 static void pool_on_wakeup(uv_async_t *handle) {
   ff_pool_t *pool = handle->data;
-  ff__link_t fresh;
-  ff__list_init(&fresh);
+  done_list_t done;
+  done_init(&done);
   pthread_mutex_lock(&pool->lock);
-  ff__list_splice(&fresh, &pool->incoming);
-  size_t fresh_count = pool->incoming_count;
-  pool->incoming_count = 0;
-  pthread_mutex_unlock(&pool->lock);
-  if (pool->state == POOL_RUNNING || pool->state == POOL_CLOSING) {
-    ff__list_splice(&pool->pending, &fresh);
-    pool->pending_count += fresh_count;
-  } else {
-    ff__link_t *l;
-    while ((l = ff__list_pop_front(&fresh)) != NULL)
-      pool_fail_task(pool, FF__CONTAINER_OF(l, ff_task_t, link), FF_ECANCELED,
-                     NULL);
+  pool_drain(pool, &done);
+  pool_dispatch(pool, &done);
+  if (atomic_load(&pool->cancels)) pool_drop_cancelled(pool, &done);
+  pool_unlock_publish(pool, &done);
+}
+
+/* Before the loop sleeps: every worker must ring its doorbell when it
+ * pushes something, unless a waiting thread polls the rings itself. */
+static void pool_arm_all(ff_pool_t *pool, done_list_t *done) {
+  bool readable = false;
+  for (unsigned i = 0; i < pool->options.workers; i++) {
+    ff__worker_t *w = &pool->workers[i];
+    if (w->shm.base && w->state != WORKER_EMPTY &&
+        ff__ring_arm_consumer(&w->results))
+      readable = true;
   }
-  pool_dispatch(pool);
-  if (atomic_load(&pool->cancels)) pool_drop_cancelled(pool);
+  if (readable) {
+    pool_drain(pool, done);
+    pool_dispatch(pool, done);
+  }
+}
+
+static void pool_on_arm(uv_prepare_t *handle) {
+  ff_pool_t *pool = handle->data;
+  done_list_t done;
+  done_init(&done);
+  pthread_mutex_lock(&pool->lock);
+  if (pool->spinners == 0) pool_arm_all(pool, &done);
+  pool_unlock_publish(pool, &done);
+}
+
+/* ---- waiting ----------------------------------------------------------------- */
+
+static void pool_poll_once(ff_pool_t *pool) {
+  if (pthread_mutex_trylock(&pool->lock) != 0) return;
+  done_list_t done;
+  done_init(&done);
+  pool_drain(pool, &done);
+  pool_dispatch(pool, &done);
+  pool_unlock_publish(pool, &done);
+}
+
+int ff__pool_wait(ff_pool_t *pool, _Atomic uint32_t *word, uint32_t value,
+                  uint64_t deadline_ns) {
+  if (atomic_load_explicit(word, memory_order_acquire) != value) return 0;
+  /* Poll the result rings for a little while: a quick task's result is
+   * picked up here, with no wake-up of the loop thread or of this one. */
+  done_list_t done;
+  done_init(&done);
+  pthread_mutex_lock(&pool->lock);
+  pool->spinners++;
+  for (unsigned i = 0; i < pool->options.workers; i++) {
+    ff__worker_t *w = &pool->workers[i];
+    if (w->shm.base) ff__ring_disarm_consumer(&w->results);
+  }
+  pool_drain(pool, &done);
+  pool_dispatch(pool, &done);
+  pool_unlock_publish(pool, &done);
+  uint64_t until = ff__now_ns() + FF__WAIT_SPIN_NS;
+  if (until > deadline_ns) until = deadline_ns;
+  for (unsigned i = 1;
+       atomic_load_explicit(word, memory_order_acquire) == value; i++) {
+    ff__cpu_relax();
+    if (i % 16 == 0) {
+      pool_poll_once(pool);
+      if (ff__now_ns() >= until) break;
+    }
+  }
+  /* Hand the rings back to the loop thread: results pushed from now on
+   * ring the doorbell, and those pushed before are drained here. */
+  pthread_mutex_lock(&pool->lock);
+  if (--pool->spinners == 0) pool_arm_all(pool, &done);
+  pool_unlock_publish(pool, &done);
+  while (atomic_load_explicit(word, memory_order_acquire) == value) {
+    int rc = ff__futex_wait(word, value, deadline_ns);
+    if (rc == -ETIMEDOUT || rc == -EINTR) {
+      if (atomic_load_explicit(word, memory_order_acquire) != value) return 0;
+      return rc;
+    }
+  }
+  return 0;
 }
 
 /* ---- lifecycle ----------------------------------------------------------------- */
@@ -613,23 +925,27 @@ static void pool_start_in_loop(void *arg) {
   ff_pool_t *pool = arg;
   uv_loop_t *loop = ff__runtime_loop(pool->runtime);
   uv_handle_t *handles[] = {(uv_handle_t *)&pool->wakeup,
-                            (uv_handle_t *)&pool->flush,
+                            (uv_handle_t *)&pool->arm,
                             (uv_handle_t *)&pool->ctl_poll,
                             (uv_handle_t *)&pool->zygote_poll};
   uv_async_init(loop, &pool->wakeup, pool_on_wakeup);
-  uv_check_init(loop, &pool->flush);
+  uv_prepare_init(loop, &pool->arm);
   uv_poll_init(loop, &pool->ctl_poll, pool->ctl_fd);
   uv_poll_init(loop, &pool->zygote_poll, pool->zygote_pidfd);
   for (size_t i = 0; i < sizeof(handles) / sizeof(handles[0]); i++)
     handles[i]->data = pool;
   pool->handles_open = 4;
   pool->ctl_open = true;
-  uv_check_start(&pool->flush, pool_on_flush);
+  uv_prepare_start(&pool->arm, pool_on_arm);
   uv_poll_start(&pool->ctl_poll, UV_READABLE, pool_on_ctl);
   uv_poll_start(&pool->zygote_poll, UV_READABLE, pool_on_zygote_exit);
+  done_list_t done;
+  done_init(&done);
+  pthread_mutex_lock(&pool->lock);
   for (unsigned i = 0; i < pool->options.workers && !atomic_load(&pool->error);
        i++)
-    worker_spawn(&pool->workers[i]);
+    worker_spawn(&pool->workers[i], &done);
+  pool_unlock_publish(pool, &done);
 }
 
 int ff_pool_create(ff_pool_t **out, const ff_pool_options_t *options) {
@@ -653,7 +969,6 @@ int ff_pool_create(ff_pool_t **out, const ff_pool_options_t *options) {
   pool->zygote_pidfd = -1;
   pool->ctl_fd = -1;
   pthread_mutex_init(&pool->lock, NULL);
-  ff__list_init(&pool->incoming);
   ff__list_init(&pool->pending);
   pool->accepting = true;
   pool->next_id = 1;
@@ -663,6 +978,7 @@ int ff_pool_create(ff_pool_t **out, const ff_pool_options_t *options) {
     w->pool = pool;
     w->slot = i;
     w->pidfd = -1;
+    w->shm.fd = -1;
     ff__list_init(&w->in_flight);
   }
   rc = ff__zygote_fork(runtime, &pool->options, &pool->zygote_pid,
@@ -690,16 +1006,18 @@ int ff_pool_create(ff_pool_t **out, const ff_pool_options_t *options) {
   return 0;
 }
 
-int ff_pool_submit(ff_pool_t *pool, const void *message, size_t length,
-                   unsigned flags, ff_queue_t *queue, void *user_data,
-                   ff_task_t **task_out) {
+int ff_pool_submit(ff_pool_t *pool, ff_context_t *context,
+                   const void *message, size_t length, unsigned flags,
+                   ff_queue_t *queue, void *user_data, ff_task_t **task_out) {
   if (pool == NULL || task_out == NULL || (message == NULL && length > 0) ||
       (flags & ~FF_SUBMIT_NOTIFY))
     return -EINVAL;
   if (pool_foreign(pool)) return FF_EFOREIGN;
   ff_task_t *task =
-      ff__task_new(pool, message, length, flags, queue, user_data);
+      ff__task_new(pool, context, message, length, flags, queue, user_data);
   if (task == NULL) return -ENOMEM;
+  done_list_t done;
+  done_init(&done);
   pthread_mutex_lock(&pool->lock);
   if (!pool->accepting) {
     pthread_mutex_unlock(&pool->lock);
@@ -710,25 +1028,27 @@ int ff_pool_submit(ff_pool_t *pool, const void *message, size_t length,
     return error ? error : FF_ECLOSED;
   }
   task->id = pool->next_id++;
-  ff__list_push_back(&pool->incoming, &task->link);
-  pool->incoming_count++;
-  pthread_mutex_unlock(&pool->lock);
-  uv_async_send(&pool->wakeup);
+  ff__list_push_back(&pool->pending, &task->link);
+  pool->pending_count++;
+  pool_dispatch(pool, &done);
+  pool_unlock_publish(pool, &done);
   *task_out = task;
   return 0;
 }
 
 static void pool_close_in_loop(void *arg) {
   ff_pool_t *pool = arg;
+  done_list_t done;
+  done_init(&done);
   pthread_mutex_lock(&pool->lock);
   pool->accepting = false;
-  pthread_mutex_unlock(&pool->lock);
-  /* Take what was submitted before the close. */
-  pool_on_wakeup(&pool->wakeup);
-  if (pool->state != POOL_RUNNING) return;
-  pool->state = POOL_CLOSING;
-  pool_dispatch(pool);
-  pool_maybe_finish(pool);
+  if (pool->state == POOL_RUNNING) {
+    pool->state = POOL_CLOSING;
+    pool_drain(pool, &done);
+    pool_dispatch(pool, &done);
+    pool_maybe_finish(pool);
+  }
+  pool_unlock_publish(pool, &done);
 }
 
 int ff_pool_close(ff_pool_t *pool) {
@@ -737,34 +1057,32 @@ int ff_pool_close(ff_pool_t *pool) {
   return ff__runtime_call(pool->runtime, pool_close_in_loop, pool);
 }
 
-static void pool_terminate_in_loop(void *arg) {
-  ff_pool_t *pool = arg;
-  pthread_mutex_lock(&pool->lock);
+static void pool_terminate_locked(ff_pool_t *pool, done_list_t *done) {
   pool->accepting = false;
-  ff__list_splice(&pool->pending, &pool->incoming);
-  pool->pending_count += pool->incoming_count;
-  pool->incoming_count = 0;
-  pthread_mutex_unlock(&pool->lock);
   if (pool->state == POOL_TERMINATING || pool->state == POOL_STOPPED) return;
   pool->state = POOL_TERMINATING;
   int code = atomic_load(&pool->error);
   if (code == 0) code = FF_ECANCELED;
   ff__link_t *l;
   while ((l = ff__list_pop_front(&pool->pending)) != NULL)
-    pool_fail_task(pool, FF__CONTAINER_OF(l, ff_task_t, link), code, NULL);
+    pool_fail_task(pool, FF__CONTAINER_OF(l, ff_task_t, link), code, NULL,
+                   done);
   pool->pending_count = 0;
   for (unsigned i = 0; i < pool->options.workers; i++) {
     ff__worker_t *w = &pool->workers[i];
-    /* Close the channel before failing the tasks: its send queue still
-     * points into their messages. */
-    if (w->channel) {
-      ff__channel_close(w->channel);
-      w->channel = NULL;
-    }
-    worker_fail_in_flight(w, code, NULL);
+    worker_fail_in_flight(w, code, NULL, done);
     worker_kill(w);
   }
   pool_close_ctl(pool);
+}
+
+static void pool_terminate_in_loop(void *arg) {
+  ff_pool_t *pool = arg;
+  done_list_t done;
+  done_init(&done);
+  pthread_mutex_lock(&pool->lock);
+  pool_terminate_locked(pool, &done);
+  pool_unlock_publish(pool, &done);
 }
 
 int ff_pool_terminate(ff_pool_t *pool) {
@@ -810,29 +1128,18 @@ void ff_pool_destroy(ff_pool_t *pool) {
   ff__pool_release(pool);
 }
 
-typedef struct {
-  ff_pool_t *pool;
-  pid_t *pids;
-  size_t capacity;
-  size_t count;
-} pids_call_t;
-
-static void pool_pids_in_loop(void *arg) {
-  pids_call_t *call = arg;
-  ff_pool_t *pool = call->pool;
+size_t ff_pool_worker_pids(ff_pool_t *pool, pid_t *pids, size_t capacity) {
+  if (pool_foreign(pool)) return 0;
+  size_t count = 0;
+  pthread_mutex_lock(&pool->lock);
   for (unsigned i = 0; i < pool->options.workers; i++) {
     ff__worker_t *w = &pool->workers[i];
     if (w->pid <= 0 || w->state == WORKER_EMPTY || w->exiting) continue;
-    if (call->count < call->capacity) call->pids[call->count] = w->pid;
-    call->count++;
+    if (count < capacity) pids[count] = w->pid;
+    count++;
   }
-}
-
-size_t ff_pool_worker_pids(ff_pool_t *pool, pid_t *pids, size_t capacity) {
-  if (pool_foreign(pool)) return 0;
-  pids_call_t call = {pool, pids, capacity, 0};
-  if (ff__runtime_call(pool->runtime, pool_pids_in_loop, &call) < 0) return 0;
-  return call.count;
+  pthread_mutex_unlock(&pool->lock);
+  return count;
 }
 
 int ff_pool_error(ff_pool_t *pool) { return atomic_load(&pool->error); }

@@ -19,16 +19,21 @@ struct ff_queue_s {
   _Atomic uint32_t sequence; /* the futex word: bumped on every push */
   _Atomic uint32_t refs;
   bool closed; /* the owner destroyed it: pushes are dropped */
+  /* The pool of its first task (a reference): a pop polls its results. */
+  _Atomic(ff_pool_t *) pool;
 };
 
 static void queue_release(ff_queue_t *q) {
   if (atomic_fetch_sub(&q->refs, 1) != 1) return;
+  ff_pool_t *pool = atomic_load(&q->pool);
+  if (pool) ff__pool_release(pool);
   pthread_mutex_destroy(&q->lock);
   free(q);
 }
 
-ff_task_t *ff__task_new(ff_pool_t *pool, const void *message, size_t length,
-                        unsigned flags, ff_queue_t *queue, void *user_data) {
+ff_task_t *ff__task_new(ff_pool_t *pool, ff_context_t *context,
+                        const void *message, size_t length, unsigned flags,
+                        ff_queue_t *queue, void *user_data) {
   ff_task_t *task = calloc(1, sizeof(*task));
   if (task == NULL) return NULL;
   task->message = malloc(length ? length : 1);
@@ -43,7 +48,15 @@ ff_task_t *ff__task_new(ff_pool_t *pool, const void *message, size_t length,
   atomic_init(&task->done, 0);
   task->flags = flags;
   task->queue = queue;
-  if (queue) atomic_fetch_add(&queue->refs, 1);
+  if (queue) {
+    atomic_fetch_add(&queue->refs, 1);
+    ff_pool_t *none = NULL;
+    ff__pool_retain(pool);
+    if (!atomic_compare_exchange_strong(&queue->pool, &none, pool))
+      ff__pool_release(pool);
+  }
+  task->context = context;
+  if (context) ff__context_retain(context);
   task->user_data = user_data;
   task->status = -EAGAIN;
   task->exit.pid = 0;
@@ -60,6 +73,8 @@ void ff__task_settle(ff_task_t *task, int status, char *result,
                      size_t result_length, const ff_exit_t *exit) {
   free(task->message);
   task->message = NULL;
+  ff_context_release(task->context);
+  task->context = NULL;
   task->status = status;
   task->result = result;
   task->result_length = result_length;
@@ -80,15 +95,7 @@ int ff_task_wait(ff_task_t *task, double timeout) {
    * neither would waiting in a fork, where no loop thread runs. */
   if (ff__pool_is_foreign(task->pool)) return FF_EFOREIGN;
   if (ff__pool_loop_thread_is_current(task->pool)) return -EDEADLK;
-  uint64_t deadline = ff__deadline(timeout);
-  while (!atomic_load_explicit(&task->done, memory_order_acquire)) {
-    int rc = ff__futex_wait(&task->done, 0, deadline);
-    if (rc == -ETIMEDOUT || rc == -EINTR) {
-      if (atomic_load_explicit(&task->done, memory_order_acquire)) return 0;
-      return rc;
-    }
-  }
-  return 0;
+  return ff__pool_wait(task->pool, &task->done, 0, ff__deadline(timeout));
 }
 
 int ff_task_done(const ff_task_t *task) {
@@ -129,6 +136,10 @@ const void *ff_task_result(const ff_task_t *task, size_t *length) {
 
 const ff_exit_t *ff_task_exit(const ff_task_t *task) { return &task->exit; }
 
+uint64_t ff_task_run_ns(const ff_task_t *task) {
+  return task_settled(task) ? task->run_ns : 0;
+}
+
 void *ff_task_user_data(const ff_task_t *task) { return task->user_data; }
 
 uint64_t ff_task_id(const ff_task_t *task) { return task->id; }
@@ -140,6 +151,7 @@ void ff_task_release(ff_task_t *task) {
   if (atomic_fetch_sub(&task->refs, 1) != 1) return;
   free(task->message);
   free(task->result);
+  ff_context_release(task->context);
   if (task->queue) queue_release(task->queue);
   ff__pool_release(task->pool);
   free(task);
@@ -154,6 +166,7 @@ int ff_queue_create(ff_queue_t **queue) {
   ff__list_init(&q->tasks);
   atomic_init(&q->sequence, 0);
   atomic_init(&q->refs, 1);
+  atomic_init(&q->pool, NULL);
   *queue = q;
   return 0;
 }
@@ -198,7 +211,11 @@ int ff_queue_pop(ff_queue_t *q, double timeout, ff_task_t **task) {
       *task = FF__CONTAINER_OF(l, ff_task_t, queue_link);
       return 0;
     }
-    int rc = ff__futex_wait(&q->sequence, seen, deadline);
+    ff_pool_t *pool = atomic_load(&q->pool);
+    int rc = pool && !ff__pool_is_foreign(pool) &&
+                     !ff__pool_loop_thread_is_current(pool)
+                 ? ff__pool_wait(pool, &q->sequence, seen, deadline)
+                 : ff__futex_wait(&q->sequence, seen, deadline);
     if (rc == -ETIMEDOUT || rc == -EINTR) return rc;
   }
 }

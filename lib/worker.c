@@ -1,70 +1,161 @@
 /* The worker process: initialize, then run tasks until told to stop.
  *
- * A worker is single-threaded and blocks in read(2) between tasks. It
- * answers each TASK frame with one RESULT frame carrying the same id, in
- * order, so the parent can match results to tasks by position and check the
- * id. It exits by itself after max_tasks_per_worker tasks, when the parent
- * closes its end, or on STOP. */
+ * A worker is single-threaded. It pops tasks from its task ring, runs them
+ * in order and pushes one RESULT per TASK, with the same id, onto its result
+ * ring, so the parent matches results to tasks by position and checks the
+ * id. Between tasks it spins briefly, then sleeps on the ring's futex. It
+ * wakes the parent only when the parent announced that it sleeps. It exits
+ * after max_tasks_per_worker tasks or on STOP; when the parent dies, the
+ * zygote kills it. */
 #include "internal.h"
 
+#include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
-static _Noreturn void worker_exit(const ff_pool_options_t *o, int code) {
+typedef struct context_slot_s {
+  void *context;  /* what define_context made of it, or NULL */
+  ff_buf_t error; /* why define_context failed, when context is NULL */
+  bool defined;
+} context_slot_t;
+
+typedef struct worker_s {
+  const ff_pool_options_t *options;
+  ff__ring_t tasks;
+  ff__ring_t results;
+  ff__ring_reader_t reader;
+  context_slot_t slots[FF__CONTEXT_SLOTS];
+  ff_buf_t out;
+} worker_t;
+
+int ff__worker_rings(void *segment, ff__ring_t *tasks, ff__ring_t *results,
+                     int init) {
+  int rc = ff__ring_attach(tasks, segment, FF__TASK_RING_CAPACITY, init);
+  if (rc < 0) return rc;
+  return ff__ring_attach(
+      results, (char *)segment + ff__ring_size(FF__TASK_RING_CAPACITY),
+      FF__RESULT_RING_CAPACITY, init);
+}
+
+static _Noreturn void worker_exit(worker_t *w, int code) {
+  const ff_pool_options_t *o = w->options;
   if (o->worker_exit) o->worker_exit(o->worker_arg);
   /* _exit, not exit: the atexit handlers and stdio buffers inherited from
    * the parent belong to the parent. */
   _exit(code);
 }
 
-_Noreturn void ff__worker_main(const ff_pool_options_t *o, int fd) {
-  ff_buf_t out = {0};
-  int rc = o->worker_init ? o->worker_init(o->worker_arg, &out) : 0;
-  if (rc != 0) {
-    ff__wire_write_frame(fd, FF__FRAME_READY, FF__FRAME_FLAG_FAILED, 0,
-                         out.base, out.len);
-    worker_exit(o, FF__EXIT_INIT_FAILED);
+/* Pushes a whole message onto the result ring, waiting for room when the
+ * parent is behind, and wakes the parent if it sleeps. */
+static void worker_send(worker_t *w, uint16_t type, uint16_t flags,
+                        uint64_t id, const void *prefix, size_t prefix_length,
+                        const void *data, size_t length) {
+  size_t offset = 0;
+  for (;;) {
+    int rc = ff__ring_write2(&w->results, type, flags, id, prefix,
+                             prefix_length, data, length, &offset);
+    if (rc < 0) worker_exit(w, 0); /* broken: the parent gave up on us */
+    ff__ring_wake_consumer(&w->results);
+    if (rc == 1) return;
+    rc = ff__ring_wait_writable(&w->results, prefix_length + length - offset,
+                                FF__WORKER_SPIN_NS, UINT64_MAX);
+    if (rc == -EPIPE) worker_exit(w, 0);
   }
-  if (ff__wire_write_frame(fd, FF__FRAME_READY, 0, 0, NULL, 0) < 0)
-    worker_exit(o, 0);
+}
 
-  ff__wire_reader_t reader;
-  if (ff__wire_reader_init(&reader) < 0) worker_exit(o, 1);
+static void worker_define(worker_t *w, const ff__ring_msg_t *msg) {
+  const ff_pool_options_t *o = w->options;
+  unsigned slot = msg->flags >> FF__RING_SLOT_SHIFT;
+  if (slot >= FF__CONTEXT_SLOTS || o->define_context == NULL)
+    worker_exit(w, FF__EXIT_PROTOCOL);
+  context_slot_t *s = &w->slots[slot];
+  if (s->defined && s->context && o->free_context)
+    o->free_context(o->work_arg, s->context);
+  s->error.len = 0;
+  s->context = o->define_context(o->work_arg, msg->data, msg->length,
+                                 &s->error);
+  s->defined = true;
+}
+
+static void worker_run(worker_t *w, const ff__ring_msg_t *msg) {
+  const ff_pool_options_t *o = w->options;
+  void *context = NULL;
+  w->out.len = 0;
+  int rc = 0;
+  uint64_t started = ff__now_ns();
+  if (msg->flags & FF__RING_CONTEXT) {
+    unsigned slot = msg->flags >> FF__RING_SLOT_SHIFT;
+    if (slot >= FF__CONTEXT_SLOTS || !w->slots[slot].defined)
+      worker_exit(w, FF__EXIT_PROTOCOL);
+    context = w->slots[slot].context;
+    if (context == NULL) {
+      /* The context could not be defined here: its tasks fail with why. */
+      const ff_buf_t *e = &w->slots[slot].error;
+      if (ff_buf_set(&w->out, e->base ? e->base : "", e->len) < 0)
+        w->out.len = 0;
+      rc = -1;
+    }
+  }
+  if (rc == 0)
+    rc = o->work(o->work_arg, context, msg->data, msg->length, &w->out);
+  uint64_t took = ff__now_ns() - started;
+  uint64_t id = msg->id;
+  /* The task's bytes are no longer needed: give the room back first, so
+   * the parent can queue more while this result travels. */
+  ff__ring_release(&w->tasks, msg);
+  ff__ring_wake_producer(&w->tasks);
+  worker_send(w, FF__RING_RESULT, rc != 0 ? FF__RING_FAILED : 0, id, &took,
+              sizeof(took), w->out.base ? w->out.base : "", w->out.len);
+}
+
+_Noreturn void ff__worker_main(const ff_pool_options_t *o, int shm_fd,
+                               int doorbell_fd) {
+  worker_t w;
+  memset(&w, 0, sizeof(w));
+  w.options = o;
+  ff__shm_t shm;
+  if (ff__shm_attach(&shm, shm_fd) < 0 ||
+      ff__worker_rings(shm.base, &w.tasks, &w.results, 0) < 0)
+    _exit(FF__EXIT_PROTOCOL);
+  /* Both of the parent's sides sleep in its event loop. */
+  w.results.consumer_fd = doorbell_fd;
+  w.tasks.producer_fd = doorbell_fd;
+
+  int rc = o->worker_init ? o->worker_init(o->worker_arg, &w.out) : 0;
+  if (rc != 0) {
+    worker_send(&w, FF__RING_READY, FF__RING_FAILED, 0, NULL, 0,
+                w.out.base ? w.out.base : "", w.out.len);
+    worker_exit(&w, FF__EXIT_INIT_FAILED);
+  }
+  worker_send(&w, FF__RING_READY, 0, 0, NULL, 0, "", 0);
+
   unsigned done = 0;
   for (;;) {
-    ff__frame_t frame;
-    rc = ff__wire_reader_next(&reader, &frame);
-    if (rc < 0) worker_exit(o, FF__EXIT_PROTOCOL);
+    ff__ring_msg_t msg;
+    rc = ff__ring_read(&w.tasks, &w.reader, &msg);
+    if (rc < 0) worker_exit(&w, FF__EXIT_PROTOCOL);
     if (rc == 0) {
-      ssize_t n = ff__wire_reader_fill(&reader, fd);
-      if (n == 0) {
-        /* The parent closed its end: a clean stop, unless a frame was cut
-         * short. */
-        worker_exit(o, ff__wire_reader_partial(&reader) ? FF__EXIT_PROTOCOL
-                                                        : 0);
-      }
-      if (n < 0) worker_exit(o, 0);
+      rc = ff__ring_wait_readable(&w.tasks, FF__WORKER_SPIN_NS, UINT64_MAX);
+      if (rc == -EPIPE) worker_exit(&w, 0);
       continue;
     }
-    if (frame.header.type == FF__FRAME_STOP) {
-      free(frame.payload);
-      worker_exit(o, 0);
+    switch (msg.type) {
+      case FF__RING_STOP:
+        worker_exit(&w, 0);
+      case FF__RING_DEFINE:
+        worker_define(&w, &msg);
+        ff__ring_release(&w.tasks, &msg);
+        ff__ring_wake_producer(&w.tasks);
+        break;
+      case FF__RING_TASK:
+        worker_run(&w, &msg);
+        done++;
+        if (o->max_tasks_per_worker && done >= o->max_tasks_per_worker)
+          worker_exit(&w, 0);
+        break;
+      default:
+        worker_exit(&w, FF__EXIT_PROTOCOL);
     }
-    if (frame.header.type != FF__FRAME_TASK) {
-      free(frame.payload);
-      worker_exit(o, FF__EXIT_PROTOCOL);
-    }
-    out.len = 0;
-    /* An empty message still comes as a valid pointer. */
-    rc = o->work(o->work_arg, frame.payload ? frame.payload : "",
-                 (size_t)frame.header.length, &out);
-    free(frame.payload);
-    uint16_t flags = rc != 0 ? FF__FRAME_FLAG_FAILED : 0;
-    if (ff__wire_write_frame(fd, FF__FRAME_RESULT, flags, frame.header.id,
-                             out.base, out.len) < 0)
-      worker_exit(o, 0); /* the parent is gone */
-    done++;
-    if (o->max_tasks_per_worker && done >= o->max_tasks_per_worker)
-      worker_exit(o, 0);
   }
 }

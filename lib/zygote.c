@@ -2,9 +2,9 @@
  * that forks the pool's workers on request and reports how they exit.
  *
  * The parent talks to it over a SOCK_SEQPACKET socketpair. The parent sends
- * SPAWN with the worker's end of a fresh socketpair attached; the zygote
- * forks, hands the socket to the worker, and answers SPAWNED with a pidfd of
- * the worker attached. It reaps its children through a signalfd for SIGCHLD
+ * SPAWN with the worker's shared-memory segment and its doorbell eventfd
+ * attached; the zygote forks, hands both to the worker, and answers SPAWNED
+ * with a pidfd of the worker attached. It reaps its children through a signalfd for SIGCHLD
  * and reports each with EXITED and its wait status: the parent is not the
  * workers' parent, so only the zygote can learn their exit codes. When the
  * control socket reaches its end (the pool is done, or the parent died), the
@@ -50,24 +50,26 @@ void ff__exit_from_status(ff_exit_t *exit, pid_t pid, int status) {
   exit->term_signal = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
 }
 
-int ff__ctl_send(int socket, const ff__ctl_msg_t *msg, int fd) {
+int ff__ctl_send(int socket, const ff__ctl_msg_t *msg, const int *fds,
+                 unsigned nfds) {
+  if (nfds > FF__CTL_MAX_FDS) return -EINVAL;
   struct iovec iov = {(void *)msg, sizeof(*msg)};
   union {
-    char buf[CMSG_SPACE(sizeof(int))];
+    char buf[CMSG_SPACE(sizeof(int) * FF__CTL_MAX_FDS)];
     struct cmsghdr align;
   } control;
   struct msghdr mh = {0};
   mh.msg_iov = &iov;
   mh.msg_iovlen = 1;
-  if (fd >= 0) {
+  if (nfds > 0) {
     memset(&control, 0, sizeof(control));
     mh.msg_control = control.buf;
-    mh.msg_controllen = sizeof(control.buf);
+    mh.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
     struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
     cm->cmsg_level = SOL_SOCKET;
     cm->cmsg_type = SCM_RIGHTS;
-    cm->cmsg_len = CMSG_LEN(sizeof(int));
-    memcpy(CMSG_DATA(cm), &fd, sizeof(int));
+    cm->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
+    memcpy(CMSG_DATA(cm), fds, sizeof(int) * nfds);
   }
   for (;;) {
     ssize_t n = sendmsg(socket, &mh, MSG_NOSIGNAL);
@@ -77,10 +79,16 @@ int ff__ctl_send(int socket, const ff__ctl_msg_t *msg, int fd) {
   }
 }
 
-int ff__ctl_recv(int socket, ff__ctl_msg_t *msg, int *fd) {
+void ff__ctl_close_fds(int *fds, unsigned *nfds) {
+  for (unsigned i = 0; i < *nfds; i++)
+    if (fds[i] >= 0) close(fds[i]);
+  *nfds = 0;
+}
+
+int ff__ctl_recv(int socket, ff__ctl_msg_t *msg, int *fds, unsigned *nfds) {
   struct iovec iov = {msg, sizeof(*msg)};
   union {
-    char buf[CMSG_SPACE(sizeof(int))];
+    char buf[CMSG_SPACE(sizeof(int) * FF__CTL_MAX_FDS)];
     struct cmsghdr align;
   } control;
   struct msghdr mh = {0};
@@ -88,7 +96,7 @@ int ff__ctl_recv(int socket, ff__ctl_msg_t *msg, int *fd) {
   mh.msg_iovlen = 1;
   mh.msg_control = control.buf;
   mh.msg_controllen = sizeof(control.buf);
-  *fd = -1;
+  *nfds = 0;
   ssize_t n;
   do {
     n = recvmsg(socket, &mh, MSG_CMSG_CLOEXEC);
@@ -96,14 +104,19 @@ int ff__ctl_recv(int socket, ff__ctl_msg_t *msg, int *fd) {
   if (n < 0) return -errno;
   if (n == 0) return 0;
   for (struct cmsghdr *cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm)) {
-    if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS &&
-        cm->cmsg_len >= CMSG_LEN(sizeof(int))) {
-      memcpy(fd, CMSG_DATA(cm), sizeof(int));
+    if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS) continue;
+    size_t count = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    for (size_t i = 0; i < count; i++) {
+      int fd;
+      memcpy(&fd, CMSG_DATA(cm) + i * sizeof(int), sizeof(int));
+      if (*nfds < FF__CTL_MAX_FDS)
+        fds[(*nfds)++] = fd;
+      else
+        close(fd);
     }
   }
   if (n != (ssize_t)sizeof(*msg) || (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC))) {
-    if (*fd >= 0) close(*fd);
-    *fd = -1;
+    ff__ctl_close_fds(fds, nfds);
     return FF_EPROTOCOL;
   }
   return 1;
@@ -158,7 +171,7 @@ static void zygote_reap(zygote_t *z) {
     if (pid <= 0) break;
     zygote_remove_child(z, pid);
     ff__ctl_msg_t msg = {FF__CTL_EXITED, 0, pid, status};
-    if (ff__ctl_send(z->ctl, &msg, -1) < 0) zygote_exit(z);
+    if (ff__ctl_send(z->ctl, &msg, NULL, 0) < 0) zygote_exit(z);
   }
 }
 
@@ -166,7 +179,8 @@ static void run_hook(void (*hook)(void *), void *arg) {
   if (hook) hook(arg);
 }
 
-static void zygote_spawn(zygote_t *z, uint32_t slot, int worker_fd) {
+static void zygote_spawn(zygote_t *z, uint32_t slot, int shm_fd,
+                         int doorbell_fd) {
   const ff_pool_options_t *o = z->options;
   pid_t zygote_pid = getpid();
   run_hook(o->fork_hooks.prepare, o->fork_hooks.arg);
@@ -182,11 +196,12 @@ static void zygote_spawn(zygote_t *z, uint32_t slot, int worker_fd) {
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != zygote_pid) _exit(1);
     run_hook(o->fork_hooks.child, o->fork_hooks.arg);
-    ff__worker_main(o, worker_fd);
+    ff__worker_main(o, shm_fd, doorbell_fd);
   }
   int err = pid < 0 ? -errno : 0;
   run_hook(o->fork_hooks.parent, o->fork_hooks.arg);
-  close(worker_fd);
+  close(shm_fd);
+  close(doorbell_fd);
   ff__ctl_msg_t msg = {FF__CTL_SPAWNED, slot, pid > 0 ? pid : 0, err};
   int pidfd = -1;
   if (pid > 0) {
@@ -195,7 +210,7 @@ static void zygote_spawn(zygote_t *z, uint32_t slot, int worker_fd) {
     pidfd = ff__pidfd_open(pid);
     if (pidfd < 0) msg.status = pidfd;
   }
-  int rc = ff__ctl_send(z->ctl, &msg, pidfd);
+  int rc = ff__ctl_send(z->ctl, &msg, &pidfd, pidfd >= 0 ? 1 : 0);
   if (pidfd >= 0) close(pidfd);
   if (rc < 0) zygote_exit(z);
 }
@@ -221,22 +236,23 @@ static _Noreturn void zygote_main(const ff_pool_options_t *options, int ctl,
   if (getppid() != parent) _exit(1);
 
   for (;;) {
-    struct pollfd fds[2] = {{ctl, POLLIN, 0}, {z.sigfd, POLLIN, 0}};
-    int n = poll(fds, 2, -1);
+    struct pollfd polled[2] = {{ctl, POLLIN, 0}, {z.sigfd, POLLIN, 0}};
+    int n = poll(polled, 2, -1);
     if (n < 0) {
       if (errno == EINTR) continue;
       zygote_exit(&z);
     }
-    if (fds[1].revents) zygote_reap(&z);
-    if (fds[0].revents) {
+    if (polled[1].revents) zygote_reap(&z);
+    if (polled[0].revents) {
       ff__ctl_msg_t msg;
-      int fd;
-      int rc = ff__ctl_recv(ctl, &msg, &fd);
+      int fds[FF__CTL_MAX_FDS];
+      unsigned nfds;
+      int rc = ff__ctl_recv(ctl, &msg, fds, &nfds);
       if (rc <= 0) zygote_exit(&z); /* end of stream or broken socket */
-      if (msg.type == FF__CTL_SPAWN && fd >= 0)
-        zygote_spawn(&z, msg.slot, fd);
-      else if (fd >= 0)
-        close(fd);
+      if (msg.type == FF__CTL_SPAWN && nfds == 2)
+        zygote_spawn(&z, msg.slot, fds[0], fds[1]);
+      else
+        ff__ctl_close_fds(fds, &nfds);
     }
   }
 }

@@ -18,6 +18,12 @@ PyObject *ffpy_raise(int code);
 extern PyTypeObject ffpy_task_type;
 extern PyTypeObject ffpy_queue_type;
 extern PyTypeObject ffpy_pool_type;
+extern PyTypeObject ffpy_context_type;
+
+typedef struct {
+  PyObject_HEAD
+  ff_context_t *context;
+} ffpy_context_t;
 
 typedef struct {
   PyObject_HEAD
@@ -36,13 +42,22 @@ PyObject *ffpy_task_wrap(ff_task_t *task);
 /* What a worker process needs from the pool's creator: inherited by fork,
  * so these are plain references to the parent's objects. */
 typedef struct {
-  PyObject *execute;      /* execute(bytes) -> bytes, in the worker */
+  PyObject *loads;        /* loads(buffer) -> object */
+  PyObject *dumps;        /* dumps(object, protocol) -> bytes */
+  PyObject *protocol;     /* the pickle protocol, an int */
   PyObject *initializer;  /* or Py_None */
   PyObject *initargs;     /* a tuple */
   PyObject *encode_error; /* encode_error(exception) -> bytes */
+  /* encode_result_error(exception, value) -> bytes: a result that could not
+   * be pickled */
+  PyObject *encode_result_error;
   PyObject *worker_setup; /* worker_setup() -> None, before the initializer */
   PyObject *worker_exit;  /* worker_exit() -> None, before the worker exits */
 } ffpy_worker_context_t;
+
+/* The attributes of the protocol module that fill a worker context, in
+ * order (loads first). */
+#define FFPY_WORKER_CONTEXT_FIELDS 9
 
 /* Fills the runtime's options with the worker callbacks and fork hooks. */
 void ffpy_worker_options(ff_pool_options_t *options,

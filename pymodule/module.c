@@ -22,7 +22,7 @@ static int core_exec(PyObject *m) {
   if (ffpy_error_type == NULL) return -1;
   if (PyModule_AddObjectRef(m, "Error", ffpy_error_type) < 0) return -1;
   PyTypeObject *types[] = {&ffpy_task_type, &ffpy_queue_type,
-                           &ffpy_pool_type};
+                           &ffpy_pool_type, &ffpy_context_type};
   for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++)
     if (PyModule_AddType(m, types[i]) < 0) return -1;
 #define XX(name, value, text)                                                \

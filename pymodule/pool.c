@@ -44,17 +44,32 @@ static void pool_on_complete(ff_task_t **tasks, size_t count, void *arg) {
   PyGILState_Release(gil);
 }
 
+/* The fields of a worker context: the protocol module's attributes first,
+ * in the order pool_init reads them. */
+static void pool_context_fields(ffpy_worker_context_t *c, PyObject ***out) {
+  out[0] = &c->loads;
+  out[1] = &c->dumps;
+  out[2] = &c->protocol;
+  out[3] = &c->encode_error;
+  out[4] = &c->encode_result_error;
+  out[5] = &c->worker_setup;
+  out[6] = &c->worker_exit;
+  out[7] = &c->initializer;
+  out[8] = &c->initargs;
+}
+
 static int pool_init(ffpy_pool_t *self, PyObject *args, PyObject *kw) {
-  static char *names[] = {"processes",    "execute",     "initializer",
-                          "initargs",     "encode_error", "worker_setup",
-                          "worker_exit",  "maxtasksperchild", NULL};
+  static char *names[] = {"processes", "protocol", "initializer", "initargs",
+                          "maxtasksperchild", NULL};
+  static const char *attributes[] = {
+      "loads",        "dumps",       "PROTOCOL",    "encode_error",
+      "encode_result_error", "worker_setup", "worker_exit"};
   int processes;
   unsigned int max_tasks = 0;
-  ffpy_worker_context_t c = {0};
-  if (!PyArg_ParseTupleAndKeywords(
-          args, kw, "iOOO!OOO|I:Pool", names, &processes, &c.execute,
-          &c.initializer, &PyTuple_Type, &c.initargs, &c.encode_error,
-          &c.worker_setup, &c.worker_exit, &max_tasks))
+  PyObject *protocol, *initializer, *initargs;
+  if (!PyArg_ParseTupleAndKeywords(args, kw, "iOOO!|I:Pool", names,
+                                   &processes, &protocol, &initializer,
+                                   &PyTuple_Type, &initargs, &max_tasks))
     return -1;
   if (self->pool != NULL) {
     PyErr_SetString(PyExc_RuntimeError, "Pool is already initialized");
@@ -64,13 +79,14 @@ static int pool_init(ffpy_pool_t *self, PyObject *args, PyObject *kw) {
     PyErr_SetString(PyExc_ValueError, "processes must be at least 1");
     return -1;
   }
-  self->context = c;
-  Py_INCREF(c.execute);
-  Py_INCREF(c.initializer);
-  Py_INCREF(c.initargs);
-  Py_INCREF(c.encode_error);
-  Py_INCREF(c.worker_setup);
-  Py_INCREF(c.worker_exit);
+  PyObject **fields[FFPY_WORKER_CONTEXT_FIELDS];
+  pool_context_fields(&self->context, fields);
+  for (size_t i = 0; i < sizeof(attributes) / sizeof(attributes[0]); i++) {
+    *fields[i] = PyObject_GetAttrString(protocol, attributes[i]);
+    if (*fields[i] == NULL) return -1;
+  }
+  self->context.initializer = Py_NewRef(initializer);
+  self->context.initargs = Py_NewRef(initargs);
 
   ff_pool_options_t options;
   ff_pool_options_init(&options);
@@ -97,12 +113,9 @@ static void pool_dealloc(ffpy_pool_t *self) {
     ff_pool_destroy(pool);
     Py_END_ALLOW_THREADS
   }
-  Py_CLEAR(self->context.execute);
-  Py_CLEAR(self->context.initializer);
-  Py_CLEAR(self->context.initargs);
-  Py_CLEAR(self->context.encode_error);
-  Py_CLEAR(self->context.worker_setup);
-  Py_CLEAR(self->context.worker_exit);
+  PyObject **fields[FFPY_WORKER_CONTEXT_FIELDS];
+  pool_context_fields(&self->context, fields);
+  for (size_t i = 0; i < FFPY_WORKER_CONTEXT_FIELDS; i++) Py_CLEAR(*fields[i]);
   Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -115,13 +128,18 @@ static int pool_check(ffpy_pool_t *self) {
 }
 
 static PyObject *pool_submit(ffpy_pool_t *self, PyObject *args, PyObject *kw) {
-  static char *names[] = {"payload", "notify", "queue", NULL};
+  static char *names[] = {"payload", "notify", "queue", "context", NULL};
   Py_buffer payload;
   PyObject *notify = Py_None;
   PyObject *queue = Py_None;
-  if (!PyArg_ParseTupleAndKeywords(args, kw, "y*|OO:submit", names, &payload,
-                                   &notify, &queue))
+  PyObject *context = Py_None;
+  if (!PyArg_ParseTupleAndKeywords(args, kw, "y*|OOO:submit", names, &payload,
+                                   &notify, &queue, &context))
     return NULL;
+  if (context != Py_None && !PyObject_TypeCheck(context, &ffpy_context_type)) {
+    PyErr_SetString(PyExc_TypeError, "context must be a Context or None");
+    goto fail;
+  }
   if (pool_check(self) < 0) goto fail;
   if (notify != Py_None && !PyCallable_Check(notify)) {
     PyErr_SetString(PyExc_TypeError, "notify must be callable or None");
@@ -142,8 +160,10 @@ static PyObject *pool_submit(ffpy_pool_t *self, PyObject *args, PyObject *kw) {
     Py_INCREF(obj); /* held until the completion callback runs */
   }
   ff_queue_t *q = queue == Py_None ? NULL : ((ffpy_queue_t *)queue)->queue;
-  int rc = ff_pool_submit(self->pool, payload.buf, (size_t)payload.len, flags,
-                          q, obj, &obj->task);
+  ff_context_t *ctx =
+      context == Py_None ? NULL : ((ffpy_context_t *)context)->context;
+  int rc = ff_pool_submit(self->pool, ctx, payload.buf, (size_t)payload.len,
+                          flags, q, obj, &obj->task);
   PyBuffer_Release(&payload);
   if (rc < 0) {
     if (flags & FF_SUBMIT_NOTIFY) Py_DECREF(obj);
@@ -219,6 +239,42 @@ static PyObject *pool_worker_pids(ffpy_pool_t *self, PyObject *unused) {
   return list;
 }
 
+/* Context(bytes): a map's function, sent to each worker once. */
+static PyObject *pool_context(ffpy_pool_t *self, PyObject *arg) {
+  if (pool_check(self) < 0) return NULL;
+  Py_buffer data;
+  if (PyObject_GetBuffer(arg, &data, PyBUF_SIMPLE) < 0) return NULL;
+  ffpy_context_t *obj = PyObject_New(ffpy_context_t, &ffpy_context_type);
+  if (obj == NULL) {
+    PyBuffer_Release(&data);
+    return NULL;
+  }
+  int rc = ff_context_create(self->pool, data.buf, (size_t)data.len,
+                             &obj->context);
+  PyBuffer_Release(&data);
+  if (rc < 0) {
+    obj->context = NULL;
+    Py_DECREF(obj);
+    return ffpy_raise(rc);
+  }
+  return (PyObject *)obj;
+}
+
+static void context_dealloc(ffpy_context_t *self) {
+  ff_context_release(self->context);
+  PyObject_Free(self);
+}
+
+PyTypeObject ffpy_context_type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "forkfarm._core.Context",
+    .tp_basicsize = sizeof(ffpy_context_t),
+    .tp_dealloc = (destructor)context_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Bytes shared by many tasks (a map's function), sent to each "
+              "worker once: made by Pool.context().",
+};
+
 /* (code, detail) once the pool has failed, else None. */
 static PyObject *pool_error(ffpy_pool_t *self, PyObject *unused) {
   (void)unused;
@@ -235,7 +291,10 @@ static PyObject *pool_error(ffpy_pool_t *self, PyObject *unused) {
 static PyMethodDef pool_methods[] = {
     {"submit", (PyCFunction)(void (*)(void))pool_submit,
      METH_VARARGS | METH_KEYWORDS,
-     "submit(payload, notify=None, queue=None) -> Task"},
+     "submit(payload, notify=None, queue=None, context=None) -> Task"},
+    {"context", (PyCFunction)pool_context, METH_O,
+     "context(data) -> Context: bytes that travel to each worker once, for "
+     "the tasks submitted with it."},
     {"close", (PyCFunction)pool_close, METH_NOARGS,
      "Stops accepting tasks; queued ones still run."},
     {"terminate", (PyCFunction)pool_terminate, METH_NOARGS,

@@ -114,6 +114,11 @@ static PyObject *task_outcome(ffpy_task_t *self, PyObject *unused) {
                        how->term_signal);
 }
 
+static PyObject *task_run_ns(ffpy_task_t *self, PyObject *unused) {
+  (void)unused;
+  return PyLong_FromUnsignedLongLong(ff_task_run_ns(self->task));
+}
+
 /* The result bytes on success; None otherwise (see outcome()). This is the
  * fast path: no tuple is built. */
 static PyObject *task_payload(ffpy_task_t *self, PyObject *unused) {
@@ -141,6 +146,8 @@ static PyMethodDef task_methods[] = {
      "run."},
     {"outcome", (PyCFunction)task_outcome, METH_NOARGS,
      "(status, payload, (pid, exit_code, signal)) once settled, else None."},
+    {"run_ns", (PyCFunction)task_run_ns, METH_NOARGS,
+     "Nanoseconds the worker spent running the task (0 until finished)."},
     {"payload", (PyCFunction)task_payload, METH_NOARGS,
      "The result bytes when the task succeeded, else None."},
     {NULL, NULL, 0, NULL},

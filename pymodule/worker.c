@@ -90,30 +90,123 @@ static int worker_init(void *arg, ff_buf_t *detail) {
   return rc;
 }
 
-static int worker_work(void *arg, const void *input, size_t length,
-                       ff_buf_t *out) {
+/* A task's kinds: a call carries (func, args, kwds); the tasks of a map
+ * carry a list of items, and their context (kind, func). */
+enum { TASK_MAP = 1, TASK_STARMAP = 2 };
+
+/* Runs the items of a map chunk through func: a new list, or NULL. */
+static PyObject *run_chunk(PyObject *func, long kind, PyObject *items) {
+  PyObject *seq = PySequence_Fast(items, "a map chunk must be a sequence");
+  if (seq == NULL) return NULL;
+  Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+  PyObject *out = PyList_New(n);
+  for (Py_ssize_t i = 0; out != NULL && i < n; i++) {
+    PyObject *item = PySequence_Fast_GET_ITEM(seq, i);
+    PyObject *value;
+    if (kind == TASK_STARMAP) {
+      PyObject *args = PySequence_Tuple(item);
+      value = args ? PyObject_Call(func, args, NULL) : NULL;
+      Py_XDECREF(args);
+    } else {
+      value = PyObject_CallOneArg(func, item);
+    }
+    if (value == NULL) Py_CLEAR(out);
+    else PyList_SET_ITEM(out, i, value);
+  }
+  Py_DECREF(seq);
+  return out;
+}
+
+/* Runs a task message: the value, or NULL with an exception set. */
+static PyObject *run_task(ffpy_worker_context_t *c, PyObject *context,
+                          const void *input, size_t length) {
+  PyObject *view = PyMemoryView_FromMemory((char *)input, (Py_ssize_t)length,
+                                           PyBUF_READ);
+  if (view == NULL) return NULL;
+  PyObject *message = PyObject_CallOneArg(c->loads, view);
+  Py_DECREF(view);
+  if (message == NULL) return NULL;
+  PyObject *value = NULL;
+  if (context != NULL) {
+    long kind = PyLong_AsLong(PyTuple_GET_ITEM(context, 0));
+    value = run_chunk(PyTuple_GET_ITEM(context, 1), kind, message);
+  } else if (PyTuple_CheckExact(message) && PyTuple_GET_SIZE(message) == 3 &&
+             PyTuple_CheckExact(PyTuple_GET_ITEM(message, 1))) {
+    PyObject *kwds = PyTuple_GET_ITEM(message, 2);
+    value = PyObject_Call(PyTuple_GET_ITEM(message, 0),
+                          PyTuple_GET_ITEM(message, 1),
+                          PyDict_Check(kwds) && PyDict_GET_SIZE(kwds) ? kwds
+                                                                      : NULL);
+  } else {
+    PyErr_SetString(PyExc_TypeError,
+                    "a task must be a (func, args, kwds) tuple");
+  }
+  Py_DECREF(message);
+  return value;
+}
+
+static int worker_work(void *arg, void *context, const void *input,
+                       size_t length, ff_buf_t *out) {
   ffpy_worker_context_t *c = arg;
   int rc = 0;
   PyEval_RestoreThread(saved_thread_state);
-  PyObject *payload = PyBytes_FromStringAndSize(input, (Py_ssize_t)length);
-  PyObject *result =
-      payload ? PyObject_CallOneArg(c->execute, payload) : NULL;
-  Py_XDECREF(payload);
-  if (result != NULL && PyBytes_Check(result)) {
-    if (ff_buf_set(out, PyBytes_AS_STRING(result),
-                   (size_t)PyBytes_GET_SIZE(result)) < 0)
+  PyObject *value = run_task(c, context, input, length);
+  PyObject *encoded = NULL;
+  if (value != NULL) {
+    PyObject *args[2] = {value, c->protocol};
+    encoded = PyObject_Vectorcall(c->dumps, args, 2, NULL);
+    if (encoded == NULL) {
+      /* The value cannot travel: say so, naming it. */
+      PyObject *exc = take_exception();
+      encoded = exc ? PyObject_CallFunctionObjArgs(c->encode_result_error,
+                                                   exc, value, NULL)
+                    : NULL;
+      Py_XDECREF(exc);
+      rc = -1;
+    }
+    Py_DECREF(value);
+  }
+  if (encoded != NULL && PyBytes_Check(encoded)) {
+    if (ff_buf_set(out, PyBytes_AS_STRING(encoded),
+                   (size_t)PyBytes_GET_SIZE(encoded)) < 0)
       rc = -1;
   } else {
-    /* execute() reports task errors in its result; reaching here means the
-     * worker's own machinery failed. */
-    if (result != NULL)
-      PyErr_SetString(PyExc_TypeError, "execute() must return bytes");
+    if (encoded != NULL)
+      PyErr_SetString(PyExc_TypeError, "dumps() must return bytes");
     store_exception(c, out);
     rc = -1;
   }
-  Py_XDECREF(result);
+  Py_XDECREF(encoded);
   saved_thread_state = PyEval_SaveThread();
   return rc;
+}
+
+/* A map's (kind, func), decoded once per worker. */
+static void *worker_define_context(void *arg, const void *data, size_t length,
+                                   ff_buf_t *error) {
+  ffpy_worker_context_t *c = arg;
+  PyEval_RestoreThread(saved_thread_state);
+  PyObject *view =
+      PyMemoryView_FromMemory((char *)data, (Py_ssize_t)length, PyBUF_READ);
+  PyObject *context = view ? PyObject_CallOneArg(c->loads, view) : NULL;
+  Py_XDECREF(view);
+  if (context != NULL &&
+      !(PyTuple_CheckExact(context) && PyTuple_GET_SIZE(context) == 2 &&
+        PyLong_Check(PyTuple_GET_ITEM(context, 0)))) {
+    Py_CLEAR(context);
+    PyErr_SetString(PyExc_TypeError,
+                    "a map context must be a (kind, func) tuple");
+  }
+  if (context == NULL) store_exception(c, error);
+  saved_thread_state = PyEval_SaveThread();
+  return context;
+}
+
+static void worker_free_context(void *arg, void *context) {
+  (void)arg;
+  PyEval_RestoreThread(saved_thread_state);
+  Py_DECREF((PyObject *)context);
+  saved_thread_state = PyEval_SaveThread();
 }
 
 static void worker_exit(void *arg) {
@@ -129,6 +222,8 @@ void ffpy_worker_options(ff_pool_options_t *options,
                          ffpy_worker_context_t *context) {
   options->work = worker_work;
   options->work_arg = context;
+  options->define_context = worker_define_context;
+  options->free_context = worker_free_context;
   options->worker_init = worker_init;
   options->worker_exit = worker_exit;
   options->worker_arg = context;

@@ -12,7 +12,9 @@
 
 #include "forkfarm.h"
 
-static int square(void *arg, const void *input, size_t len, ff_buf_t *out) {
+static int square(void *arg, void *context, const void *input, size_t len,
+                  ff_buf_t *out) {
+  (void)context;
   (void)arg;
   char text[32];
   if (len >= sizeof(text)) return -EINVAL;
@@ -48,7 +50,7 @@ int main(int argc, char **argv) {
     char msg[32];
     int k = snprintf(msg, sizeof(msg), "%ld", (long)i);
     ff_task_t *task;
-    rc = ff_pool_submit(pool, msg, (size_t)k, 0, done, (void *)i, &task);
+    rc = ff_pool_submit(pool, NULL, msg, (size_t)k, 0, done, (void *)i, &task);
     if (rc < 0) {
       fprintf(stderr, "ff_pool_submit: %s\n", ff_strerror(rc));
       break;

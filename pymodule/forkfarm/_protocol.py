@@ -1,10 +1,14 @@
 """The messages between the parent and its workers.
 
-A task is a pickled ``(kind, func, args, kwds)`` tuple; its result is a
-pickled ``(ok, value)`` pair, where a failure carries the exception with the
-worker's traceback attached. :func:`execute` is what a worker runs for each
-task; the parent encodes with :func:`encode_call` / :func:`encode_chunk` and
-decodes with :func:`decode_result`.
+The worker's loop is C (``pymodule/worker.c``); this module gives it the
+encodings, so that both sides agree in one place:
+
+- a call is a pickled ``(func, args, kwds)`` tuple;
+- a map sends its ``(kind, func)`` once per worker, as the context of its
+  tasks (:func:`encode_function`), and each chunk is a pickled list of items;
+- a result is the pickled value; a failure is flagged by the runtime and
+  carries :func:`encode_error`'s bytes: the exception, with the worker's
+  traceback attached.
 """
 
 from __future__ import annotations
@@ -19,21 +23,29 @@ from typing import Any
 
 from ._errors import RemoteTraceback
 
-CALL = 0
 MAP = 1
 STARMAP = 2
 
-_PROTOCOL = 5
+PROTOCOL = 5
+loads = pickle.loads
+dumps = pickle.dumps
 
 
 def encode_call(func: Callable[..., Any], args: Iterable[Any], kwds: Mapping[str, Any]) -> bytes:
     """Encodes ``func(*args, **kwds)``."""
-    return pickle.dumps((CALL, func, tuple(args), dict(kwds)), protocol=_PROTOCOL)
+    return dumps((func, tuple(args), dict(kwds)), PROTOCOL)
 
 
-def encode_chunk(func: Callable[..., Any], items: list[Any], star: bool) -> bytes:
-    """Encodes ``[func(x) for x in items]``, or ``func(*x)`` when star is true."""
-    return pickle.dumps((STARMAP if star else MAP, func, items, None), protocol=_PROTOCOL)
+def encode_function(func: Callable[..., Any], star: bool) -> bytes:
+    """Encodes a map's function: the context of its chunks, sent to each
+    worker once. Each item is run as ``func(x)``, or ``func(*x)`` when star
+    is true."""
+    return dumps((STARMAP if star else MAP, func), PROTOCOL)
+
+
+def encode_items(items: list[Any]) -> bytes:
+    """Encodes a chunk of a map."""
+    return dumps(items, PROTOCOL)
 
 
 def _rebuild_exception(exc: BaseException, tb: str) -> BaseException:
@@ -58,7 +70,7 @@ def encode_error(exc: BaseException) -> bytes:
     """Encodes a failure. An exception that cannot be pickled is replaced by
     one that can, naming the original."""
     try:
-        return pickle.dumps((False, _ExceptionWithTraceback(exc)), protocol=_PROTOCOL)
+        return pickle.dumps((False, _ExceptionWithTraceback(exc)), protocol=PROTOCOL)
     except BaseException as pickling_error:  # noqa: BLE001 - anything may fail to pickle
         text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
         substitute = RuntimeError(
@@ -68,42 +80,23 @@ def encode_error(exc: BaseException) -> bytes:
         substitute.__traceback__ = None
         return pickle.dumps(
             (False, _rebuild_exception(substitute, '\n"""\n' + text + '"""')),
-            protocol=_PROTOCOL,
+            protocol=PROTOCOL,
         )
 
 
-def execute(payload: bytes) -> bytes:
-    """Runs one task in a worker and returns its encoded outcome."""
-    try:
-        kind, func, args, kwds = pickle.loads(payload)
-    except BaseException as exc:  # noqa: BLE001 - report every failure
-        return encode_error(exc)
-    try:
-        if kind == CALL:
-            result = func(*args, **kwds)
-        elif kind == MAP:
-            result = [func(x) for x in args]
-        else:
-            result = [func(*x) for x in args]
-    except BaseException as exc:  # noqa: BLE001 - SystemExit too, for that task alone
-        return encode_error(exc)
-    try:
-        return pickle.dumps((True, result), protocol=_PROTOCOL)
-    except BaseException as exc:  # noqa: BLE001
-        return encode_error(MaybeEncodingError(exc, result))
+def encode_result_error(exc: BaseException, value: Any) -> bytes:
+    """Encodes the failure of a result that could not be pickled."""
+    return encode_error(MaybeEncodingError(exc, value))
 
 
 def decode_result(payload: bytes) -> Any:
-    """Returns the value of a task's outcome, or raises its exception."""
+    """Returns the value of a task that succeeded."""
     try:
-        ok, value = pickle.loads(payload)
+        return loads(payload)
     except BaseException as exc:  # noqa: BLE001
         raise pickle.UnpicklingError(
             f"the result of the task could not be unpickled: {exc!r}"
         ) from exc
-    if ok:
-        return value
-    raise value
 
 
 def worker_setup() -> None:

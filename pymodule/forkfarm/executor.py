@@ -89,7 +89,7 @@ class Executor(concurrent.futures.Executor):
         self._shutdown_requested = False
         _live_pools.add(self)
 
-    def _submit_payload(self, payload: bytes) -> _Future:
+    def _submit_payload(self, payload: bytes, context: _core.Context | None = None) -> _Future:
         future = _Future()
         future._executor = self
         with self._lock:
@@ -98,7 +98,7 @@ class Executor(concurrent.futures.Executor):
             # Tracked before it can finish, so its completion always finds it.
             self._pending.add(future)
             try:
-                future._task = self._core.submit(payload, future._on_done)
+                future._task = self._core.submit(payload, future._on_done, None, context)
             except _core.Error as error:
                 self._pending.discard(future)
                 raise _errors.from_error(error, self._core) from None
@@ -127,8 +127,14 @@ class Executor(concurrent.futures.Executor):
         deadline = None if timeout is None else time.monotonic() + timeout
         args = zip(*iterables)
         futures = []
+        context = None
         while chunk := list(itertools.islice(args, chunksize)):
-            futures.append(self._submit_payload(_protocol.encode_chunk(fn, chunk, True)))
+            if context is None:
+                try:
+                    context = self._core.context(_protocol.encode_function(fn, True))
+                except _core.Error as error:
+                    raise _errors.from_error(error, self._core) from None
+            futures.append(self._submit_payload(_protocol.encode_items(chunk), context))
 
         def results() -> Iterator[_T]:
             try:

@@ -66,16 +66,7 @@ def create_core(
 ) -> _core.Pool:
     """Creates the runtime pool behind a Pool or an Executor."""
     _flush_std_streams()
-    return _core.Pool(
-        processes,
-        _protocol.execute,
-        initializer,
-        tuple(initargs),
-        _protocol.encode_error,
-        _protocol.worker_setup,
-        _protocol.worker_exit,
-        max_tasks or 0,
-    )
+    return _core.Pool(processes, _protocol, initializer, tuple(initargs), max_tasks or 0)
 
 
 def _is_int(value: object) -> bool:
@@ -230,6 +221,7 @@ class MapResult(ApplyResult[list[_T]]):
         chunk_lengths: list[int],
         callback: Callable[[list[_T]], object] | None,
         error_callback: Callable[[BaseException], object] | None,
+        context: _core.Context | None,
     ) -> None:
         super().__init__(pool, callback, error_callback)
         self._offsets = list(itertools.accumulate([0] + chunk_lengths[:-1]))
@@ -244,11 +236,11 @@ class MapResult(ApplyResult[list[_T]]):
             return
         if callback is not None or error_callback is not None:
             for i, payload in enumerate(chunks):
-                pool._submit(payload, notify=self._chunk_notifier(i))
+                pool._submit(payload, notify=self._chunk_notifier(i), context=context)
         else:
             self._queue = _core.CompletionQueue()
             for i, payload in enumerate(chunks):
-                task = pool._submit(payload, queue=self._queue)
+                task = pool._submit(payload, queue=self._queue, context=context)
                 self._index[task.id] = i
 
     def _chunk_notifier(self, index: int) -> Callable[[_core.Task], None]:
@@ -333,6 +325,7 @@ class IMapIterator(Iterator[_T]):
         self._star = star
         self._ordered = ordered
         self._chunk_source = _chunks(iterable, chunksize)
+        self._context = pool._context(func, star)
         self._queue = _core.CompletionQueue()
         self._index: dict[int, int] = {}
         self._submitted = 0
@@ -351,8 +344,8 @@ class IMapIterator(Iterator[_T]):
             if chunk is None:
                 self._exhausted = True
                 return
-            payload = _protocol.encode_chunk(self._func, chunk, self._star)
-            task = self._pool._submit(payload, queue=self._queue)
+            payload = _protocol.encode_items(chunk)
+            task = self._pool._submit(payload, queue=self._queue, context=self._context)
             self._index[task.id] = self._submitted
             self._submitted += 1
 
@@ -439,9 +432,18 @@ class Pool:
         payload: bytes,
         notify: Callable[[_core.Task], None] | None = None,
         queue: _core.CompletionQueue | None = None,
+        context: _core.Context | None = None,
     ) -> _core.Task:
         try:
-            return self._core.submit(payload, notify, queue)
+            return self._core.submit(payload, notify, queue, context)
+        except _core.Error as error:
+            raise _errors.from_error(error, self._core) from None
+
+    def _context(self, func: Callable[..., Any], star: bool) -> _core.Context:
+        """The context of a map's tasks: its function, sent to each worker
+        once rather than with every chunk."""
+        try:
+            return self._core.context(_protocol.encode_function(func, star))
         except _core.Error as error:
             raise _errors.from_error(error, self._core) from None
 
@@ -500,8 +502,11 @@ class Pool:
         items = iterable if isinstance(iterable, (list, tuple)) else list(iterable)
         size = self._chunksize(chunksize, len(items))
         chunks = [items[i : i + size] for i in range(0, len(items), size)]
-        payloads = [_protocol.encode_chunk(func, list(c), star) for c in chunks]
-        return MapResult(self, payloads, [len(c) for c in chunks], callback, error_callback)
+        context = self._context(func, star) if chunks else None
+        payloads = [_protocol.encode_items(list(c)) for c in chunks]
+        return MapResult(
+            self, payloads, [len(c) for c in chunks], callback, error_callback, context
+        )
 
     def map(
         self,

@@ -23,7 +23,9 @@
  * "sq N" squares N; "die S" kills the worker with signal S; "exit C" exits
  * with code C; "fail" fails the task; "sleep MS" sleeps; "pid" returns the
  * worker's pid; "echo..." returns the input. */
-static int test_work(void *arg, const void *input, size_t len, ff_buf_t *out) {
+static int test_work(void *arg, void *context, const void *input, size_t len,
+                     ff_buf_t *out) {
+  (void)context;
   (void)arg;
   char cmd[64];
   size_t n = len < sizeof(cmd) - 1 ? len : sizeof(cmd) - 1;
@@ -98,7 +100,7 @@ static ff_pool_t *make_pool(unsigned workers, exit_log_t *log) {
 
 static ff_task_t *submit(ff_pool_t *pool, const char *msg) {
   ff_task_t *task = NULL;
-  assert_int_equal(ff_pool_submit(pool, msg, strlen(msg), 0, NULL, NULL, &task),
+  assert_int_equal(ff_pool_submit(pool, NULL, msg, strlen(msg), 0, NULL, NULL, &task),
                    0);
   return task;
 }
@@ -161,7 +163,7 @@ static void test_round_trip(void **state) {
   expect_result(pool, "echo hello", "echo hello");
   /* An empty message is a valid message. */
   ff_task_t *task = NULL;
-  assert_int_equal(ff_pool_submit(pool, NULL, 0, 0, NULL, NULL, &task), 0);
+  assert_int_equal(ff_pool_submit(pool, NULL, NULL, 0, 0, NULL, NULL, &task), 0);
   assert_int_equal(ff_task_wait(task, 30), 0);
   assert_int_equal(ff_task_status(task), 0);
   size_t len = 1;
@@ -198,7 +200,7 @@ static void test_many_messages(void **state) {
   for (int i = 0; i < N; i++) {
     int k = snprintf(msg, sizeof(msg), "sq %d", i);
     assert_int_equal(
-        ff_pool_submit(pool, msg, (size_t)k, 0, NULL, NULL, &tasks[i]), 0);
+        ff_pool_submit(pool, NULL, msg, (size_t)k, 0, NULL, NULL, &tasks[i]), 0);
   }
   for (int i = 0; i < N; i++) {
     assert_int_equal(ff_task_wait(tasks[i], 60), 0);
@@ -226,7 +228,7 @@ static void test_large_message(void **state) {
   memcpy(msg, "echo", 4);
   for (size_t i = 4; i < len; i++) msg[i] = (char)(i % 251);
   ff_task_t *task = NULL;
-  assert_int_equal(ff_pool_submit(pool, msg, len, 0, NULL, NULL, &task), 0);
+  assert_int_equal(ff_pool_submit(pool, NULL, msg, len, 0, NULL, NULL, &task), 0);
   assert_int_equal(ff_task_wait(task, 60), 0);
   assert_int_equal(ff_task_status(task), 0);
   size_t got;
@@ -318,7 +320,7 @@ static void test_clean_shutdown(void **state) {
   assert_int_equal(ff_pool_join(pool, 0), -EINVAL); /* still open */
   assert_int_equal(ff_pool_close(pool), 0);
   ff_task_t *late = NULL;
-  assert_int_equal(ff_pool_submit(pool, "sq 1", 4, 0, NULL, NULL, &late),
+  assert_int_equal(ff_pool_submit(pool, NULL, "sq 1", 4, 0, NULL, NULL, &late),
                    FF_ECLOSED);
   assert_null(late);
   assert_int_equal(ff_pool_join(pool, 30), 0);
@@ -409,7 +411,7 @@ static void test_init_failure(void **state) {
   /* The pool stops by itself; a task submitted meanwhile fails with the
    * error, whether the failure came first or not. */
   ff_task_t *task = NULL;
-  int rc = ff_pool_submit(pool, "sq 2", 4, 0, NULL, NULL, &task);
+  int rc = ff_pool_submit(pool, NULL, "sq 2", 4, 0, NULL, NULL, &task);
   assert_true(rc == 0 || rc == FF_EINITFAILED);
   if (rc == 0) {
     assert_int_equal(ff_task_wait(task, 30), 0);
@@ -426,7 +428,7 @@ static void test_init_failure(void **state) {
   assert_int_equal(ff_pool_error_detail(pool, detail, sizeof(detail)), 11);
   assert_memory_equal(detail, "no database", 11);
   ff_task_t *late = NULL;
-  assert_int_equal(ff_pool_submit(pool, "sq 1", 4, 0, NULL, NULL, &late),
+  assert_int_equal(ff_pool_submit(pool, NULL, "sq 1", 4, 0, NULL, NULL, &late),
                    FF_EINITFAILED);
   assert_true(atomic_load(&log.exits) <= 2);
   ff_pool_destroy(pool);
@@ -445,7 +447,7 @@ static void test_completion_queue(void **state) {
     ff_task_t *task = NULL;
     char msg[32];
     int k = snprintf(msg, sizeof(msg), "sq %d", (int)i);
-    assert_int_equal(ff_pool_submit(pool, msg, (size_t)k, 0, queue, (void *)i,
+    assert_int_equal(ff_pool_submit(pool, NULL, msg, (size_t)k, 0, queue, (void *)i,
                                     &task),
                      0);
     ff_task_release(task); /* the queue delivers it */
@@ -475,7 +477,7 @@ static void test_queue_dropped_early(void **state) {
   assert_int_equal(ff_queue_create(&queue), 0);
   ff_task_t *tasks[6];
   for (int i = 0; i < 6; i++)
-    assert_int_equal(ff_pool_submit(pool, "sleep 50", 8, 0, queue, NULL,
+    assert_int_equal(ff_pool_submit(pool, NULL, "sleep 50", 8, 0, queue, NULL,
                                     &tasks[i]),
                      0);
   ff_queue_destroy(queue);
