@@ -186,6 +186,11 @@ int ff_pool_join(ff_pool_t *pool, double timeout);
  * keep their own references and stay valid. */
 void ff_pool_destroy(ff_pool_t *pool);
 
+/* Like ff_pool_destroy, but returns at once: the loop thread terminates
+ * the pool, reaps its processes and frees it. For finalizers, which must
+ * not wait for a thread that may be waiting for them. */
+void ff_pool_abandon(ff_pool_t *pool);
+
 /* Writes up to capacity worker pids into pids and returns how many workers
  * are alive now. */
 size_t ff_pool_worker_pids(ff_pool_t *pool, pid_t *pids, size_t capacity);

@@ -69,3 +69,30 @@ void ff__cpu_relax(void) {
   __asm__ __volatile__("yield");
 #endif
 }
+
+int ff__futex_sleep(_Atomic uint32_t *word, uint32_t value,
+                    _Atomic uint32_t *sleepers, uint64_t deadline_ns) {
+  int rc = 0;
+  atomic_fetch_add(sleepers, 1);
+  while (atomic_load(word) == value) {
+    rc = ff__futex_wait(word, value, deadline_ns);
+    if (rc == -ETIMEDOUT || rc == -EINTR) {
+      if (atomic_load(word) != value) rc = 0;
+      break;
+    }
+    rc = 0;
+  }
+  atomic_fetch_sub(sleepers, 1);
+  return rc;
+}
+
+void ff__futex_publish(_Atomic uint32_t *word, uint32_t value,
+                       _Atomic uint32_t *sleepers) {
+  atomic_store(word, value);
+  if (atomic_load(sleepers)) ff__futex_wake_all(word);
+}
+
+void ff__futex_bump(_Atomic uint32_t *word, _Atomic uint32_t *sleepers) {
+  atomic_fetch_add(word, 1);
+  if (atomic_load(sleepers)) ff__futex_wake_all(word);
+}

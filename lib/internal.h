@@ -81,6 +81,17 @@ void ff__futex_wake_all(_Atomic uint32_t *word);
 int ff__futex_wait_shared(_Atomic uint32_t *word, uint32_t expected,
                           uint64_t deadline_ns);
 void ff__futex_wake_shared(_Atomic uint32_t *word);
+/* A futex word with a count of its sleepers, so that waking costs a system
+ * call only when someone sleeps: the sleeper counts itself in before it
+ * checks the word, the waker changes the word before it checks the count
+ * (both sequentially consistent), so one of them sees the other. */
+int ff__futex_sleep(_Atomic uint32_t *word, uint32_t value,
+                    _Atomic uint32_t *sleepers, uint64_t deadline_ns);
+/* Stores value into word and wakes its sleepers, if any. */
+void ff__futex_publish(_Atomic uint32_t *word, uint32_t value,
+                       _Atomic uint32_t *sleepers);
+/* Adds one to word and wakes its sleepers, if any. */
+void ff__futex_bump(_Atomic uint32_t *word, _Atomic uint32_t *sleepers);
 /* A hint to the CPU inside a spin loop. */
 void ff__cpu_relax(void);
 
@@ -240,6 +251,8 @@ int ff__runtime_on_loop_thread(ff__runtime_t *runtime);
 /* Runs fn(arg) in the loop thread and waits for it to return (runs it
  * directly when called from the loop thread). */
 int ff__runtime_call(ff__runtime_t *runtime, void (*fn)(void *arg), void *arg);
+/* Runs fn(arg) in the loop thread later, without waiting for it. */
+int ff__runtime_post(ff__runtime_t *runtime, void (*fn)(void *arg), void *arg);
 /* Stops the loop thread at a point where it holds no lock, so that the
  * calling thread can fork. Serializes concurrent callers. */
 void ff__runtime_park(ff__runtime_t *runtime);
@@ -335,6 +348,7 @@ struct ff_task_s {
   _Atomic uint32_t refs;
   _Atomic uint32_t stage;
   _Atomic uint32_t done; /* the futex word waiters sleep on */
+  _Atomic uint32_t sleepers;
   uint64_t id;
   unsigned flags;
   ff_pool_t *pool; /* holds a reference to the pool while the task lives */
@@ -375,7 +389,9 @@ void ff__context_retain(ff_context_t *context);
  * result rings from this thread for a short while, then asleep on the
  * word's (private) futex. 0, -ETIMEDOUT or -EINTR. */
 int ff__pool_wait(ff_pool_t *pool, _Atomic uint32_t *word, uint32_t value,
-                  uint64_t deadline_ns);
+                  _Atomic uint32_t *sleepers, uint64_t deadline_ns);
+/* Drains the pool's result rings if no other thread holds its lock. */
+void ff__pool_poll(ff_pool_t *pool);
 /* Called by ff_task_cancel once the task is marked cancelling. */
 void ff__pool_wake(ff_pool_t *pool);
 int ff__pool_loop_thread_is_current(ff_pool_t *pool);

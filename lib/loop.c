@@ -20,6 +20,7 @@ typedef struct ff__call_s {
   void (*fn)(void *arg);
   void *arg;
   bool done;
+  bool posted; /* nobody waits: the loop frees it */
 } ff__call_t;
 
 struct ff__runtime_s {
@@ -101,6 +102,10 @@ static void runtime_on_wakeup(uv_async_t *handle) {
     ff__call_t *call = FF__CONTAINER_OF(l, ff__call_t, link);
     l = l->next;
     call->fn(call->arg);
+    if (call->posted) {
+      free(call);
+      continue;
+    }
     pthread_mutex_lock(&rt->lock);
     call->done = true; /* the caller frees call once it sees done */
     pthread_cond_broadcast(&rt->cond);
@@ -200,6 +205,25 @@ int ff__runtime_call(ff__runtime_t *rt, void (*fn)(void *arg), void *arg) {
   pthread_mutex_lock(&rt->lock);
   while (!call.done) pthread_cond_wait(&rt->cond, &rt->lock);
   pthread_mutex_unlock(&rt->lock);
+  return 0;
+}
+
+int ff__runtime_post(ff__runtime_t *rt, void (*fn)(void *arg), void *arg) {
+  if (ff__runtime_on_loop_thread(rt)) {
+    fn(arg);
+    return 0;
+  }
+  ff__call_t *call = calloc(1, sizeof(*call));
+  if (call == NULL) return -ENOMEM;
+  call->fn = fn;
+  call->arg = arg;
+  call->posted = true;
+  pthread_mutex_lock(&rt->lock);
+  ff__list_push_back(&rt->calls, &call->link);
+  pthread_mutex_unlock(&rt->lock);
+  /* uv_async_send only fails on a closing handle, which the runtime's never
+   * is while it lives. */
+  uv_async_send(&rt->wakeup);
   return 0;
 }
 

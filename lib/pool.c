@@ -33,13 +33,16 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-/* Tasks in flight per worker. A second task waiting in a worker's ring
- * saves it a round trip between tasks, but it cannot move to another worker
- * that falls idle: so a worker gets one only when the backlog is deep
- * enough (FF__PREFETCH_BACKLOG tasks per worker) that idle workers have
- * other work anyway. */
+/* Tasks in flight per worker. Tasks queued in a worker's ring save it a
+ * round trip to the parent between tasks, but they cannot move to another
+ * worker that falls idle: so a worker gets more than one only when the
+ * backlog is deep enough (FF__PREFETCH_BACKLOG tasks per worker) that idle
+ * workers have other work anyway, and then about FF__PREFETCH_NS of work
+ * by the recent average run time, at least FF__WORKER_CREDIT tasks. */
 #define FF__WORKER_CREDIT 2u
+#define FF__MAX_CREDIT 256u
 #define FF__PREFETCH_BACKLOG 2u
+#define FF__PREFETCH_NS 400000u
 /* How long a waiting thread polls the result rings itself before it
  * sleeps: a few round trips of a quick task. */
 #define FF__WAIT_SPIN_NS 100000u
@@ -138,6 +141,7 @@ struct ff_pool_s {
   int state;
   bool destroyed;
   unsigned spinners; /* threads polling the result rings themselves */
+  uint64_t run_average_ns; /* of recent tasks, for the prefetch depth */
   ff__link_t pending;
   size_t pending_count;
   ff__worker_t *workers;
@@ -467,6 +471,11 @@ static void worker_on_message(ff__worker_t *w, const ff__ring_msg_t *msg,
       ff__list_remove(&task->link);
       w->in_flight_count--;
       memcpy(&task->run_ns, msg->data, sizeof(task->run_ns));
+      /* A moving average over about the last eight tasks. */
+      int64_t delta = (int64_t)task->run_ns - (int64_t)pool->run_average_ns;
+      pool->run_average_ns = (uint64_t)((int64_t)pool->run_average_ns +
+                                        delta / 8);
+      if (pool->run_average_ns == 0) pool->run_average_ns = 1;
       if (result == NULL) {
         pool_settle(done, task, -ENOMEM, NULL, 0, NULL);
         return;
@@ -777,12 +786,18 @@ static void pool_drop_cancelled(ff_pool_t *pool, done_list_t *done) {
   }
 }
 
-static ff__worker_t *pool_pick_worker(ff_pool_t *pool) {
+static unsigned pool_credit(const ff_pool_t *pool) {
+  if (pool->pending_count < FF__PREFETCH_BACKLOG * pool->options.workers)
+    return 1;
+  uint64_t average = pool->run_average_ns;
+  if (average == 0) return FF__WORKER_CREDIT;
+  uint64_t credit = FF__PREFETCH_NS / average;
+  if (credit < FF__WORKER_CREDIT) return FF__WORKER_CREDIT;
+  return credit > FF__MAX_CREDIT ? FF__MAX_CREDIT : (unsigned)credit;
+}
+
+static ff__worker_t *pool_pick_worker(ff_pool_t *pool, unsigned credit) {
   ff__worker_t *best = NULL;
-  unsigned credit =
-      pool->pending_count >= FF__PREFETCH_BACKLOG * pool->options.workers
-          ? FF__WORKER_CREDIT
-          : 1;
   for (unsigned i = 0; i < pool->options.workers; i++) {
     ff__worker_t *w = &pool->workers[i];
     if (w->state != WORKER_READY || w->exiting || w->sending ||
@@ -798,8 +813,9 @@ static void pool_dispatch(ff_pool_t *pool, done_list_t *done) {
   if (pool->state != POOL_RUNNING && pool->state != POOL_CLOSING) return;
   pool_drop_cancelled(pool, done);
   ff__worker_t *w;
+  unsigned credit = pool_credit(pool);
   while (!ff__list_empty(&pool->pending) &&
-         (w = pool_pick_worker(pool)) != NULL) {
+         (w = pool_pick_worker(pool, credit)) != NULL) {
     ff_task_t *task =
         FF__CONTAINER_OF(ff__list_pop_front(&pool->pending), ff_task_t, link);
     pool->pending_count--;
@@ -869,7 +885,7 @@ static void pool_on_arm(uv_prepare_t *handle) {
 
 /* ---- waiting ----------------------------------------------------------------- */
 
-static void pool_poll_once(ff_pool_t *pool) {
+void ff__pool_poll(ff_pool_t *pool) {
   if (pthread_mutex_trylock(&pool->lock) != 0) return;
   done_list_t done;
   done_init(&done);
@@ -879,7 +895,7 @@ static void pool_poll_once(ff_pool_t *pool) {
 }
 
 int ff__pool_wait(ff_pool_t *pool, _Atomic uint32_t *word, uint32_t value,
-                  uint64_t deadline_ns) {
+                  _Atomic uint32_t *sleepers, uint64_t deadline_ns) {
   if (atomic_load_explicit(word, memory_order_acquire) != value) return 0;
   /* Poll the result rings for a little while: a quick task's result is
    * picked up here, with no wake-up of the loop thread or of this one. */
@@ -900,7 +916,7 @@ int ff__pool_wait(ff_pool_t *pool, _Atomic uint32_t *word, uint32_t value,
        atomic_load_explicit(word, memory_order_acquire) == value; i++) {
     ff__cpu_relax();
     if (i % 16 == 0) {
-      pool_poll_once(pool);
+      ff__pool_poll(pool);
       if (ff__now_ns() >= until) break;
     }
   }
@@ -909,14 +925,7 @@ int ff__pool_wait(ff_pool_t *pool, _Atomic uint32_t *word, uint32_t value,
   pthread_mutex_lock(&pool->lock);
   if (--pool->spinners == 0) pool_arm_all(pool, &done);
   pool_unlock_publish(pool, &done);
-  while (atomic_load_explicit(word, memory_order_acquire) == value) {
-    int rc = ff__futex_wait(word, value, deadline_ns);
-    if (rc == -ETIMEDOUT || rc == -EINTR) {
-      if (atomic_load_explicit(word, memory_order_acquire) != value) return 0;
-      return rc;
-    }
-  }
-  return 0;
+  return ff__futex_sleep(word, value, sleepers, deadline_ns);
 }
 
 /* ---- lifecycle ----------------------------------------------------------------- */
@@ -1125,6 +1134,26 @@ void ff_pool_destroy(ff_pool_t *pool) {
     }
   }
   ff__runtime_call(pool->runtime, pool_destroy_in_loop, pool);
+  ff__pool_release(pool);
+}
+
+static void pool_abandon_in_loop(void *arg) {
+  ff_pool_t *pool = arg;
+  pool_terminate_in_loop(pool);
+  pool->destroyed = true;
+  pool_teardown(pool);
+}
+
+void ff_pool_abandon(ff_pool_t *pool) {
+  if (pool == NULL) return;
+  if (pool_foreign(pool)) return;
+  atomic_store(&pool->closed_by_user, true);
+  /* The loop's own reference keeps the pool alive until it is torn down;
+   * if even the post fails, waiting is the only safe way left. */
+  if (ff__runtime_post(pool->runtime, pool_abandon_in_loop, pool) < 0) {
+    ff_pool_destroy(pool);
+    return;
+  }
   ff__pool_release(pool);
 }
 

@@ -17,6 +17,7 @@ struct ff_queue_s {
   pthread_mutex_t lock;
   ff__link_t tasks;
   _Atomic uint32_t sequence; /* the futex word: bumped on every push */
+  _Atomic uint32_t sleepers;
   _Atomic uint32_t refs;
   bool closed; /* the owner destroyed it: pushes are dropped */
   /* The pool of its first task (a reference): a pop polls its results. */
@@ -83,8 +84,7 @@ void ff__task_settle(ff_task_t *task, int status, char *result,
 }
 
 void ff__task_publish(ff_task_t *task) {
-  atomic_store_explicit(&task->done, 1, memory_order_release);
-  ff__futex_wake_all(&task->done);
+  ff__futex_publish(&task->done, 1, &task->sleepers);
   if (task->queue) ff__queue_push(task->queue, task);
   ff_task_release(task);
 }
@@ -95,7 +95,8 @@ int ff_task_wait(ff_task_t *task, double timeout) {
    * neither would waiting in a fork, where no loop thread runs. */
   if (ff__pool_is_foreign(task->pool)) return FF_EFOREIGN;
   if (ff__pool_loop_thread_is_current(task->pool)) return -EDEADLK;
-  return ff__pool_wait(task->pool, &task->done, 0, ff__deadline(timeout));
+  return ff__pool_wait(task->pool, &task->done, 0, &task->sleepers,
+                       ff__deadline(timeout));
 }
 
 int ff_task_done(const ff_task_t *task) {
@@ -195,13 +196,13 @@ void ff__queue_push(ff_queue_t *q, ff_task_t *task) {
   }
   ff_task_retain(task);
   ff__list_push_back(&q->tasks, &task->queue_link);
-  atomic_fetch_add(&q->sequence, 1);
   pthread_mutex_unlock(&q->lock);
-  ff__futex_wake_all(&q->sequence);
+  ff__futex_bump(&q->sequence, &q->sleepers);
 }
 
 int ff_queue_pop(ff_queue_t *q, double timeout, ff_task_t **task) {
   uint64_t deadline = ff__deadline(timeout);
+  bool polled = false;
   for (;;) {
     uint32_t seen = atomic_load(&q->sequence);
     pthread_mutex_lock(&q->lock);
@@ -212,10 +213,19 @@ int ff_queue_pop(ff_queue_t *q, double timeout, ff_task_t **task) {
       return 0;
     }
     ff_pool_t *pool = atomic_load(&q->pool);
-    int rc = pool && !ff__pool_is_foreign(pool) &&
-                     !ff__pool_loop_thread_is_current(pool)
-                 ? ff__pool_wait(pool, &q->sequence, seen, deadline)
-                 : ff__futex_wait(&q->sequence, seen, deadline);
+    bool drive = pool && !ff__pool_is_foreign(pool) &&
+                 !ff__pool_loop_thread_is_current(pool);
+    if (drive && !polled) {
+      /* Results may be waiting in the rings: collect them first. */
+      ff__pool_poll(pool);
+      polled = true;
+      continue;
+    }
+    if (deadline != UINT64_MAX && ff__now_ns() >= deadline) return -ETIMEDOUT;
+    int rc = drive ? ff__pool_wait(pool, &q->sequence, seen, &q->sleepers,
+                                   deadline)
+                   : ff__futex_sleep(&q->sequence, seen, &q->sleepers,
+                                     deadline);
     if (rc == -ETIMEDOUT || rc == -EINTR) return rc;
   }
 }

@@ -107,11 +107,10 @@ static void pool_dealloc(ffpy_pool_t *self) {
   if (self->pool) {
     ff_pool_t *pool = self->pool;
     self->pool = NULL;
-    /* Destroying waits for the loop thread, which may need the GIL to run
-     * another pool's callbacks. */
-    Py_BEGIN_ALLOW_THREADS
-    ff_pool_destroy(pool);
-    Py_END_ALLOW_THREADS
+    /* A finalizer may run anywhere, for instance in a thread that holds a
+     * lock a completion callback is waiting for in the loop thread: it must
+     * not wait for the loop. The loop terminates and reaps the pool. */
+    ff_pool_abandon(pool);
   }
   PyObject **fields[FFPY_WORKER_CONTEXT_FIELDS];
   pool_context_fields(&self->context, fields);

@@ -197,101 +197,222 @@ class ApplyResult(Generic[_T]):
 AsyncResult = ApplyResult
 
 
-def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
-    it = iter(items)
-    while True:
-        chunk = list(itertools.islice(it, size))
-        if not chunk:
-            return
-        yield chunk
+#: Worker time an adaptive chunk aims at: long enough that the cost of a
+#: round trip (tens of microseconds) is lost in it, short enough that the
+#: workers finish together and results flow back steadily.
+_TARGET_CHUNK_SECONDS = 0.005
+#: How much an adaptive chunk may grow over the largest one so far, so that
+#: an estimate made on tiny chunks (dominated by fixed costs) is corrected
+#: in a few steps rather than trusted at once.
+_CHUNK_GROWTH = 8
+#: Chunks in flight per worker when they are fed lazily.
+_CHUNKS_PER_WORKER = 4
 
 
-class MapResult(ApplyResult[list[_T]]):
-    """The result of :meth:`Pool.map_async` and :meth:`Pool.starmap_async`.
+class _ChunkFeed:
+    """Cuts the items of a map into chunks and submits them.
 
-    Without callbacks, finished chunks are collected through a completion
-    queue by whoever waits; with callbacks, the loop thread collects them as
-    they finish so the callback runs even if nobody waits.
+    With a chunksize, every chunk has that size. Without one (``None``), the
+    size adapts as joblib's ``batch_size="auto"`` does: from the time the
+    workers report for each chunk, it aims at :data:`_TARGET_CHUNK_SECONDS`
+    per chunk, starting from one item and growing at most
+    :data:`_CHUNK_GROWTH`-fold per step; for inputs of known length it never
+    takes more than a fair share of what is left (a quarter of it per worker),
+    so that tiny tasks travel in large chunks while long or uneven tasks are
+    spread one by one.
+
+    Lists, tuples and ranges are sliced (a range slice travels as three
+    numbers); other iterables are consumed as chunks are cut.
     """
 
     def __init__(
         self,
         pool: Pool,
-        chunks: list[bytes],
-        chunk_lengths: list[int],
+        func: Callable[..., Any],
+        iterable: Iterable[Any],
+        chunksize: int | None,
+        star: bool,
+    ) -> None:
+        self.pool = pool
+        self.context = pool._context(func, star)
+        self.items: list[Any] | tuple[Any, ...] | range | None = None
+        self.iterator: Iterator[Any] | None = None
+        self.length: int | None = None
+        if isinstance(iterable, (list, tuple, range)):
+            self.items = iterable
+            self.length = len(iterable)
+        else:
+            self.iterator = iter(iterable)
+        self.fixed = chunksize
+        self.position = 0
+        self.largest = 1
+        self.seconds_per_item: float | None = None
+        self.exhausted = self.length == 0
+
+    def _size(self) -> int:
+        if self.fixed is not None:
+            return self.fixed
+        if self.seconds_per_item is None:
+            return 1
+        size = max(1, int(_TARGET_CHUNK_SECONDS / max(self.seconds_per_item, 1e-9)))
+        size = min(size, self.largest * _CHUNK_GROWTH)
+        if self.length is not None:
+            left = self.length - self.position
+            share = -(-left // (_CHUNKS_PER_WORKER * self.pool._processes))
+            size = min(size, max(1, share))
+        self.largest = max(self.largest, size)
+        return size
+
+    def next_chunk(self) -> tuple[bytes, int, int] | None:
+        """The next chunk as (payload, offset of its first item, count), or
+        None once the items are exhausted."""
+        if self.exhausted:
+            return None
+        size = self._size()
+        start = self.position
+        if self.items is not None:
+            assert self.length is not None
+            chunk: Any = self.items[start : start + size]
+            count = len(chunk)
+            self.exhausted = start + count >= self.length
+        else:
+            assert self.iterator is not None
+            chunk = list(itertools.islice(self.iterator, size))
+            count = len(chunk)
+            if count < size:
+                self.exhausted = True
+            if count == 0:
+                return None
+        self.position = start + count
+        return _protocol.encode_items(chunk), start, count
+
+    def record(self, task: _core.Task, count: int) -> None:
+        """Learns from a finished chunk how long an item takes."""
+        if self.fixed is not None or count == 0:
+            return
+        ns = task.run_ns()
+        if ns <= 0:
+            return
+        per_item = ns * 1e-9 / count
+        old = self.seconds_per_item
+        self.seconds_per_item = per_item if old is None else (old + per_item) / 2
+
+
+class MapResult(ApplyResult[list[_T]]):
+    """The result of :meth:`Pool.map_async` and :meth:`Pool.starmap_async`.
+
+    Each chunk's completion is handled as it finishes, by whichever thread
+    collects results (a waiting caller, or the runtime's loop thread): it
+    stores the values and submits the next chunks, so the map progresses
+    whether or not anyone waits.
+    """
+
+    def __init__(
+        self,
+        pool: Pool,
+        func: Callable[..., Any],
+        items: list[Any] | tuple[Any, ...] | range,
+        chunksize: int | None,
+        star: bool,
         callback: Callable[[list[_T]], object] | None,
         error_callback: Callable[[BaseException], object] | None,
-        context: _core.Context | None,
     ) -> None:
         super().__init__(pool, callback, error_callback)
-        self._offsets = list(itertools.accumulate([0] + chunk_lengths[:-1]))
-        self._results: list[Any] = [None] * sum(chunk_lengths)
-        self._remaining = len(chunks)
+        self._results: list[Any] = [None] * len(items)
         self._error: BaseException | None = None
         self._event = threading.Event()
-        self._queue: _core.CompletionQueue | None = None
-        self._index: dict[int, int] = {}
-        if self._remaining == 0:
+        # Completions may be handled by several threads, one at a time under
+        # the GIL but switching between bytecodes.
+        self._lock = threading.RLock()
+        self._in_flight: dict[_core.Task, tuple[int, int]] = {}
+        if not items:
+            self._feed = None
             self._finish()
             return
-        if callback is not None or error_callback is not None:
-            for i, payload in enumerate(chunks):
-                pool._submit(payload, notify=self._chunk_notifier(i), context=context)
-        else:
-            self._queue = _core.CompletionQueue()
-            for i, payload in enumerate(chunks):
-                task = pool._submit(payload, queue=self._queue, context=context)
-                self._index[task.id] = i
+        self._feed = _ChunkFeed(pool, func, items, chunksize, star)
+        # A fixed chunksize is all submitted at once, as multiprocessing
+        # does; adaptive chunks are cut a window ahead.
+        self._window = None if chunksize is not None else _CHUNKS_PER_WORKER * pool._processes
+        with self._lock:
+            self._fill()
+        if not self._feed.exhausted:
+            pool._feeding.add(self)
 
-    def _chunk_notifier(self, index: int) -> Callable[[_core.Task], None]:
-        return lambda task: self._collect(index, task)
+    def _flush(self) -> None:
+        """Submits every chunk left: the pool is closing, and close() lets
+        the work already asked for finish."""
+        with self._lock:
+            self._window = None
+            if self._feed is not None and not self._event.is_set():
+                self._fill()
 
-    def _collect(self, index: int, task: _core.Task) -> None:
-        if self._event.is_set():
-            return
-        try:
-            values = task_value(task)
-        except BaseException as exc:  # noqa: BLE001 - the first error ends the map
-            self._error = exc
-            self._finish()
-            return
-        start = self._offsets[index]
-        self._results[start : start + len(values)] = values
-        self._remaining -= 1
-        if self._remaining == 0:
-            self._finish()
+    def _fill(self) -> None:
+        feed = self._feed
+        assert feed is not None
+        window = self._window
+        while window is None or len(self._in_flight) < window:
+            chunk = feed.next_chunk()
+            if chunk is None:
+                return
+            payload, start, count = chunk
+            # Its completion, handled in another thread, waits for the lock
+            # this thread holds, so the entry is there first.
+            task = self._pool._submit(payload, notify=self._collect, context=feed.context)
+            self._in_flight[task] = (start, count)
+
+    def _collect(self, task: _core.Task) -> None:
+        # Runs in the thread that collected the result, under the GIL,
+        # before waiters of the task are woken.
+        with self._lock:
+            where = self._in_flight.pop(task, None)
+            if where is None or self._event.is_set():
+                return
+            start, count = where
+            try:
+                values = task_value(task)
+            except BaseException as exc:  # noqa: BLE001 - the first error ends the map
+                self._error = exc
+                self._finish()
+                return
+            self._results[start : start + count] = values
+            assert self._feed is not None
+            self._feed.record(task, count)
+            if not self._feed.exhausted:
+                try:
+                    self._fill()
+                except BaseException as exc:  # noqa: BLE001 - e.g. the pool was terminated
+                    self._error = exc
+                    self._finish()
+                    return
+            if not self._in_flight and self._feed.exhausted:
+                self._finish()
 
     def _finish(self) -> None:
         self._decoded = True
         self._success = self._error is None
         self._value = self._results if self._success else self._error
+        self._event.set()
         if self._success and self._callback is not None:
             self._callback(self._value)
         elif not self._success and self._error_callback is not None:
             self._error_callback(self._value)
-        self._event.set()
-
-    def _drain(self, timeout: float | None) -> bool:
-        assert self._queue is not None
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while not self._event.is_set():
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            task = self._queue.get(left)
-            if task is None:
-                return False
-            self._collect(self._index.pop(task.id), task)
-        return True
 
     def ready(self) -> bool:
-        if self._queue is not None and not self._event.is_set():
-            self._drain(0)
         return self._event.is_set()
 
     def wait(self, timeout: float | None = None) -> None:
-        if self._queue is not None:
-            self._drain(timeout)
-        else:
-            self._event.wait(timeout)
+        # Waiting on a chunk still in flight lets this thread collect
+        # results itself, rather than sleep until another thread does.
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._event.is_set():
+            with self._lock:
+                task = next(iter(self._in_flight), None)
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if task is None:
+                self._event.wait(left)
+                return
+            if not task.wait(left):
+                return
 
     def get(self, timeout: float | None = None) -> list[_T]:
         self.wait(timeout)
@@ -306,9 +427,9 @@ class IMapIterator(Iterator[_T]):
     """The iterator of :meth:`Pool.imap` (ordered) and
     :meth:`Pool.imap_unordered`.
 
-    Inputs with a length are submitted at once; other iterables are consumed
-    lazily, a window of chunks ahead of the consumer, so that an endless
-    generator does not fill memory.
+    With a fixed chunksize, inputs of known length are submitted at once;
+    other iterables, and adaptive chunks, are fed a window of chunks ahead of
+    the consumer, so that an endless generator does not fill memory.
     """
 
     def __init__(
@@ -316,52 +437,69 @@ class IMapIterator(Iterator[_T]):
         pool: Pool,
         func: Callable[..., Any],
         iterable: Iterable[Any],
-        chunksize: int,
+        chunksize: int | None,
         star: bool,
         ordered: bool,
     ) -> None:
         self._pool = pool
-        self._func = func
-        self._star = star
         self._ordered = ordered
-        self._chunk_source = _chunks(iterable, chunksize)
-        self._context = pool._context(func, star)
+        self._feed = _ChunkFeed(pool, func, iterable, chunksize, star)
         self._queue = _core.CompletionQueue()
-        self._index: dict[int, int] = {}
+        self._chunks: dict[int, tuple[int, int]] = {}  # task id -> (index, count)
         self._submitted = 0
-        self._exhausted = False
-        self._window = None if hasattr(iterable, "__len__") else max(4, 4 * pool._processes)
+        self._window = (
+            None
+            if chunksize is not None and self._feed.length is not None
+            else max(4, _CHUNKS_PER_WORKER * pool._processes)
+        )
         self._finished: dict[int, _core.Task] = {}
         self._next_chunk = 0
-        self._current: Iterator[Any] = iter(())
+        # The values of the current chunk, last first, so pop() is the next.
+        self._current: list[Any] = []
+        self._fill()
+        if not self._feed.exhausted:
+            pool._feeding.add(self)
+
+    def _flush(self) -> None:
+        """Submits every chunk left: the pool is closing."""
+        self._window = None
         self._fill()
 
     def _fill(self) -> None:
-        while not self._exhausted and (
-            self._window is None or self._submitted - self._next_chunk < self._window
-        ):
-            chunk = next(self._chunk_source, None)
+        feed = self._feed
+        submit = self._pool._submit
+        queue = self._queue
+        context = feed.context
+        window = self._window
+        while window is None or self._submitted - self._next_chunk < window:
+            chunk = feed.next_chunk()
             if chunk is None:
-                self._exhausted = True
                 return
-            payload = _protocol.encode_items(chunk)
-            task = self._pool._submit(payload, queue=self._queue, context=self._context)
-            self._index[task.id] = self._submitted
+            payload, _start, count = chunk
+            task = submit(payload, queue=queue, context=context)
+            self._chunks[task.id] = (self._submitted, count)
             self._submitted += 1
 
     def __iter__(self) -> IMapIterator[_T]:
         return self
 
     def __next__(self) -> _T:
-        return self.next()
+        current = self._current
+        if current:
+            return current.pop()  # type: ignore[no-any-return]
+        return self._advance(None)
 
     def next(self, timeout: float | None = None) -> _T:
         """The next result; TimeoutError if none arrives within timeout."""
+        current = self._current
+        if current:
+            return current.pop()  # type: ignore[no-any-return]
+        return self._advance(timeout)
+
+    def _advance(self, timeout: float | None) -> _T:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            for value in self._current:
-                return value  # type: ignore[no-any-return]
-            if self._next_chunk >= self._submitted and self._exhausted:
+            if self._next_chunk >= self._submitted and self._feed.exhausted:
                 raise StopIteration
             task = self._finished.pop(self._next_chunk, None) if self._ordered else None
             while task is None:
@@ -369,16 +507,21 @@ class IMapIterator(Iterator[_T]):
                 got = self._queue.get(left)
                 if got is None:
                     raise TimeoutError
-                index = self._index.pop(got.id)
+                index, count = self._chunks[got.id]
+                self._feed.record(got, count)
                 if not self._ordered or index == self._next_chunk:
                     task = got
                 else:
                     self._finished[index] = got
+            del self._chunks[task.id]
             self._next_chunk += 1
-            self._fill()
-            self._current = iter(task_value(task))
-
-    __next__.__doc__ = next.__doc__
+            if not self._feed.exhausted:
+                self._fill()
+            values = task_value(task)
+            if values:
+                values.reverse()
+                self._current = values
+                return values.pop()  # type: ignore[no-any-return]
 
 
 class Pool:
@@ -408,6 +551,8 @@ class Pool:
             context,
         )
         self._processes = processes
+        # Maps and imaps that still cut chunks as results come back.
+        self._feeding: weakref.WeakSet[Any] = weakref.WeakSet()
         self._core = create_core(processes, initializer, initargs, maxtasksperchild)
         self._state = RUN
         _live_pools.add(self)
@@ -452,11 +597,11 @@ class Pool:
         if not callable(func):
             raise TypeError(f"{type(func).__name__!r} object is not callable")
 
-    def _chunksize(self, chunksize: int | None, length: int) -> int:
+    @staticmethod
+    def _check_chunksize(chunksize: int | None) -> int | None:
+        """None (adaptive chunks) or a positive int, as multiprocessing checks."""
         if chunksize is None:
-            # As multiprocessing: about four chunks per worker.
-            chunksize, extra = divmod(length, self._processes * 4)
-            return chunksize + 1 if extra else max(chunksize, 1)
+            return None
         if not _is_int(chunksize):
             raise TypeError(f"chunksize must be an int, not {type(chunksize).__name__}")
         if chunksize < 1:
@@ -499,14 +644,9 @@ class Pool:
     ) -> MapResult[Any]:
         self._check_running()
         self._check_func(func)
-        items = iterable if isinstance(iterable, (list, tuple)) else list(iterable)
-        size = self._chunksize(chunksize, len(items))
-        chunks = [items[i : i + size] for i in range(0, len(items), size)]
-        context = self._context(func, star) if chunks else None
-        payloads = [_protocol.encode_items(list(c)) for c in chunks]
-        return MapResult(
-            self, payloads, [len(c) for c in chunks], callback, error_callback, context
-        )
+        size = self._check_chunksize(chunksize)
+        items = iterable if isinstance(iterable, (list, tuple, range)) else list(iterable)
+        return MapResult(self, func, items, size, star, callback, error_callback)
 
     def map(
         self,
@@ -549,21 +689,23 @@ class Pool:
         return self._map_async(func, iterable, chunksize, True, callback, error_callback)
 
     def imap(
-        self, func: Callable[[_S], _T], iterable: Iterable[_S], chunksize: int = 1
+        self, func: Callable[[_S], _T], iterable: Iterable[_S], chunksize: int | None = None
     ) -> IMapIterator[_T]:
-        """An iterator over ``func(x)`` for x in iterable, in order."""
+        """An iterator over ``func(x)`` for x in iterable, in order. Without
+        a chunksize, chunks are sized adaptively from measured task time."""
         self._check_running()
         self._check_func(func)
-        size = self._chunksize(chunksize, 0)
+        size = self._check_chunksize(chunksize)
         return IMapIterator(self, func, iterable, size, star=False, ordered=True)
 
     def imap_unordered(
-        self, func: Callable[[_S], _T], iterable: Iterable[_S], chunksize: int = 1
+        self, func: Callable[[_S], _T], iterable: Iterable[_S], chunksize: int | None = None
     ) -> IMapIterator[_T]:
-        """An iterator over ``func(x)`` for x in iterable, as they finish."""
+        """An iterator over ``func(x)`` for x in iterable, as they finish.
+        Without a chunksize, chunks are sized adaptively."""
         self._check_running()
         self._check_func(func)
-        size = self._chunksize(chunksize, 0)
+        size = self._check_chunksize(chunksize)
         return IMapIterator(self, func, iterable, size, star=False, ordered=False)
 
     # -- lifecycle -----------------------------------------------------------
@@ -571,6 +713,9 @@ class Pool:
     def close(self) -> None:
         """Accepts no more tasks; the workers exit once the queued ones ran."""
         if self._state == RUN:
+            for job in list(self._feeding):
+                job._flush()
+            self._feeding.clear()
             self._state = CLOSE
             self._core.close()
 
