@@ -6,6 +6,7 @@
 #include <limits.h>
 #include <linux/futex.h>
 #include <math.h>
+#include <sched.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -60,6 +61,13 @@ void ff__futex_wake_all(_Atomic uint32_t *word) {
 
 void ff__futex_wake_shared(_Atomic uint32_t *word) {
   syscall(SYS_futex, (uint32_t *)word, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
+}
+
+void ff__spin_pause(unsigned iteration) {
+  if (iteration < 64)
+    ff__cpu_relax();
+  else
+    sched_yield();
 }
 
 void ff__cpu_relax(void) {

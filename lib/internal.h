@@ -94,6 +94,10 @@ void ff__futex_publish(_Atomic uint32_t *word, uint32_t value,
 void ff__futex_bump(_Atomic uint32_t *word, _Atomic uint32_t *sleepers);
 /* A hint to the CPU inside a spin loop. */
 void ff__cpu_relax(void);
+/* One step of a spin-wait: a CPU pause for the first iterations, then a
+ * yield, so that a spinner on a busy machine gives its core to threads that
+ * have work (on two cores, the very thread it waits for). */
+void ff__spin_pause(unsigned iteration);
 
 /* ---- shm.c: shared-memory segments --------------------------------------
  * A segment is an anonymous memfd (0600, no name in /dev/shm) mapped

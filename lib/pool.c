@@ -914,8 +914,8 @@ int ff__pool_wait(ff_pool_t *pool, _Atomic uint32_t *word, uint32_t value,
   if (until > deadline_ns) until = deadline_ns;
   for (unsigned i = 1;
        atomic_load_explicit(word, memory_order_acquire) == value; i++) {
-    ff__cpu_relax();
-    if (i % 16 == 0) {
+    ff__spin_pause(i);
+    if (i % 8 == 0) {
       ff__pool_poll(pool);
       if (ff__now_ns() >= until) break;
     }

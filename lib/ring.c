@@ -328,8 +328,8 @@ static int ring_wait(ff__ring_t *ring, _Atomic uint32_t *word,
     for (unsigned i = 1;; i++) {
       if (ready(ring, bytes)) return 0;
       if (ff__ring_broken(ring)) return -EPIPE;
-      ff__cpu_relax();
-      if (i % 64 == 0 && ff__now_ns() >= until) break;
+      ff__spin_pause(i);
+      if (i % 16 == 0 && ff__now_ns() >= until) break;
     }
   }
   for (;;) {

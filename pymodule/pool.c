@@ -178,6 +178,57 @@ fail:
   return NULL;
 }
 
+/* submit_many(payloads, queue, context): submit() for each payload of a
+ * list, in order, without a Python call per task. */
+static PyObject *pool_submit_many(ffpy_pool_t *self, PyObject *args) {
+  PyObject *payloads, *queue, *context;
+  if (!PyArg_ParseTuple(args, "O!OO:submit_many", &PyList_Type, &payloads,
+                        &queue, &context))
+    return NULL;
+  if (pool_check(self) < 0) return NULL;
+  if (queue != Py_None && !PyObject_TypeCheck(queue, &ffpy_queue_type)) {
+    PyErr_SetString(PyExc_TypeError, "queue must be a CompletionQueue");
+    return NULL;
+  }
+  if (context != Py_None && !PyObject_TypeCheck(context, &ffpy_context_type)) {
+    PyErr_SetString(PyExc_TypeError, "context must be a Context or None");
+    return NULL;
+  }
+  ff_queue_t *q = queue == Py_None ? NULL : ((ffpy_queue_t *)queue)->queue;
+  ff_context_t *ctx =
+      context == Py_None ? NULL : ((ffpy_context_t *)context)->context;
+  Py_ssize_t n = PyList_GET_SIZE(payloads);
+  PyObject *tasks = PyList_New(n);
+  if (tasks == NULL) return NULL;
+  for (Py_ssize_t i = 0; i < n; i++) {
+    PyObject *payload = PyList_GET_ITEM(payloads, i);
+    if (!PyBytes_Check(payload)) {
+      PyErr_SetString(PyExc_TypeError, "payloads must be bytes");
+      goto fail;
+    }
+    ffpy_task_t *obj = PyObject_New(ffpy_task_t, &ffpy_task_type);
+    if (obj == NULL) goto fail;
+    obj->task = NULL;
+    obj->notify = NULL;
+    int rc = ff_pool_submit(self->pool, ctx, PyBytes_AS_STRING(payload),
+                            (size_t)PyBytes_GET_SIZE(payload), 0, q, obj,
+                            &obj->task);
+    if (rc < 0) {
+      obj->task = NULL;
+      Py_DECREF(obj);
+      ffpy_raise(rc);
+      goto fail;
+    }
+    PyList_SET_ITEM(tasks, i, (PyObject *)obj);
+  }
+  return tasks;
+
+fail:
+  /* The tasks already submitted run; the caller learns of the failure. */
+  Py_DECREF(tasks);
+  return NULL;
+}
+
 static PyObject *pool_call_released(ffpy_pool_t *self,
                                     int (*fn)(ff_pool_t *pool)) {
   if (pool_check(self) < 0) return NULL;
@@ -291,6 +342,8 @@ static PyMethodDef pool_methods[] = {
     {"submit", (PyCFunction)(void (*)(void))pool_submit,
      METH_VARARGS | METH_KEYWORDS,
      "submit(payload, notify=None, queue=None, context=None) -> Task"},
+    {"submit_many", (PyCFunction)pool_submit_many, METH_VARARGS,
+     "submit_many(payloads, queue, context) -> list[Task]"},
     {"context", (PyCFunction)pool_context, METH_O,
      "context(data) -> Context: bytes that travel to each worker once, for "
      "the tasks submitted with it."},

@@ -274,6 +274,8 @@ class _ChunkFeed:
             assert self.length is not None
             chunk: Any = self.items[start : start + size]
             count = len(chunk)
+            if count < 64 and isinstance(chunk, range):
+                chunk = list(chunk)  # a short list pickles faster than a range
             self.exhausted = start + count >= self.length
         else:
             assert self.iterator is not None
@@ -285,6 +287,23 @@ class _ChunkFeed:
                 return None
         self.position = start + count
         return _protocol.encode_items(chunk), start, count
+
+    def cut_all(self) -> tuple[list[bytes], list[int]]:
+        """Every chunk left of a fixed chunksize over a sequence, at once:
+        (payloads, item counts)."""
+        assert self.fixed is not None and self.items is not None and self.length is not None
+        items, size, start, length = self.items, self.fixed, self.position, self.length
+        dumps, protocol = _protocol.dumps, _protocol.PROTOCOL
+        if size == 1:
+            payloads = [dumps([x], protocol) for x in items[start:]]
+            counts = [1] * len(payloads)
+        else:
+            starts = range(start, length, size)
+            payloads = [_protocol.encode_items(items[i : i + size]) for i in starts]
+            counts = [min(size, length - i) for i in starts]
+        self.position = length
+        self.exhausted = True
+        return payloads, counts
 
     def record(self, task: _core.Task, count: int) -> None:
         """Learns from a finished chunk how long an item takes."""
@@ -443,21 +462,28 @@ class IMapIterator(Iterator[_T]):
     ) -> None:
         self._pool = pool
         self._ordered = ordered
-        self._feed = _ChunkFeed(pool, func, iterable, chunksize, star)
+        self._feed = feed = _ChunkFeed(pool, func, iterable, chunksize, star)
         self._queue = _core.CompletionQueue()
-        self._chunks: dict[int, tuple[int, int]] = {}  # task id -> (index, count)
+        # task id -> (chunk index, item count), where ordering or adaptive
+        # sizes need it.
+        self._chunks: dict[int, tuple[int, int]] = {}
+        self._track = ordered or chunksize is None
         self._submitted = 0
-        self._window = (
-            None
-            if chunksize is not None and self._feed.length is not None
-            else max(4, _CHUNKS_PER_WORKER * pool._processes)
-        )
         self._finished: dict[int, _core.Task] = {}
         self._next_chunk = 0
         # The values of the current chunk, last first, so pop() is the next.
         self._current: list[Any] = []
-        self._fill()
-        if not self._feed.exhausted:
+        if chunksize is not None and feed.length is not None:
+            self._window: int | None = None
+            payloads, counts = feed.cut_all()
+            tasks = pool._submit_many(payloads, self._queue, feed.context)
+            if self._track:
+                self._chunks = {t.id: (i, c) for i, (t, c) in enumerate(zip(tasks, counts))}
+            self._submitted = len(tasks)
+        else:
+            self._window = max(4, _CHUNKS_PER_WORKER * pool._processes)
+            self._fill()
+        if not feed.exhausted:
             pool._feeding.add(self)
 
     def _flush(self) -> None:
@@ -477,7 +503,8 @@ class IMapIterator(Iterator[_T]):
                 return
             payload, _start, count = chunk
             task = submit(payload, queue=queue, context=context)
-            self._chunks[task.id] = (self._submitted, count)
+            if self._track:
+                self._chunks[task.id] = (self._submitted, count)
             self._submitted += 1
 
     def __iter__(self) -> IMapIterator[_T]:
@@ -496,26 +523,35 @@ class IMapIterator(Iterator[_T]):
             return current.pop()  # type: ignore[no-any-return]
         return self._advance(timeout)
 
+    def _get(self, deadline: float | None) -> _core.Task:
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        task = self._queue.get(left)
+        if task is None:
+            raise TimeoutError
+        return task
+
     def _advance(self, timeout: float | None) -> _T:
         deadline = None if timeout is None else time.monotonic() + timeout
+        feed = self._feed
         while True:
-            if self._next_chunk >= self._submitted and self._feed.exhausted:
+            if self._next_chunk >= self._submitted and feed.exhausted:
                 raise StopIteration
-            task = self._finished.pop(self._next_chunk, None) if self._ordered else None
-            while task is None:
-                left = None if deadline is None else max(0.0, deadline - time.monotonic())
-                got = self._queue.get(left)
-                if got is None:
-                    raise TimeoutError
-                index, count = self._chunks[got.id]
-                self._feed.record(got, count)
-                if not self._ordered or index == self._next_chunk:
-                    task = got
-                else:
-                    self._finished[index] = got
-            del self._chunks[task.id]
+            if self._ordered:
+                task = self._finished.pop(self._next_chunk, None)
+                while task is None:
+                    got = self._get(deadline)
+                    index, count = self._chunks.pop(got.id)
+                    feed.record(got, count)
+                    if index == self._next_chunk:
+                        task = got
+                    else:
+                        self._finished[index] = got
+            else:
+                task = self._get(deadline)
+                if self._track:
+                    feed.record(task, self._chunks.pop(task.id)[1])
             self._next_chunk += 1
-            if not self._feed.exhausted:
+            if not feed.exhausted:
                 self._fill()
             values = task_value(task)
             if values:
@@ -581,6 +617,17 @@ class Pool:
     ) -> _core.Task:
         try:
             return self._core.submit(payload, notify, queue, context)
+        except _core.Error as error:
+            raise _errors.from_error(error, self._core) from None
+
+    def _submit_many(
+        self,
+        payloads: list[bytes],
+        queue: _core.CompletionQueue,
+        context: _core.Context,
+    ) -> list[_core.Task]:
+        try:
+            return self._core.submit_many(payloads, queue, context)
         except _core.Error as error:
             raise _errors.from_error(error, self._core) from None
 
