@@ -44,8 +44,11 @@
 #define FF__PREFETCH_BACKLOG 2u
 #define FF__PREFETCH_NS 400000u
 /* How long a waiting thread polls the result rings itself before it
- * sleeps: a few round trips of a quick task. */
+ * sleeps: a few round trips of a quick task. It polls only while the
+ * recent tasks are shorter than FF__WAIT_SPIN_TASKS_NS: waiting for longer
+ * ones, polling would only take a core from the workers. */
 #define FF__WAIT_SPIN_NS 100000u
+#define FF__WAIT_SPIN_TASKS_NS 50000u
 
 enum pool_state {
   POOL_RUNNING,
@@ -141,7 +144,9 @@ struct ff_pool_s {
   int state;
   bool destroyed;
   unsigned spinners; /* threads polling the result rings themselves */
-  uint64_t run_average_ns; /* of recent tasks, for the prefetch depth */
+  /* Of recent tasks, for the prefetch depth and whether waiting threads
+   * poll; written under the lock, read without it. */
+  _Atomic uint64_t run_average_ns;
   ff__link_t pending;
   size_t pending_count;
   ff__worker_t *workers;
@@ -472,10 +477,12 @@ static void worker_on_message(ff__worker_t *w, const ff__ring_msg_t *msg,
       w->in_flight_count--;
       memcpy(&task->run_ns, msg->data, sizeof(task->run_ns));
       /* A moving average over about the last eight tasks. */
-      int64_t delta = (int64_t)task->run_ns - (int64_t)pool->run_average_ns;
-      pool->run_average_ns = (uint64_t)((int64_t)pool->run_average_ns +
-                                        delta / 8);
-      if (pool->run_average_ns == 0) pool->run_average_ns = 1;
+      int64_t average = (int64_t)atomic_load_explicit(&pool->run_average_ns,
+                                                      memory_order_relaxed);
+      average += ((int64_t)task->run_ns - average) / 8;
+      atomic_store_explicit(&pool->run_average_ns,
+                            average > 0 ? (uint64_t)average : 1,
+                            memory_order_relaxed);
       if (result == NULL) {
         pool_settle(done, task, -ENOMEM, NULL, 0, NULL);
         return;
@@ -789,7 +796,8 @@ static void pool_drop_cancelled(ff_pool_t *pool, done_list_t *done) {
 static unsigned pool_credit(const ff_pool_t *pool) {
   if (pool->pending_count < FF__PREFETCH_BACKLOG * pool->options.workers)
     return 1;
-  uint64_t average = pool->run_average_ns;
+  uint64_t average =
+      atomic_load_explicit(&pool->run_average_ns, memory_order_relaxed);
   if (average == 0) return FF__WORKER_CREDIT;
   uint64_t credit = FF__PREFETCH_NS / average;
   if (credit < FF__WORKER_CREDIT) return FF__WORKER_CREDIT;
@@ -897,6 +905,11 @@ void ff__pool_poll(ff_pool_t *pool) {
 int ff__pool_wait(ff_pool_t *pool, _Atomic uint32_t *word, uint32_t value,
                   _Atomic uint32_t *sleepers, uint64_t deadline_ns) {
   if (atomic_load_explicit(word, memory_order_acquire) != value) return 0;
+  if (atomic_load_explicit(&pool->run_average_ns, memory_order_relaxed) >
+      FF__WAIT_SPIN_TASKS_NS) {
+    ff__pool_poll(pool);
+    return ff__futex_sleep(word, value, sleepers, deadline_ns);
+  }
   /* Poll the result rings for a little while: a quick task's result is
    * picked up here, with no wake-up of the loop thread or of this one. */
   done_list_t done;
