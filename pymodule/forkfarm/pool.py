@@ -247,6 +247,7 @@ class _ChunkFeed:
         self.position = 0
         self.largest = 1
         self.seconds_per_item: float | None = None
+        self.recent: list[tuple[int, float]] = []  # (items, seconds per item)
         self.exhausted = self.length == 0
 
     def _size(self) -> int:
@@ -254,12 +255,15 @@ class _ChunkFeed:
             return self.fixed
         if self.seconds_per_item is None:
             return 1
-        size = max(1, int(_TARGET_CHUNK_SECONDS / max(self.seconds_per_item, 1e-9)))
-        size = min(size, self.largest * _CHUNK_GROWTH)
+        target = max(1, int(_TARGET_CHUNK_SECONDS / max(self.seconds_per_item, 1e-9)))
+        size = min(target, self.largest * _CHUNK_GROWTH)
         if self.length is not None:
+            # The tail shrinks so the workers finish together, but not below
+            # an eighth of the target: tinier chunks would cost more in
+            # round trips than they save in balance.
             left = self.length - self.position
             share = -(-left // (_CHUNKS_PER_WORKER * self.pool._processes))
-            size = min(size, max(1, share))
+            size = min(size, max(1, share, target // _CHUNK_GROWTH))
         self.largest = max(self.largest, size)
         return size
 
@@ -312,9 +316,17 @@ class _ChunkFeed:
         ns = task.run_ns()
         if ns <= 0:
             return
-        per_item = ns * 1e-9 / count
-        old = self.seconds_per_item
-        self.seconds_per_item = per_item if old is None else (old + per_item) / 2
+        # The median over the recent chunks of the larger sizes: small
+        # chunks are blurred by the fixed cost of a chunk, and a worker that
+        # lost its core for a while (time is measured by the clock) reports
+        # an outlier the median ignores.
+        recent = self.recent
+        recent.append((count, ns * 1e-9 / count))
+        if len(recent) > 16:
+            del recent[0]
+        largest = max(c for c, _ in recent)
+        rates = sorted(r for c, r in recent if c * 8 >= largest)
+        self.seconds_per_item = rates[len(rates) // 2]
 
 
 class MapResult(ApplyResult[list[_T]]):
