@@ -231,3 +231,59 @@ def nested_pool_sum(n: int) -> int:
 
     with forkfarm.Pool(2) as pool:
         return sum(pool.map(square, range(n)))
+
+
+# --------------------------------------------------------------------------
+# The data plane: how often a map's function is unpickled in a worker
+# --------------------------------------------------------------------------
+
+_unpickled: dict[str, int] = {}
+
+
+def _rebuild_counted(token: str, offset: int) -> CountedAdder:
+    _unpickled[token] = _unpickled.get(token, 0) + 1
+    return CountedAdder(token, offset)
+
+
+class CountedAdder:
+    """Adds offset; counts, in each process, how many times it was
+    unpickled there under its token."""
+
+    def __init__(self, token: str, offset: int = 0) -> None:
+        self.token = token
+        self.offset = offset
+
+    def __call__(self, x: int) -> int:
+        return x + self.offset
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _rebuild_counted, (self.token, self.offset)
+
+
+def unpickled_count(token: str) -> tuple[int, int]:
+    """(this worker's pid, how many times token was unpickled here)."""
+    return os.getpid(), _unpickled.get(token, 0)
+
+
+def _refuse_unpickling(reason: str) -> None:
+    raise RuntimeError(reason)
+
+
+class Unloadable:
+    """A callable that pickles fine but cannot be unpickled in a worker."""
+
+    def __call__(self, x: int) -> int:
+        return x
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _refuse_unpickling, ("this function cannot be loaded here",)
+
+
+def sleep_then_identity(x: Any) -> Any:
+    time.sleep(0.002)
+    return x
+
+
+def sleep_then_pid(_: Any) -> int:
+    time.sleep(0.002)
+    return os.getpid()
