@@ -132,6 +132,7 @@ struct ff_pool_s {
   uv_prepare_t arm;
   unsigned handles_open;
   bool ctl_open;
+  bool ctl_close_requested; /* under lock */
 
   _Atomic int error;
   _Atomic uint32_t cancels;
@@ -310,8 +311,14 @@ static void pool_on_ctl_closed(uv_handle_t *handle) {
 }
 
 /* Closing the control socket tells the zygote to kill what is left of the
- * pool and exit. */
+ * pool and exit. Handles belong to the loop thread: another thread (one
+ * that found a failed READY while it polled, say) asks the loop to do it. */
 static void pool_close_ctl(ff_pool_t *pool) {
+  if (!ff__runtime_on_loop_thread(pool->runtime)) {
+    pool->ctl_close_requested = true;
+    uv_async_send(&pool->wakeup);
+    return;
+  }
   if (!pool->ctl_open) return;
   pool->ctl_open = false;
   uv_close((uv_handle_t *)&pool->ctl_poll, pool_on_ctl_closed);
@@ -863,6 +870,10 @@ static void pool_on_wakeup(uv_async_t *handle) {
   pool_drain(pool, &done);
   pool_dispatch(pool, &done);
   if (atomic_load(&pool->cancels)) pool_drop_cancelled(pool, &done);
+  if (pool->ctl_close_requested) {
+    pool->ctl_close_requested = false;
+    pool_close_ctl(pool);
+  }
   pool_unlock_publish(pool, &done);
 }
 

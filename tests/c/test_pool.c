@@ -535,6 +535,186 @@ static int setup_alarm(void **state) {
   return 0;
 }
 
+/* ---- contexts ------------------------------------------------------------ */
+
+/* How many contexts this process defined: each worker counts its own. */
+static int defines_here;
+
+static void *context_define(void *arg, const void *data, size_t len,
+                            ff_buf_t *error) {
+  (void)arg;
+  if (len == 4 && memcmp(data, "fail", 4) == 0) {
+    ff_buf_set(error, "cannot define", 13);
+    return NULL;
+  }
+  char *copy = malloc(len + 1);
+  if (copy == NULL) return NULL;
+  memcpy(copy, data, len);
+  copy[len] = 0;
+  defines_here++;
+  return copy;
+}
+
+static void context_free(void *arg, void *context) {
+  (void)arg;
+  free(context);
+}
+
+/* Answers "<context length>:<its first 8 bytes>|<input>|<pid>|<defines>". */
+static int context_work(void *arg, void *context, const void *input,
+                        size_t len, ff_buf_t *out) {
+  (void)arg;
+  const char *c = context ? context : "";
+  char res[256];
+  int k = snprintf(res, sizeof(res), "%zu:%.8s|%.*s|%d|%d", strlen(c), c,
+                   (int)(len < 64 ? len : 64), (const char *)input,
+                   (int)getpid(), defines_here);
+  return ff_buf_set(out, res, (size_t)k);
+}
+
+static ff_pool_t *make_context_pool(unsigned workers) {
+  ff_pool_options_t o;
+  ff_pool_options_init(&o);
+  o.workers = workers;
+  o.work = context_work;
+  o.define_context = context_define;
+  o.free_context = context_free;
+  ff_pool_t *pool = NULL;
+  assert_int_equal(ff_pool_create(&pool, &o), 0);
+  return pool;
+}
+
+static ff_context_t *make_context(ff_pool_t *pool, const char *text,
+                                  size_t len) {
+  ff_context_t *c = NULL;
+  assert_int_equal(ff_context_create(pool, text, len, &c), 0);
+  return c;
+}
+
+static ff_task_t *submit_in(ff_pool_t *pool, ff_context_t *c, int i) {
+  char msg[32];
+  int k = snprintf(msg, sizeof(msg), "item%d", i);
+  ff_task_t *task = NULL;
+  assert_int_equal(
+      ff_pool_submit(pool, c, msg, (size_t)k, 0, NULL, NULL, &task), 0);
+  return task;
+}
+
+static void test_context_sent_once_per_worker(void **state) {
+  (void)state;
+  ff_pool_t *pool = make_context_pool(2);
+  ff_context_t *c = make_context(pool, "alpha", 5);
+  enum { N = 200 };
+  ff_task_t *tasks[N];
+  for (int i = 0; i < N; i++) tasks[i] = submit_in(pool, c, i);
+  ff_context_release(c); /* the tasks hold their own references */
+  for (int i = 0; i < N; i++) {
+    assert_int_equal(ff_task_wait(tasks[i], 30), 0);
+    assert_int_equal(ff_task_status(tasks[i]), 0);
+    const char *res = ff_task_result(tasks[i], NULL);
+    char expected[64];
+    snprintf(expected, sizeof(expected), "5:alpha|item%d|", i);
+    assert_memory_equal(res, expected, strlen(expected));
+    int pid, defines;
+    assert_int_equal(sscanf(res + strlen(expected), "%d|%d", &pid, &defines),
+                     2);
+    /* One context, so each worker defined it exactly once. */
+    assert_int_equal(defines, 1);
+    ff_task_release(tasks[i]);
+  }
+  ff_pool_destroy(pool);
+  assert_no_children();
+}
+
+static void test_context_eviction(void **state) {
+  (void)state;
+  /* More live contexts than a worker keeps: tasks alternate between them,
+   * so workers evict and define again, and every task still sees its own. */
+  ff_pool_t *pool = make_context_pool(2);
+  enum { CONTEXTS = 12, ROUNDS = 20 };
+  ff_context_t *contexts[CONTEXTS];
+  char names[CONTEXTS][16];
+  for (int k = 0; k < CONTEXTS; k++) {
+    snprintf(names[k], sizeof(names[k]), "ctx%02d", k);
+    contexts[k] = make_context(pool, names[k], strlen(names[k]));
+  }
+  ff_task_t *tasks[CONTEXTS * ROUNDS];
+  for (int r = 0; r < ROUNDS; r++)
+    for (int k = 0; k < CONTEXTS; k++)
+      tasks[r * CONTEXTS + k] = submit_in(pool, contexts[k], r);
+  for (int r = 0; r < ROUNDS; r++) {
+    for (int k = 0; k < CONTEXTS; k++) {
+      ff_task_t *t = tasks[r * CONTEXTS + k];
+      assert_int_equal(ff_task_wait(t, 30), 0);
+      assert_int_equal(ff_task_status(t), 0);
+      char expected[256];
+      snprintf(expected, sizeof(expected), "5:%.5s|item%d|", names[k], r);
+      assert_memory_equal(ff_task_result(t, NULL), expected,
+                          strlen(expected));
+      ff_task_release(t);
+    }
+  }
+  for (int k = 0; k < CONTEXTS; k++) ff_context_release(contexts[k]);
+  ff_pool_destroy(pool);
+}
+
+static void test_context_define_failure(void **state) {
+  (void)state;
+  ff_pool_t *pool = make_context_pool(1);
+  ff_context_t *bad = make_context(pool, "fail", 4);
+  ff_task_t *task = submit_in(pool, bad, 1);
+  assert_int_equal(ff_task_wait(task, 30), 0);
+  assert_int_equal(ff_task_status(task), FF_ETASKFAILED);
+  size_t len;
+  const char *detail = ff_task_result(task, &len);
+  assert_int_equal(len, 13);
+  assert_memory_equal(detail, "cannot define", 13);
+  ff_task_release(task);
+  ff_context_release(bad);
+  /* The worker and the pool carry on. */
+  ff_context_t *good = make_context(pool, "fine", 4);
+  task = submit_in(pool, good, 2);
+  assert_int_equal(ff_task_wait(task, 30), 0);
+  assert_int_equal(ff_task_status(task), 0);
+  ff_task_release(task);
+  ff_context_release(good);
+  ff_pool_destroy(pool);
+}
+
+static void test_context_larger_than_ring(void **state) {
+  (void)state;
+  /* A context of 3 MiB travels in fragments through a 1 MiB ring. */
+  ff_pool_t *pool = make_context_pool(2);
+  size_t size = 3u << 20;
+  char *big = malloc(size + 1);
+  assert_non_null(big);
+  for (size_t i = 0; i < size; i++) big[i] = (char)('a' + i % 26);
+  big[size] = 0;
+  ff_context_t *c = make_context(pool, big, size);
+  free(big);
+  ff_task_t *tasks[8];
+  for (int i = 0; i < 8; i++) tasks[i] = submit_in(pool, c, i);
+  ff_context_release(c);
+  for (int i = 0; i < 8; i++) {
+    assert_int_equal(ff_task_wait(tasks[i], 30), 0);
+    assert_int_equal(ff_task_status(tasks[i]), 0);
+    char expected[64];
+    snprintf(expected, sizeof(expected), "%zu:abcdefgh|item%d|", size, i);
+    assert_memory_equal(ff_task_result(tasks[i], NULL), expected,
+                        strlen(expected));
+    ff_task_release(tasks[i]);
+  }
+  ff_pool_destroy(pool);
+}
+
+static void test_context_needs_define_callback(void **state) {
+  (void)state;
+  ff_pool_t *pool = make_pool(1, NULL);
+  ff_context_t *c = NULL;
+  assert_int_equal(ff_context_create(pool, "x", 1, &c), -EINVAL);
+  ff_pool_destroy(pool);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup(test_create_destroy, setup_alarm),
@@ -553,6 +733,11 @@ int main(void) {
       cmocka_unit_test_setup(test_queue_dropped_early, setup_alarm),
       cmocka_unit_test_setup(test_cancel, setup_alarm),
       cmocka_unit_test_setup(test_wait_timeout, setup_alarm),
+      cmocka_unit_test_setup(test_context_sent_once_per_worker, setup_alarm),
+      cmocka_unit_test_setup(test_context_eviction, setup_alarm),
+      cmocka_unit_test_setup(test_context_define_failure, setup_alarm),
+      cmocka_unit_test_setup(test_context_larger_than_ring, setup_alarm),
+      cmocka_unit_test_setup(test_context_needs_define_callback, setup_alarm),
   };
   /* FF_TEST_FILTER=name_pattern runs a subset, for debugging. */
   const char *filter = getenv("FF_TEST_FILTER");
