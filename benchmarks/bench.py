@@ -9,18 +9,24 @@ Implementations (each with 2 workers):
     loky                   loky.ProcessPoolExecutor (optional: "n/a" if missing)
     mpire                  mpire.WorkerPool(keep_alive=True) (optional)
 
-Workloads (all tasks are ``tasks.noop``, so only runtime overhead is measured):
+Workloads (W1-W4 run ``tasks.noop``, so only runtime overhead is measured):
 
     W1  sequential round trip, 2,000 calls after warm-up:
         pools ``apply(noop)``, executors ``submit(noop).result()``,
         mpire ``apply(noop)``                                   -> µs per call
-    W2  ``imap_unordered(noop, range(20_000), chunksize=1)``;
+    W2  ``imap_unordered(noop, range(50_000), chunksize=1)``;
         executors ``map(noop, ..., chunksize=1)``               -> tasks/s
     W3  ``map(noop, range(1_000_000))`` with the default chunksize;
         executors ``map(..., chunksize=10_000)`` (chunksize=1 would take
         minutes)                                                -> tasks/s
     W4  cold start: create the pool, first result, close/join;
         executors: construct, ``submit(noop).result()``, shutdown -> ms
+    W5  ``map(numpy_task, range(64))``: 64 CPU-bound NumPy tasks of about
+        20 ms; a serial run in this process is measured in the same rounds,
+        and the efficiency is serial / (parallel x 2)           -> s
+    W6  ``map(busy_wait, durations)``: 10,000 CPU-bound tasks of 1-10 ms
+        (uniform, fixed seed), default chunksize; the ideal makespan is
+        sum(durations) / 2                                      -> s
 
 Method: for each workload the implementations run in interleaved rounds
 (A B C ..., A B C ..., ...), ``--rounds`` times, and the medians are reported.
@@ -35,8 +41,10 @@ Usage::
     python benchmarks/bench.py [--rounds N] [--quick] [--only W1,W3]
                                [--timeout SECONDS] [--output FILE]
 
-``--quick`` is a smoke run: 3 rounds of 500 / 5,000 / 200,000 tasks for
-W1 / W2 / W3. ``--timeout`` abandons a sample that takes longer (recorded as an
+``--quick`` is a smoke run: 3 rounds of 500 / 5,000 / 200,000 / 16 / 1,000
+tasks for W1 / W2 / W3 / W5 / W6. W6 runs ``--w6-rounds`` rounds (default 1:
+each takes about 28 s per implementation at full size). A default run takes
+about ten minutes. ``--timeout`` abandons a sample that takes longer (recorded as an
 error). The exit status is 1 if a forkfarm implementation failed, else 0; the
 timings themselves are never asserted on.
 """
@@ -69,12 +77,13 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
-from tasks import noop  # noqa: E402  (needs the sys.path entry above)
+from tasks import busy_wait, noop, numpy_task  # noqa: E402  (needs the sys.path entry above)
 
 WORKERS = 2
 WARMUP_CALLS = 50
 EXECUTOR_W3_CHUNKSIZE = 10_000
 BASELINE = "forkfarm.Pool"
+SERIAL = "serial (this process)"
 DEFAULT_OUTPUT = HERE / "results" / "latest.json"
 
 
@@ -117,6 +126,11 @@ class Impl:
         """W3: map over range(n); returns the number of results received."""
         raise NotImplementedError
 
+    def compute(self, h: Any, func: Callable[[Any], Any], items: list[Any]) -> int:
+        """W5/W6: map func over items with the default chunksize; returns
+        the number of results."""
+        raise NotImplementedError
+
     def close(self, h: Any) -> None:
         """Graceful shutdown, waiting for the workers."""
         raise NotImplementedError
@@ -147,6 +161,9 @@ class PoolImpl(Impl):
     def bulk_map(self, h: Any, n: int) -> int:
         return len(h.map(noop, range(n)))
 
+    def compute(self, h: Any, func: Callable[[Any], Any], items: list[Any]) -> int:
+        return len(h.map(func, items))
+
     def close(self, h: Any) -> None:
         h.close()
         h.join()
@@ -176,6 +193,9 @@ class ExecutorImpl(Impl):
 
     def bulk_map(self, h: Any, n: int) -> int:
         return sum(1 for _ in h.map(noop, range(n), chunksize=EXECUTOR_W3_CHUNKSIZE))
+
+    def compute(self, h: Any, func: Callable[[Any], Any], items: list[Any]) -> int:
+        return sum(1 for _ in h.map(func, items))
 
     def close(self, h: Any) -> None:
         h.shutdown(wait=True)
@@ -215,7 +235,7 @@ class MpireImpl(Impl):
     def warmup(self, h: Any, workload: str) -> None:
         if workload == "W2":
             _expect(self.unordered(h, WARMUP_CALLS), WARMUP_CALLS)
-        elif workload == "W3":
+        elif workload in ("W3", "W5", "W6"):
             _expect(self.bulk_map(h, WARMUP_CALLS), WARMUP_CALLS)
         else:
             super().warmup(h, workload)
@@ -225,6 +245,9 @@ class MpireImpl(Impl):
 
     def bulk_map(self, h: Any, n: int) -> int:
         return len(h.map(noop, range(n)))
+
+    def compute(self, h: Any, func: Callable[[Any], Any], items: list[Any]) -> int:
+        return len(h.map(func, items))
 
     def close(self, h: Any) -> None:
         h.stop_and_join()
@@ -299,10 +322,19 @@ class Sizes:
     w1_calls: int
     w2_tasks: int
     w3_tasks: int
+    w5_tasks: int
+    w6_tasks: int
+
+    def w6_durations(self) -> list[float]:
+        """W6's task lengths: uniform in 1-10 ms, the same in every run."""
+        import random
+
+        rng = random.Random(20261124)
+        return [rng.uniform(0.001, 0.010) for _ in range(self.w6_tasks)]
 
 
-FULL = Sizes(w1_calls=2_000, w2_tasks=20_000, w3_tasks=1_000_000)
-QUICK = Sizes(w1_calls=500, w2_tasks=5_000, w3_tasks=200_000)
+FULL = Sizes(w1_calls=2_000, w2_tasks=50_000, w3_tasks=1_000_000, w5_tasks=64, w6_tasks=10_000)
+QUICK = Sizes(w1_calls=500, w2_tasks=5_000, w3_tasks=200_000, w5_tasks=16, w6_tasks=1_000)
 
 
 class SampleTimeout(Exception):
@@ -337,9 +369,13 @@ class Workload:
     fresh_pool_timed: bool  # True: pool life is inside the timed region (W4)
 
     def size(self, sizes: Sizes) -> int:
-        return {"W1": sizes.w1_calls, "W2": sizes.w2_tasks, "W3": sizes.w3_tasks}.get(
-            self.key, 1
-        )
+        return {
+            "W1": sizes.w1_calls,
+            "W2": sizes.w2_tasks,
+            "W3": sizes.w3_tasks,
+            "W5": sizes.w5_tasks,
+            "W6": sizes.w6_tasks,
+        }.get(self.key, 1)
 
     def describe(self, impl_kind: str, sizes: Sizes) -> str:
         n = self.size(sizes)
@@ -354,6 +390,10 @@ class Workload:
             if impl_kind == "executor":
                 return f"map(noop, range({n:,}), chunksize={EXECUTOR_W3_CHUNKSIZE:,})"
             return f"map(noop, range({n:,}))"
+        if self.key == "W5":
+            return f"map(numpy_task, range({n}))"
+        if self.key == "W6":
+            return f"map(busy_wait, {n:,} durations of 1-10 ms)"
         if impl_kind == "executor":
             return "construct + submit(noop).result() + shutdown(wait=True)"
         return "Pool(2) + apply(noop) + close() + join()"
@@ -368,6 +408,11 @@ class Workload:
             _expect(impl.unordered(h, sizes.w2_tasks), sizes.w2_tasks)
         elif self.key == "W3":
             _expect(impl.bulk_map(h, sizes.w3_tasks), sizes.w3_tasks)
+        elif self.key == "W5":
+            _expect(impl.compute(h, numpy_task, list(range(sizes.w5_tasks))), sizes.w5_tasks)
+        elif self.key == "W6":
+            durations = sizes.w6_durations()
+            _expect(impl.compute(h, busy_wait, durations), len(durations))
         else:
             raise ValueError(self.key)
 
@@ -378,6 +423,8 @@ class Workload:
             return sizes.w2_tasks / seconds  # tasks/s
         if self.key == "W3":
             return sizes.w3_tasks / seconds  # tasks/s
+        if self.key in ("W5", "W6"):
+            return seconds
         return seconds * 1e3  # ms
 
 
@@ -388,8 +435,79 @@ WORKLOADS: dict[str, Workload] = {
         Workload("W2", "imap_unordered, chunksize=1", "tasks/s", True, False),
         Workload("W3", "map, default chunksize", "tasks/s", True, False),
         Workload("W4", "cold start: create, first result, close/join", "ms", False, True),
+        Workload("W5", "64 NumPy tasks of ~20 ms", "s", False, False),
+        Workload("W6", "10,000 tasks of 1-10 ms, default chunksize", "s", False, False),
     )
 }
+
+#: The issue's targets, checked on the medians (and never asserted on).
+TARGETS: dict[str, str] = {
+    "W1": ">= 10x multiprocessing.Pool and >= 10x ProcessPoolExecutor",
+    "W2": ">= 10x multiprocessing.Pool's throughput",
+    "W3": ">= 2x multiprocessing.Pool",
+    "W4": "<= 1/2 of multiprocessing.Pool (fork)",
+    "W5": ">= 0.95 of the ideal 2-core speedup, and no peer faster (beyond 2% noise)",
+    "W6": "makespan within 5% of the ideal",
+}
+
+
+def serial_seconds(key: str, sizes: Sizes) -> float:
+    """W5's reference: the same tasks run one after another here."""
+    assert key == "W5"
+    numpy_task(0)  # warm up NumPy
+    start = time.perf_counter()
+    for seed in range(sizes.w5_tasks):
+        numpy_task(seed)
+    return time.perf_counter() - start
+
+
+def ideal_seconds(key: str, sizes: Sizes, serial: float | None) -> float | None:
+    """The best a 2-worker pool can do: half the serial time."""
+    if key == "W5":
+        return None if serial is None else serial / WORKERS
+    if key == "W6":
+        return sum(sizes.w6_durations()) / WORKERS
+    return None
+
+
+def target_status(key: str, cells: dict[str, Cell], ideal: float | None) -> str | None:
+    """'met' or 'NOT met' (with the figure that decides), from medians."""
+    base = cells.get(BASELINE)
+    base_median = base.median if base and not base.error else None
+    if base_median is None:
+        return None
+    w = WORKLOADS[key]
+
+    def vs(name: str) -> float | None:
+        cell = cells.get(name)
+        return ratio(w, cell.median if cell else None, base_median)
+
+    checks: list[tuple[bool, str]] = []
+    if key in ("W1", "W2", "W3", "W4"):
+        need = {"W1": 10.0, "W2": 10.0, "W3": 2.0, "W4": 2.0}[key]
+        peers = ["multiprocessing.Pool"] + (["ProcessPoolExecutor"] if key == "W1" else [])
+        for peer in peers:
+            r = vs(peer)
+            if r is not None:
+                checks.append((r >= need, f"{r:.2f}x {peer}"))
+    elif key == "W5" and ideal:
+        efficiency = ideal / base_median
+        checks.append((efficiency >= 0.95, f"efficiency {efficiency:.3f}"))
+        # Within 2% is the noise of this machine between runs of the same
+        # pool: "faster" means beyond it.
+        faster = [
+            n
+            for n, c in cells.items()
+            if n not in (BASELINE, SERIAL) and c.median and c.median < base_median * 0.98
+        ]
+        checks.append((not faster, "no peer faster" if not faster else "faster: " + ", ".join(faster)))
+    elif key == "W6" and ideal:
+        over = base_median / ideal
+        checks.append((over <= 1.05, f"makespan {over:.3f}x ideal"))
+    if not checks:
+        return None
+    met = all(ok for ok, _ in checks)
+    return ("met" if met else "NOT met") + " (" + "; ".join(text for _, text in checks) + ")"
 
 
 @dataclass
@@ -469,10 +587,17 @@ class Runner:
         self, w: Workload, candidates: Sequence[Candidate], rounds: int
     ) -> dict[str, Cell]:
         cells: dict[str, Cell] = {}
+        if w.key == "W5":
+            cells[SERIAL] = Cell()
         for c in candidates:
             cells[c.name] = Cell(error=c.error, unavailable=c.unavailable)
         for r in range(rounds):
             parts: list[str] = []
+            if w.key == "W5":
+                gc.collect()
+                value = serial_seconds(w.key, self.sizes)
+                cells[SERIAL].samples.append(value)
+                parts.append(f"{SERIAL}={fmt_value(value, w.unit)}")
             for c in candidates:
                 cell = cells[c.name]
                 if c.impl is None or cell.error is not None:
@@ -500,6 +625,8 @@ class Runner:
 def fmt_value(v: float, unit: str) -> str:
     if unit == "tasks/s":
         return f"{v:,.0f}"
+    if unit == "s":
+        return f"{v:.3f}"
     if v >= 100:
         return f"{v:,.0f}"
     return f"{v:.1f}"
@@ -546,6 +673,24 @@ def machine_info() -> dict[str, Any]:
     }
 
 
+def ideal_figure(key: str, median: float, ideal: float) -> str:
+    """W5: the efficiency against the ideal speedup; W6: the makespan over
+    the ideal one."""
+    if key == "W5":
+        return f"efficiency {ideal / median:.3f}"
+    return f"{median / ideal:.3f}x ideal"
+
+
+def workload_ideals(results: dict[str, dict[str, Cell]], sizes: Sizes) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for key, cells in results.items():
+        serial = cells.get(SERIAL)
+        ideal = ideal_seconds(key, sizes, serial.median if serial else None)
+        if ideal:
+            out[key] = ideal
+    return out
+
+
 def print_report(
     results: dict[str, dict[str, Cell]],
     candidates: Sequence[Candidate],
@@ -555,6 +700,7 @@ def print_report(
     vers: dict[str, str | None],
     wall: float,
 ) -> None:
+    ideals = workload_ideals(results, sizes)
     kinds = {c.name: (c.impl.kind if c.impl else "pool") for c in candidates}
     print()
     print(
@@ -598,9 +744,20 @@ def print_report(
                 rv = ratio(w, med, base_median)
                 rel = "n/a" if rv is None else f"{rv:.2f}x"
             line = f"  {name:<{width}}{fmt_value(med, w.unit):>12}{spread:>24}{rel:>14}"
+            ideal = ideals.get(key)
+            if ideal:
+                line += f"  {ideal_figure(key, med, ideal)}"
             if cell.error:
                 line += f"  ({len(cell.samples)} rounds, then {cell.error[:60]})"
             print(line)
+        serial = cells.get(SERIAL)
+        if serial and serial.median is not None:
+            print(f"  {SERIAL:<{width}}{fmt_value(serial.median, w.unit):>12}")
+        if ideals.get(key):
+            print(f"  ideal (2 workers): {ideals[key]:.3f} s")
+        status = target_status(key, cells, ideals.get(key))
+        if status:
+            print(f"  target: {TARGETS[key]}: {status}")
 
     print()
     print("Ratios: peer cost / forkfarm.Pool cost (µs or ms ratio, or inverse of the")
@@ -634,6 +791,7 @@ def write_json(
     wall: float,
 ) -> None:
     workloads: dict[str, Any] = {}
+    ideals = workload_ideals(results, sizes)
     for key, cells in results.items():
         w = WORKLOADS[key]
         base = cells.get(BASELINE)
@@ -653,11 +811,29 @@ def write_json(
                 "error": cell.error or cell.unavailable,
                 "traceback": cell.traceback,
             }
+        ideal = ideals.get(key)
+        if ideal:
+            for name, entry in impls.items():
+                med = entry["median"]
+                entry["vs_ideal"] = None if not med else (
+                    ideal / med if key == "W5" else med / ideal
+                )
+        serial = cells.get(SERIAL)
         workloads[key] = {
             "title": w.title,
             "unit": w.unit,
             "higher_is_better": w.higher_is_better,
             "size": w.size(sizes) if key != "W4" else None,
+            "rounds": len(cells[BASELINE].samples) if BASELINE in cells else None,
+            "serial_median": serial.median if serial else None,
+            "serial_samples": serial.samples if serial else None,
+            "ideal_seconds": ideal,
+            "vs_ideal_definition": (
+                "efficiency = ideal / median" if key == "W5"
+                else "median / ideal" if key == "W6" else None
+            ),
+            "target": TARGETS.get(key),
+            "target_status": target_status(key, cells, ideal),
             "implementations": impls,
         }
     doc = {
@@ -674,6 +850,8 @@ def write_json(
             "W1_calls": sizes.w1_calls,
             "W2_tasks": sizes.w2_tasks,
             "W3_tasks": sizes.w3_tasks,
+            "W5_tasks": sizes.w5_tasks,
+            "W6_tasks": sizes.w6_tasks,
         },
         "machine": info,
         "versions": vers,
@@ -694,6 +872,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--rounds", type=int, default=None, help="interleaved rounds (default 5, 3 with --quick)"
     )
     p.add_argument("--quick", action="store_true", help="fewer iterations: a smoke run")
+    p.add_argument(
+        "--w6-rounds", type=int, default=1, help="rounds of W6, the long one (default 1)"
+    )
+    p.add_argument(
+        "--no-plot", action="store_true", help="do not redraw docs/benchmarks.png"
+    )
     p.add_argument("--only", default=None, help="comma-separated workloads, e.g. W1,W3")
     p.add_argument(
         "--timeout",
@@ -732,7 +916,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     results: dict[str, dict[str, Cell]] = {}
     for key in ns.only:
-        results[key] = runner.run_workload(WORKLOADS[key], candidates, ns.rounds)
+        rounds = ns.w6_rounds if key == "W6" else ns.rounds
+        results[key] = runner.run_workload(WORKLOADS[key], candidates, rounds)
     wall = time.perf_counter() - t0
 
     print_report(results, candidates, sizes, ns.rounds, info, vers, wall)
@@ -740,6 +925,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         ns.output, results, candidates, sizes, ns.rounds, ns.quick, info, vers, started, wall
     )
     print(f"\nwrote {ns.output}")
+    if not ns.no_plot:
+        try:
+            import plot
+
+            print(f"wrote {plot.draw(ns.output)}")
+        except ImportError as exc:
+            print(f"no plot: {_describe(exc)}", file=sys.stderr)
 
     failed = any(
         results[k][name].error for k in results for name in ("forkfarm.Pool", "forkfarm.Executor")

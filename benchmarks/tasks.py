@@ -25,3 +25,26 @@ def pid_then_sleep(fd: int, seconds: float) -> None:
 
     os.write(fd, str(os.getpid()).encode())
     time.sleep(seconds)
+
+
+def numpy_task(seed: int) -> float:
+    """W5: about 20 ms of NumPy work on this kind of machine (elementwise
+    math and sorting: no BLAS, so no hidden threads)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    a = rng.random(125_000)
+    for _ in range(3):
+        a = np.sort(np.sin(a) * 1.5 + np.sqrt(a))
+    return float(a[seed % a.size])
+
+
+def busy_wait(seconds: float) -> float:
+    """W6: keeps a core busy for the given time, as a CPU-bound task of
+    known length would."""
+    import time
+
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+    return seconds

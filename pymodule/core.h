@@ -59,6 +59,24 @@ typedef struct {
  * order (loads first). */
 #define FFPY_WORKER_CONTEXT_FIELDS 9
 
+/* A map chunk's result that is a list of ints (each fitting 64 bits) or of
+ * floats travels as a compact array rather than a pickle: a 16-byte header
+ * (FFPY_COMPACT_MAGIC, the kind, the count) and the 8-byte values. A pickle
+ * never starts with the magic (pickles start with the PROTO opcode). */
+#define FFPY_COMPACT_MAGIC "\xff" "FFL"
+#define FFPY_COMPACT_HEADER 16u
+#define FFPY_COMPACT_INTS 'i'
+#define FFPY_COMPACT_FLOATS 'd'
+/* Lists shorter than this are pickled: the gain would not show. */
+#define FFPY_COMPACT_MIN_ITEMS 64
+
+/* Writes value into out in the compact encoding if it applies: 1, else 0
+ * (out untouched), or -1 on a memory error. */
+int ffpy_compact_encode(PyObject *value, ff_buf_t *out);
+/* Decodes a result: the compact encoding in C, anything else with loads
+ * (called on a memoryview of data). */
+PyObject *ffpy_decode(const char *data, size_t length, PyObject *loads);
+
 /* Fills the runtime's options with the worker callbacks and fork hooks. */
 void ffpy_worker_options(ff_pool_options_t *options,
                          ffpy_worker_context_t *context);

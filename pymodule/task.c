@@ -129,6 +129,24 @@ static PyObject *task_payload(ffpy_task_t *self, PyObject *unused) {
   return PyBytes_FromStringAndSize(data, (Py_ssize_t)length);
 }
 
+/* value(loads): the decoded result of a task that succeeded, without a
+ * copy of its bytes; None stands for a task that did not succeed (see
+ * outcome()), so callers check ok() first when None is a valid result. */
+static PyObject *task_value(ffpy_task_t *self, PyObject *loads) {
+  if (ff_task_status(self->task) != 0) {
+    PyErr_SetString(PyExc_ValueError, "the task did not succeed");
+    return NULL;
+  }
+  size_t length = 0;
+  const char *data = ff_task_result(self->task, &length);
+  return ffpy_decode(data ? data : "", length, loads);
+}
+
+static PyObject *task_ok(ffpy_task_t *self, PyObject *unused) {
+  (void)unused;
+  return PyBool_FromLong(ff_task_status(self->task) == 0);
+}
+
 static PyObject *task_get_id(ffpy_task_t *self, void *closure) {
   (void)closure;
   return PyLong_FromUnsignedLongLong(ff_task_id(self->task));
@@ -148,6 +166,10 @@ static PyMethodDef task_methods[] = {
      "(status, payload, (pid, exit_code, signal)) once settled, else None."},
     {"run_ns", (PyCFunction)task_run_ns, METH_NOARGS,
      "Nanoseconds the worker spent running the task (0 until finished)."},
+    {"value", (PyCFunction)task_value, METH_O,
+     "value(loads) -> object: the decoded result of a task that succeeded."},
+    {"ok", (PyCFunction)task_ok, METH_NOARGS,
+     "True once the task has finished with a result."},
     {"payload", (PyCFunction)task_payload, METH_NOARGS,
      "The result bytes when the task succeeded, else None."},
     {NULL, NULL, 0, NULL},

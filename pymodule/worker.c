@@ -152,6 +152,15 @@ static int worker_work(void *arg, void *context, const void *input,
   PyEval_RestoreThread(saved_thread_state);
   PyObject *value = run_task(c, context, input, length);
   PyObject *encoded = NULL;
+  if (value != NULL && context != NULL) {
+    /* A map chunk's list of ints or floats skips pickle. */
+    int compact = ffpy_compact_encode(value, out);
+    if (compact != 0) {
+      Py_DECREF(value);
+      saved_thread_state = PyEval_SaveThread();
+      return compact > 0 ? 0 : -1;
+    }
+  }
   if (value != NULL) {
     PyObject *args[2] = {value, c->protocol};
     encoded = PyObject_Vectorcall(c->dumps, args, 2, NULL);

@@ -6,7 +6,9 @@ encodings, so that both sides agree in one place:
 - a call is a pickled ``(func, args, kwds)`` tuple;
 - a map sends its ``(kind, func)`` once per worker, as the context of its
   tasks (:func:`encode_function`), and each chunk is a pickled list of items;
-- a result is the pickled value; a failure is flagged by the runtime and
+- a result is the pickled value (a map chunk's list of ints or floats
+  travels as a compact array, ``pymodule/compact.c``); a failure is flagged
+  by the runtime and
   carries :func:`encode_error`'s bytes: the exception, with the worker's
   traceback attached.
 """
@@ -89,10 +91,10 @@ def encode_result_error(exc: BaseException, value: Any) -> bytes:
     return encode_error(MaybeEncodingError(exc, value))
 
 
-def decode_result(payload: bytes) -> Any:
-    """Returns the value of a task that succeeded."""
+def decode_result(task: Any) -> Any:
+    """Returns the value of a task that succeeded (a ``_core.Task``)."""
     try:
-        return loads(payload)
+        return task.value(loads)
     except BaseException as exc:  # noqa: BLE001
         raise pickle.UnpicklingError(
             f"the result of the task could not be unpickled: {exc!r}"

@@ -119,10 +119,9 @@ def _outcome_error(task: _core.Task) -> BaseException:
 
 def task_value(task: _core.Task) -> Any:
     """The value of a finished task, or raises its exception."""
-    payload = task.payload()
-    if payload is None:
+    if not task.ok():
         raise _outcome_error(task)
-    return _protocol.decode_result(payload)
+    return _protocol.decode_result(task)
 
 
 class ApplyResult(Generic[_T]):

@@ -287,3 +287,28 @@ def sleep_then_identity(x: Any) -> Any:
 def sleep_then_pid(_: Any) -> int:
     time.sleep(0.002)
     return os.getpid()
+
+
+def as_float(x: int) -> float:
+    return x / 7
+
+
+def big_when_last(x: int) -> int:
+    # One int beyond 64 bits in a chunk of small ones.
+    return 2**70 + x if x == 999 else x
+
+
+def true_when_even(x: int) -> int | bool:
+    return True if x % 2 == 0 else x
+
+
+class MyInt(int):
+    pass
+
+
+def my_int(x: int) -> int:
+    return MyInt(x)
+
+
+def special_float(x: int) -> float:
+    return [float("nan"), -0.0, float("inf"), float("-inf"), 1e308, 5e-324][x % 6]

@@ -130,3 +130,44 @@ class TestRunTime:
         assert result.get(timeout=30) == "x"
         assert result._task is not None
         assert result._task.run_ns() >= 45_000_000
+
+
+class TestCompactResults:
+    """A chunk's list of ints or floats skips pickle; every value and type
+    must come back exactly as pickle would bring it."""
+
+    def test_ints(self, pool: forkfarm.Pool) -> None:
+        got = pool.map(helpers.square, range(-5000, 5000), chunksize=1000)
+        assert got == [x * x for x in range(-5000, 5000)]
+        assert all(type(v) is int for v in got)
+
+    def test_extreme_ints(self, pool: forkfarm.Pool) -> None:
+        values = [2**63 - 1, -(2**63)] * 100
+        assert pool.map(helpers.identity, values, chunksize=200) == values
+
+    def test_big_int_falls_back_to_pickle(self, pool: forkfarm.Pool) -> None:
+        got = pool.map(helpers.big_when_last, range(1000), chunksize=1000)
+        assert got == [2**70 + x if x == 999 else x for x in range(1000)]
+
+    def test_bools_stay_bools(self, pool: forkfarm.Pool) -> None:
+        got = pool.map(helpers.true_when_even, range(500), chunksize=500)
+        assert got == [True if x % 2 == 0 else x for x in range(500)]
+        assert [type(v) for v in got[:2]] == [bool, int]
+
+    def test_int_subclass_kept(self, pool: forkfarm.Pool) -> None:
+        got = pool.map(helpers.my_int, range(200), chunksize=200)
+        assert all(type(v) is helpers.MyInt for v in got)
+
+    def test_floats(self, pool: forkfarm.Pool) -> None:
+        got = pool.map(helpers.as_float, range(3000), chunksize=3000)
+        assert got == [x / 7 for x in range(3000)]
+        assert all(type(v) is float for v in got)
+
+    def test_special_floats_bit_exact(self, pool: forkfarm.Pool) -> None:
+        import math
+        import struct
+
+        got = pool.map(helpers.special_float, range(600), chunksize=600)
+        want = [helpers.special_float(x) for x in range(600)]
+        assert [struct.pack("<d", v) for v in got] == [struct.pack("<d", v) for v in want]
+        assert math.isnan(got[0]) and math.copysign(1.0, got[1]) == -1.0
