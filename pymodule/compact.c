@@ -96,6 +96,60 @@ static PyObject *compact_decode(const char *data, size_t length) {
   return list;
 }
 
+/* A compact payload of one int or float, or NULL (no exception) when item is
+ * neither or does not fit. */
+static PyObject *compact_singleton(PyObject *item) {
+  char kind;
+  int64_t raw;
+  if (PyLong_CheckExact(item)) {
+    int overflow = 0;
+    long long v = PyLong_AsLongLongAndOverflow(item, &overflow);
+    if (overflow) return NULL;
+    kind = FFPY_COMPACT_INTS;
+    raw = (int64_t)v;
+  } else if (PyFloat_CheckExact(item)) {
+    double d = PyFloat_AS_DOUBLE(item);
+    memcpy(&raw, &d, sizeof(raw));
+    kind = FFPY_COMPACT_FLOATS;
+  } else {
+    return NULL;
+  }
+  char buf[FFPY_COMPACT_HEADER + 8];
+  memcpy(buf, FFPY_COMPACT_MAGIC, 4);
+  memset(buf + 4, 0, 4);
+  buf[4] = kind;
+  uint64_t count = 1;
+  memcpy(buf + 8, &count, sizeof(count));
+  memcpy(buf + FFPY_COMPACT_HEADER, &raw, sizeof(raw));
+  return PyBytes_FromStringAndSize(buf, (Py_ssize_t)sizeof(buf));
+}
+
+PyObject *ffpy_encode_singletons(PyObject *items, PyObject *dumps,
+                                 PyObject *protocol) {
+  PyObject *seq = PySequence_Fast(items, "items must be a sequence");
+  if (seq == NULL) return NULL;
+  Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+  PyObject *out = PyList_New(n);
+  for (Py_ssize_t i = 0; out != NULL && i < n; i++) {
+    PyObject *item = PySequence_Fast_GET_ITEM(seq, i);
+    PyObject *payload = compact_singleton(item);
+    if (payload == NULL && !PyErr_Occurred()) {
+      PyObject *one = PyList_New(1);
+      if (one != NULL) {
+        Py_INCREF(item);
+        PyList_SET_ITEM(one, 0, item);
+        PyObject *args[2] = {one, protocol};
+        payload = PyObject_Vectorcall(dumps, args, 2, NULL);
+        Py_DECREF(one);
+      }
+    }
+    if (payload == NULL) Py_CLEAR(out);
+    else PyList_SET_ITEM(out, i, payload);
+  }
+  Py_DECREF(seq);
+  return out;
+}
+
 PyObject *ffpy_decode(const char *data, size_t length, PyObject *loads) {
   if (length >= FFPY_COMPACT_HEADER &&
       memcmp(data, FFPY_COMPACT_MAGIC, 4) == 0)

@@ -67,14 +67,18 @@ typedef struct {
 #define FFPY_COMPACT_HEADER 16u
 #define FFPY_COMPACT_INTS 'i'
 #define FFPY_COMPACT_FLOATS 'd'
-/* Lists shorter than this are pickled: the gain would not show. */
-#define FFPY_COMPACT_MIN_ITEMS 64
+/* Lists shorter than this are pickled. */
+#define FFPY_COMPACT_MIN_ITEMS 1
 
 /* Writes value into out in the compact encoding if it applies: 1, else 0
  * (out untouched), or -1 on a memory error. */
 int ffpy_compact_encode(PyObject *value, ff_buf_t *out);
-/* Decodes a result: the compact encoding in C, anything else with loads
- * (called on a memoryview of data). */
+/* The chunks of one item each of a map with chunksize 1: a list of
+ * payloads, compact for ints and floats, dumps([item], protocol) else. */
+PyObject *ffpy_encode_singletons(PyObject *items, PyObject *dumps,
+                                 PyObject *protocol);
+/* Decodes a message or a result: the compact encoding in C, anything else
+ * with loads (called on a memoryview of data). */
 PyObject *ffpy_decode(const char *data, size_t length, PyObject *loads);
 
 /* Fills the runtime's options with the worker callbacks and fork hooks. */

@@ -8,7 +8,19 @@ static PyObject *core_strerror(PyObject *module, PyObject *arg) {
   return PyUnicode_FromString(ff_strerror((int)code));
 }
 
+static PyObject *core_encode_singletons(PyObject *module, PyObject *args) {
+  (void)module;
+  PyObject *items, *dumps, *protocol;
+  if (!PyArg_ParseTuple(args, "OOO:encode_singletons", &items, &dumps,
+                        &protocol))
+    return NULL;
+  return ffpy_encode_singletons(items, dumps, protocol);
+}
+
 static PyMethodDef core_methods[] = {
+    {"encode_singletons", core_encode_singletons, METH_VARARGS,
+     "encode_singletons(items, dumps, protocol) -> list[bytes]: one map "
+     "chunk per item, compact for ints and floats."},
     {"strerror", core_strerror, METH_O,
      "strerror(code) -> str: describes a runtime return code."},
     {NULL, NULL, 0, NULL},

@@ -120,11 +120,7 @@ static PyObject *run_chunk(PyObject *func, long kind, PyObject *items) {
 /* Runs a task message: the value, or NULL with an exception set. */
 static PyObject *run_task(ffpy_worker_context_t *c, PyObject *context,
                           const void *input, size_t length) {
-  PyObject *view = PyMemoryView_FromMemory((char *)input, (Py_ssize_t)length,
-                                           PyBUF_READ);
-  if (view == NULL) return NULL;
-  PyObject *message = PyObject_CallOneArg(c->loads, view);
-  Py_DECREF(view);
+  PyObject *message = ffpy_decode(input, length, c->loads);
   if (message == NULL) return NULL;
   PyObject *value = NULL;
   if (context != NULL) {

@@ -38,8 +38,25 @@ class _Future(concurrent.futures.Future):  # type: ignore[type-arg]
             return False
         return super().cancel()
 
+    def _collect(self, timeout: float | None) -> None:
+        # Waiting on the runtime's task lets this thread collect the result
+        # itself (and run _on_done), rather than sleep on the future's
+        # condition until the loop thread does.
+        task = self._task
+        if task is not None and not self.done():
+            task.wait(timeout)
+
+    def result(self, timeout: float | None = None) -> Any:
+        self._collect(timeout)
+        return super().result(timeout)
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        self._collect(timeout)
+        return super().exception(timeout)
+
     def _on_done(self, task: _core.Task) -> None:
-        # In the loop thread, under the GIL, when the task finished.
+        # In the thread that collected the result, under the GIL, before the
+        # task's waiters are woken.
         executor = self._executor
         self._executor = None
         if executor is not None:

@@ -298,7 +298,7 @@ class _ChunkFeed:
         items, size, start, length = self.items, self.fixed, self.position, self.length
         dumps, protocol = _protocol.dumps, _protocol.PROTOCOL
         if size == 1:
-            payloads = [dumps([x], protocol) for x in items[start:]]
+            payloads = _core.encode_singletons(items[start:], dumps, protocol)
             counts = [1] * len(payloads)
         else:
             starts = range(start, length, size)
