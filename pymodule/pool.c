@@ -126,6 +126,33 @@ static int pool_check(ffpy_pool_t *self) {
   return 0;
 }
 
+/* The runtime's queue and context behind submit()'s arguments (None for
+ * neither): 0, or -1 with TypeError. */
+static int submit_targets(PyObject *queue, PyObject *context, ff_queue_t **q,
+                          ff_context_t **ctx) {
+  if (queue != Py_None && !PyObject_TypeCheck(queue, &ffpy_queue_type)) {
+    PyErr_SetString(PyExc_TypeError, "queue must be a CompletionQueue");
+    return -1;
+  }
+  if (context != Py_None && !PyObject_TypeCheck(context, &ffpy_context_type)) {
+    PyErr_SetString(PyExc_TypeError, "context must be a Context or None");
+    return -1;
+  }
+  *q = queue == Py_None ? NULL : ((ffpy_queue_t *)queue)->queue;
+  *ctx = context == Py_None ? NULL : ((ffpy_context_t *)context)->context;
+  return 0;
+}
+
+/* A Task object before its runtime task exists. */
+static ffpy_task_t *task_object_new(void) {
+  ffpy_task_t *obj = PyObject_New(ffpy_task_t, &ffpy_task_type);
+  if (obj != NULL) {
+    obj->task = NULL;
+    obj->notify = NULL;
+  }
+  return obj;
+}
+
 static PyObject *pool_submit(ffpy_pool_t *self, PyObject *args, PyObject *kw) {
   static char *names[] = {"payload", "notify", "queue", "context", NULL};
   Py_buffer payload;
@@ -135,32 +162,22 @@ static PyObject *pool_submit(ffpy_pool_t *self, PyObject *args, PyObject *kw) {
   if (!PyArg_ParseTupleAndKeywords(args, kw, "y*|OOO:submit", names, &payload,
                                    &notify, &queue, &context))
     return NULL;
-  if (context != Py_None && !PyObject_TypeCheck(context, &ffpy_context_type)) {
-    PyErr_SetString(PyExc_TypeError, "context must be a Context or None");
-    goto fail;
-  }
+  ff_queue_t *q;
+  ff_context_t *ctx;
+  if (submit_targets(queue, context, &q, &ctx) < 0) goto fail;
   if (pool_check(self) < 0) goto fail;
   if (notify != Py_None && !PyCallable_Check(notify)) {
     PyErr_SetString(PyExc_TypeError, "notify must be callable or None");
     goto fail;
   }
-  if (queue != Py_None && !PyObject_TypeCheck(queue, &ffpy_queue_type)) {
-    PyErr_SetString(PyExc_TypeError, "queue must be a CompletionQueue");
-    goto fail;
-  }
-  ffpy_task_t *obj = PyObject_New(ffpy_task_t, &ffpy_task_type);
+  ffpy_task_t *obj = task_object_new();
   if (obj == NULL) goto fail;
-  obj->task = NULL;
-  obj->notify = NULL;
   unsigned flags = 0;
   if (notify != Py_None) {
     flags |= FF_SUBMIT_NOTIFY;
     obj->notify = Py_NewRef(notify);
     Py_INCREF(obj); /* held until the completion callback runs */
   }
-  ff_queue_t *q = queue == Py_None ? NULL : ((ffpy_queue_t *)queue)->queue;
-  ff_context_t *ctx =
-      context == Py_None ? NULL : ((ffpy_context_t *)context)->context;
   int rc = ff_pool_submit(self->pool, ctx, payload.buf, (size_t)payload.len,
                           flags, q, obj, &obj->task);
   PyBuffer_Release(&payload);
@@ -186,17 +203,9 @@ static PyObject *pool_submit_many(ffpy_pool_t *self, PyObject *args) {
                         &queue, &context))
     return NULL;
   if (pool_check(self) < 0) return NULL;
-  if (queue != Py_None && !PyObject_TypeCheck(queue, &ffpy_queue_type)) {
-    PyErr_SetString(PyExc_TypeError, "queue must be a CompletionQueue");
-    return NULL;
-  }
-  if (context != Py_None && !PyObject_TypeCheck(context, &ffpy_context_type)) {
-    PyErr_SetString(PyExc_TypeError, "context must be a Context or None");
-    return NULL;
-  }
-  ff_queue_t *q = queue == Py_None ? NULL : ((ffpy_queue_t *)queue)->queue;
-  ff_context_t *ctx =
-      context == Py_None ? NULL : ((ffpy_context_t *)context)->context;
+  ff_queue_t *q;
+  ff_context_t *ctx;
+  if (submit_targets(queue, context, &q, &ctx) < 0) return NULL;
   Py_ssize_t n = PyList_GET_SIZE(payloads);
   PyObject *tasks = PyList_New(n);
   if (tasks == NULL) return NULL;
@@ -206,10 +215,8 @@ static PyObject *pool_submit_many(ffpy_pool_t *self, PyObject *args) {
       PyErr_SetString(PyExc_TypeError, "payloads must be bytes");
       goto fail;
     }
-    ffpy_task_t *obj = PyObject_New(ffpy_task_t, &ffpy_task_type);
+    ffpy_task_t *obj = task_object_new();
     if (obj == NULL) goto fail;
-    obj->task = NULL;
-    obj->notify = NULL;
     int rc = ff_pool_submit(self->pool, ctx, PyBytes_AS_STRING(payload),
                             (size_t)PyBytes_GET_SIZE(payload), 0, q, obj,
                             &obj->task);
