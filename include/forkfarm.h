@@ -90,10 +90,12 @@ typedef int (*ff_worker_init_cb)(void *arg, ff_buf_t *detail);
 /* Runs in a worker just before it exits normally (to flush buffers). */
 typedef void (*ff_worker_exit_cb)(void *arg);
 
-/* Hooks around each fork the runtime does, so that an embedding runtime (a
- * Python interpreter) can keep its own state consistent across fork. Any of
- * them may be NULL. prepare and parent run in the forking process, child in
- * the new process. */
+/* Hooks around the forks, so that an embedding runtime (a Python
+ * interpreter) can keep its own state consistent across them. Any of them
+ * may be NULL. prepare and parent run in the pool's creator around the fork
+ * of the zygote; child runs in each worker, once, as if the worker had been
+ * forked from the creator at that moment (the zygote in between runs none
+ * of them, and no code of the embedding runtime). */
 typedef struct ff_fork_hooks_s {
   void (*prepare)(void *arg);
   void (*parent)(void *arg);
@@ -175,10 +177,12 @@ int ff_pool_close(ff_pool_t *pool);
  * FF_EWORKERLOST, and the workers and the zygote are killed. */
 int ff_pool_terminate(ff_pool_t *pool);
 
-/* Waits until every worker and the zygote have exited, after ff_pool_close()
- * or ff_pool_terminate(). timeout is in seconds, negative for no limit.
- * Returns 0, -ETIMEDOUT, -EINTR (a signal arrived: call again), or -EINVAL
- * when the pool is still open. */
+/* Waits until every worker has exited and been reaped, after
+ * ff_pool_close() or ff_pool_terminate(). After a close, the zygote (which
+ * runs no task and holds no state of the caller's) may still be exiting;
+ * the loop thread reaps it, and ff_pool_destroy() waits for that. timeout
+ * is in seconds, negative for no limit. Returns 0, -ETIMEDOUT, -EINTR (a
+ * signal arrived: call again), or -EINVAL when the pool is still open. */
 int ff_pool_join(ff_pool_t *pool, double timeout);
 
 /* Terminates the pool if needed, waits for its processes to be reaped

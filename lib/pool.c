@@ -137,7 +137,8 @@ struct ff_pool_s {
   _Atomic int error;
   _Atomic uint32_t cancels;
   _Atomic bool closed_by_user;
-  _Atomic uint32_t stopped; /* futex word for join */
+  _Atomic uint32_t stopped;      /* futex word: the zygote is reaped */
+  _Atomic uint32_t workers_gone; /* futex word for join: every worker is */
 
   pthread_mutex_t lock; /* everything below */
   bool accepting;
@@ -419,6 +420,8 @@ static void pool_on_zygote_exit(uv_poll_t *handle, int status, int events) {
   pool_unlock_publish(pool, &done);
   atomic_store(&pool->stopped, 1);
   ff__futex_wake_all(&pool->stopped);
+  atomic_store(&pool->workers_gone, 1);
+  ff__futex_wake_all(&pool->workers_gone);
   pool_teardown(pool);
 }
 
@@ -427,6 +430,11 @@ static void pool_on_zygote_exit(uv_poll_t *handle, int status, int events) {
 static void pool_maybe_finish(ff_pool_t *pool) {
   if (pool->state != POOL_CLOSING) return;
   if (!ff__list_empty(&pool->pending) || pool->live_workers > 0) return;
+  /* Every worker has been reaped (the zygote reported each exit): join
+   * may return while the zygote, which holds nothing of the user's, exits
+   * and is reaped in the background. */
+  atomic_store(&pool->workers_gone, 1);
+  ff__futex_wake_all(&pool->workers_gone);
   pool_close_ctl(pool);
 }
 
@@ -1069,8 +1077,9 @@ int ff_pool_submit(ff_pool_t *pool, ff_context_t *context,
   return 0;
 }
 
-static void pool_close_in_loop(void *arg) {
-  ff_pool_t *pool = arg;
+/* Runs in the caller's thread: everything it touches is under the lock, and
+ * the one libuv handle it may close goes through the loop. */
+static void pool_begin_close(ff_pool_t *pool) {
   done_list_t done;
   done_init(&done);
   pthread_mutex_lock(&pool->lock);
@@ -1087,7 +1096,8 @@ static void pool_close_in_loop(void *arg) {
 int ff_pool_close(ff_pool_t *pool) {
   if (pool_foreign(pool)) return FF_EFOREIGN;
   atomic_store(&pool->closed_by_user, true);
-  return ff__runtime_call(pool->runtime, pool_close_in_loop, pool);
+  pool_begin_close(pool);
+  return 0;
 }
 
 static void pool_terminate_locked(ff_pool_t *pool, done_list_t *done) {
@@ -1124,19 +1134,23 @@ int ff_pool_terminate(ff_pool_t *pool) {
   return ff__runtime_call(pool->runtime, pool_terminate_in_loop, pool);
 }
 
+static int pool_wait_word(ff_pool_t *pool, _Atomic uint32_t *word,
+                          double timeout) {
+  if (atomic_load(word)) return 0;
+  if (ff__runtime_on_loop_thread(pool->runtime)) return -EDEADLK;
+  uint64_t deadline = ff__deadline(timeout);
+  while (!atomic_load(word)) {
+    int rc = ff__futex_wait(word, 0, deadline);
+    if ((rc == -ETIMEDOUT || rc == -EINTR) && !atomic_load(word)) return rc;
+  }
+  return 0;
+}
+
 int ff_pool_join(ff_pool_t *pool, double timeout) {
   if (pool_foreign(pool)) return FF_EFOREIGN;
   if (!atomic_load(&pool->closed_by_user) && atomic_load(&pool->error) == 0)
     return -EINVAL;
-  if (atomic_load(&pool->stopped)) return 0;
-  if (ff__runtime_on_loop_thread(pool->runtime)) return -EDEADLK;
-  uint64_t deadline = ff__deadline(timeout);
-  while (!atomic_load(&pool->stopped)) {
-    int rc = ff__futex_wait(&pool->stopped, 0, deadline);
-    if ((rc == -ETIMEDOUT || rc == -EINTR) && !atomic_load(&pool->stopped))
-      return rc;
-  }
-  return 0;
+  return pool_wait_word(pool, &pool->workers_gone, timeout);
 }
 
 static void pool_destroy_in_loop(void *arg) {
@@ -1154,7 +1168,7 @@ void ff_pool_destroy(ff_pool_t *pool) {
   if (!ff__runtime_on_loop_thread(pool->runtime)) {
     /* Reap the zygote before returning, so that no child outlives the pool
      * object (a signal interrupting the wait is no reason to leave early). */
-    while (ff_pool_join(pool, -1) == -EINTR) {
+    while (pool_wait_word(pool, &pool->stopped, -1) == -EINTR) {
     }
   }
   ff__runtime_call(pool->runtime, pool_destroy_in_loop, pool);

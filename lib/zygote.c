@@ -183,7 +183,10 @@ static void zygote_spawn(zygote_t *z, uint32_t slot, int shm_fd,
                          int doorbell_fd) {
   const ff_pool_options_t *o = z->options;
   pid_t zygote_pid = getpid();
-  run_hook(o->fork_hooks.prepare, o->fork_hooks.arg);
+  /* No prepare or parent hook here: the zygote is a frozen image of its
+   * creator at the moment of the first fork, and runs no code of the
+   * embedding runtime. Each worker runs the child hook once, as if it were
+   * forked straight from the creator at that moment. */
   pid_t pid = fork();
   if (pid == 0) {
     close(z->ctl);
@@ -199,7 +202,6 @@ static void zygote_spawn(zygote_t *z, uint32_t slot, int shm_fd,
     ff__worker_main(o, shm_fd, doorbell_fd);
   }
   int err = pid < 0 ? -errno : 0;
-  run_hook(o->fork_hooks.parent, o->fork_hooks.arg);
   close(shm_fd);
   close(doorbell_fd);
   ff__ctl_msg_t msg = {FF__CTL_SPAWNED, slot, pid > 0 ? pid : 0, err};
@@ -272,8 +274,8 @@ int ff__zygote_fork(ff__runtime_t *runtime, const ff_pool_options_t *options,
   run_hook(options->fork_hooks.prepare, options->fork_hooks.arg);
   pid_t pid = fork();
   if (pid == 0) {
+    /* The child hook runs in each worker, not here (see zygote_spawn). */
     close(sv[0]);
-    run_hook(options->fork_hooks.child, options->fork_hooks.arg);
     zygote_main(options, sv[1], parent, main_thread);
   }
   int err = pid < 0 ? -errno : 0;

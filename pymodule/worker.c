@@ -1,9 +1,11 @@
 /* What runs around forks and inside worker processes.
  *
  * The fork hooks do for the runtime's forks what os.fork() does: take the
- * GIL and Python's fork locks before, and fix up the interpreter after. In
- * the child the GIL is released again, so the zygote and the worker's C loop
- * run without it; each worker callback takes it for its Python work. */
+ * GIL and Python's fork locks before the zygote's fork, and fix up the
+ * interpreter after it in the parent and in each worker (the zygote, a
+ * frozen image of the parent, never runs Python). In the worker the GIL is
+ * released again, so its C loop runs without it; each worker callback takes
+ * it for its Python work. */
 #include "core.h"
 
 #include <string.h>
