@@ -63,7 +63,8 @@ int ffpy_compact_encode(PyObject *value, ff_buf_t *out) {
   return 1;
 }
 
-static PyObject *compact_decode(const char *data, size_t length) {
+/* Checks a compact payload's header: its count, or -1 with ValueError. */
+static Py_ssize_t compact_count(const char *data, size_t length) {
   uint64_t count;
   memcpy(&count, data + 8, sizeof(count));
   char kind = data[4];
@@ -71,29 +72,77 @@ static PyObject *compact_decode(const char *data, size_t length) {
       count > (length - FFPY_COMPACT_HEADER) / 8 ||
       length != FFPY_COMPACT_HEADER + count * 8) {
     PyErr_SetString(PyExc_ValueError, "a corrupt compact result");
-    return NULL;
+    return -1;
   }
-  PyObject *list = PyList_New((Py_ssize_t)count);
+  return (Py_ssize_t)count;
+}
+
+/* Item i of a checked compact payload, as a new object. */
+static PyObject *compact_item(const char *data, Py_ssize_t i) {
+  int64_t v;
+  memcpy(&v, data + FFPY_COMPACT_HEADER + (size_t)i * 8, sizeof(v));
+  if (data[4] == FFPY_COMPACT_INTS) return PyLong_FromLongLong((long long)v);
+  double d;
+  memcpy(&d, &v, sizeof(d));
+  return PyFloat_FromDouble(d);
+}
+
+static int is_compact(const char *data, size_t length) {
+  return length >= FFPY_COMPACT_HEADER &&
+         memcmp(data, FFPY_COMPACT_MAGIC, 4) == 0;
+}
+
+static PyObject *compact_decode(const char *data, size_t length) {
+  Py_ssize_t count = compact_count(data, length);
+  if (count < 0) return NULL;
+  PyObject *list = PyList_New(count);
   if (list == NULL) return NULL;
-  const char *values = data + FFPY_COMPACT_HEADER;
-  for (uint64_t i = 0; i < count; i++) {
-    int64_t v;
-    memcpy(&v, values + i * 8, sizeof(v));
-    PyObject *item;
-    if (kind == FFPY_COMPACT_INTS) {
-      item = PyLong_FromLongLong((long long)v);
-    } else {
-      double d;
-      memcpy(&d, &v, sizeof(d));
-      item = PyFloat_FromDouble(d);
-    }
+  for (Py_ssize_t i = 0; i < count; i++) {
+    PyObject *item = compact_item(data, i);
     if (item == NULL) {
       Py_DECREF(list);
       return NULL;
     }
-    PyList_SET_ITEM(list, (Py_ssize_t)i, item);
+    PyList_SET_ITEM(list, i, item);
   }
   return list;
+}
+
+int ffpy_decode_into(const char *data, size_t length, PyObject *loads,
+                     PyObject *target, Py_ssize_t start, Py_ssize_t count) {
+  if (!PyList_Check(target) || start < 0 ||
+      start > PyList_GET_SIZE(target) - count) {
+    PyErr_SetString(PyExc_ValueError, "the target slice is out of range");
+    return -1;
+  }
+  if (!is_compact(data, length)) {
+    PyObject *values = ffpy_decode(data, length, loads);
+    if (values == NULL) return -1;
+    int rc = -1;
+    if (!PyList_Check(values) || PyList_GET_SIZE(values) != count)
+      PyErr_SetString(PyExc_ValueError,
+                      "a chunk's result does not match its items");
+    else
+      rc = PyList_SetSlice(target, start, start + count, values);
+    Py_DECREF(values);
+    return rc;
+  }
+  Py_ssize_t got = compact_count(data, length);
+  if (got < 0) return -1;
+  if (got != count) {
+    PyErr_SetString(PyExc_ValueError,
+                    "a chunk's result does not match its items");
+    return -1;
+  }
+  /* Straight into the result list: no list per chunk, no slice copy. */
+  for (Py_ssize_t i = 0; i < count; i++) {
+    PyObject *item = compact_item(data, i);
+    if (item == NULL) return -1;
+    PyObject *old = PyList_GET_ITEM(target, start + i);
+    PyList_SET_ITEM(target, start + i, item);
+    Py_XDECREF(old);
+  }
+  return 0;
 }
 
 /* A compact payload of one int or float, or NULL (no exception) when item is
@@ -151,9 +200,7 @@ PyObject *ffpy_encode_singletons(PyObject *items, PyObject *dumps,
 }
 
 PyObject *ffpy_decode(const char *data, size_t length, PyObject *loads) {
-  if (length >= FFPY_COMPACT_HEADER &&
-      memcmp(data, FFPY_COMPACT_MAGIC, 4) == 0)
-    return compact_decode(data, length);
+  if (is_compact(data, length)) return compact_decode(data, length);
   PyObject *view =
       PyMemoryView_FromMemory((char *)data, (Py_ssize_t)length, PyBUF_READ);
   if (view == NULL) return NULL;

@@ -81,6 +81,11 @@ PyObject *ffpy_encode_singletons(PyObject *items, PyObject *dumps,
  * with loads (called on a memoryview of data). */
 PyObject *ffpy_decode(const char *data, size_t length, PyObject *loads);
 
+/* Decodes a map chunk's result of count items into target[start:start +
+ * count] (a list): 0, or -1 with an exception. */
+int ffpy_decode_into(const char *data, size_t length, PyObject *loads,
+                     PyObject *target, Py_ssize_t start, Py_ssize_t count);
+
 /* Fills the runtime's options with the worker callbacks and fork hooks. */
 void ffpy_worker_options(ff_pool_options_t *options,
                          ffpy_worker_context_t *context);

@@ -142,6 +142,26 @@ static PyObject *task_value(ffpy_task_t *self, PyObject *loads) {
   return ffpy_decode(data ? data : "", length, loads);
 }
 
+/* value_into(loads, target, start, count): value() for a map chunk, written
+ * into target[start:start + count]. */
+static PyObject *task_value_into(ffpy_task_t *self, PyObject *args) {
+  PyObject *loads, *target;
+  Py_ssize_t start, count;
+  if (!PyArg_ParseTuple(args, "OO!nn:value_into", &loads, &PyList_Type,
+                        &target, &start, &count))
+    return NULL;
+  if (ff_task_status(self->task) != 0) {
+    PyErr_SetString(PyExc_ValueError, "the task did not succeed");
+    return NULL;
+  }
+  size_t length = 0;
+  const char *data = ff_task_result(self->task, &length);
+  if (ffpy_decode_into(data ? data : "", length, loads, target, start,
+                       count) < 0)
+    return NULL;
+  Py_RETURN_NONE;
+}
+
 static PyObject *task_ok(ffpy_task_t *self, PyObject *unused) {
   (void)unused;
   return PyBool_FromLong(ff_task_status(self->task) == 0);
@@ -168,6 +188,9 @@ static PyMethodDef task_methods[] = {
      "Nanoseconds the worker spent running the task (0 until finished)."},
     {"value", (PyCFunction)task_value, METH_O,
      "value(loads) -> object: the decoded result of a task that succeeded."},
+    {"value_into", (PyCFunction)task_value_into, METH_VARARGS,
+     "value_into(loads, target, start, count): a map chunk's values, "
+     "written into target[start:start + count]."},
     {"ok", (PyCFunction)task_ok, METH_NOARGS,
      "True once the task has finished with a result."},
     {"payload", (PyCFunction)task_payload, METH_NOARGS,

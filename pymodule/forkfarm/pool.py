@@ -399,12 +399,13 @@ class MapResult(ApplyResult[list[_T]]):
                 return
             start, count = where
             try:
-                values = task_value(task)
+                if not task.ok():
+                    raise _outcome_error(task)
+                task.value_into(_protocol.loads, self._results, start, count)
             except BaseException as exc:  # noqa: BLE001 - the first error ends the map
                 self._error = exc
                 self._finish()
                 return
-            self._results[start : start + count] = values
             assert self._feed is not None
             self._feed.record(task, count)
             if not self._feed.exhausted:
