@@ -119,19 +119,9 @@ static PyObject *task_run_ns(ffpy_task_t *self, PyObject *unused) {
   return PyLong_FromUnsignedLongLong(ff_task_run_ns(self->task));
 }
 
-/* The result bytes on success; None otherwise (see outcome()). This is the
- * fast path: no tuple is built. */
-static PyObject *task_payload(ffpy_task_t *self, PyObject *unused) {
-  (void)unused;
-  if (ff_task_status(self->task) != 0) Py_RETURN_NONE;
-  size_t length = 0;
-  const void *data = ff_task_result(self->task, &length);
-  return PyBytes_FromStringAndSize(data, (Py_ssize_t)length);
-}
-
 /* value(loads): the decoded result of a task that succeeded, without a
- * copy of its bytes; None stands for a task that did not succeed (see
- * outcome()), so callers check ok() first when None is a valid result. */
+ * copy of its bytes. ValueError for a task that did not succeed: callers
+ * check ok() first and read outcome() for the error. */
 static PyObject *task_value(ffpy_task_t *self, PyObject *loads) {
   if (ff_task_status(self->task) != 0) {
     PyErr_SetString(PyExc_ValueError, "the task did not succeed");
@@ -193,8 +183,6 @@ static PyMethodDef task_methods[] = {
      "written into target[start:start + count]."},
     {"ok", (PyCFunction)task_ok, METH_NOARGS,
      "True once the task has finished with a result."},
-    {"payload", (PyCFunction)task_payload, METH_NOARGS,
-     "The result bytes when the task succeeded, else None."},
     {NULL, NULL, 0, NULL},
 };
 
