@@ -92,9 +92,20 @@ static int worker_init(void *arg, ff_buf_t *detail) {
   return rc;
 }
 
-/* A task's kinds: a call carries (func, args, kwds); the tasks of a map
- * carry a list of items, and their context (kind, func). */
-enum { TASK_MAP = 1, TASK_STARMAP = 2 };
+/* A task's kinds. Without a context, a call carries (func, args, kwds).
+ * With a context (kind, func): a call carries (args, kwds), and the tasks
+ * of a map carry a list of items. */
+enum { TASK_CALL = 0, TASK_MAP = 1, TASK_STARMAP = 2 };
+
+static long context_kind(PyObject *context) {
+  return context ? PyLong_AsLong(PyTuple_GET_ITEM(context, 0)) : TASK_CALL;
+}
+
+static PyObject *call(PyObject *func, PyObject *args, PyObject *kwds) {
+  return PyObject_Call(func, args,
+                       PyDict_Check(kwds) && PyDict_GET_SIZE(kwds) ? kwds
+                                                                   : NULL);
+}
 
 /* Runs the items of a map chunk through func: a new list, or NULL. */
 static PyObject *run_chunk(PyObject *func, long kind, PyObject *items) {
@@ -125,19 +136,23 @@ static PyObject *run_task(ffpy_worker_context_t *c, PyObject *context,
   PyObject *message = ffpy_decode(input, length, c->loads);
   if (message == NULL) return NULL;
   PyObject *value = NULL;
-  if (context != NULL) {
-    long kind = PyLong_AsLong(PyTuple_GET_ITEM(context, 0));
+  long kind = context_kind(context);
+  if (context != NULL && kind != TASK_CALL) {
     value = run_chunk(PyTuple_GET_ITEM(context, 1), kind, message);
-  } else if (PyTuple_CheckExact(message) && PyTuple_GET_SIZE(message) == 3 &&
+  } else if (context != NULL && PyTuple_CheckExact(message) &&
+             PyTuple_GET_SIZE(message) == 2 &&
+             PyTuple_CheckExact(PyTuple_GET_ITEM(message, 0))) {
+    value = call(PyTuple_GET_ITEM(context, 1), PyTuple_GET_ITEM(message, 0),
+                 PyTuple_GET_ITEM(message, 1));
+  } else if (context == NULL && PyTuple_CheckExact(message) &&
+             PyTuple_GET_SIZE(message) == 3 &&
              PyTuple_CheckExact(PyTuple_GET_ITEM(message, 1))) {
-    PyObject *kwds = PyTuple_GET_ITEM(message, 2);
-    value = PyObject_Call(PyTuple_GET_ITEM(message, 0),
-                          PyTuple_GET_ITEM(message, 1),
-                          PyDict_Check(kwds) && PyDict_GET_SIZE(kwds) ? kwds
-                                                                      : NULL);
+    value = call(PyTuple_GET_ITEM(message, 0), PyTuple_GET_ITEM(message, 1),
+                 PyTuple_GET_ITEM(message, 2));
   } else {
     PyErr_SetString(PyExc_TypeError,
-                    "a task must be a (func, args, kwds) tuple");
+                    "a call must be (func, args, kwds), or (args, kwds) "
+                    "with its function as the context");
   }
   Py_DECREF(message);
   return value;
@@ -150,7 +165,7 @@ static int worker_work(void *arg, void *context, const void *input,
   PyEval_RestoreThread(saved_thread_state);
   PyObject *value = run_task(c, context, input, length);
   PyObject *encoded = NULL;
-  if (value != NULL && context != NULL) {
+  if (value != NULL && context_kind(context) != TASK_CALL) {
     /* A map chunk's list of ints or floats skips pickle. */
     int compact = ffpy_compact_encode(value, out);
     if (compact != 0) {

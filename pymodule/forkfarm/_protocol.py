@@ -3,7 +3,9 @@
 The worker's loop is C (``pymodule/worker.c``); this module gives it the
 encodings, so that both sides agree in one place:
 
-- a call is a pickled ``(func, args, kwds)`` tuple;
+- a call is a pickled ``(func, args, kwds)`` tuple, or, for a module-level
+  function called again and again, ``(args, kwds)`` with ``(CALL, func)``
+  as its context, sent to each worker once (:func:`encode_callee`);
 - a map sends its ``(kind, func)`` once per worker, as the context of its
   tasks (:func:`encode_function`), and each chunk is a pickled list of items;
 - a result is the pickled value (a map chunk's list of ints or floats
@@ -19,12 +21,14 @@ import os
 import pickle
 import sys
 import traceback
+import types
 from collections.abc import Callable, Iterable, Mapping
 from multiprocessing.pool import MaybeEncodingError
 from typing import Any
 
 from ._errors import RemoteTraceback
 
+CALL = 0
 MAP = 1
 STARMAP = 2
 
@@ -36,6 +40,34 @@ dumps = pickle.dumps
 def encode_call(func: Callable[..., Any], args: Iterable[Any], kwds: Mapping[str, Any]) -> bytes:
     """Encodes ``func(*args, **kwds)``."""
     return dumps((func, tuple(args), dict(kwds)), PROTOCOL)
+
+
+def encode_callee(func: Callable[..., Any]) -> bytes:
+    """Encodes a function called again and again (``apply``, ``submit``) as
+    the context of its calls, sent to each worker once."""
+    return dumps((CALL, func), PROTOCOL)
+
+
+_NO_ARGUMENTS = dumps(((), {}), PROTOCOL)
+
+
+def encode_arguments(args: Iterable[Any], kwds: Mapping[str, Any]) -> bytes:
+    """Encodes the arguments of a call whose function is its context."""
+    if not args and not kwds:
+        return _NO_ARGUMENTS
+    return dumps((tuple(args), dict(kwds)), PROTOCOL)
+
+
+def cacheable(func: Any) -> bool:
+    """True for functions that pickle as a reference to a module-level name:
+    their pickle never changes, so it can be sent once and reused."""
+    if isinstance(func, types.FunctionType):
+        qualname = func.__qualname__
+        return "<" not in qualname  # neither a lambda nor a nested function
+    if isinstance(func, types.BuiltinFunctionType):
+        owner = getattr(func, "__self__", None)
+        return owner is None or isinstance(owner, types.ModuleType)
+    return False
 
 
 def encode_function(func: Callable[..., Any], star: bool) -> bytes:

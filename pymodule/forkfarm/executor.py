@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 from . import _core, _errors, _protocol
-from .pool import _live_pools, check_pool_arguments, create_core, task_value
+from .pool import CallEncoder, _live_pools, check_pool_arguments, create_core, task_value
 
 __all__ = ["Executor"]
 
@@ -103,6 +103,7 @@ class Executor(concurrent.futures.Executor):
         self._lock = threading.Lock()
         self._pending: set[_Future] = set()
         self._core = create_core(max_workers, initializer, initargs, max_tasks_per_child)
+        self._calls = CallEncoder(self._core)
         self._shutdown_requested = False
         _live_pools.add(self)
 
@@ -126,7 +127,8 @@ class Executor(concurrent.futures.Executor):
         that cannot be pickled raise here, in the caller."""
         if not callable(fn):
             raise TypeError(f"{type(fn).__name__!r} object is not callable")
-        return self._submit_payload(_protocol.encode_call(fn, args, kwargs))
+        payload, context = self._calls.encode(fn, args, kwargs)
+        return self._submit_payload(payload, context)
 
     def map(
         self,

@@ -69,6 +69,39 @@ def create_core(
     return _core.Pool(processes, _protocol, initializer, tuple(initargs), max_tasks or 0)
 
 
+class CallEncoder:
+    """Encodes calls for one runtime pool. A module-level function called
+    again and again travels to each worker once, as a context, and each call
+    then carries only its arguments; other callables travel with every
+    call. The most recent functions keep their contexts."""
+
+    LIMIT = 64
+
+    def __init__(self, core: _core.Pool) -> None:
+        self._core = core
+        self._contexts: dict[Any, _core.Context] = {}
+
+    def encode(
+        self, func: Callable[..., Any], args: Iterable[Any], kwds: Mapping[str, Any]
+    ) -> tuple[bytes, _core.Context | None]:
+        if not _protocol.cacheable(func):
+            return _protocol.encode_call(func, args, kwds), None
+        context = self._contexts.get(func)
+        if context is None:
+            try:
+                context = self._core.context(_protocol.encode_callee(func))
+            except _core.Error as error:
+                raise _errors.from_error(error, self._core) from None
+            if len(self._contexts) >= self.LIMIT:
+                # Another thread may evict at the same time: either is fine.
+                try:
+                    del self._contexts[next(iter(self._contexts))]
+                except (KeyError, RuntimeError, StopIteration):
+                    pass
+            self._contexts[func] = context
+        return _protocol.encode_arguments(args, kwds), context
+
+
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -141,9 +174,9 @@ class ApplyResult(Generic[_T]):
         self._success = False
         self._value: Any = None
 
-    def _start(self, payload: bytes) -> None:
+    def _start(self, payload: bytes, context: _core.Context | None) -> None:
         notify = self._on_done if (self._callback or self._error_callback) else None
-        self._task = self._pool._submit(payload, notify=notify)
+        self._task = self._pool._submit(payload, notify=notify, context=context)
 
     def _decode(self) -> None:
         if self._decoded:
@@ -602,6 +635,7 @@ class Pool:
         # Maps and imaps that still cut chunks as results come back.
         self._feeding: weakref.WeakSet[Any] = weakref.WeakSet()
         self._core = create_core(processes, initializer, initargs, maxtasksperchild)
+        self._calls = CallEncoder(self._core)
         self._state = RUN
         _live_pools.add(self)
 
@@ -687,9 +721,9 @@ class Pool:
         """Starts ``func(*args, **kwds)`` in a worker; returns an AsyncResult."""
         self._check_running()
         self._check_func(func)
-        payload = _protocol.encode_call(func, args, kwds)
+        payload, context = self._calls.encode(func, args, kwds)
         result: ApplyResult[_T] = ApplyResult(self, callback, error_callback)
-        result._start(payload)
+        result._start(payload, context)
         return result
 
     def _map_async(

@@ -3,6 +3,7 @@ once per worker, messages larger than a ring, and many maps at once."""
 
 from __future__ import annotations
 
+import functools
 import itertools
 import uuid
 from collections import defaultdict
@@ -171,3 +172,38 @@ class TestCompactResults:
         want = [helpers.special_float(x) for x in range(600)]
         assert [struct.pack("<d", v) for v in got] == [struct.pack("<d", v) for v in want]
         assert math.isnan(got[0]) and math.copysign(1.0, got[1]) == -1.0
+
+
+class TestCallsReuseTheirFunction:
+    """apply() and submit() send a module-level function to each worker
+    once; each call then carries only its arguments."""
+
+    def test_apply_many_calls(self, pool: forkfarm.Pool) -> None:
+        for i in range(300):
+            assert pool.apply(helpers.add, (i, 1)) == i + 1
+        assert pool.apply(helpers.echo_kwargs, (), {"a": 1}) == {"a": 1}
+        assert pool.apply(helpers.args_and_kwargs, (1, 2), {"k": 3}) == ((1, 2), {"k": 3})
+        assert helpers.add in pool._calls._contexts
+
+    def test_more_functions_than_kept(self, pool: forkfarm.Pool, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr(pool._calls, "LIMIT", 3)
+        funcs = [helpers.square, helpers.identity, helpers.type_name, helpers.length, abs]
+        for _ in range(20):
+            for f in funcs:
+                arg = [1, 2] if f is helpers.length else -3
+                assert pool.apply(f, (arg,)) == f(arg)
+        assert len(pool._calls._contexts) <= 3
+
+    def test_other_callables_travel_with_each_call(self, pool: forkfarm.Pool) -> None:
+        method = "abc".upper
+        partial = functools.partial(helpers.add, 10)
+        assert pool.apply(method) == "ABC"
+        assert pool.apply(partial, (5,)) == 15
+        assert method not in pool._calls._contexts
+        assert partial not in pool._calls._contexts
+
+    def test_executor_submit(self) -> None:
+        with forkfarm.Executor(max_workers=2) as ex:
+            futures = [ex.submit(helpers.add, i, i) for i in range(200)]
+            assert [f.result(30) for f in futures] == [2 * i for i in range(200)]
+            assert ex.submit(helpers.raise_value_error, "boom").exception(30).args == ("boom",)
