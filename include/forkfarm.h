@@ -253,6 +253,76 @@ void ff_queue_destroy(ff_queue_t *queue);
  * -EINTR. */
 int ff_queue_pop(ff_queue_t *queue, double timeout, ff_task_t **task);
 
+/* ---- Shared-memory segments ---------------------------------------------
+ * A segment is an anonymous memfd (0600, never a name in /dev/shm) that the
+ * kernel frees with its last descriptor or mapping, SIGKILL included. The
+ * process that creates one lends it, by id, to the workers of its pools: a
+ * worker opens it with ff_segment_open, which asks the parent for the
+ * descriptor over a socket (SCM_RIGHTS) unless the worker inherited it. */
+
+/* In a worker: the parent creates the segment, so that the parent can open
+ * it too (a worker's outgoing buffers). Elsewhere the flag changes nothing. */
+#define FF_SEGMENT_PARENT 1u
+
+/* Creates a segment of size bytes. *fd is the caller's own descriptor (map
+ * it, then close it); the segment stays open by *id until ff_segment_forget.
+ * 0, or -EINVAL, -ENOMEM, a negative errno. */
+int ff_segment_create(size_t size, unsigned flags, uint64_t *id, int *fd);
+/* A new descriptor of the segment id: this process's own, one it inherited,
+ * or (in a worker) the parent's. -ENOENT if nobody lends it. */
+int ff_segment_open(uint64_t id, int *fd);
+/* Stops lending the segment. Descriptors and mappings handed out stay
+ * valid; the memory goes with the last of them. */
+int ff_segment_forget(uint64_t id);
+
+/* ---- The arena: large buffers out of band --------------------------------
+ * A sender copies a large buffer into its arena once, and its message
+ * carries an ff_arena_ref_t instead of the bytes; the receiver reads the
+ * bytes in place. Arena memory is reused, so its pages stay faulted in. A
+ * reference is claimed once (ff_arena_receive) and freed by its receiver
+ * (ff_arena_release); one never received is freed by ff_arena_cancel
+ * (sender) or ff_arena_discard (would-be receiver). Slots of a receiver
+ * that died are reclaimed by the sender. */
+
+typedef struct ff_arena_s ff_arena_t;
+
+/* Travels inside messages, as is (32 bytes). */
+typedef struct ff_arena_ref_s {
+  uint64_t chunk;  /* the segment id of the arena chunk */
+  uint64_t offset; /* of the bytes, from the start of the chunk */
+  uint64_t length;
+  uint32_t slot;
+  uint32_t generation;
+} ff_arena_ref_t;
+
+/* An arena whose chunks are made with segment_flags (FF_SEGMENT_PARENT in
+ * a worker, so that the parent can read them), at least chunk_size bytes
+ * each, and at most limit bytes in all. */
+int ff_arena_create(ff_arena_t **arena, unsigned segment_flags,
+                    size_t chunk_size, size_t limit);
+/* Unmaps the arena's chunks and stops lending them; receivers keep what
+ * they hold. */
+void ff_arena_destroy(ff_arena_t *arena);
+/* Reserves length bytes for one message: *data is where to write them.
+ * -ENOSPC when the arena is at its limit (send the bytes in band). */
+int ff_arena_alloc(ff_arena_t *arena, size_t length, ff_arena_ref_t *ref,
+                   void **data);
+/* Another message's reference to the bytes of ref, which must not have
+ * been freed: the bytes are copied once for all the messages. */
+int ff_arena_share(ff_arena_t *arena, const ff_arena_ref_t *ref,
+                   ff_arena_ref_t *another);
+/* The message of ref will never be received: frees its slot, unless a
+ * receiver took it. */
+void ff_arena_cancel(ff_arena_t *arena, const ff_arena_ref_t *ref);
+/* Receiver: claims ref and points *data at its bytes, mapping the chunk the
+ * first time. -ESTALE if it was claimed or cancelled already, -ENOENT if
+ * the chunk cannot be found, FF_EPROTOCOL if ref is out of bounds. */
+int ff_arena_receive(const ff_arena_ref_t *ref, void **data);
+/* Receiver: done with the bytes of a claimed ref. */
+void ff_arena_release(const ff_arena_ref_t *ref);
+/* Receiver: ref will never be claimed here; frees it. */
+void ff_arena_discard(const ff_arena_ref_t *ref);
+
 #ifdef __cplusplus
 }
 #endif

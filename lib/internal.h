@@ -272,8 +272,8 @@ void ff__fd_close_tracked_in_child(int keep);
 /* ---- zygote.c: the process that forks a pool's workers ------------------ */
 
 enum ff__ctl_type {
-  FF__CTL_SPAWN = 1,   /* parent -> zygote, with the worker's segment and
-                          doorbell */
+  FF__CTL_SPAWN = 1,   /* parent -> zygote, with the worker's segment,
+                          doorbell and lender socket */
   FF__CTL_SPAWNED = 2, /* zygote -> parent, with a pidfd of the worker */
   FF__CTL_EXITED = 3,  /* zygote -> parent: a worker exited */
 };
@@ -285,16 +285,20 @@ typedef struct ff__ctl_msg_s {
   int32_t status; /* wait status for EXITED; -errno for a failed SPAWNED */
 } ff__ctl_msg_t;
 
-#define FF__CTL_MAX_FDS 2
+/* The most descriptors one socket message carries. */
+#define FF__SOCK_MAX_FDS 3
 
-/* Sends a control message with nfds descriptors attached. */
-int ff__ctl_send(int socket, const ff__ctl_msg_t *msg, const int *fds,
-                 unsigned nfds);
-/* Receives one: 1 and the message with its descriptors (up to
- * FF__CTL_MAX_FDS into fds, their number in *nfds), 0 at end of stream, or
- * a negative errno. */
-int ff__ctl_recv(int socket, ff__ctl_msg_t *msg, int *fds, unsigned *nfds);
-void ff__ctl_close_fds(int *fds, unsigned *nfds);
+/* Sends a message of length bytes on a SOCK_SEQPACKET socket with nfds
+ * descriptors attached (SCM_RIGHTS). 0 or a negative errno. */
+int ff__sock_send(int socket, const void *msg, size_t length, const int *fds,
+                  unsigned nfds);
+/* Receives one message of exactly length bytes: 1 with its descriptors (up
+ * to FF__SOCK_MAX_FDS into fds, their number in *nfds), 0 at end of
+ * stream, FF_EPROTOCOL for a message of another size, or a negative errno
+ * (-EAGAIN with MSG_DONTWAIT in flags). */
+int ff__sock_recv(int socket, void *msg, size_t length, int *fds,
+                  unsigned *nfds, int flags);
+void ff__sock_close_fds(int *fds, unsigned *nfds);
 
 /* Forks the zygote of a pool from the calling thread. On success sets *pid,
  * *pidfd and *ctl (the parent's end of the control socket). */
@@ -326,9 +330,37 @@ int ff__worker_rings(void *segment, ff__ring_t *tasks, ff__ring_t *results,
                      int init);
 
 /* The body of a worker process: never returns. It takes over the segment's
- * descriptor and the doorbell, the eventfd that wakes the parent's loop. */
+ * descriptor, the doorbell (the eventfd that wakes the parent's loop) and
+ * its end of the lender socket (share.c). */
 _Noreturn void ff__worker_main(const ff_pool_options_t *options, int shm_fd,
-                               int doorbell_fd);
+                               int doorbell_fd, int lender_fd);
+
+/* ---- share.c: segments this process lends to its workers -----------------
+ * A table of the memfds this process created with ff_segment_create, by
+ * id. Each worker has a SOCK_SEQPACKET socket to its pool's creator (the
+ * lender socket); the creator's loop thread answers the worker's requests
+ * on it: OPEN an id (the reply carries the descriptor, SCM_RIGHTS), or
+ * CREATE a segment that both can open (the worker's outgoing arena). */
+
+/* Answers the requests waiting on the lender socket of one worker; owner
+ * names that worker for the segments created on its behalf. 0, or a
+ * negative errno / 0-length end of stream as -EPIPE: stop watching. */
+int ff__share_serve(int socket, uintptr_t owner);
+/* Forgets the segments created on behalf of owner (its worker is gone). */
+void ff__share_drop_owner(uintptr_t owner);
+/* In a worker: its end of the lender socket. */
+void ff__share_set_lender(int socket);
+/* ---- arena.c ---------------------------------------------------------- */
+
+/* The slot table at the start of each arena chunk. */
+#define FF__ARENA_HEADER 8192u
+/* The owner of chunk id (fd) is gone: keep it mapped here while messages
+ * sent in it wait to be received, then let it go. */
+void ff__arena_adopt(uint64_t id, int fd);
+
+/* Around the zygote's fork: the table is consistent in the child. */
+void ff__share_fork_prepare(void);
+void ff__share_fork_parent(void);
 
 /* ---- process helpers (zygote.c) ------------------------------------------ */
 

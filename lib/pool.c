@@ -25,11 +25,13 @@
 #include "internal.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -74,6 +76,14 @@ typedef struct doorbell_s {
   ff__worker_t *worker;
 } doorbell_t;
 
+/* The loop's watch on a worker's lender socket (share.c), in its own
+ * allocation for the same reason; its address names the worker's segments
+ * in the lending table. */
+typedef struct lender_s {
+  uv_poll_t poll;
+  int fd;
+} lender_t;
+
 struct ff__worker_s {
   ff_pool_t *pool;
   unsigned slot;
@@ -85,6 +95,7 @@ struct ff__worker_s {
   ff__ring_t results; /* this process consumes */
   ff__ring_reader_t reader;
   doorbell_t *doorbell;
+  lender_t *lender;
   ff__link_t in_flight; /* sent (or being sent), in order */
   unsigned in_flight_count;
   unsigned tasks_sent;
@@ -349,10 +360,47 @@ static void doorbell_on_closed(uv_handle_t *handle) {
   free(d);
 }
 
+static void lender_on_closed(uv_handle_t *handle) {
+  lender_t *l = handle->data;
+  ff__share_drop_owner((uintptr_t)l);
+  ff__fd_untrack(l->fd);
+  close(l->fd);
+  free(l);
+}
+
+static void lender_on_request(uv_poll_t *handle, int status, int events) {
+  FF__UNUSED(events);
+  lender_t *l = handle->data;
+  /* A worker that is gone, or that sends nonsense, is not served again. */
+  if (status < 0 || ff__share_serve(l->fd, (uintptr_t)l) < 0)
+    uv_poll_stop(handle);
+}
+
+/* Watches the parent's end of a new worker's lender socket. */
+static int lender_start(ff__worker_t *w, int fd) {
+  lender_t *l = calloc(1, sizeof(*l));
+  if (l == NULL) return -ENOMEM;
+  int rc = uv_poll_init(ff__runtime_loop(w->pool->runtime), &l->poll, fd);
+  if (rc < 0) {
+    free(l);
+    return rc;
+  }
+  l->fd = fd;
+  l->poll.data = l;
+  ff__fd_track(fd);
+  uv_poll_start(&l->poll, UV_READABLE, lender_on_request);
+  w->lender = l;
+  return 0;
+}
+
 static void worker_release_process(ff__worker_t *w) {
   if (w->doorbell) {
     uv_close((uv_handle_t *)&w->doorbell->poll, doorbell_on_closed);
     w->doorbell = NULL;
+  }
+  if (w->lender) {
+    uv_close((uv_handle_t *)&w->lender->poll, lender_on_closed);
+    w->lender = NULL;
   }
   if (w->shm.base) {
     /* Whatever the worker left, nobody reads or writes it any more. */
@@ -635,21 +683,30 @@ static void worker_spawn(ff__worker_t *w, done_list_t *done) {
   madvise(w->shm.base, w->shm.size, MADV_DONTFORK);
   doorbell_t *d = calloc(1, sizeof(*d));
   int fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  int lender[2] = {-1, -1};
   if (d == NULL || fd < 0 ||
+      socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, lender) < 0 ||
       ff__worker_rings(w->shm.base, &w->tasks, &w->results, 1) < 0) {
-    rc = d == NULL ? -ENOMEM : fd < 0 ? -errno : -EINVAL;
+    rc = d == NULL ? -ENOMEM : fd < 0 || lender[0] < 0 ? -errno : -EINVAL;
     free(d);
     if (fd >= 0) close(fd);
+    if (lender[0] >= 0) close(lender[0]);
+    if (lender[1] >= 0) close(lender[1]);
     ff__shm_close(&w->shm);
     pool_fail(pool, rc, NULL, 0, NULL, done);
     return;
   }
   ff__ctl_msg_t msg = {FF__CTL_SPAWN, w->slot, 0, 0};
-  int fds[2] = {w->shm.fd, fd};
-  rc = ff__ctl_send(pool->ctl_fd, &msg, fds, 2);
+  int fds[3] = {w->shm.fd, fd, lender[1]};
+  rc = ff__sock_send(pool->ctl_fd, &msg, sizeof(msg), fds, 3);
   /* The mapping is all this process needs of the segment. */
   close(w->shm.fd);
   w->shm.fd = -1;
+  close(lender[1]);
+  /* The loop thread serves the lender socket; it must never block on it. */
+  if (rc == 0 && fcntl(lender[0], F_SETFL, O_NONBLOCK) < 0) rc = -errno;
+  if (rc == 0) rc = lender_start(w, lender[0]);
+  if (rc < 0 && w->lender == NULL) close(lender[0]);
   if (rc == 0) {
     d->fd = fd;
     d->worker = w;
@@ -665,6 +722,10 @@ static void worker_spawn(ff__worker_t *w, done_list_t *done) {
   if (rc < 0) {
     close(fd);
     free(d);
+    if (w->lender) {
+      uv_close((uv_handle_t *)&w->lender->poll, lender_on_closed);
+      w->lender = NULL;
+    }
     ff__shm_close(&w->shm);
     pool_fail(pool, rc, NULL, 0, NULL, done);
     return;
@@ -754,9 +815,9 @@ static void pool_on_ctl(uv_poll_t *handle, int status, int events) {
   }
   for (;;) {
     ff__ctl_msg_t msg;
-    int fds[FF__CTL_MAX_FDS];
+    int fds[FF__SOCK_MAX_FDS];
     unsigned nfds;
-    int rc = ff__ctl_recv(pool->ctl_fd, &msg, fds, &nfds);
+    int rc = ff__sock_recv(pool->ctl_fd, &msg, sizeof(msg), fds, &nfds, 0);
     if (rc == -EAGAIN) return;
     if (rc <= 0) {
       /* The zygote is gone; its pidfd reports how. */
@@ -771,7 +832,7 @@ static void pool_on_ctl(uv_poll_t *handle, int status, int events) {
         pool->workers[msg.slot].pid == 0) {
       ff__worker_t *w = &pool->workers[msg.slot];
       if (msg.status < 0 || nfds != 1) {
-        ff__ctl_close_fds(fds, &nfds);
+        ff__sock_close_fds(fds, &nfds);
         if (msg.pid > 0) kill(msg.pid, SIGKILL); /* reported as it exits */
         worker_release_process(w);
         pool_fail(pool, msg.status < 0 ? msg.status : -EIO, NULL, 0, NULL,
@@ -783,7 +844,7 @@ static void pool_on_ctl(uv_poll_t *handle, int status, int events) {
         if (w->doomed) worker_kill(w);
       }
     } else {
-      ff__ctl_close_fds(fds, &nfds);
+      ff__sock_close_fds(fds, &nfds);
       if (msg.type == FF__CTL_EXITED) {
         ff__worker_t *w = pool_worker_by_pid(pool, msg.pid);
         if (w) worker_exited(w, msg.status, &done);

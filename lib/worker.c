@@ -110,7 +110,7 @@ static void worker_run(worker_t *w, const ff__ring_msg_t *msg) {
 }
 
 _Noreturn void ff__worker_main(const ff_pool_options_t *o, int shm_fd,
-                               int doorbell_fd) {
+                               int doorbell_fd, int lender_fd) {
   worker_t w;
   memset(&w, 0, sizeof(w));
   w.options = o;
@@ -121,6 +121,7 @@ _Noreturn void ff__worker_main(const ff_pool_options_t *o, int shm_fd,
   /* Both of the parent's sides sleep in its event loop. */
   w.results.consumer_fd = doorbell_fd;
   w.tasks.producer_fd = doorbell_fd;
+  ff__share_set_lender(lender_fd);
 
   int rc = o->worker_init ? o->worker_init(o->worker_arg, &w.out) : 0;
   if (rc != 0) {

@@ -50,12 +50,12 @@ void ff__exit_from_status(ff_exit_t *exit, pid_t pid, int status) {
   exit->term_signal = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
 }
 
-int ff__ctl_send(int socket, const ff__ctl_msg_t *msg, const int *fds,
-                 unsigned nfds) {
-  if (nfds > FF__CTL_MAX_FDS) return -EINVAL;
-  struct iovec iov = {(void *)msg, sizeof(*msg)};
+int ff__sock_send(int socket, const void *msg, size_t length, const int *fds,
+                  unsigned nfds) {
+  if (nfds > FF__SOCK_MAX_FDS) return -EINVAL;
+  struct iovec iov = {(void *)msg, length};
   union {
-    char buf[CMSG_SPACE(sizeof(int) * FF__CTL_MAX_FDS)];
+    char buf[CMSG_SPACE(sizeof(int) * FF__SOCK_MAX_FDS)];
     struct cmsghdr align;
   } control;
   struct msghdr mh = {0};
@@ -73,22 +73,23 @@ int ff__ctl_send(int socket, const ff__ctl_msg_t *msg, const int *fds,
   }
   for (;;) {
     ssize_t n = sendmsg(socket, &mh, MSG_NOSIGNAL);
-    if (n == (ssize_t)sizeof(*msg)) return 0;
+    if (n == (ssize_t)length) return 0;
     if (n >= 0) return -EIO; /* a seqpacket send is whole or not at all */
     if (errno != EINTR) return -errno;
   }
 }
 
-void ff__ctl_close_fds(int *fds, unsigned *nfds) {
+void ff__sock_close_fds(int *fds, unsigned *nfds) {
   for (unsigned i = 0; i < *nfds; i++)
     if (fds[i] >= 0) close(fds[i]);
   *nfds = 0;
 }
 
-int ff__ctl_recv(int socket, ff__ctl_msg_t *msg, int *fds, unsigned *nfds) {
-  struct iovec iov = {msg, sizeof(*msg)};
+int ff__sock_recv(int socket, void *msg, size_t length, int *fds,
+                  unsigned *nfds, int flags) {
+  struct iovec iov = {msg, length};
   union {
-    char buf[CMSG_SPACE(sizeof(int) * FF__CTL_MAX_FDS)];
+    char buf[CMSG_SPACE(sizeof(int) * FF__SOCK_MAX_FDS)];
     struct cmsghdr align;
   } control;
   struct msghdr mh = {0};
@@ -99,7 +100,7 @@ int ff__ctl_recv(int socket, ff__ctl_msg_t *msg, int *fds, unsigned *nfds) {
   *nfds = 0;
   ssize_t n;
   do {
-    n = recvmsg(socket, &mh, MSG_CMSG_CLOEXEC);
+    n = recvmsg(socket, &mh, MSG_CMSG_CLOEXEC | flags);
   } while (n < 0 && errno == EINTR);
   if (n < 0) return -errno;
   if (n == 0) return 0;
@@ -109,14 +110,14 @@ int ff__ctl_recv(int socket, ff__ctl_msg_t *msg, int *fds, unsigned *nfds) {
     for (size_t i = 0; i < count; i++) {
       int fd;
       memcpy(&fd, CMSG_DATA(cm) + i * sizeof(int), sizeof(int));
-      if (*nfds < FF__CTL_MAX_FDS)
+      if (*nfds < FF__SOCK_MAX_FDS)
         fds[(*nfds)++] = fd;
       else
         close(fd);
     }
   }
-  if (n != (ssize_t)sizeof(*msg) || (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC))) {
-    ff__ctl_close_fds(fds, nfds);
+  if (n != (ssize_t)length || (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC))) {
+    ff__sock_close_fds(fds, nfds);
     return FF_EPROTOCOL;
   }
   return 1;
@@ -171,7 +172,7 @@ static void zygote_reap(zygote_t *z) {
     if (pid <= 0) break;
     zygote_remove_child(z, pid);
     ff__ctl_msg_t msg = {FF__CTL_EXITED, 0, pid, status};
-    if (ff__ctl_send(z->ctl, &msg, NULL, 0) < 0) zygote_exit(z);
+    if (ff__sock_send(z->ctl, &msg, sizeof(msg), NULL, 0) < 0) zygote_exit(z);
   }
 }
 
@@ -180,7 +181,7 @@ static void run_hook(void (*hook)(void *), void *arg) {
 }
 
 static void zygote_spawn(zygote_t *z, uint32_t slot, int shm_fd,
-                         int doorbell_fd) {
+                         int doorbell_fd, int lender_fd) {
   const ff_pool_options_t *o = z->options;
   pid_t zygote_pid = getpid();
   /* No prepare or parent hook here: the zygote is a frozen image of its
@@ -199,11 +200,12 @@ static void zygote_spawn(zygote_t *z, uint32_t slot, int shm_fd,
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != zygote_pid) _exit(1);
     run_hook(o->fork_hooks.child, o->fork_hooks.arg);
-    ff__worker_main(o, shm_fd, doorbell_fd);
+    ff__worker_main(o, shm_fd, doorbell_fd, lender_fd);
   }
   int err = pid < 0 ? -errno : 0;
   close(shm_fd);
   close(doorbell_fd);
+  close(lender_fd);
   ff__ctl_msg_t msg = {FF__CTL_SPAWNED, slot, pid > 0 ? pid : 0, err};
   int pidfd = -1;
   if (pid > 0) {
@@ -212,7 +214,7 @@ static void zygote_spawn(zygote_t *z, uint32_t slot, int shm_fd,
     pidfd = ff__pidfd_open(pid);
     if (pidfd < 0) msg.status = pidfd;
   }
-  int rc = ff__ctl_send(z->ctl, &msg, &pidfd, pidfd >= 0 ? 1 : 0);
+  int rc = ff__sock_send(z->ctl, &msg, sizeof(msg), &pidfd, pidfd >= 0 ? 1 : 0);
   if (pidfd >= 0) close(pidfd);
   if (rc < 0) zygote_exit(z);
 }
@@ -247,14 +249,14 @@ static _Noreturn void zygote_main(const ff_pool_options_t *options, int ctl,
     if (polled[1].revents) zygote_reap(&z);
     if (polled[0].revents) {
       ff__ctl_msg_t msg;
-      int fds[FF__CTL_MAX_FDS];
+      int fds[FF__SOCK_MAX_FDS];
       unsigned nfds;
-      int rc = ff__ctl_recv(ctl, &msg, fds, &nfds);
+      int rc = ff__sock_recv(ctl, &msg, sizeof(msg), fds, &nfds, 0);
       if (rc <= 0) zygote_exit(&z); /* end of stream or broken socket */
-      if (msg.type == FF__CTL_SPAWN && nfds == 2)
-        zygote_spawn(&z, msg.slot, fds[0], fds[1]);
+      if (msg.type == FF__CTL_SPAWN && nfds == 3)
+        zygote_spawn(&z, msg.slot, fds[0], fds[1], fds[2]);
       else
-        ff__ctl_close_fds(fds, &nfds);
+        ff__sock_close_fds(fds, &nfds);
     }
   }
 }
@@ -272,6 +274,7 @@ int ff__zygote_fork(ff__runtime_t *runtime, const ff_pool_options_t *options,
   fflush(NULL);
   ff__runtime_park(runtime);
   run_hook(options->fork_hooks.prepare, options->fork_hooks.arg);
+  ff__share_fork_prepare();
   pid_t pid = fork();
   if (pid == 0) {
     /* The child hook runs in each worker, not here (see zygote_spawn). */
@@ -279,6 +282,7 @@ int ff__zygote_fork(ff__runtime_t *runtime, const ff_pool_options_t *options,
     zygote_main(options, sv[1], parent, main_thread);
   }
   int err = pid < 0 ? -errno : 0;
+  ff__share_fork_parent();
   run_hook(options->fork_hooks.parent, options->fork_hooks.arg);
   ff__runtime_unpark(runtime);
   close(sv[1]);

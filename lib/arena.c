@@ -1,0 +1,438 @@
+/* The arena: reusable shared memory for large buffers that travel out of
+ * band.
+ *
+ * A sender copies a large buffer (a NumPy array's data, say) into its arena
+ * once, and the message carries a reference (ff_arena_ref_t) in its place;
+ * the receiver maps the same memory and reads it where it is. Arena memory
+ * is reused, so after the first use its pages are already faulted in on
+ * both sides: a fresh page fault costs tens of times more than copying into
+ * a warm one.
+ *
+ * An arena is a list of chunks, each a segment (share.c) whose first
+ * FF__ARENA_HEADER bytes hold its slots. A slot is one message's claim on
+ * a region of the chunk; its 64-bit word, in shared memory, is the slot's
+ * generation (high half) and its state (low half): FREE, SENT (written by
+ * the sender, not yet taken), or the pid of the receiver that holds it.
+ * Only the sender allocates; the receiver frees its slot when it lets go of
+ * the last view. A region stays allocated while any slot on it is not FREE,
+ * so a view that outlives its task keeps its memory. A receiver that dies
+ * holding a slot cannot free it: the sender reclaims slots whose holder no
+ * longer exists. */
+#define _GNU_SOURCE
+#include "internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#define ARENA_MAGIC UINT64_C(0x31414e4552414646) /* "FFARENA1" */
+#define STATE_FREE 0u
+#define STATE_SENT 1u
+/* Regions start on a cache line (NumPy wants 16 bytes; 64 avoids sharing a
+ * line between two messages). */
+#define REGION_ALIGN 64u
+
+typedef struct arena_slot_s {
+  _Atomic uint64_t word; /* generation << 32 | state */
+  uint64_t offset;
+  uint64_t length;
+} arena_slot_t;
+
+#define ARENA_SLOTS ((FF__ARENA_HEADER - 64u) / sizeof(arena_slot_t))
+
+typedef struct arena_header_s {
+  uint64_t magic;
+  uint64_t id;
+  uint64_t size;
+  uint32_t slots;
+  char pad[64 - 28];
+  arena_slot_t slot[ARENA_SLOTS];
+} arena_header_t;
+
+_Static_assert(sizeof(arena_header_t) <= FF__ARENA_HEADER,
+               "the slots fit the header");
+
+typedef struct arena_chunk_s {
+  uint64_t id;
+  char *base;
+  size_t size;
+} arena_chunk_t;
+
+struct ff_arena_s {
+  pthread_mutex_t lock;
+  unsigned segment_flags;
+  size_t chunk_size;
+  size_t limit;
+  size_t total;
+  arena_chunk_t *chunks;
+  size_t chunk_count;
+};
+
+static uint64_t make_word(uint32_t generation, uint32_t state) {
+  return (uint64_t)generation << 32 | state;
+}
+
+static int map_segment(uint64_t id, char **base, size_t *size) {
+  int fd;
+  int rc = ff_segment_open(id, &fd);
+  if (rc < 0) return rc;
+  ff__shm_t shm;
+  rc = ff__shm_attach(&shm, fd);
+  if (rc < 0) {
+    close(fd);
+    return rc;
+  }
+  close(fd);
+  *base = shm.base;
+  *size = shm.size;
+  return 0;
+}
+
+int ff_arena_create(ff_arena_t **arena, unsigned segment_flags,
+                    size_t chunk_size, size_t limit) {
+  ff_arena_t *a = calloc(1, sizeof(*a));
+  if (a == NULL) return -ENOMEM;
+  pthread_mutex_init(&a->lock, NULL);
+  a->segment_flags = segment_flags;
+  a->chunk_size = chunk_size < 2 * FF__ARENA_HEADER ? 2 * FF__ARENA_HEADER
+                                                    : chunk_size;
+  a->limit = limit;
+  *arena = a;
+  return 0;
+}
+
+void ff_arena_destroy(ff_arena_t *arena) {
+  if (arena == NULL) return;
+  for (size_t i = 0; i < arena->chunk_count; i++) {
+    munmap(arena->chunks[i].base, arena->chunks[i].size);
+    ff_segment_forget(arena->chunks[i].id);
+  }
+  free(arena->chunks);
+  pthread_mutex_destroy(&arena->lock);
+  free(arena);
+}
+
+static int chunk_add(ff_arena_t *a, size_t need) {
+  size_t size = a->chunk_size;
+  while (size < need + FF__ARENA_HEADER) size *= 2;
+  if (a->total + size > a->limit) return -ENOSPC;
+  arena_chunk_t *grown =
+      realloc(a->chunks, (a->chunk_count + 1) * sizeof(*a->chunks));
+  if (grown == NULL) return -ENOMEM;
+  a->chunks = grown;
+  uint64_t id;
+  int fd;
+  int rc = ff_segment_create(size, a->segment_flags, &id, &fd);
+  if (rc < 0) return rc;
+  ff__shm_t shm;
+  rc = ff__shm_attach(&shm, fd);
+  if (rc < 0) {
+    close(fd);
+    ff_segment_forget(id);
+    return rc;
+  }
+  close(fd);
+  arena_header_t *h = (arena_header_t *)shm.base;
+  h->magic = ARENA_MAGIC;
+  h->id = id;
+  h->size = size;
+  h->slots = (uint32_t)ARENA_SLOTS;
+  a->chunks[a->chunk_count++] = (arena_chunk_t){id, shm.base, size};
+  a->total += size;
+  return 0;
+}
+
+static bool holder_gone(uint32_t state) {
+  return state > STATE_SENT && kill((pid_t)state, 0) < 0 && errno == ESRCH;
+}
+
+/* The regions in use in a chunk, sorted by offset. With reclaim, slots of
+ * receivers that died are freed first. */
+typedef struct span_s {
+  uint64_t offset, end;
+} span_t;
+
+static int span_cmp(const void *x, const void *y) {
+  const span_t *a = x, *b = y;
+  return a->offset < b->offset ? -1 : a->offset > b->offset;
+}
+
+static size_t used_spans(arena_header_t *h, span_t *spans, bool reclaim) {
+  size_t n = 0;
+  for (uint32_t i = 0; i < h->slots; i++) {
+    uint64_t word = atomic_load(&h->slot[i].word);
+    uint32_t state = (uint32_t)word;
+    if (state == STATE_FREE) continue;
+    if (reclaim && holder_gone(state) &&
+        atomic_compare_exchange_strong(&h->slot[i].word, &word,
+                                       make_word((uint32_t)(word >> 32),
+                                                 STATE_FREE)))
+      continue;
+    spans[n++] = (span_t){h->slot[i].offset,
+                          h->slot[i].offset + h->slot[i].length};
+  }
+  qsort(spans, n, sizeof(*spans), span_cmp);
+  return n;
+}
+
+static uint64_t align_up(uint64_t x) {
+  return (x + REGION_ALIGN - 1) & ~(uint64_t)(REGION_ALIGN - 1);
+}
+
+/* Claims a free slot of chunk c for length bytes at a free place. */
+static int chunk_alloc(arena_chunk_t *c, size_t length, bool reclaim,
+                       ff_arena_ref_t *ref) {
+  arena_header_t *h = (arena_header_t *)c->base;
+  static _Thread_local span_t spans[ARENA_SLOTS];
+  size_t n = used_spans(h, spans, reclaim);
+  uint32_t free_slot = UINT32_MAX;
+  for (uint32_t i = 0; i < h->slots && free_slot == UINT32_MAX; i++)
+    if ((uint32_t)atomic_load(&h->slot[i].word) == STATE_FREE) free_slot = i;
+  if (free_slot == UINT32_MAX) return -ENOSPC;
+  uint64_t at = FF__ARENA_HEADER;
+  for (size_t i = 0; i <= n; i++) {
+    uint64_t limit = i < n ? spans[i].offset : c->size;
+    if (limit >= at && limit - at >= length) break;
+    if (i == n) return -ENOSPC;
+    if (spans[i].end > at) at = align_up(spans[i].end);
+  }
+  arena_slot_t *s = &h->slot[free_slot];
+  uint32_t generation = (uint32_t)(atomic_load(&s->word) >> 32) + 1;
+  s->offset = at;
+  s->length = length;
+  atomic_store(&s->word, make_word(generation, STATE_SENT));
+  *ref = (ff_arena_ref_t){c->id, at, length, free_slot, generation};
+  return 0;
+}
+
+int ff_arena_alloc(ff_arena_t *arena, size_t length, ff_arena_ref_t *ref,
+                   void **data) {
+  if (length == 0) return -EINVAL;
+  pthread_mutex_lock(&arena->lock);
+  int rc = -ENOSPC;
+  /* Newest chunks first: they are the largest. Dead receivers' slots are
+   * only looked for when nothing fits without them. */
+  for (int reclaim = 0; reclaim < 2 && rc == -ENOSPC; reclaim++)
+    for (size_t i = arena->chunk_count; i-- > 0 && rc == -ENOSPC;)
+      rc = chunk_alloc(&arena->chunks[i], length, reclaim, ref);
+  if (rc == -ENOSPC) {
+    rc = chunk_add(arena, length);
+    if (rc == 0)
+      rc = chunk_alloc(&arena->chunks[arena->chunk_count - 1], length, false,
+                       ref);
+  }
+  if (rc == 0) {
+    for (size_t i = 0; i < arena->chunk_count; i++)
+      if (arena->chunks[i].id == ref->chunk)
+        *data = arena->chunks[i].base + ref->offset;
+  }
+  pthread_mutex_unlock(&arena->lock);
+  return rc;
+}
+
+static arena_chunk_t *chunk_find(ff_arena_t *arena, uint64_t id) {
+  for (size_t i = 0; i < arena->chunk_count; i++)
+    if (arena->chunks[i].id == id) return &arena->chunks[i];
+  return NULL;
+}
+
+int ff_arena_share(ff_arena_t *arena, const ff_arena_ref_t *ref,
+                   ff_arena_ref_t *another) {
+  pthread_mutex_lock(&arena->lock);
+  arena_chunk_t *c = chunk_find(arena, ref->chunk);
+  int rc = c == NULL ? -ENOENT : -ENOSPC;
+  if (c != NULL) {
+    arena_header_t *h = (arena_header_t *)c->base;
+    for (uint32_t i = 0; i < h->slots; i++) {
+      arena_slot_t *s = &h->slot[i];
+      uint64_t word = atomic_load(&s->word);
+      if ((uint32_t)word != STATE_FREE) continue;
+      uint32_t generation = (uint32_t)(word >> 32) + 1;
+      s->offset = ref->offset;
+      s->length = ref->length;
+      atomic_store(&s->word, make_word(generation, STATE_SENT));
+      *another = (ff_arena_ref_t){ref->chunk, ref->offset, ref->length, i,
+                                  generation};
+      rc = 0;
+      break;
+    }
+  }
+  pthread_mutex_unlock(&arena->lock);
+  return rc;
+}
+
+static void slot_cancel(arena_header_t *h, const ff_arena_ref_t *ref) {
+  if (ref->slot >= h->slots) return;
+  uint64_t expected = make_word(ref->generation, STATE_SENT);
+  atomic_compare_exchange_strong(&h->slot[ref->slot].word, &expected,
+                                 make_word(ref->generation, STATE_FREE));
+}
+
+void ff_arena_cancel(ff_arena_t *arena, const ff_arena_ref_t *ref) {
+  pthread_mutex_lock(&arena->lock);
+  arena_chunk_t *c = chunk_find(arena, ref->chunk);
+  if (c != NULL) slot_cancel((arena_header_t *)c->base, ref);
+  pthread_mutex_unlock(&arena->lock);
+}
+
+/* ---- the receiving side ------------------------------------------------- */
+
+/* The chunks this process has mapped as a receiver, kept mapped while it
+ * holds slots in them and afterwards too, so that the next message finds
+ * them warm. A chunk whose owner is gone is unmapped once nothing here
+ * holds it and nothing sent in it waits to be received. */
+typedef struct view_s {
+  uint64_t id;
+  char *base;
+  size_t size;
+  unsigned refs;
+  bool gone;
+} view_t;
+
+static pthread_mutex_t views_lock = PTHREAD_MUTEX_INITIALIZER;
+static view_t *views;
+static size_t view_count;
+
+static bool chunk_pending(const arena_header_t *h) {
+  if (h->magic != ARENA_MAGIC) return false;
+  for (uint32_t i = 0; i < h->slots && i < ARENA_SLOTS; i++)
+    if ((uint32_t)atomic_load(&((arena_header_t *)h)->slot[i].word) ==
+        STATE_SENT)
+      return true;
+  return false;
+}
+
+static void views_sweep(void) {
+  for (size_t i = 0; i < view_count;) {
+    view_t *v = &views[i];
+    if (v->gone && v->refs == 0 &&
+        !chunk_pending((const arena_header_t *)v->base)) {
+      munmap(v->base, v->size);
+      views[i] = views[--view_count];
+    } else {
+      i++;
+    }
+  }
+}
+
+static view_t *view_find(uint64_t id) {
+  for (size_t i = 0; i < view_count; i++)
+    if (views[i].id == id) return &views[i];
+  return NULL;
+}
+
+/* The view of chunk id, mapped if needed, with one more reference. */
+static int view_get(uint64_t id, view_t **out) {
+  view_t *v = view_find(id);
+  if (v == NULL) {
+    view_t *grown = realloc(views, (view_count + 1) * sizeof(*views));
+    if (grown == NULL) return -ENOMEM;
+    views = grown;
+    char *base;
+    size_t size;
+    int rc = map_segment(id, &base, &size);
+    if (rc < 0) return rc;
+    const arena_header_t *h = (const arena_header_t *)base;
+    if (size < FF__ARENA_HEADER || h->magic != ARENA_MAGIC || h->id != id ||
+        h->size != size || h->slots != ARENA_SLOTS) {
+      munmap(base, size);
+      return FF_EPROTOCOL;
+    }
+    v = &views[view_count++];
+    *v = (view_t){id, base, size, 0, false};
+  }
+  v->refs++;
+  *out = v;
+  return 0;
+}
+
+static int ref_check(const view_t *v, const ff_arena_ref_t *ref) {
+  if (ref->slot >= ARENA_SLOTS || ref->offset < FF__ARENA_HEADER ||
+      ref->offset > v->size || ref->length > v->size - ref->offset)
+    return FF_EPROTOCOL;
+  return 0;
+}
+
+int ff_arena_receive(const ff_arena_ref_t *ref, void **data) {
+  pthread_mutex_lock(&views_lock);
+  view_t *v;
+  int rc = view_get(ref->chunk, &v);
+  if (rc == 0) {
+    rc = ref_check(v, ref);
+    arena_slot_t *s = rc == 0 ? &((arena_header_t *)v->base)->slot[ref->slot]
+                              : NULL;
+    uint64_t expected = make_word(ref->generation, STATE_SENT);
+    if (s != NULL &&
+        (s->offset != ref->offset || s->length != ref->length ||
+         !atomic_compare_exchange_strong(
+             &s->word, &expected,
+             make_word(ref->generation, (uint32_t)getpid()))))
+      rc = -ESTALE; /* taken already, or freed by its sender */
+    if (rc == 0)
+      *data = v->base + ref->offset;
+    else
+      v->refs--;
+  }
+  views_sweep();
+  pthread_mutex_unlock(&views_lock);
+  return rc;
+}
+
+void ff_arena_release(const ff_arena_ref_t *ref) {
+  pthread_mutex_lock(&views_lock);
+  view_t *v = view_find(ref->chunk);
+  if (v != NULL) {
+    arena_slot_t *s = &((arena_header_t *)v->base)->slot[ref->slot];
+    uint64_t expected = make_word(ref->generation, (uint32_t)getpid());
+    atomic_compare_exchange_strong(&s->word, &expected,
+                                   make_word(ref->generation, STATE_FREE));
+    v->refs--;
+  }
+  views_sweep();
+  pthread_mutex_unlock(&views_lock);
+}
+
+void ff_arena_discard(const ff_arena_ref_t *ref) {
+  pthread_mutex_lock(&views_lock);
+  view_t *v;
+  if (view_get(ref->chunk, &v) == 0) {
+    if (ref_check(v, ref) == 0)
+      slot_cancel((arena_header_t *)v->base, ref);
+    v->refs--;
+  }
+  views_sweep();
+  pthread_mutex_unlock(&views_lock);
+}
+
+void ff__arena_adopt(uint64_t id, int fd) {
+  pthread_mutex_lock(&views_lock);
+  view_t *v = view_find(id);
+  if (v == NULL) {
+    /* Messages sent in it may still wait to be read here: map it before
+     * its last descriptor goes. */
+    ff__shm_t shm;
+    int copy = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    view_t *grown = realloc(views, (view_count + 1) * sizeof(*views));
+    if (grown != NULL) views = grown;
+    if (copy >= 0 && grown != NULL && ff__shm_attach(&shm, copy) == 0) {
+      close(copy);
+      const arena_header_t *h = (const arena_header_t *)shm.base;
+      if (shm.size >= FF__ARENA_HEADER && h->magic == ARENA_MAGIC &&
+          chunk_pending(h)) {
+        v = &views[view_count++];
+        *v = (view_t){id, shm.base, shm.size, 0, false};
+      } else {
+        munmap(shm.base, shm.size);
+      }
+    } else if (copy >= 0) {
+      close(copy);
+    }
+  }
+  if (v != NULL) v->gone = true;
+  views_sweep();
+  pthread_mutex_unlock(&views_lock);
+}

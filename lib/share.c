@@ -1,0 +1,273 @@
+/* Segments this process lends to its workers.
+ *
+ * A shared array made after a pool started cannot reach the pool's workers
+ * by inheritance, so the creator keeps a table of the memfds it made, by id,
+ * and each worker has a socket to the creator (the lender socket, created
+ * with the worker and handed over by the zygote). A worker that meets an id
+ * it does not hold asks for it once; the creator's loop thread answers with
+ * the descriptor attached (SCM_RIGHTS). A worker's outgoing arena is made by
+ * the creator on the worker's request (CREATE), so that the creator can
+ * open it when results point into it; those segments belong to the worker
+ * and are forgotten when it goes.
+ *
+ * Ids are the creating pid in the high half and a counter in the low one:
+ * unique among live processes, and a worker's inherited table never names a
+ * segment of its own under a parent's id. */
+#define _GNU_SOURCE
+#include "internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+enum share_request {
+  SHARE_OPEN = 1,   /* worker -> creator: a descriptor of segment id */
+  SHARE_CREATE = 2, /* worker -> creator: make a segment of size bytes */
+  SHARE_REPLY = 3,  /* creator -> worker: status, id, size (+ descriptor) */
+};
+
+typedef struct share_msg_s {
+  uint32_t type;
+  int32_t status;
+  uint64_t id;
+  uint64_t size;
+} share_msg_t;
+
+typedef struct share_entry_s {
+  uint64_t id;
+  int fd;
+  uintptr_t owner; /* 0: this process; else the worker it was made for */
+} share_entry_t;
+
+static pthread_mutex_t table_lock = PTHREAD_MUTEX_INITIALIZER;
+static share_entry_t *table;
+static size_t table_length;
+static size_t table_capacity;
+static uint32_t next_serial;
+
+/* A worker's end of its lender socket (-1 elsewhere), and the lock that
+ * keeps one request and its reply together. */
+static int lender = -1;
+static pthread_mutex_t lender_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* How long a worker waits for its parent's answer: the loop thread answers
+ * in microseconds, so this only bounds a parent that stopped. */
+#define SHARE_REPLY_TIMEOUT_MS 30000
+
+static share_entry_t *table_find(uint64_t id) {
+  for (size_t i = 0; i < table_length; i++)
+    if (table[i].id == id) return &table[i];
+  return NULL;
+}
+
+static int table_add(uint64_t id, int fd, uintptr_t owner) {
+  if (table_length == table_capacity) {
+    size_t capacity = table_capacity ? table_capacity * 2 : 16;
+    share_entry_t *grown = realloc(table, capacity * sizeof(*table));
+    if (grown == NULL) return -ENOMEM;
+    table = grown;
+    table_capacity = capacity;
+  }
+  table[table_length++] = (share_entry_t){id, fd, owner};
+  return 0;
+}
+
+static void table_remove_at(size_t i) {
+  close(table[i].fd);
+  table[i] = table[--table_length];
+}
+
+static uint64_t new_id(void) {
+  return (uint64_t)(uint32_t)getpid() << 32 | ++next_serial;
+}
+
+/* A fresh memfd of size bytes, 0600. */
+static int memfd_of_size(size_t size) {
+  if (size == 0) return -EINVAL;
+  int fd = memfd_create("forkfarm-segment", MFD_CLOEXEC);
+  if (fd < 0) return -errno;
+  if (fchmod(fd, 0600) < 0 || ftruncate(fd, (off_t)size) < 0) {
+    int rc = -errno;
+    close(fd);
+    return rc;
+  }
+  return fd;
+}
+
+/* Makes a segment and keeps it in the table: its id, and a descriptor for
+ * the caller. */
+static int share_create(size_t size, uintptr_t owner, uint64_t *id, int *fd) {
+  int made = memfd_of_size(size);
+  if (made < 0) return made;
+  int copy = fcntl(made, F_DUPFD_CLOEXEC, 0);
+  if (copy < 0) {
+    int rc = -errno;
+    close(made);
+    return rc;
+  }
+  pthread_mutex_lock(&table_lock);
+  uint64_t new = new_id();
+  int rc = table_add(new, made, owner);
+  pthread_mutex_unlock(&table_lock);
+  if (rc < 0) {
+    close(made);
+    close(copy);
+    return rc;
+  }
+  *id = new;
+  *fd = copy;
+  return 0;
+}
+
+/* One request and its reply over the lender socket. */
+static int lender_request(share_msg_t *msg, int *fd) {
+  pthread_mutex_lock(&lender_lock);
+  int rc = lender < 0 ? -ENOENT : ff__sock_send(lender, msg, sizeof(*msg), NULL, 0);
+  int fds[FF__SOCK_MAX_FDS];
+  unsigned nfds = 0;
+  while (rc == 0) {
+    struct pollfd p = {lender, POLLIN, 0};
+    int n = poll(&p, 1, SHARE_REPLY_TIMEOUT_MS);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      rc = n == 0 ? -ETIMEDOUT : -errno;
+      break;
+    }
+    rc = ff__sock_recv(lender, msg, sizeof(*msg), fds, &nfds, 0);
+    rc = rc == 1 ? 0 : rc == 0 ? -EPIPE : rc;
+    break;
+  }
+  pthread_mutex_unlock(&lender_lock);
+  if (rc < 0) return rc;
+  if (msg->type != SHARE_REPLY || msg->status > 0 ||
+      (msg->status == 0) != (nfds == 1)) {
+    ff__sock_close_fds(fds, &nfds);
+    return msg->type == SHARE_REPLY && msg->status < 0 ? msg->status
+                                                       : FF_EPROTOCOL;
+  }
+  *fd = fds[0];
+  return 0;
+}
+
+int ff_segment_create(size_t size, unsigned flags, uint64_t *id, int *fd) {
+  if (size == 0 || size > (size_t)INT64_MAX) return -EINVAL;
+  if ((flags & FF_SEGMENT_PARENT) && lender >= 0) {
+    share_msg_t msg = {SHARE_CREATE, 0, 0, size};
+    int rc = lender_request(&msg, fd);
+    if (rc == 0) *id = msg.id;
+    return rc;
+  }
+  return share_create(size, 0, id, fd);
+}
+
+int ff_segment_open(uint64_t id, int *fd) {
+  pthread_mutex_lock(&table_lock);
+  share_entry_t *e = table_find(id);
+  int rc = e == NULL ? -ENOENT : fcntl(e->fd, F_DUPFD_CLOEXEC, 0);
+  if (e != NULL && rc < 0) rc = -errno;
+  pthread_mutex_unlock(&table_lock);
+  if (rc >= 0) {
+    *fd = rc;
+    return 0;
+  }
+  if (rc != -ENOENT || lender < 0) return rc;
+  share_msg_t msg = {SHARE_OPEN, 0, id, 0};
+  return lender_request(&msg, fd);
+}
+
+int ff_segment_forget(uint64_t id) {
+  pthread_mutex_lock(&table_lock);
+  int rc = -ENOENT;
+  for (size_t i = 0; i < table_length; i++) {
+    if (table[i].id == id) {
+      table_remove_at(i);
+      rc = 0;
+      break;
+    }
+  }
+  pthread_mutex_unlock(&table_lock);
+  return rc;
+}
+
+/* The answer to one request: a reply, and the descriptor to attach (the
+ * caller closes it), or -1. */
+static int share_answer(const share_msg_t *request, uintptr_t owner,
+                        share_msg_t *reply) {
+  *reply = (share_msg_t){SHARE_REPLY, 0, request->id, 0};
+  int fd = -1;
+  int rc;
+  if (request->type == SHARE_OPEN) {
+    pthread_mutex_lock(&table_lock);
+    share_entry_t *e = table_find(request->id);
+    rc = e == NULL ? -ENOENT : fcntl(e->fd, F_DUPFD_CLOEXEC, 0);
+    if (e != NULL && rc < 0) rc = -errno;
+    pthread_mutex_unlock(&table_lock);
+    if (rc >= 0) fd = rc;
+  } else if (request->type == SHARE_CREATE) {
+    rc = share_create((size_t)request->size, owner, &reply->id, &fd);
+    reply->size = request->size;
+  } else {
+    rc = FF_EPROTOCOL;
+  }
+  reply->status = rc < 0 ? rc : 0;
+  return fd;
+}
+
+int ff__share_serve(int socket, uintptr_t owner) {
+  for (;;) {
+    share_msg_t request;
+    int fds[FF__SOCK_MAX_FDS];
+    unsigned nfds;
+    int rc = ff__sock_recv(socket, &request, sizeof(request), fds, &nfds,
+                           MSG_DONTWAIT);
+    if (rc == -EAGAIN) return 0;
+    if (rc <= 0) return rc == 0 ? -EPIPE : rc;
+    /* A worker has no descriptor to give its parent. */
+    ff__sock_close_fds(fds, &nfds);
+    share_msg_t reply;
+    int fd = share_answer(&request, owner, &reply);
+    /* The worker waits for this reply before it asks again, so the socket
+     * always has room for it. */
+    rc = ff__sock_send(socket, &reply, sizeof(reply), &fd, fd >= 0 ? 1 : 0);
+    if (fd >= 0) close(fd);
+    if (rc < 0) return rc;
+  }
+}
+
+void ff__share_drop_owner(uintptr_t owner) {
+  for (;;) {
+    /* One at a time, outside the table's lock: the arena takes its own
+     * lock, and holds it while it opens segments from this table. */
+    share_entry_t dropped = {0, -1, 0};
+    pthread_mutex_lock(&table_lock);
+    for (size_t i = 0; i < table_length; i++) {
+      if (table[i].owner == owner) {
+        dropped = table[i];
+        table[i] = table[--table_length];
+        break;
+      }
+    }
+    pthread_mutex_unlock(&table_lock);
+    if (dropped.fd < 0) return;
+    ff__arena_adopt(dropped.id, dropped.fd);
+    close(dropped.fd);
+  }
+}
+
+void ff__share_set_lender(int socket) {
+  lender = socket;
+  /* Forked while another thread may have held them: this process has one
+   * thread now. */
+  pthread_mutex_init(&lender_lock, NULL);
+  pthread_mutex_init(&table_lock, NULL);
+}
+
+void ff__share_fork_prepare(void) { pthread_mutex_lock(&table_lock); }
+
+void ff__share_fork_parent(void) { pthread_mutex_unlock(&table_lock); }
