@@ -323,6 +323,21 @@ void ff_arena_release(const ff_arena_ref_t *ref);
 /* Receiver: ref will never be claimed here; frees it. */
 void ff_arena_discard(const ff_arena_ref_t *ref);
 
+/* A message that carries arena references starts with a frame: the magic,
+ * a uint32_t count, count references, then the rest of the message. The
+ * pool frees the references of a task message that was never received when
+ * the task finishes, and those of a result that was never received when
+ * the task is released. */
+#define FF_ARENA_FRAME_MAGIC "\xff" "FFB"
+#define FF_ARENA_FRAME_HEADER 8u
+/* If message starts with a frame: its number of references (*count), and
+ * the offset of the rest (*body). 1, 0 without a frame, or FF_EPROTOCOL
+ * for a truncated one. */
+int ff_arena_frame(const void *message, size_t length, size_t *count,
+                   size_t *body);
+/* The i-th reference of a framed message (copied: it may be unaligned). */
+void ff_arena_frame_ref(const void *message, size_t i, ff_arena_ref_t *ref);
+
 #ifdef __cplusplus
 }
 #endif

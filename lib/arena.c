@@ -92,6 +92,29 @@ static int map_segment(uint64_t id, char **base, size_t *size) {
   return 0;
 }
 
+/* Every sender arena of this process, so that a finished task's message
+ * can give back what was never received without knowing its arena. */
+static pthread_mutex_t arenas_lock = PTHREAD_MUTEX_INITIALIZER;
+static ff_arena_t **arenas;
+static size_t arena_count;
+
+static void arenas_add(ff_arena_t *a) {
+  pthread_mutex_lock(&arenas_lock);
+  ff_arena_t **grown = realloc(arenas, (arena_count + 1) * sizeof(*arenas));
+  if (grown != NULL) {
+    arenas = grown;
+    arenas[arena_count++] = a;
+  }
+  pthread_mutex_unlock(&arenas_lock);
+}
+
+static void arenas_remove(ff_arena_t *a) {
+  pthread_mutex_lock(&arenas_lock);
+  for (size_t i = 0; i < arena_count; i++)
+    if (arenas[i] == a) arenas[i] = arenas[--arena_count];
+  pthread_mutex_unlock(&arenas_lock);
+}
+
 int ff_arena_create(ff_arena_t **arena, unsigned segment_flags,
                     size_t chunk_size, size_t limit) {
   ff_arena_t *a = calloc(1, sizeof(*a));
@@ -101,12 +124,14 @@ int ff_arena_create(ff_arena_t **arena, unsigned segment_flags,
   a->chunk_size = chunk_size < 2 * FF__ARENA_HEADER ? 2 * FF__ARENA_HEADER
                                                     : chunk_size;
   a->limit = limit;
+  arenas_add(a);
   *arena = a;
   return 0;
 }
 
 void ff_arena_destroy(ff_arena_t *arena) {
   if (arena == NULL) return;
+  arenas_remove(arena);
   for (size_t i = 0; i < arena->chunk_count; i++) {
     munmap(arena->chunks[i].base, arena->chunks[i].size);
     ff_segment_forget(arena->chunks[i].id);
@@ -277,6 +302,49 @@ void ff_arena_cancel(ff_arena_t *arena, const ff_arena_ref_t *ref) {
   arena_chunk_t *c = chunk_find(arena, ref->chunk);
   if (c != NULL) slot_cancel((arena_header_t *)c->base, ref);
   pthread_mutex_unlock(&arena->lock);
+}
+
+int ff_arena_frame(const void *message, size_t length, size_t *count,
+                   size_t *body) {
+  if (length < 4 || memcmp(message, FF_ARENA_FRAME_MAGIC, 4) != 0) return 0;
+  uint32_t n;
+  if (length < FF_ARENA_FRAME_HEADER) return FF_EPROTOCOL;
+  memcpy(&n, (const char *)message + 4, sizeof(n));
+  if ((length - FF_ARENA_FRAME_HEADER) / sizeof(ff_arena_ref_t) < n)
+    return FF_EPROTOCOL;
+  *count = n;
+  *body = FF_ARENA_FRAME_HEADER + (size_t)n * sizeof(ff_arena_ref_t);
+  return 1;
+}
+
+void ff_arena_frame_ref(const void *message, size_t i, ff_arena_ref_t *ref) {
+  memcpy(ref,
+         (const char *)message + FF_ARENA_FRAME_HEADER + i * sizeof(*ref),
+         sizeof(*ref));
+}
+
+void ff__arena_cancel_message(const void *message, size_t length) {
+  size_t count, body;
+  if (message == NULL || ff_arena_frame(message, length, &count, &body) != 1)
+    return;
+  pthread_mutex_lock(&arenas_lock);
+  for (size_t i = 0; i < count; i++) {
+    ff_arena_ref_t ref;
+    ff_arena_frame_ref(message, i, &ref);
+    for (size_t j = 0; j < arena_count; j++) ff_arena_cancel(arenas[j], &ref);
+  }
+  pthread_mutex_unlock(&arenas_lock);
+}
+
+void ff__arena_discard_message(const void *message, size_t length) {
+  size_t count, body;
+  if (message == NULL || ff_arena_frame(message, length, &count, &body) != 1)
+    return;
+  for (size_t i = 0; i < count; i++) {
+    ff_arena_ref_t ref;
+    ff_arena_frame_ref(message, i, &ref);
+    ff_arena_discard(&ref);
+  }
 }
 
 /* ---- the receiving side ------------------------------------------------- */

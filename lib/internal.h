@@ -357,6 +357,10 @@ void ff__share_set_lender(int socket);
 /* The owner of chunk id (fd) is gone: keep it mapped here while messages
  * sent in it wait to be received, then let it go. */
 void ff__arena_adopt(uint64_t id, int fd);
+/* A task message (sender side) or a result (receiver side) that will not
+ * be received: frees the arena references of its frame, if it has one. */
+void ff__arena_cancel_message(const void *message, size_t length);
+void ff__arena_discard_message(const void *message, size_t length);
 
 /* Around the zygote's fork: the table is consistent in the child. */
 void ff__share_fork_prepare(void);

@@ -72,6 +72,8 @@ ff_task_t *ff__task_new(ff_pool_t *pool, ff_context_t *context,
 
 void ff__task_settle(ff_task_t *task, int status, char *result,
                      size_t result_length, const ff_exit_t *exit) {
+  /* A worker that took the message claimed its buffers; the rest go back. */
+  ff__arena_cancel_message(task->message, task->message_length);
   free(task->message);
   task->message = NULL;
   ff_context_release(task->context);
@@ -151,6 +153,9 @@ void ff_task_release(ff_task_t *task) {
   if (task == NULL) return;
   if (atomic_fetch_sub(&task->refs, 1) != 1) return;
   free(task->message);
+  /* A result nobody decoded gives its buffers back to the worker. */
+  if (task->status == 0)
+    ff__arena_discard_message(task->result, task->result_length);
   free(task->result);
   ff_context_release(task->context);
   if (task->queue) queue_release(task->queue);

@@ -201,6 +201,8 @@ PyObject *ffpy_encode_singletons(PyObject *items, PyObject *dumps,
 
 PyObject *ffpy_decode(const char *data, size_t length, PyObject *loads) {
   if (is_compact(data, length)) return compact_decode(data, length);
+  if (length >= 4 && memcmp(data, FF_ARENA_FRAME_MAGIC, 4) == 0)
+    return ffpy_decode_framed(data, length, loads);
   PyObject *view =
       PyMemoryView_FromMemory((char *)data, (Py_ssize_t)length, PyBUF_READ);
   if (view == NULL) return NULL;

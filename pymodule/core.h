@@ -86,6 +86,28 @@ PyObject *ffpy_decode(const char *data, size_t length, PyObject *loads);
 int ffpy_decode_into(const char *data, size_t length, PyObject *loads,
                      PyObject *target, Py_ssize_t start, Py_ssize_t count);
 
+/* ---- shared.c: segments and out-of-band buffers ---- */
+extern PyTypeObject ffpy_segment_type;
+extern PyTypeObject ffpy_region_type;
+extern PyTypeObject ffpy_memo_type;
+/* Pickles value with protocol; with oob, large out-of-band buffers go
+ * through this process's arena and the result is framed
+ * (FF_ARENA_FRAME_MAGIC). Shared arrays pickle as handles either way. A
+ * memo (a BufferMemo, or NULL) lets the messages of one map share one copy
+ * of a buffer they all carry. */
+PyObject *ffpy_dumps(PyObject *value, PyObject *protocol, int oob,
+                     PyObject *memo);
+/* Decodes a framed message: loads(body, buffers=[regions]). */
+PyObject *ffpy_decode_framed(const char *data, size_t length,
+                             PyObject *loads);
+/* True while ffpy_dumps runs in this thread. */
+int ffpy_pickling_for_pool(void);
+/* True in a pool's worker process. */
+int ffpy_in_worker(void);
+int ffpy_set_oob_threshold(Py_ssize_t threshold);
+/* In a new worker: its own arena, made through the parent. */
+void ffpy_shared_after_fork_in_worker(void);
+
 /* Fills the runtime's options with the worker callbacks and fork hooks. */
 void ffpy_worker_options(ff_pool_options_t *options,
                          ffpy_worker_context_t *context);

@@ -17,7 +17,56 @@ static PyObject *core_encode_singletons(PyObject *module, PyObject *args) {
   return ffpy_encode_singletons(items, dumps, protocol);
 }
 
+static PyObject *core_dumps(PyObject *module, PyObject *args, PyObject *kw) {
+  (void)module;
+  static char *names[] = {"value", "protocol", "oob", "memo", NULL};
+  PyObject *value, *protocol = NULL, *memo = NULL;
+  int oob = 1;
+  if (!PyArg_ParseTupleAndKeywords(args, kw, "O|Op$O:dumps", names, &value,
+                                   &protocol, &oob, &memo))
+    return NULL;
+  PyObject *five = protocol ? NULL : PyLong_FromLong(5);
+  PyObject *r = ffpy_dumps(value, protocol ? protocol : five, oob, memo);
+  Py_XDECREF(five);
+  return r;
+}
+
+static PyObject *core_pickling_for_pool(PyObject *module, PyObject *unused) {
+  (void)module;
+  (void)unused;
+  return PyBool_FromLong(ffpy_pickling_for_pool());
+}
+
+static PyObject *core_in_worker(PyObject *module, PyObject *unused) {
+  (void)module;
+  (void)unused;
+  return PyBool_FromLong(ffpy_in_worker());
+}
+
+static PyObject *core_set_oob_threshold(PyObject *module, PyObject *arg) {
+  (void)module;
+  Py_ssize_t n = PyLong_AsSsize_t(arg);
+  if (n == -1 && PyErr_Occurred()) return NULL;
+  if (n < 1) {
+    PyErr_SetString(PyExc_ValueError, "the threshold must be at least 1 byte");
+    return NULL;
+  }
+  ffpy_set_oob_threshold(n);
+  Py_RETURN_NONE;
+}
+
 static PyMethodDef core_methods[] = {
+    {"dumps", (PyCFunction)(void (*)(void))core_dumps,
+     METH_VARARGS | METH_KEYWORDS,
+     "dumps(value, protocol=5, oob=True, *, memo=None) -> bytes: pickles "
+     "for a pool: shared arrays as handles, and (with oob) large buffers "
+     "through the arena, once per memo."},
+    {"pickling_for_pool", core_pickling_for_pool, METH_NOARGS,
+     "pickling_for_pool() -> bool: True inside dumps() in this thread."},
+    {"in_worker", core_in_worker, METH_NOARGS,
+     "in_worker() -> bool: True in a pool's worker process."},
+    {"set_oob_threshold", core_set_oob_threshold, METH_O,
+     "set_oob_threshold(n): buffers of n bytes and more go out of band."},
     {"encode_singletons", core_encode_singletons, METH_VARARGS,
      "encode_singletons(items, dumps, protocol) -> list[bytes]: one map "
      "chunk per item, compact for ints and floats."},
@@ -34,7 +83,9 @@ static int core_exec(PyObject *m) {
   if (ffpy_error_type == NULL) return -1;
   if (PyModule_AddObjectRef(m, "Error", ffpy_error_type) < 0) return -1;
   PyTypeObject *types[] = {&ffpy_task_type, &ffpy_queue_type,
-                           &ffpy_pool_type, &ffpy_context_type};
+                           &ffpy_pool_type, &ffpy_context_type,
+                           &ffpy_segment_type, &ffpy_region_type,
+                           &ffpy_memo_type};
   for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++)
     if (PyModule_AddType(m, types[i]) < 0) return -1;
 #define XX(name, value, text)                                                \

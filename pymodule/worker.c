@@ -29,6 +29,7 @@ static void fork_parent(void *arg) {
 static void fork_child(void *arg) {
   (void)arg;
   PyOS_AfterFork_Child();
+  ffpy_shared_after_fork_in_worker();
   saved_thread_state = PyEval_SaveThread();
 }
 

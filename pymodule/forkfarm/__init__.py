@@ -23,10 +23,12 @@ from ._errors import (
 )
 from .executor import Executor
 from .pool import Pool
+from .sharedctypes import Array, RawArray, RawValue, Value
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Array",
     "AuthenticationError",
     "BufferTooShort",
     "Executor",
@@ -34,11 +36,32 @@ __all__ = [
     "Pool",
     "PoolTerminatedError",
     "ProcessError",
+    "RawArray",
+    "RawValue",
     "RemoteTraceback",
+    "SharedArray",
     "TimeoutError",
+    "Value",
     "WorkerLostError",
+    "as_shared",
     "cpu_count",
+    "empty",
+    "full",
+    "shared_array",
+    "zeros",
 ]
+
+# The shared arrays need NumPy, which forkfarm itself does not: they load
+# on first use.
+_SHARED_NAMES = {"SharedArray", "as_shared", "empty", "full", "shared_array", "zeros"}
+
+
+def __getattr__(name: str) -> object:
+    if name in _SHARED_NAMES:
+        from . import shared
+
+        return getattr(shared, name)
+    raise AttributeError(f"module 'forkfarm' has no attribute {name!r}")
 
 
 def cpu_count() -> int:

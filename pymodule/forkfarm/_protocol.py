@@ -8,6 +8,8 @@ encodings, so that both sides agree in one place:
   as its context, sent to each worker once (:func:`encode_callee`);
 - a map sends its ``(kind, func)`` once per worker, as the context of its
   tasks (:func:`encode_function`), and each chunk is a pickled list of items;
+- large buffers (an ndarray's data) travel out of band through the arena,
+  and shared arrays as handles (``pymodule/shared.c``, ``shared.py``);
 - a result is the pickled value (a map chunk's list of ints or floats
   travels as a compact array, ``pymodule/compact.c``); a failure is flagged
   by the runtime and
@@ -26,6 +28,7 @@ from collections.abc import Callable, Iterable, Mapping
 from multiprocessing.pool import MaybeEncodingError
 from typing import Any
 
+from . import _core
 from ._errors import RemoteTraceback
 
 CALL = 0
@@ -34,7 +37,10 @@ STARMAP = 2
 
 PROTOCOL = 5
 loads = pickle.loads
-dumps = pickle.dumps
+# Pickle protocol 5, with shared arrays as handles and large out-of-band
+# buffers through the arena (pymodule/shared.c). Used for messages and
+# results; contexts, sent once per worker, stay plain pickles.
+dumps = _core.dumps
 
 
 def encode_call(func: Callable[..., Any], args: Iterable[Any], kwds: Mapping[str, Any]) -> bytes:
@@ -45,7 +51,7 @@ def encode_call(func: Callable[..., Any], args: Iterable[Any], kwds: Mapping[str
 def encode_callee(func: Callable[..., Any]) -> bytes:
     """Encodes a function called again and again (``apply``, ``submit``) as
     the context of its calls, sent to each worker once."""
-    return dumps((CALL, func), PROTOCOL)
+    return dumps((CALL, func), PROTOCOL, oob=False)
 
 
 _NO_ARGUMENTS = dumps(((), {}), PROTOCOL)
@@ -74,12 +80,13 @@ def encode_function(func: Callable[..., Any], star: bool) -> bytes:
     """Encodes a map's function: the context of its chunks, sent to each
     worker once. Each item is run as ``func(x)``, or ``func(*x)`` when star
     is true."""
-    return dumps((STARMAP if star else MAP, func), PROTOCOL)
+    return dumps((STARMAP if star else MAP, func), PROTOCOL, oob=False)
 
 
-def encode_items(items: list[Any]) -> bytes:
-    """Encodes a chunk of a map."""
-    return dumps(items, PROTOCOL)
+def encode_items(items: list[Any], memo: _core.BufferMemo | None = None) -> bytes:
+    """Encodes a chunk of a map. The chunks of one map share a memo, so that
+    a large buffer they all carry is copied into the arena once."""
+    return dumps(items, PROTOCOL, memo=memo)
 
 
 def _rebuild_exception(exc: BaseException, tb: str) -> BaseException:

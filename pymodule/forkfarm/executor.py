@@ -147,13 +147,14 @@ class Executor(concurrent.futures.Executor):
         args = zip(*iterables)
         futures = []
         context = None
+        memo = _core.BufferMemo()  # a buffer many items carry is copied once
         while chunk := list(itertools.islice(args, chunksize)):
             if context is None:
                 try:
                     context = self._core.context(_protocol.encode_function(fn, True))
                 except _core.Error as error:
                     raise _errors.from_error(error, self._core) from None
-            futures.append(self._submit_payload(_protocol.encode_items(chunk), context))
+            futures.append(self._submit_payload(_protocol.encode_items(chunk, memo), context))
 
         def results() -> Iterator[_T]:
             try:

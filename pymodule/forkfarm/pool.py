@@ -281,6 +281,8 @@ class _ChunkFeed:
         self.seconds_per_item: float | None = None
         self.recent: list[tuple[int, float]] = []  # (items, seconds per item)
         self.exhausted = self.length == 0
+        # Within one map a buffer that many items carry is copied once.
+        self.memo = _core.BufferMemo()
 
     def _size(self) -> int:
         if self.fixed is not None:
@@ -322,7 +324,7 @@ class _ChunkFeed:
             if count == 0:
                 return None
         self.position = start + count
-        return _protocol.encode_items(chunk), start, count
+        return _protocol.encode_items(chunk, self.memo), start, count
 
     def cut_all(self) -> tuple[list[bytes], list[int]]:
         """Every chunk left of a fixed chunksize over a sequence, at once:
@@ -335,7 +337,8 @@ class _ChunkFeed:
             counts = [1] * len(payloads)
         else:
             starts = range(start, length, size)
-            payloads = [_protocol.encode_items(items[i : i + size]) for i in starts]
+            memo = self.memo
+            payloads = [_protocol.encode_items(items[i : i + size], memo) for i in starts]
             counts = [min(size, length - i) for i in starts]
         self.position = length
         self.exhausted = True

@@ -1,0 +1,211 @@
+"""NumPy arrays in shared memory, passed to workers without a copy.
+
+:func:`shared_array` (and :func:`zeros`, :func:`empty`, :func:`full`,
+:func:`as_shared`) returns a :class:`SharedArray`: an ordinary
+``numpy.ndarray`` whose memory is an anonymous shared segment (a memfd,
+mode 0600, never a name under /dev/shm). Passed to a pool's task, it travels
+as a handle (segment id, offset, shape, strides, dtype), so the worker sees
+the very same memory in O(1), whatever its size, and may write into it.
+Slices and views travel the same way. The memory is freed when the last
+process holding it lets go, SIGKILL included; no resource tracker is
+involved.
+
+A worker opens a segment made after its pool started by asking the parent
+for its descriptor (SCM_RIGHTS) once, and keeps it until the parent drops
+the array. Outside a pool's messages (``pickle.dumps`` of your own), a
+shared array pickles by value, as a plain ndarray.
+"""
+
+from __future__ import annotations
+
+import math
+import weakref
+from collections.abc import Sequence
+from typing import Any, SupportsIndex
+
+import numpy as np
+import numpy.typing as npt
+
+from . import _core
+
+__all__ = ["SharedArray", "as_shared", "empty", "full", "shared_array", "zeros"]
+
+# Every segment this process has mapped, by id, while something uses it.
+_segments: weakref.WeakValueDictionary[int, _core.Segment] = weakref.WeakValueDictionary()
+# The segments a worker opened from its parent, kept mapped (so that the
+# next task finds them warm) until the parent lets them go.
+_opened: dict[int, _core.Segment] = {}
+
+
+def _segment(segment_id: int) -> _core.Segment:
+    """The segment of an id: mapped already, inherited, or opened from the
+    parent."""
+    for key in [k for k, s in _opened.items() if s.released]:
+        del _opened[key]
+    segment = _segments.get(segment_id)
+    if segment is None:
+        segment = _core.Segment.open(segment_id)
+        _segments[segment_id] = segment
+        _opened[segment_id] = segment
+    return segment
+
+
+def _segment_of(array: np.ndarray[Any, Any]) -> _core.Segment | None:
+    """The segment that holds array's memory, if any."""
+    base: Any = array
+    while base is not None:
+        if isinstance(base, _core.Segment):
+            return base
+        base = getattr(base, "base", None)
+        if isinstance(base, memoryview):
+            base = base.obj
+    return None
+
+
+def _extent(array: np.ndarray[Any, Any]) -> tuple[int, int]:
+    """The byte offsets, from the first element, of the lowest and one past
+    the highest byte the array covers."""
+    low = high = 0
+    for n, stride in zip(array.shape, array.strides):
+        if n == 0:
+            return 0, 0
+        if stride < 0:
+            low += (n - 1) * stride
+        else:
+            high += (n - 1) * stride
+    return low, high + array.itemsize
+
+
+def _handle(array: np.ndarray[Any, Any]) -> tuple[Any, ...] | None:
+    segment = _segment_of(array)
+    if segment is None:
+        return None
+    # A worker's own segments cannot be opened by its parent: they travel by value.
+    if segment.creator and _core.in_worker():
+        return None
+    offset = array.__array_interface__["data"][0] - segment.address
+    low, high = _extent(array)
+    if offset + low < 0 or offset + high > max(segment.size, 0) and array.size:
+        return None
+    return (
+        segment.id,
+        offset,
+        array.shape,
+        array.strides,
+        array.dtype,
+        bool(array.flags.writeable),
+    )
+
+
+def _rebuild(
+    segment_id: int,
+    offset: int,
+    shape: tuple[int, ...],
+    strides: tuple[int, ...],
+    dtype: np.dtype[Any],
+    writeable: bool,
+) -> SharedArray:
+    segment = _segment(segment_id)
+    if math.prod(shape) == 0:
+        array = np.ndarray(shape, dtype).view(SharedArray)
+    else:
+        array = np.ndarray(shape, dtype, buffer=segment, offset=offset, strides=strides).view(
+            SharedArray
+        )
+    if not writeable:
+        array.flags.writeable = False
+    return array
+
+
+class SharedArray(np.ndarray):  # type: ignore[type-arg]
+    """A ``numpy.ndarray`` in shared memory. Use it as any ndarray; passed
+    to a pool's task it travels as a handle, not a copy. Results of
+    arithmetic on it are plain ndarrays in private memory."""
+
+    def __reduce_ex__(self, protocol: SupportsIndex) -> Any:
+        if _core.pickling_for_pool():
+            handle = _handle(self)
+            if handle is not None:
+                return _rebuild, handle
+        return self.view(np.ndarray).__reduce_ex__(protocol)
+
+    def __reduce__(self) -> Any:
+        return self.__reduce_ex__(2)
+
+    def __array_wrap__(
+        self, array: Any, context: Any = None, return_scalar: bool = False
+    ) -> Any:
+        result = super().__array_wrap__(array, context, return_scalar)
+        if isinstance(result, SharedArray) and _segment_of(result) is None:
+            return result.view(np.ndarray)
+        return result
+
+
+def _normalize_shape(shape: int | Sequence[int]) -> tuple[int, ...]:
+    if isinstance(shape, (int, np.integer)):
+        shape = (int(shape),)
+    try:
+        dims = tuple(int(n) for n in shape)
+    except TypeError:
+        raise TypeError(f"shape must be an int or a sequence of ints, not {shape!r}") from None
+    if any(n < 0 for n in dims):
+        raise ValueError(f"negative dimensions are not allowed: {dims}")
+    return dims
+
+
+def shared_array(
+    shape: int | Sequence[int], dtype: npt.DTypeLike = float, order: str = "C"
+) -> SharedArray:
+    """A new array of zeros in shared memory, like ``numpy.zeros``.
+
+    ``order`` is ``"C"`` (row-major) or ``"F"`` (column-major). Object
+    arrays cannot be shared: their elements are pointers into one process.
+    """
+    dims = _normalize_shape(shape)
+    kind = np.dtype(dtype)
+    if kind.hasobject:
+        raise TypeError(
+            f"dtype {kind} holds Python objects, which cannot live in shared memory"
+        )
+    if order not in ("C", "F"):
+        raise ValueError(f"order must be 'C' or 'F', not {order!r}")
+    segment = _core.Segment(math.prod(dims) * kind.itemsize)
+    _segments[segment.id] = segment
+    return np.ndarray(dims, kind, buffer=segment, order=order).view(SharedArray)
+
+
+def zeros(shape: int | Sequence[int], dtype: npt.DTypeLike = float, order: str = "C") -> SharedArray:
+    """A shared array of zeros (``numpy.zeros``)."""
+    return shared_array(shape, dtype, order)
+
+
+def empty(shape: int | Sequence[int], dtype: npt.DTypeLike = float, order: str = "C") -> SharedArray:
+    """A shared array (``numpy.empty``). New shared memory is zeroed by the
+    kernel anyway, so this is :func:`zeros`."""
+    return shared_array(shape, dtype, order)
+
+
+def full(
+    shape: int | Sequence[int],
+    fill_value: Any,
+    dtype: npt.DTypeLike | None = None,
+    order: str = "C",
+) -> SharedArray:
+    """A shared array filled with ``fill_value`` (``numpy.full``)."""
+    if dtype is None:
+        dtype = np.array(fill_value).dtype
+    array = shared_array(shape, dtype, order)
+    array.fill(fill_value)
+    return array
+
+
+def as_shared(array: npt.ArrayLike) -> SharedArray:
+    """``array`` in shared memory: itself if it already is a shared array
+    that travels as a handle, else a copy (keeping Fortran order)."""
+    if isinstance(array, SharedArray) and _handle(array) is not None:
+        return array
+    source = np.asanyarray(array)
+    order = "F" if source.flags.f_contiguous and not source.flags.c_contiguous else "C"
+    shared = shared_array(source.shape, source.dtype, order)
+    np.copyto(shared, source)
+    return shared

@@ -1,0 +1,129 @@
+"""ctypes objects in shared memory, as ``multiprocessing.sharedctypes``.
+
+:func:`RawValue` and :func:`RawArray` return ctypes objects whose memory is
+a shared segment; :func:`Value` and :func:`Array` wrap them with a lock
+(``lock=True`` makes a new ``RLock``), exactly as multiprocessing does, and
+``numpy.frombuffer(arr.get_obj())`` views them without a copy.
+
+What differs: a raw object passed to a pool's task travels as a handle to
+the same memory (multiprocessing refuses and asks for inheritance). The
+synchronized wrappers keep multiprocessing's rule, because their lock is a
+multiprocessing lock: share them by inheritance (a global or the pool's
+``initargs``).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import multiprocessing
+from multiprocessing.sharedctypes import synchronized, typecode_to_type
+from typing import Any
+
+from . import _core
+from .shared import _segment, _segments
+
+__all__ = ["Array", "RawArray", "RawValue", "Value", "copy", "synchronized"]
+
+_shared_types: dict[Any, type] = {}
+
+
+def _shared_type(base: Any) -> type:
+    """A subclass of the ctypes type base whose instances pickle as handles
+    inside a pool's messages."""
+    kind = _shared_types.get(base)
+    if kind is None:
+        kind = type(base.__name__, (base,), {"__reduce__": _reduce_shared})
+        _shared_types[base] = kind
+    return kind
+
+
+def _reduce_shared(obj: Any) -> Any:
+    segment = _segment_of_ctype(obj)
+    if _core.pickling_for_pool() and segment is not None and not (
+        segment.creator and _core.in_worker()
+    ):
+        return _rebuild_ctype, (segment.id, type(obj).__mro__[1])
+    raise RuntimeError(
+        f"{type(obj).__name__} objects should only be shared between processes "
+        "through inheritance, or as arguments of a forkfarm pool's tasks"
+    )
+
+
+def _segment_of_ctype(obj: Any) -> _core.Segment | None:
+    objects = getattr(obj, "_objects", None)
+    if isinstance(objects, dict):
+        for value in objects.values():
+            if isinstance(value, _core.Segment):
+                return value
+    if isinstance(objects, _core.Segment):
+        return objects
+    return None
+
+
+def _rebuild_ctype(segment_id: int, base: Any) -> Any:
+    return _shared_type(base).from_buffer(_segment(segment_id))
+
+
+def _new(base: Any) -> Any:
+    segment = _core.Segment(ctypes.sizeof(base))
+    _segments[segment.id] = segment
+    return _shared_type(base).from_buffer(segment)
+
+
+def _ctype(typecode_or_type: Any) -> Any:
+    kind = typecode_to_type.get(typecode_or_type, typecode_or_type)
+    if not (isinstance(kind, type) and issubclass(kind, ctypes._SimpleCData | ctypes.Structure | ctypes.Union | ctypes.Array)):  # noqa: E501
+        raise TypeError(f"{typecode_or_type!r} is neither a typecode nor a ctypes type")
+    return kind
+
+
+def RawValue(typecode_or_type: Any, *args: Any) -> Any:  # noqa: N802 - multiprocessing's name
+    """A ctypes object in shared memory, initialized with args."""
+    obj = _new(_ctype(typecode_or_type))
+    if args:
+        obj.__init__(*args)
+    return obj
+
+
+def RawArray(typecode_or_type: Any, size_or_initializer: Any) -> Any:  # noqa: N802
+    """A ctypes array in shared memory: of that many zeros, or a copy of a
+    sequence."""
+    kind = _ctype(typecode_or_type)
+    if isinstance(size_or_initializer, int):
+        if size_or_initializer < 0:
+            raise ValueError(f"array size cannot be negative: {size_or_initializer}")
+        return _new(kind * size_or_initializer)
+    values = list(size_or_initializer)
+    array = _new(kind * len(values))
+    array.__init__(*values)
+    return array
+
+
+def _with_lock(obj: Any, lock: Any, ctx: Any) -> Any:
+    if lock is False:
+        return obj
+    if lock in (True, None):
+        ctx = ctx or multiprocessing.get_context("fork")
+        lock = ctx.RLock()
+    if not hasattr(lock, "acquire"):
+        raise AttributeError(f"{lock!r} has no method 'acquire'")
+    return synchronized(obj, lock, ctx=ctx)
+
+
+def Value(typecode_or_type: Any, *args: Any, lock: Any = True, ctx: Any = None) -> Any:  # noqa: N802
+    """A synchronized shared ctypes object, as ``multiprocessing.Value``."""
+    return _with_lock(RawValue(typecode_or_type, *args), lock, ctx)
+
+
+def Array(  # noqa: N802
+    typecode_or_type: Any, size_or_initializer: Any, *, lock: Any = True, ctx: Any = None
+) -> Any:
+    """A synchronized shared ctypes array, as ``multiprocessing.Array``."""
+    return _with_lock(RawArray(typecode_or_type, size_or_initializer), lock, ctx)
+
+
+def copy(obj: Any) -> Any:
+    """A new shared object with obj's value."""
+    new = _new(type(obj).__mro__[1] if type(obj) in _shared_types.values() else type(obj))
+    ctypes.pointer(new)[0] = obj
+    return new

@@ -1,0 +1,548 @@
+/* Shared memory for Python: segments (the memory of shared arrays), and
+ * large buffers sent out of band through the arena.
+ *
+ * _core.Segment is a mapped segment that exports its bytes with the buffer
+ * protocol; forkfarm/shared.py builds ndarrays on it. A segment starts with
+ * a header page (its id, its size, and whether its creator let it go, which
+ * tells a worker's cache to drop it); the bytes follow.
+ *
+ * _core.dumps pickles with protocol 5 and sends each large out-of-band
+ * buffer (an ndarray's data, a bytearray, a PickleBuffer) through this
+ * process's arena: one copy here, none on the other side, where
+ * ffpy_decode hands the unpickler a _core.Region over the arena's bytes. */
+#include "core.h"
+
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#define SEGMENT_MAGIC UINT64_C(0x314d474553464646) /* "FFFSEGM1" */
+#define SEGMENT_HEADER 4096u
+
+typedef struct segment_header_s {
+  uint64_t magic;
+  uint64_t id;
+  uint64_t size;
+  _Atomic uint32_t released; /* the creator let go: caches drop it */
+} segment_header_t;
+
+typedef struct {
+  PyObject_HEAD
+  uint64_t id;
+  char *base; /* the header; the bytes follow at SEGMENT_HEADER */
+  size_t size;
+  int creator; /* made here: lent until this object goes */
+  PyObject *weakrefs;
+} ffpy_segment_t;
+
+static int segment_map(ffpy_segment_t *self, int fd, size_t mapped) {
+  void *base = mmap(NULL, mapped, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  close(fd);
+  if (base == MAP_FAILED) {
+    PyErr_SetFromErrno(PyExc_OSError);
+    return -1;
+  }
+  self->base = base;
+  return 0;
+}
+
+static PyObject *segment_new(PyTypeObject *type, PyObject *args,
+                             PyObject *kw) {
+  static char *names[] = {"size", "parent", NULL};
+  Py_ssize_t size;
+  int parent = 0;
+  if (!PyArg_ParseTupleAndKeywords(args, kw, "n|p:Segment", names, &size,
+                                   &parent))
+    return NULL;
+  if (size < 0) {
+    PyErr_SetString(PyExc_ValueError, "a segment's size cannot be negative");
+    return NULL;
+  }
+  ffpy_segment_t *self = (ffpy_segment_t *)type->tp_alloc(type, 0);
+  if (self == NULL) return NULL;
+  size_t mapped = SEGMENT_HEADER + (size_t)size;
+  int fd;
+  int rc = ff_segment_create(mapped, parent ? FF_SEGMENT_PARENT : 0,
+                             &self->id, &fd);
+  if (rc < 0) {
+    Py_DECREF(self);
+    return ffpy_raise(rc);
+  }
+  self->creator = 1;
+  if (segment_map(self, fd, mapped) < 0) {
+    Py_DECREF(self);
+    return NULL;
+  }
+  segment_header_t *h = (segment_header_t *)self->base;
+  h->magic = SEGMENT_MAGIC;
+  h->id = self->id;
+  h->size = (uint64_t)size;
+  self->size = (size_t)size;
+  return (PyObject *)self;
+}
+
+static PyObject *segment_open(PyObject *cls, PyObject *arg) {
+  unsigned long long id = PyLong_AsUnsignedLongLong(arg);
+  if (id == (unsigned long long)-1 && PyErr_Occurred()) return NULL;
+  int fd;
+  int rc = ff_segment_open((uint64_t)id, &fd);
+  if (rc == -ENOENT) {
+    PyErr_Format(PyExc_LookupError,
+                 "shared segment %llx is not reachable from this process: "
+                 "shared arrays travel to the workers of the process that "
+                 "made them (and back), not elsewhere",
+                 id);
+    return NULL;
+  }
+  if (rc < 0) return ffpy_raise(rc);
+  off_t end = lseek(fd, 0, SEEK_END);
+  ffpy_segment_t *self =
+      (ffpy_segment_t *)((PyTypeObject *)cls)->tp_alloc((PyTypeObject *)cls, 0);
+  if (self == NULL) {
+    close(fd);
+    return NULL;
+  }
+  if (end < (off_t)SEGMENT_HEADER) {
+    close(fd);
+    Py_DECREF(self);
+    PyErr_Format(PyExc_ValueError, "segment %llx is not a shared array", id);
+    return NULL;
+  }
+  if (segment_map(self, fd, (size_t)end) < 0) {
+    Py_DECREF(self);
+    return NULL;
+  }
+  const segment_header_t *h = (const segment_header_t *)self->base;
+  if (h->magic != SEGMENT_MAGIC || h->id != id ||
+      h->size != (uint64_t)end - SEGMENT_HEADER) {
+    munmap(self->base, (size_t)end);
+    self->base = NULL;
+    Py_DECREF(self);
+    PyErr_Format(PyExc_ValueError, "segment %llx is not a shared array", id);
+    return NULL;
+  }
+  self->size = (size_t)h->size;
+  return (PyObject *)self;
+}
+
+static void segment_dealloc(ffpy_segment_t *self) {
+  if (self->weakrefs) PyObject_ClearWeakRefs((PyObject *)self);
+  if (self->base) {
+    if (self->creator) {
+      atomic_store(&((segment_header_t *)self->base)->released, 1);
+      ff_segment_forget(self->id);
+    }
+    munmap(self->base, SEGMENT_HEADER + self->size);
+  }
+  Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int segment_getbuffer(ffpy_segment_t *self, Py_buffer *view,
+                             int flags) {
+  return PyBuffer_FillInfo(view, (PyObject *)self,
+                           self->base + SEGMENT_HEADER,
+                           (Py_ssize_t)self->size, 0, flags);
+}
+
+static PyBufferProcs segment_as_buffer = {
+    (getbufferproc)segment_getbuffer,
+    NULL,
+};
+
+static PyObject *segment_get_id(ffpy_segment_t *self, void *closure) {
+  (void)closure;
+  return PyLong_FromUnsignedLongLong(self->id);
+}
+
+static PyObject *segment_get_size(ffpy_segment_t *self, void *closure) {
+  (void)closure;
+  return PyLong_FromSize_t(self->size);
+}
+
+static PyObject *segment_get_address(ffpy_segment_t *self, void *closure) {
+  (void)closure;
+  return PyLong_FromVoidPtr(self->base + SEGMENT_HEADER);
+}
+
+static PyObject *segment_get_released(ffpy_segment_t *self, void *closure) {
+  (void)closure;
+  return PyBool_FromLong(
+      atomic_load(&((segment_header_t *)self->base)->released));
+}
+
+static PyObject *segment_get_creator(ffpy_segment_t *self, void *closure) {
+  (void)closure;
+  return PyBool_FromLong(self->creator);
+}
+
+static PyGetSetDef segment_getset[] = {
+    {"id", (getter)segment_get_id, NULL, "The id other processes open it by.",
+     NULL},
+    {"size", (getter)segment_get_size, NULL, "Its size in bytes.", NULL},
+    {"address", (getter)segment_get_address, NULL,
+     "The address of its first byte in this process.", NULL},
+    {"released", (getter)segment_get_released, NULL,
+     "True once the process that made it let it go.", NULL},
+    {"creator", (getter)segment_get_creator, NULL,
+     "True in the process that made it.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyMethodDef segment_methods[] = {
+    {"open", (PyCFunction)segment_open, METH_O | METH_CLASS,
+     "open(id) -> Segment: maps a segment made by this process, its parent, "
+     "or one of its workers."},
+    {NULL, NULL, 0, NULL},
+};
+
+PyTypeObject ffpy_segment_type = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "forkfarm._core.Segment",
+    .tp_basicsize = sizeof(ffpy_segment_t),
+    .tp_dealloc = (destructor)segment_dealloc,
+    .tp_as_buffer = &segment_as_buffer,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Segment(size, parent=False): shared memory (an anonymous "
+              "memfd) that this process lends to its workers by id; with "
+              "parent, in a worker, the parent makes it. Exports its bytes "
+              "with the buffer protocol.",
+    .tp_weaklistoffset = offsetof(ffpy_segment_t, weakrefs),
+    .tp_methods = segment_methods,
+    .tp_getset = segment_getset,
+    .tp_new = segment_new,
+};
+
+/* ---- Region: the receiver's view of an out-of-band buffer -------------- */
+
+typedef struct {
+  PyObject_HEAD
+  ff_arena_ref_t ref;
+  char *data;
+} ffpy_region_t;
+
+static void region_dealloc(ffpy_region_t *self) {
+  if (self->data) ff_arena_release(&self->ref);
+  PyObject_Free(self);
+}
+
+static int region_getbuffer(ffpy_region_t *self, Py_buffer *view, int flags) {
+  return PyBuffer_FillInfo(view, (PyObject *)self, self->data,
+                           (Py_ssize_t)self->ref.length, 0, flags);
+}
+
+static PyBufferProcs region_as_buffer = {
+    (getbufferproc)region_getbuffer,
+    NULL,
+};
+
+PyTypeObject ffpy_region_type = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "forkfarm._core.Region",
+    .tp_basicsize = sizeof(ffpy_region_t),
+    .tp_dealloc = (destructor)region_dealloc,
+    .tp_as_buffer = &region_as_buffer,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "The bytes of a buffer that came out of band, in the sender's "
+              "arena; they go back to it when the last view goes.",
+};
+
+static PyObject *region_receive(const ff_arena_ref_t *ref) {
+  ffpy_region_t *self = PyObject_New(ffpy_region_t, &ffpy_region_type);
+  if (self == NULL) return NULL;
+  self->ref = *ref;
+  self->data = NULL;
+  void *data;
+  int rc = ff_arena_receive(ref, &data);
+  if (rc < 0) {
+    Py_DECREF(self);
+    PyErr_Format(PyExc_RuntimeError,
+                 "an out-of-band buffer of %llu bytes could not be received "
+                 "(%s)",
+                 (unsigned long long)ref->length, ff_strerror(rc));
+    return NULL;
+  }
+  self->data = data;
+  return (PyObject *)self;
+}
+
+/* ---- pickling ----------------------------------------------------------- */
+
+/* Buffers smaller than this stay in the pickle: copying them twice costs
+ * less than an arena slot and a mapping lookup. */
+static Py_ssize_t oob_threshold = 64 * 1024;
+
+/* This process's arena, made on first use (again in each worker: a forked
+ * copy of the parent's would allocate in the parent's chunks). */
+static ff_arena_t *arena;
+static pid_t arena_pid;
+/* Set while _core.dumps runs in this thread: shared arrays then pickle as
+ * handles (forkfarm/shared.py asks with pickling_for_pool()). */
+static _Thread_local int pickling_for_pool;
+static int in_worker;
+
+void ffpy_shared_after_fork_in_worker(void) {
+  arena = NULL;
+  arena_pid = 0;
+  in_worker = 1;
+}
+
+static ff_arena_t *process_arena(void) {
+  if (arena != NULL && arena_pid == getpid()) return arena;
+  /* At most a quarter of the memory, and 64 MiB chunks. */
+  long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+  size_t limit = pages > 0 && page > 0 ? (size_t)pages * (size_t)page / 4
+                                       : (size_t)1 << 30;
+  ff_arena_t *made;
+  if (ff_arena_create(&made, in_worker ? FF_SEGMENT_PARENT : 0,
+                      (size_t)64 << 20, limit) < 0)
+    return NULL;
+  arena = made;
+  arena_pid = getpid();
+  return arena;
+}
+
+/* ---- BufferMemo: one copy of a buffer for all the messages of a map ---- */
+
+typedef struct memo_entry_s {
+  const void *address;
+  size_t length;
+  ff_arena_ref_t ref; /* the memo's own claim, which keeps the bytes */
+  PyObject *buffer;   /* keeps the source alive, so the address stays its */
+} memo_entry_t;
+
+typedef struct {
+  PyObject_HEAD
+  memo_entry_t *entries;
+  size_t count;
+} ffpy_memo_t;
+
+static void memo_dealloc(ffpy_memo_t *self) {
+  for (size_t i = 0; i < self->count; i++) {
+    if (arena != NULL) ff_arena_cancel(arena, &self->entries[i].ref);
+    Py_DECREF(self->entries[i].buffer);
+  }
+  PyMem_Free(self->entries);
+  PyObject_Free(self);
+}
+
+static PyObject *memo_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
+  if (PyTuple_GET_SIZE(args) != 0 || (kw != NULL && PyDict_GET_SIZE(kw))) {
+    PyErr_SetString(PyExc_TypeError, "BufferMemo() takes no arguments");
+    return NULL;
+  }
+  ffpy_memo_t *self = (ffpy_memo_t *)type->tp_alloc(type, 0);
+  if (self == NULL) return NULL;
+  self->entries = NULL;
+  self->count = 0;
+  return (PyObject *)self;
+}
+
+PyTypeObject ffpy_memo_type = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "forkfarm._core.BufferMemo",
+    .tp_basicsize = sizeof(ffpy_memo_t),
+    .tp_dealloc = (destructor)memo_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "BufferMemo(): given to dumps() for every message of one map "
+              "call, it copies a buffer that several messages carry into "
+              "the arena once.",
+    .tp_new = memo_new,
+};
+
+static memo_entry_t *memo_find(ffpy_memo_t *memo, const void *address,
+                               size_t length) {
+  for (size_t i = 0; memo != NULL && i < memo->count; i++)
+    if (memo->entries[i].address == address &&
+        memo->entries[i].length == length)
+      return &memo->entries[i];
+  return NULL;
+}
+
+static void memo_add(ffpy_memo_t *memo, ff_arena_t *a, const void *address,
+                     size_t length, const ff_arena_ref_t *ref,
+                     PyObject *buffer) {
+  memo_entry_t *grown =
+      PyMem_Realloc(memo->entries, (memo->count + 1) * sizeof(*grown));
+  if (grown == NULL) return; /* only the sharing is lost */
+  memo->entries = grown;
+  memo_entry_t *e = &memo->entries[memo->count];
+  if (ff_arena_share(a, ref, &e->ref) != 0) return;
+  e->address = address;
+  e->length = length;
+  Py_INCREF(buffer);
+  e->buffer = buffer;
+  memo->count++;
+}
+
+typedef struct {
+  char *refs; /* the frame's references so far */
+  size_t count;
+  size_t capacity;
+  ffpy_memo_t *memo; /* or NULL */
+} oob_collector_t;
+
+/* pickle's buffer_callback: False sends the buffer out of band (it went
+ * into the arena), True keeps it in the pickle. */
+static PyObject *oob_collect(PyObject *capsule, PyObject *buffer) {
+  oob_collector_t *c = PyCapsule_GetPointer(capsule, NULL);
+  if (c == NULL) return NULL;
+  Py_buffer view;
+  if (PyObject_GetBuffer(buffer, &view, PyBUF_ANY_CONTIGUOUS) < 0) {
+    PyErr_Clear();
+    Py_RETURN_TRUE;
+  }
+  ff_arena_t *a = view.len >= oob_threshold ? process_arena() : NULL;
+  ff_arena_ref_t ref;
+  void *data;
+  int sent = 0;
+  if (a != NULL && (c->count < c->capacity ||
+                    (c->refs = PyMem_Realloc(
+                         c->refs, (c->capacity = c->capacity * 2 + 4) *
+                                      sizeof(ref))) != NULL)) {
+    int rc;
+    memo_entry_t *seen = memo_find(c->memo, view.buf, (size_t)view.len);
+    if (seen != NULL) {
+      rc = ff_arena_share(a, &seen->ref, &ref);
+    } else {
+      Py_BEGIN_ALLOW_THREADS
+      rc = ff_arena_alloc(a, (size_t)view.len, &ref, &data);
+      if (rc == 0) memcpy(data, view.buf, (size_t)view.len);
+      Py_END_ALLOW_THREADS
+      if (rc == 0 && c->memo != NULL)
+        memo_add(c->memo, a, view.buf, (size_t)view.len, &ref, buffer);
+    }
+    if (rc == 0) {
+      memcpy(c->refs + c->count * sizeof(ref), &ref, sizeof(ref));
+      c->count++;
+      sent = 1;
+    }
+  }
+  PyBuffer_Release(&view);
+  if (c->refs == NULL) return PyErr_NoMemory();
+  return PyBool_FromLong(!sent);
+}
+
+static PyMethodDef oob_collect_def = {"buffer_callback", oob_collect, METH_O,
+                                      NULL};
+
+static PyObject *pickle_dumps;
+
+PyObject *ffpy_dumps(PyObject *value, PyObject *protocol, int oob,
+                     PyObject *memo) {
+  if (pickle_dumps == NULL) {
+    PyObject *pickle = PyImport_ImportModule("pickle");
+    if (pickle == NULL) return NULL;
+    pickle_dumps = PyObject_GetAttrString(pickle, "dumps");
+    Py_DECREF(pickle);
+    if (pickle_dumps == NULL) return NULL;
+  }
+  if (memo != NULL && memo != Py_None &&
+      !PyObject_TypeCheck(memo, &ffpy_memo_type)) {
+    PyErr_SetString(PyExc_TypeError, "memo must be a BufferMemo");
+    return NULL;
+  }
+  oob_collector_t collector = {
+      NULL, 0, 0, memo == Py_None ? NULL : (ffpy_memo_t *)memo};
+  PyObject *callback = NULL;
+  if (oob) {
+    PyObject *capsule = PyCapsule_New(&collector, NULL, NULL);
+    callback = capsule ? PyCFunction_New(&oob_collect_def, capsule) : NULL;
+    Py_XDECREF(capsule);
+    if (callback == NULL) return NULL;
+  }
+  int outer = pickling_for_pool;
+  pickling_for_pool = 1;
+  PyObject *args[3] = {value, protocol, callback};
+  PyObject *names = oob ? Py_BuildValue("(s)", "buffer_callback") : NULL;
+  PyObject *pickled =
+      (oob && names == NULL)
+          ? NULL
+          : PyObject_Vectorcall(pickle_dumps, args, 2, names);
+  Py_XDECREF(names);
+  pickling_for_pool = outer;
+  Py_XDECREF(callback);
+  if (pickled == NULL || collector.count == 0 || !PyBytes_Check(pickled)) {
+    /* What went into the arena for a pickle that failed goes back. */
+    if (pickled == NULL && collector.count > 0) {
+      for (size_t i = 0; i < collector.count; i++) {
+        ff_arena_ref_t ref;
+        memcpy(&ref, collector.refs + i * sizeof(ref), sizeof(ref));
+        ff_arena_cancel(arena, &ref);
+      }
+    }
+    PyMem_Free(collector.refs);
+    return pickled;
+  }
+  size_t refs_length = collector.count * sizeof(ff_arena_ref_t);
+  size_t length = FF_ARENA_FRAME_HEADER + refs_length +
+                  (size_t)PyBytes_GET_SIZE(pickled);
+  PyObject *framed = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)length);
+  if (framed != NULL) {
+    char *out = PyBytes_AS_STRING(framed);
+    uint32_t count = (uint32_t)collector.count;
+    memcpy(out, FF_ARENA_FRAME_MAGIC, 4);
+    memcpy(out + 4, &count, sizeof(count));
+    memcpy(out + FF_ARENA_FRAME_HEADER, collector.refs, refs_length);
+    memcpy(out + FF_ARENA_FRAME_HEADER + refs_length,
+           PyBytes_AS_STRING(pickled), (size_t)PyBytes_GET_SIZE(pickled));
+  } else {
+    for (size_t i = 0; i < collector.count; i++) {
+      ff_arena_ref_t ref;
+      memcpy(&ref, collector.refs + i * sizeof(ref), sizeof(ref));
+      ff_arena_cancel(arena, &ref);
+    }
+  }
+  Py_DECREF(pickled);
+  PyMem_Free(collector.refs);
+  return framed;
+}
+
+PyObject *ffpy_decode_framed(const char *data, size_t length,
+                             PyObject *loads) {
+  size_t count, body;
+  int rc = ff_arena_frame(data, length, &count, &body);
+  if (rc < 0) return ffpy_raise(rc);
+  PyObject *buffers = PyList_New((Py_ssize_t)count);
+  if (buffers == NULL) return NULL;
+  for (size_t i = 0; i < count; i++) {
+    ff_arena_ref_t ref;
+    ff_arena_frame_ref(data, i, &ref);
+    PyObject *region = region_receive(&ref);
+    if (region == NULL) {
+      /* The ones not reached are never claimed: give them back. */
+      for (size_t j = i + 1; j < count; j++) {
+        ff_arena_frame_ref(data, j, &ref);
+        ff_arena_discard(&ref);
+      }
+      Py_DECREF(buffers);
+      return NULL;
+    }
+    PyList_SET_ITEM(buffers, (Py_ssize_t)i, region);
+  }
+  PyObject *view = PyMemoryView_FromMemory((char *)data + body,
+                                           (Py_ssize_t)(length - body),
+                                           PyBUF_READ);
+  PyObject *value = NULL;
+  if (view != NULL) {
+    PyObject *args[2] = {view, buffers};
+    PyObject *names = Py_BuildValue("(s)", "buffers");
+    if (names != NULL) value = PyObject_Vectorcall(loads, args, 1, names);
+    Py_XDECREF(names);
+    /* loads is done with the memory; a view that outlived it would dangle. */
+    PyObject *released = PyObject_CallMethod(view, "release", NULL);
+    Py_XDECREF(released);
+    if (released == NULL && value != NULL) Py_CLEAR(value);
+    Py_DECREF(view);
+  }
+  Py_DECREF(buffers);
+  return value;
+}
+
+int ffpy_pickling_for_pool(void) { return pickling_for_pool; }
+
+int ffpy_in_worker(void) { return in_worker; }
+
+int ffpy_set_oob_threshold(Py_ssize_t threshold) {
+  oob_threshold = threshold;
+  return 0;
+}
