@@ -199,6 +199,21 @@ PyObject *ffpy_encode_singletons(PyObject *items, PyObject *dumps,
   return out;
 }
 
+void ffpy_release_view(PyObject *view, PyObject **value) {
+  /* loads is done with the memory; a view that outlived it would dangle.
+   * The exception loads raised, if any, waits while release runs. */
+  PyObject *type = NULL, *exc = NULL, *tb = NULL;
+  if (*value == NULL) PyErr_Fetch(&type, &exc, &tb);
+  PyObject *released = PyObject_CallMethod(view, "release", NULL);
+  Py_XDECREF(released);
+  if (released == NULL && *value != NULL) Py_CLEAR(*value);
+  if (type != NULL) {
+    PyErr_Clear();
+    PyErr_Restore(type, exc, tb);
+  }
+  Py_DECREF(view);
+}
+
 PyObject *ffpy_decode(const char *data, size_t length, PyObject *loads) {
   if (is_compact(data, length)) return compact_decode(data, length);
   if (length >= 4 && memcmp(data, FF_ARENA_FRAME_MAGIC, 4) == 0)
@@ -207,12 +222,6 @@ PyObject *ffpy_decode(const char *data, size_t length, PyObject *loads) {
       PyMemoryView_FromMemory((char *)data, (Py_ssize_t)length, PyBUF_READ);
   if (view == NULL) return NULL;
   PyObject *value = PyObject_CallOneArg(loads, view);
-  /* loads is done with the memory; a view that outlived it would dangle. */
-  PyObject *released = PyObject_CallMethod(view, "release", NULL);
-  Py_XDECREF(released);
-  if (released == NULL && value != NULL) {
-    Py_CLEAR(value);
-  }
-  Py_DECREF(view);
+  ffpy_release_view(view, &value);
   return value;
 }

@@ -81,6 +81,10 @@ PyObject *ffpy_encode_singletons(PyObject *items, PyObject *dumps,
  * with loads (called on a memoryview of data). */
 PyObject *ffpy_decode(const char *data, size_t length, PyObject *loads);
 
+/* Releases (and drops) a memoryview that loads read, keeping the exception
+ * loads raised (*value NULL); a view loads kept alive fails *value. */
+void ffpy_release_view(PyObject *view, PyObject **value);
+
 /* Decodes a map chunk's result of count items into target[start:start +
  * count] (a list): 0, or -1 with an exception. */
 int ffpy_decode_into(const char *data, size_t length, PyObject *loads,

@@ -91,7 +91,7 @@ static PyObject *segment_open(PyObject *cls, PyObject *arg) {
   int rc = ff_segment_open((uint64_t)id, &fd);
   if (rc == -ENOENT) {
     PyErr_Format(PyExc_LookupError,
-                 "shared segment %llx is not reachable from this process: "
+                 "shared segment %llu is not reachable from this process: "
                  "shared arrays travel to the workers of the process that "
                  "made them (and back), not elsewhere",
                  id);
@@ -108,20 +108,21 @@ static PyObject *segment_open(PyObject *cls, PyObject *arg) {
   if (end < (off_t)SEGMENT_HEADER) {
     close(fd);
     Py_DECREF(self);
-    PyErr_Format(PyExc_ValueError, "segment %llx is not a shared array", id);
+    PyErr_Format(PyExc_ValueError, "segment %llu is not a shared array", id);
     return NULL;
   }
   if (segment_map(self, fd, (size_t)end) < 0) {
     Py_DECREF(self);
     return NULL;
   }
+  self->id = (uint64_t)id;
   const segment_header_t *h = (const segment_header_t *)self->base;
   if (h->magic != SEGMENT_MAGIC || h->id != id ||
       h->size != (uint64_t)end - SEGMENT_HEADER) {
     munmap(self->base, (size_t)end);
     self->base = NULL;
     Py_DECREF(self);
-    PyErr_Format(PyExc_ValueError, "segment %llx is not a shared array", id);
+    PyErr_Format(PyExc_ValueError, "segment %llu is not a shared array", id);
     return NULL;
   }
   self->size = (size_t)h->size;
@@ -395,10 +396,17 @@ static PyObject *oob_collect(PyObject *capsule, PyObject *buffer) {
   ff_arena_ref_t ref;
   void *data;
   int sent = 0;
-  if (a != NULL && (c->count < c->capacity ||
-                    (c->refs = PyMem_Realloc(
-                         c->refs, (c->capacity = c->capacity * 2 + 4) *
-                                      sizeof(ref))) != NULL)) {
+  if (a != NULL && c->count == c->capacity) {
+    size_t capacity = c->capacity * 2 + 4;
+    char *grown = PyMem_Realloc(c->refs, capacity * sizeof(ref));
+    if (grown == NULL) {
+      PyBuffer_Release(&view);
+      return PyErr_NoMemory();
+    }
+    c->refs = grown;
+    c->capacity = capacity;
+  }
+  if (a != NULL) {
     int rc;
     memo_entry_t *seen = memo_find(c->memo, view.buf, (size_t)view.len);
     if (seen != NULL) {
@@ -418,7 +426,6 @@ static PyObject *oob_collect(PyObject *capsule, PyObject *buffer) {
     }
   }
   PyBuffer_Release(&view);
-  if (c->refs == NULL) return PyErr_NoMemory();
   return PyBool_FromLong(!sent);
 }
 
@@ -528,11 +535,7 @@ PyObject *ffpy_decode_framed(const char *data, size_t length,
     PyObject *names = Py_BuildValue("(s)", "buffers");
     if (names != NULL) value = PyObject_Vectorcall(loads, args, 1, names);
     Py_XDECREF(names);
-    /* loads is done with the memory; a view that outlived it would dangle. */
-    PyObject *released = PyObject_CallMethod(view, "release", NULL);
-    Py_XDECREF(released);
-    if (released == NULL && value != NULL) Py_CLEAR(value);
-    Py_DECREF(view);
+    ffpy_release_view(view, &value);
   }
   Py_DECREF(buffers);
   return value;

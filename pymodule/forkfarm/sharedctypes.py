@@ -42,7 +42,7 @@ def _reduce_shared(obj: Any) -> Any:
     if _core.pickling_for_pool() and segment is not None and not (
         segment.creator and _core.in_worker()
     ):
-        return _rebuild_ctype, (segment.id, type(obj).__mro__[1])
+        return _rebuild_ctype, (segment.id, _describe(type(obj).__mro__[1]))
     raise RuntimeError(
         f"{type(obj).__name__} objects should only be shared between processes "
         "through inheritance, or as arguments of a forkfarm pool's tasks"
@@ -50,18 +50,34 @@ def _reduce_shared(obj: Any) -> Any:
 
 
 def _segment_of_ctype(obj: Any) -> _core.Segment | None:
+    """The segment under a ctypes object made by from_buffer (ctypes keeps
+    a memoryview of it)."""
     objects = getattr(obj, "_objects", None)
-    if isinstance(objects, dict):
-        for value in objects.values():
-            if isinstance(value, _core.Segment):
-                return value
-    if isinstance(objects, _core.Segment):
-        return objects
+    for value in objects.values() if isinstance(objects, dict) else ():
+        if isinstance(value, memoryview):
+            value = value.obj
+        if isinstance(value, _core.Segment):
+            return value
     return None
 
 
-def _rebuild_ctype(segment_id: int, base: Any) -> Any:
-    return _shared_type(base).from_buffer(_segment(segment_id))
+def _describe(kind: Any) -> Any:
+    """A picklable description of a ctypes type: array types have no
+    importable name, so they travel as (element, length)."""
+    if issubclass(kind, ctypes.Array):
+        return ("array", _describe(kind._type_), kind._length_)
+    return kind
+
+
+def _undescribe(description: Any) -> Any:
+    if isinstance(description, tuple):
+        _, element, length = description
+        return _undescribe(element) * length
+    return description
+
+
+def _rebuild_ctype(segment_id: int, description: Any) -> Any:
+    return _shared_type(_undescribe(description)).from_buffer(_segment(segment_id))
 
 
 def _new(base: Any) -> Any:

@@ -312,3 +312,75 @@ def my_int(x: int) -> int:
 
 def special_float(x: int) -> float:
     return [float("nan"), -0.0, float("inf"), float("-inf"), 1e308, 5e-324][x % 6]
+
+
+# ---- shared arrays and out-of-band buffers (test_shared.py) ----
+
+_kept: list[Any] = []
+
+
+def fill_rows(array: Any, start: int, stop: int, value: float) -> int:
+    """Writes value into rows start:stop of a shared array, in place."""
+    array[start:stop] = value
+    return os.getpid()
+
+
+def as_plain(array: Any) -> Any:
+    """A private copy of an array, as a plain ndarray."""
+    import numpy as np
+
+    return np.array(array, copy=True)
+
+
+def memory_of(array: Any) -> str:
+    """What holds an array's memory in the worker: 'segment', 'region' (the
+    arena) or 'private'."""
+    from forkfarm import _core
+
+    base = array
+    while base is not None:
+        if isinstance(base, _core.Segment):
+            return "segment"
+        if isinstance(base, _core.Region):
+            return "region"
+        base = getattr(base, "base", None)
+        if isinstance(base, memoryview):
+            base = base.obj
+    return "private"
+
+
+def keep_and_sum(array: Any) -> float:
+    """Keeps a view of the array after the task, and sums it."""
+    _kept.append(array[::2])
+    return float(array.sum())
+
+
+def make_array(n: int, value: float) -> Any:
+    import numpy as np
+
+    return np.full(n, value)
+
+
+def write_last(array: Any, value: float) -> float:
+    array[-1] = value
+    return float(array[0])
+
+
+def add_to_ctype(obj: Any, index: int, value: float) -> None:
+    obj[index] = obj[index] + value
+
+
+def increment_shared_counter(times: int) -> int:
+    counter = WORKER_VALUE
+    for _ in range(times):
+        with counter.get_lock():
+            counter.value += 1
+    return os.getpid()
+
+
+def get_kept_sum(_: Any = None) -> float:
+    return float(_kept[-1].sum()) if _kept else 0.0
+
+
+def buffer_length(x: Any) -> int:
+    return memoryview(x).nbytes
