@@ -146,10 +146,13 @@ static int lender_request(share_msg_t *msg, int *fd) {
   pthread_mutex_unlock(&lender_lock);
   if (rc < 0) return rc;
   if (msg->type != SHARE_REPLY || msg->status > 0 ||
-      (msg->status == 0) != (nfds == 1)) {
+      (msg->status == 0 && nfds != 1)) {
     ff__sock_close_fds(fds, &nfds);
-    return msg->type == SHARE_REPLY && msg->status < 0 ? msg->status
-                                                       : FF_EPROTOCOL;
+    return FF_EPROTOCOL;
+  }
+  if (msg->status < 0) {
+    ff__sock_close_fds(fds, &nfds);
+    return msg->status;
   }
   *fd = fds[0];
   return 0;

@@ -1,0 +1,289 @@
+/* CMocka tests of lending segments (lib/share.c) and of the arena
+ * (lib/arena.c): segments opened by id, the lender socket a worker asks
+ * through, arena regions claimed, freed, shared, cancelled, reclaimed from
+ * a receiver that died, the arena's limit, and the frame of references a
+ * message carries.
+ *
+ * Each test arms alarm() so a hang fails instead of stalling; tests that
+ * fork reap their own children. FF_TEST_FILTER selects tests by name. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "../../lib/internal.h"
+
+static int setup_alarm(void **state) {
+  (void)state;
+  alarm(60);
+  return 0;
+}
+
+static char *map_fd(int fd, size_t size) {
+  char *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  assert_true(p != MAP_FAILED);
+  close(fd);
+  return p;
+}
+
+static void test_segment_open_and_forget(void **state) {
+  (void)state;
+  uint64_t id;
+  int fd;
+  assert_int_equal(ff_segment_create(0, 0, &id, &fd), -EINVAL);
+  assert_int_equal(ff_segment_create(8192, 0, &id, &fd), 0);
+  char *mine = map_fd(fd, 8192);
+  mine[100] = 42;
+  assert_int_equal(ff_segment_open(id, &fd), 0);
+  char *again = map_fd(fd, 8192);
+  assert_int_equal(again[100], 42);
+  assert_int_equal(ff_segment_forget(id), 0);
+  assert_int_equal(ff_segment_open(id, &fd), -ENOENT);
+  assert_int_equal(ff_segment_forget(id), -ENOENT);
+  /* What was handed out stays valid. */
+  again[101] = 7;
+  assert_int_equal(mine[101], 7);
+  munmap(mine, 8192);
+  munmap(again, 8192);
+}
+
+/* Answers the child's requests until it closes its end. */
+static void serve_until_eof(int socket, uintptr_t owner) {
+  for (;;) {
+    struct pollfd p = {socket, POLLIN, 0};
+    assert_true(poll(&p, 1, 10000) == 1);
+    if (ff__share_serve(socket, owner) < 0) return;
+  }
+}
+
+static void test_worker_asks_the_lender(void **state) {
+  (void)state;
+  int sv[2], ids[2];
+  assert_int_equal(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv), 0);
+  assert_int_equal(pipe(ids), 0);
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    close(sv[0]);
+    ff__share_set_lender(sv[1]);
+    uint64_t id;
+    if (read(ids[0], &id, sizeof(id)) != sizeof(id)) _exit(10);
+    int fd;
+    /* Made after the fork: only the lender has it. */
+    if (ff_segment_open(id, &fd) != 0) _exit(11);
+    char *p = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (p == MAP_FAILED || p[0] != 'x') _exit(12);
+    p[1] = 'y';
+    if (ff_segment_open(UINT64_C(12345), &fd) != -ENOENT) _exit(13);
+    /* One the parent makes for this worker, so that it can read it too. */
+    uint64_t made;
+    if (ff_segment_create(4096, FF_SEGMENT_PARENT, &made, &fd) != 0) _exit(14);
+    char *q = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (q == MAP_FAILED) _exit(15);
+    q[0] = 'z';
+    if (write(ids[1], &made, sizeof(made)) != sizeof(made))
+      _exit(16);
+    _exit(0);
+  }
+  close(sv[1]);
+  int socket = sv[0];
+  assert_int_equal(fcntl(socket, F_SETFL, O_NONBLOCK), 0);
+  uint64_t id;
+  int fd;
+  assert_int_equal(ff_segment_create(4096, 0, &id, &fd), 0);
+  char *p = map_fd(fd, 4096);
+  p[0] = 'x';
+  assert_int_equal(write(ids[1], &id, sizeof(id)), sizeof(id));
+  uintptr_t owner = 77;
+  serve_until_eof(socket, owner);
+  int status;
+  assert_int_equal(waitpid(pid, &status, 0), pid);
+  assert_true(WIFEXITED(status));
+  assert_int_equal(WEXITSTATUS(status), 0);
+  assert_int_equal(p[1], 'y');
+  uint64_t made;
+  assert_int_equal(read(ids[0], &made, sizeof(made)), sizeof(made));
+  assert_int_equal(ff_segment_open(made, &fd), 0);
+  char *q = map_fd(fd, 4096);
+  assert_int_equal(q[0], 'z');
+  /* The worker is gone: what was made for it is no longer lent. */
+  ff__share_drop_owner(owner);
+  assert_int_equal(ff_segment_open(made, &fd), -ENOENT);
+  munmap(q, 4096);
+  munmap(p, 4096);
+  ff_segment_forget(id);
+  close(socket);
+  close(ids[0]);
+  close(ids[1]);
+}
+
+static void test_arena_round_trip_and_reuse(void **state) {
+  (void)state;
+  ff_arena_t *arena;
+  assert_int_equal(ff_arena_create(&arena, 0, 1 << 20, 4 << 20), 0);
+  ff_arena_ref_t ref, again;
+  void *data, *seen;
+  assert_int_equal(ff_arena_alloc(arena, 0, &ref, &data), -EINVAL);
+  assert_int_equal(ff_arena_alloc(arena, 1000, &ref, &data), 0);
+  memset(data, 0xab, 1000);
+  assert_int_equal(ff_arena_receive(&ref, &seen), 0);
+  assert_int_equal(((unsigned char *)seen)[999], 0xab);
+  /* A reference is claimed once. */
+  assert_int_equal(ff_arena_receive(&ref, &seen), -ESTALE);
+  /* While it is held its bytes are not given out again. */
+  assert_int_equal(ff_arena_alloc(arena, 1000, &again, &data), 0);
+  assert_true(again.chunk != ref.chunk || again.offset >= ref.offset + 1000);
+  ff_arena_cancel(arena, &again);
+  ff_arena_release(&ref);
+  /* Released: the same warm bytes serve the next message. */
+  assert_int_equal(ff_arena_alloc(arena, 1000, &again, &data), 0);
+  assert_int_equal(again.chunk, ref.chunk);
+  assert_int_equal(again.offset, ref.offset);
+  assert_true(again.generation != ref.generation || again.slot != ref.slot);
+  ff_arena_cancel(arena, &again);
+  ff_arena_destroy(arena);
+}
+
+static void test_arena_cancel_and_discard(void **state) {
+  (void)state;
+  ff_arena_t *arena;
+  assert_int_equal(ff_arena_create(&arena, 0, 1 << 20, 4 << 20), 0);
+  ff_arena_ref_t ref;
+  void *data;
+  assert_int_equal(ff_arena_alloc(arena, 4096, &ref, &data), 0);
+  ff_arena_cancel(arena, &ref);
+  assert_int_equal(ff_arena_receive(&ref, &data), -ESTALE);
+  assert_int_equal(ff_arena_alloc(arena, 4096, &ref, &data), 0);
+  ff_arena_discard(&ref);
+  assert_int_equal(ff_arena_receive(&ref, &data), -ESTALE);
+  /* A frame's references, cancelled as a task's message would be. */
+  assert_int_equal(ff_arena_alloc(arena, 4096, &ref, &data), 0);
+  char message[FF_ARENA_FRAME_HEADER + sizeof(ref) + 3];
+  uint32_t count = 1;
+  memcpy(message, FF_ARENA_FRAME_MAGIC, 4);
+  memcpy(message + 4, &count, sizeof(count));
+  memcpy(message + FF_ARENA_FRAME_HEADER, &ref, sizeof(ref));
+  memcpy(message + FF_ARENA_FRAME_HEADER + sizeof(ref), "abc", 3);
+  ff__arena_cancel_message(message, sizeof(message));
+  assert_int_equal(ff_arena_receive(&ref, &data), -ESTALE);
+  ff_arena_destroy(arena);
+}
+
+static void test_arena_share_keeps_bytes(void **state) {
+  (void)state;
+  ff_arena_t *arena;
+  assert_int_equal(ff_arena_create(&arena, 0, 1 << 20, 1 << 20), 0);
+  ff_arena_ref_t first, second, other;
+  void *data, *a, *b;
+  assert_int_equal(ff_arena_alloc(arena, 600 << 10, &first, &data), 0);
+  memset(data, 1, 600 << 10);
+  assert_int_equal(ff_arena_share(arena, &first, &second), 0);
+  assert_int_equal(second.offset, first.offset);
+  assert_int_equal(ff_arena_receive(&first, &a), 0);
+  assert_int_equal(ff_arena_receive(&second, &b), 0);
+  assert_ptr_equal(a, b);
+  ff_arena_release(&first);
+  /* One message still holds the bytes: the one chunk allowed has no room. */
+  assert_int_equal(ff_arena_alloc(arena, 600 << 10, &other, &data), -ENOSPC);
+  ff_arena_release(&second);
+  assert_int_equal(ff_arena_alloc(arena, 600 << 10, &other, &data), 0);
+  assert_int_equal(other.offset, first.offset);
+  ff_arena_cancel(arena, &other);
+  ff_arena_destroy(arena);
+}
+
+static void test_arena_reclaims_dead_receiver(void **state) {
+  (void)state;
+  ff_arena_t *arena;
+  assert_int_equal(ff_arena_create(&arena, 0, 1 << 20, 1 << 20), 0);
+  ff_arena_ref_t ref, next;
+  void *data;
+  assert_int_equal(ff_arena_alloc(arena, 600 << 10, &ref, &data), 0);
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    void *seen;
+    /* Claims the bytes and dies without letting go. */
+    _exit(ff_arena_receive(&ref, &seen) == 0 ? 0 : 1);
+  }
+  int status;
+  assert_int_equal(waitpid(pid, &status, 0), pid);
+  assert_int_equal(WEXITSTATUS(status), 0);
+  assert_int_equal(ff_arena_receive(&ref, &data), -ESTALE);
+  assert_int_equal(ff_arena_alloc(arena, 600 << 10, &next, &data), 0);
+  assert_int_equal(next.chunk, ref.chunk);
+  assert_int_equal(next.offset, ref.offset);
+  ff_arena_cancel(arena, &next);
+  ff_arena_destroy(arena);
+}
+
+static void test_arena_limit_and_bad_references(void **state) {
+  (void)state;
+  ff_arena_t *arena;
+  assert_int_equal(ff_arena_create(&arena, 0, 1 << 20, 2 << 20), 0);
+  ff_arena_ref_t ref;
+  void *data;
+  assert_int_equal(ff_arena_alloc(arena, 3 << 20, &ref, &data), -ENOSPC);
+  assert_int_equal(ff_arena_alloc(arena, 1 << 19, &ref, &data), 0);
+  ff_arena_ref_t bad = ref;
+  bad.offset = 1 << 20;
+  bad.length = 4096;
+  assert_int_equal(ff_arena_receive(&bad, &data), FF_EPROTOCOL);
+  bad = ref;
+  bad.slot = 1u << 30;
+  assert_int_equal(ff_arena_receive(&bad, &data), FF_EPROTOCOL);
+  bad = ref;
+  bad.chunk = UINT64_C(0x7fffffff00000009);
+  assert_int_equal(ff_arena_receive(&bad, &data), -ENOENT);
+  ff_arena_cancel(arena, &ref);
+  ff_arena_destroy(arena);
+}
+
+static void test_frame_bounds(void **state) {
+  (void)state;
+  size_t count, body;
+  char message[FF_ARENA_FRAME_HEADER + 2 * sizeof(ff_arena_ref_t)];
+  memset(message, 0, sizeof(message));
+  assert_int_equal(ff_arena_frame("\x80\x05", 2, &count, &body), 0);
+  memcpy(message, FF_ARENA_FRAME_MAGIC, 4);
+  assert_int_equal(ff_arena_frame(message, 6, &count, &body), FF_EPROTOCOL);
+  uint32_t n = 2;
+  memcpy(message + 4, &n, sizeof(n));
+  assert_int_equal(ff_arena_frame(message, sizeof(message), &count, &body), 1);
+  assert_int_equal(count, 2);
+  assert_int_equal(body, sizeof(message));
+  assert_int_equal(ff_arena_frame(message, sizeof(message) - 1, &count, &body),
+                   FF_EPROTOCOL);
+  n = UINT32_MAX;
+  memcpy(message + 4, &n, sizeof(n));
+  assert_int_equal(ff_arena_frame(message, sizeof(message), &count, &body),
+                   FF_EPROTOCOL);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test_setup(test_segment_open_and_forget, setup_alarm),
+      cmocka_unit_test_setup(test_worker_asks_the_lender, setup_alarm),
+      cmocka_unit_test_setup(test_arena_round_trip_and_reuse, setup_alarm),
+      cmocka_unit_test_setup(test_arena_cancel_and_discard, setup_alarm),
+      cmocka_unit_test_setup(test_arena_share_keeps_bytes, setup_alarm),
+      cmocka_unit_test_setup(test_arena_reclaims_dead_receiver, setup_alarm),
+      cmocka_unit_test_setup(test_arena_limit_and_bad_references, setup_alarm),
+      cmocka_unit_test_setup(test_frame_bounds, setup_alarm),
+  };
+  const char *filter = getenv("FF_TEST_FILTER");
+  if (filter) cmocka_set_test_filter(filter);
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
