@@ -7,7 +7,7 @@ them by reference in its workers.
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -48,3 +48,37 @@ def busy_wait(seconds: float) -> float:
     while time.perf_counter() < end:
         pass
     return seconds
+
+
+def arr_sum(a: Any) -> float:
+    """W7/W8: reads every element of an array once."""
+    return float(a.sum())
+
+
+def arr_sum_timed(a: Any) -> tuple[float, float]:
+    """W8: the sum, and the seconds the worker spent on it, so that the
+    overhead around the task can be told from the task."""
+    import time
+
+    start = time.perf_counter()
+    total = float(a.sum())
+    return total, time.perf_counter() - start
+
+
+def arr_first(a: Any) -> float:
+    """W8: touches one element: only the cost of getting the array."""
+    return float(a.flat[0])
+
+
+_results: dict[int, Any] = {}
+
+
+def big_result(nbytes: int) -> Any:
+    """W9: returns an array of nbytes, made once per worker, so that only
+    returning it is measured."""
+    import numpy as np
+
+    array = _results.get(nbytes)
+    if array is None:
+        array = _results[nbytes] = np.ones(nbytes // 8)
+    return array
