@@ -303,6 +303,10 @@ int ff_arena_create(ff_arena_t **arena, unsigned segment_flags,
 /* Unmaps the arena's chunks and stops lending them; receivers keep what
  * they hold. */
 void ff_arena_destroy(ff_arena_t *arena);
+/* Releases idle chunks (no message in them waits or is held) beyond the
+ * first keep bytes of chunks; returns the bytes released. Receivers unmap
+ * a released chunk once they hold nothing in it. */
+size_t ff_arena_trim(ff_arena_t *arena, size_t keep);
 /* Reserves length bytes for one message: *data is where to write them.
  * -ENOSPC when the arena is at its limit (send the bytes in band). */
 int ff_arena_alloc(ff_arena_t *arena, size_t length, ff_arena_ref_t *ref,

@@ -49,7 +49,10 @@ typedef struct arena_header_s {
   uint64_t id;
   uint64_t size;
   uint32_t slots;
-  char pad[64 - 28];
+  /* Set by the sender when it lets the chunk go: receivers unmap it once
+   * they hold nothing in it. */
+  _Atomic uint32_t retired;
+  char pad[64 - 32];
   arena_slot_t slot[ARENA_SLOTS];
 } arena_header_t;
 
@@ -92,6 +95,12 @@ static int map_segment(uint64_t id, char **base, size_t *size) {
   return 0;
 }
 
+static void chunk_release(arena_chunk_t *c) {
+  atomic_store(&((arena_header_t *)c->base)->retired, 1);
+  munmap(c->base, c->size);
+  ff_segment_forget(c->id);
+}
+
 /* Every sender arena of this process, so that a finished task's message
  * can give back what was never received without knowing its arena. */
 static pthread_mutex_t arenas_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -132,10 +141,8 @@ int ff_arena_create(ff_arena_t **arena, unsigned segment_flags,
 void ff_arena_destroy(ff_arena_t *arena) {
   if (arena == NULL) return;
   arenas_remove(arena);
-  for (size_t i = 0; i < arena->chunk_count; i++) {
-    munmap(arena->chunks[i].base, arena->chunks[i].size);
-    ff_segment_forget(arena->chunks[i].id);
-  }
+  for (size_t i = 0; i < arena->chunk_count; i++)
+    chunk_release(&arena->chunks[i]);
   free(arena->chunks);
   pthread_mutex_destroy(&arena->lock);
   free(arena);
@@ -246,6 +253,13 @@ int ff_arena_alloc(ff_arena_t *arena, size_t length, ff_arena_ref_t *ref,
       rc = chunk_alloc(&arena->chunks[i], length, reclaim, ref);
   if (rc == -ENOSPC) {
     rc = chunk_add(arena, length);
+    if (rc == -ENOSPC) {
+      /* At the limit: idle chunks (of other sizes, say) make room. */
+      pthread_mutex_unlock(&arena->lock);
+      ff_arena_trim(arena, 0);
+      pthread_mutex_lock(&arena->lock);
+      rc = chunk_add(arena, length);
+    }
     if (rc == 0)
       rc = chunk_alloc(&arena->chunks[arena->chunk_count - 1], length, false,
                        ref);
@@ -257,6 +271,32 @@ int ff_arena_alloc(ff_arena_t *arena, size_t length, ff_arena_ref_t *ref,
   }
   pthread_mutex_unlock(&arena->lock);
   return rc;
+}
+
+static bool chunk_idle(arena_chunk_t *c) {
+  arena_header_t *h = (arena_header_t *)c->base;
+  static _Thread_local span_t spans[ARENA_SLOTS];
+  return used_spans(h, spans, true) == 0;
+}
+
+
+size_t ff_arena_trim(ff_arena_t *arena, size_t keep) {
+  pthread_mutex_lock(&arena->lock);
+  size_t released = 0, kept = 0;
+  for (size_t i = 0; i < arena->chunk_count;) {
+    arena_chunk_t *c = &arena->chunks[i];
+    if (kept + c->size <= keep || !chunk_idle(c)) {
+      kept += c->size;
+      i++;
+      continue;
+    }
+    released += c->size;
+    arena->total -= c->size;
+    chunk_release(c);
+    arena->chunks[i] = arena->chunks[--arena->chunk_count];
+  }
+  pthread_mutex_unlock(&arena->lock);
+  return released;
 }
 
 static arena_chunk_t *chunk_find(ff_arena_t *arena, uint64_t id) {
@@ -377,8 +417,9 @@ static bool chunk_pending(const arena_header_t *h) {
 static void views_sweep(void) {
   for (size_t i = 0; i < view_count;) {
     view_t *v = &views[i];
-    if (v->gone && v->refs == 0 &&
-        !chunk_pending((const arena_header_t *)v->base)) {
+    const arena_header_t *h = (const arena_header_t *)v->base;
+    if (v->refs == 0 &&
+        ((v->gone && !chunk_pending(h)) || atomic_load(&h->retired))) {
       munmap(v->base, v->size);
       views[i] = views[--view_count];
     } else {

@@ -109,6 +109,8 @@ int ffpy_pickling_for_pool(void);
 /* True in a pool's worker process. */
 int ffpy_in_worker(void);
 int ffpy_set_oob_threshold(Py_ssize_t threshold);
+/* Releases this process's idle arena chunks beyond keep bytes. */
+size_t ffpy_trim_arena(size_t keep);
 /* In a new worker: its own arena, made through the parent. */
 void ffpy_shared_after_fork_in_worker(void);
 

@@ -37,6 +37,13 @@ static PyObject *core_pickling_for_pool(PyObject *module, PyObject *unused) {
   return PyBool_FromLong(ffpy_pickling_for_pool());
 }
 
+static PyObject *core_trim_arena(PyObject *module, PyObject *arg) {
+  (void)module;
+  size_t keep = PyLong_AsSize_t(arg);
+  if (keep == (size_t)-1 && PyErr_Occurred()) return NULL;
+  return PyLong_FromSize_t(ffpy_trim_arena(keep));
+}
+
 static PyObject *core_in_worker(PyObject *module, PyObject *unused) {
   (void)module;
   (void)unused;
@@ -63,6 +70,9 @@ static PyMethodDef core_methods[] = {
      "through the arena, once per memo."},
     {"pickling_for_pool", core_pickling_for_pool, METH_NOARGS,
      "pickling_for_pool() -> bool: True inside dumps() in this thread."},
+    {"trim_arena", core_trim_arena, METH_O,
+     "trim_arena(keep) -> int: releases idle arena memory beyond keep "
+     "bytes; returns the bytes released."},
     {"in_worker", core_in_worker, METH_NOARGS,
      "in_worker() -> bool: True in a pool's worker process."},
     {"set_oob_threshold", core_set_oob_threshold, METH_O,

@@ -541,6 +541,15 @@ PyObject *ffpy_decode_framed(const char *data, size_t length,
   return value;
 }
 
+size_t ffpy_trim_arena(size_t keep) {
+  if (arena == NULL || arena_pid != getpid()) return 0;
+  size_t released;
+  Py_BEGIN_ALLOW_THREADS
+  released = ff_arena_trim(arena, keep);
+  Py_END_ALLOW_THREADS
+  return released;
+}
+
 int ffpy_pickling_for_pool(void) { return pickling_for_pool; }
 
 int ffpy_in_worker(void) { return in_worker; }

@@ -140,6 +140,16 @@ def decode_result(task: Any) -> Any:
         ) from exc
 
 
+# What the arena keeps of warm memory once a pool is done with it: enough
+# for the next large message, not the peak of a past one.
+ARENA_KEEP = 128 << 20
+
+
+def trim_arena() -> None:
+    """Gives idle arena memory beyond :data:`ARENA_KEEP` back to the system."""
+    _core.trim_arena(ARENA_KEEP)
+
+
 def worker_setup() -> None:
     """Runs in each new worker before its initializer, as multiprocessing's
     workers do: standard input is not the parent's to read."""

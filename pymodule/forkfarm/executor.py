@@ -184,6 +184,7 @@ class Executor(concurrent.futures.Executor):
         self._core.close()
         if wait:
             self._core.join()
+            _protocol.trim_arena()
 
     def _shutdown_at_exit(self) -> None:
         self.shutdown(wait=True)

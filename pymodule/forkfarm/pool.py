@@ -823,12 +823,14 @@ class Pool:
         self._state = TERMINATE
         self._core.terminate()
         self._core.join()
+        _protocol.trim_arena()
 
     def join(self) -> None:
         """Waits for the workers to exit, after close() or terminate()."""
         if self._state == RUN:
             raise ValueError("Pool is still running")
         self._core.join()
+        _protocol.trim_arena()
 
     def __enter__(self) -> Pool:
         self._check_running()

@@ -251,6 +251,28 @@ static void test_arena_limit_and_bad_references(void **state) {
   ff_arena_destroy(arena);
 }
 
+static void test_arena_trim_releases_idle_chunks(void **state) {
+  (void)state;
+  ff_arena_t *arena;
+  assert_int_equal(ff_arena_create(&arena, 0, 1 << 20, 64 << 20), 0);
+  ff_arena_ref_t big, small;
+  void *data;
+  assert_int_equal(ff_arena_alloc(arena, 3 << 20, &big, &data), 0);
+  assert_int_equal(ff_arena_receive(&big, &data), 0);
+  /* Held: nothing to release. */
+  assert_int_equal(ff_arena_trim(arena, 0), 0);
+  ff_arena_release(&big);
+  assert_int_equal(ff_arena_trim(arena, 0), 4 << 20);
+  int fd;
+  assert_int_equal(ff_segment_open(big.chunk, &fd), -ENOENT);
+  /* The arena goes on with a new chunk. */
+  assert_int_equal(ff_arena_alloc(arena, 1000, &small, &data), 0);
+  assert_true(small.chunk != big.chunk);
+  ff_arena_cancel(arena, &small);
+  assert_int_equal(ff_arena_trim(arena, 1 << 20), 0);
+  ff_arena_destroy(arena);
+}
+
 static void test_frame_bounds(void **state) {
   (void)state;
   size_t count, body;
@@ -281,6 +303,7 @@ int main(void) {
       cmocka_unit_test_setup(test_arena_share_keeps_bytes, setup_alarm),
       cmocka_unit_test_setup(test_arena_reclaims_dead_receiver, setup_alarm),
       cmocka_unit_test_setup(test_arena_limit_and_bad_references, setup_alarm),
+      cmocka_unit_test_setup(test_arena_trim_releases_idle_chunks, setup_alarm),
       cmocka_unit_test_setup(test_frame_bounds, setup_alarm),
   };
   const char *filter = getenv("FF_TEST_FILTER");

@@ -281,6 +281,14 @@ class TestLifetime:
         assert _settled_fds(fds) <= fds
         assert _shm_names() == names
 
+    def test_arena_memory_goes_back_after_the_pool(self) -> None:
+        big = np.ones((256 << 20) // 8)
+        rss = _rss_kib()
+        with forkfarm.Pool(1) as p:
+            assert p.apply(np.sum, (big,)) == big.size
+            assert _rss_kib() - rss > 200 * 1024  # the copy in the arena
+        assert _rss_kib() - rss < 140 * 1024, "a 256 MiB chunk outlived its pool"
+
     def test_killing_a_worker_that_holds_a_view(self) -> None:
         shared = forkfarm.full(1 << 16, 5.0)
         big = np.full(1 << 18, 1.0)
