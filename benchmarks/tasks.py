@@ -82,3 +82,13 @@ def big_result(nbytes: int) -> Any:
     if array is None:
         array = _results[nbytes] = np.ones(nbytes // 8)
     return array
+
+
+def sleep_timed(seconds: float) -> float:
+    """W8: sleeps, and returns the seconds it took: the overhead around a
+    task of that length with no array at all."""
+    import time
+
+    start = time.perf_counter()
+    time.sleep(seconds)
+    return time.perf_counter() - start
