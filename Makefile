@@ -25,6 +25,7 @@ test: test-c test-python
 
 bench: $(INSTALL_STAMP)
 	$(VPY) benchmarks/bench.py
+	$(VPY) benchmarks/arrays.py
 
 setup: $(INSTALL_STAMP)
 

@@ -272,14 +272,22 @@ def medians(samples: dict[str, list[float]]) -> dict[str, float]:
     return {name: statistics.median(s) for name, s in samples.items() if s}
 
 
+def print_peers(title: str, samples: dict[str, list[float]], scale: float, unit: str) -> dict[str, float]:
+    """Prints each implementation's median and its ratio to forkfarm's."""
+    m = medians(samples)
+    base = m["forkfarm.Pool"]
+    print(f"\n{title}")
+    for name, value in m.items():
+        print(f"  {name:24s} {value * scale:9.4g} {unit:2s}  {value / base:8.1f}x forkfarm's time")
+    return m
+
+
 def report(results: dict[str, Any]) -> None:
     if "W7" in results:
         r = results["W7"]
-        m = medians(r["samples"])
+        title = f"W7  map(arr_sum, [a] * 8), a = {r['nbytes'] // MiB} MiB ndarray (median s)"
+        m = print_peers(title, r["samples"], 1.0, "s")
         base = m["forkfarm.Pool"]
-        print(f"\nW7  map(arr_sum, [a] * 8), a = {r['nbytes'] // MiB} MiB ndarray (median s)")
-        for name, value in m.items():
-            print(f"  {name:24s} {value:9.4f} s   {value / base:8.1f}x forkfarm's time")
         print(f"  {'serial, in this process':24s} {r['serial_s']:9.4f} s")
         print(
             "  target >= 1000x multiprocessing.Pool: "
@@ -317,11 +325,9 @@ def report(results: dict[str, Any]) -> None:
         )
     if "W9" in results:
         r = results["W9"]
-        m = medians(r["samples"])
+        title = f"W9  a {r['nbytes'] // MiB} MiB result returned by apply (median ms)"
+        m = print_peers(title, r["samples"], 1e3, "ms")
         base = m["forkfarm.Pool"]
-        print(f"\nW9  a {r['nbytes'] // MiB} MiB result returned by apply (median ms)")
-        for name, value in m.items():
-            print(f"  {name:24s} {value * 1e3:9.2f} ms  {value / base:8.1f}x forkfarm's time")
         ratio = m["multiprocessing.Pool"] / base
         print(f"  target >= 100x multiprocessing.Pool: {'met' if ratio >= 100 else 'NOT met'} ({ratio:.0f}x)")
     if "W10" in results:
