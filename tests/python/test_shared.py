@@ -7,6 +7,7 @@ import gc
 import os
 import pickle
 import signal
+import sys
 import time
 from typing import Any
 
@@ -349,3 +350,19 @@ class TestSharedCtypes:
         counter = forkfarm.Value("i", 0)
         with pytest.raises(RuntimeError, match="inheritance"):
             pool.apply(helpers.identity, (counter,))
+
+
+def test_numpy_farm_example_matches_serial() -> None:
+    """examples/numpy_farm.py's check, on a small image with uneven bands."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "examples" / "numpy_farm.py"
+    spec = importlib.util.spec_from_file_location("numpy_farm", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    # Tasks pickle the kernel by reference: its module must be importable.
+    sys.modules["numpy_farm"] = module
+    spec.loader.exec_module(module)
+    result = module.run(size=200, steps=3, workers=2, blocks=5, runs=1)
+    assert result["ok"], result
