@@ -206,15 +206,22 @@ def w7(rounds: int, nbytes: int) -> dict[str, Any]:
 
 def w8(calls: int, sizes: list[int]) -> dict[str, Any]:
     """Per size: the cost of getting a shared array (consecutive
-    ``apply(arr_first)``), the overhead around ``apply(arr_sum)`` (wall time
-    minus the worker's own time), and, for comparison, the overhead around a
-    task that sleeps as long with no array at all."""
-    out: dict[str, Any] = {}
+    ``apply(arr_first)``, the sizes interleaved in rounds so that the
+    machine's noise falls on all of them alike), the overhead around
+    ``apply(arr_sum)`` (wall time minus the worker's own time), and, for
+    comparison, the overhead around a task that sleeps as long with no array
+    at all."""
+    out: dict[str, Any] = {str(n): {} for n in sizes}
     with forkfarm.Pool(WORKERS) as pool:
-        for nbytes in sizes:
-            shared = forkfarm.full(nbytes // 8, 1.0)
-            pool.map(tasks.arr_sum, [shared] * 8, chunksize=1)  # each worker maps it once
-            first = [timed(lambda: pool.apply(tasks.arr_first, (shared,))) for _ in range(calls)]
+        arrays = {n: forkfarm.full(n // 8, 1.0) for n in sizes}
+        for shared in arrays.values():
+            pool.map(tasks.arr_sum, [shared] * 8, chunksize=1)  # each worker maps it
+        firsts: dict[int, list[float]] = {n: [] for n in sizes}
+        for _ in range(10):
+            for n, shared in arrays.items():
+                block = [timed(lambda: pool.apply(tasks.arr_first, (shared,))) for _ in range(calls // 10)]
+                firsts[n].append(statistics.median(block))
+        for n, shared in arrays.items():
             walls, inside = [], []
             for _ in range(max(10, calls // 10)):
                 start = time.perf_counter()
@@ -228,15 +235,15 @@ def w8(calls: int, sizes: list[int]) -> dict[str, Any]:
                 start = time.perf_counter()
                 slept = pool.apply(tasks.sleep_timed, (task_s,))
                 bare.append(time.perf_counter() - start - slept)
-            out[str(nbytes)] = {
-                "first_element_us": statistics.median(first) * 1e6,
+            out[str(n)] = {
+                "first_element_us": statistics.median(firsts[n]) * 1e6,
                 "task_us": statistics.median(walls) * 1e6,
                 "in_worker_us": task_s * 1e6,
                 "overhead_us": statistics.median(w - s for w, s in zip(walls, inside)) * 1e6,
                 "overhead_without_array_us": statistics.median(bare) * 1e6,
             }
-            print(f"  W8 {nbytes // MiB} MiB: {out[str(nbytes)]}", file=sys.stderr)
-            del shared
+            print(f"  W8 {n // MiB} MiB: {out[str(n)]}", file=sys.stderr)
+        del arrays
     return out
 
 
