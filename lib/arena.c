@@ -148,9 +148,13 @@ void ff_arena_destroy(ff_arena_t *arena) {
   free(arena);
 }
 
+/* Chunks larger than the default fit their buffer, in steps of this. */
+#define CHUNK_STEP ((size_t)2 << 20)
+
 static int chunk_add(ff_arena_t *a, size_t need) {
   size_t size = a->chunk_size;
-  while (size < need + FF__ARENA_HEADER) size *= 2;
+  if (need + FF__ARENA_HEADER > size)
+    size = (need + FF__ARENA_HEADER + CHUNK_STEP - 1) / CHUNK_STEP * CHUNK_STEP;
   if (a->total + size > a->limit) return -ENOSPC;
   arena_chunk_t *grown =
       realloc(a->chunks, (a->chunk_count + 1) * sizeof(*a->chunks));

@@ -262,6 +262,7 @@ static void test_arena_trim_releases_idle_chunks(void **state) {
   /* Held: nothing to release. */
   assert_int_equal(ff_arena_trim(arena, 0), 0);
   ff_arena_release(&big);
+  /* A chunk for 3 MiB and its header: 4 MiB in steps of 2 MiB. */
   assert_int_equal(ff_arena_trim(arena, 0), 4 << 20);
   int fd;
   assert_int_equal(ff_segment_open(big.chunk, &fd), -ENOENT);

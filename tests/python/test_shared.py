@@ -80,6 +80,20 @@ def _rss_kib() -> int:
     raise AssertionError("no VmRSS")
 
 
+def _available_gib() -> float:
+    with open("/proc/meminfo") as meminfo:
+        for line in meminfo:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) / (1 << 20)
+    return 0.0
+
+
+# The 2 GiB tests need the array, its copy in the arena and a margin.
+needs_memory = pytest.mark.skipif(
+    _available_gib() < 12, reason="needs 12 GiB of available memory for 2 GiB arrays"
+)
+
+
 def _shm_names() -> set[str]:
     return set(os.listdir("/dev/shm")) if os.path.isdir("/dev/shm") else set()
 
@@ -188,6 +202,7 @@ class TestSharedArrays:
         np.testing.assert_array_equal(back, np.full(5, 2.0))
 
     @pytest.mark.slow
+    @needs_memory
     def test_two_gibibytes(self, pool: Any) -> None:
         n = (2 << 30) // 8 + 2
         shared = forkfarm.zeros(n)  # pages are only allocated where touched
@@ -244,6 +259,7 @@ class TestOutOfBand:
         assert pool.apply(helpers.make_array, (1 << 17, 2.0)).sum() == 2.0 * (1 << 17)
 
     @pytest.mark.slow
+    @needs_memory
     def test_two_gibibytes_out_of_band(self, pool: Any) -> None:
         source = np.ones((2 << 30) // 8 + 8, dtype=np.float64)
         assert pool.apply(np.sum, (source,)) == source.size
