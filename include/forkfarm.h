@@ -327,20 +327,32 @@ void ff_arena_release(const ff_arena_ref_t *ref);
 /* Receiver: ref will never be claimed here; frees it. */
 void ff_arena_discard(const ff_arena_ref_t *ref);
 
-/* A message that carries arena references starts with a frame: the magic,
- * a uint32_t count, count references, then the rest of the message. The
- * pool frees the references of a task message that was never received when
- * the task finishes, and those of a result that was never received when
- * the task is released. */
+/* A message that carries arena references or shared segments starts with a
+ * frame: the magic, a uint32_t count of references, a uint32_t count of
+ * pins, 4 zero bytes, the references, the pins (uint64_t segment ids), then
+ * the rest of the message. The pool keeps each pinned segment open, by its
+ * id, from the task's submission until it finishes, so that a worker can
+ * open it even if its creator let it go in between; it frees the references
+ * of a task message that was never received when the task finishes, and
+ * those of a result that was never received when the task is released. */
 #define FF_ARENA_FRAME_MAGIC "\xff" "FFB"
-#define FF_ARENA_FRAME_HEADER 8u
-/* If message starts with a frame: its number of references (*count), and
- * the offset of the rest (*body). 1, 0 without a frame, or FF_EPROTOCOL
- * for a truncated one. */
-int ff_arena_frame(const void *message, size_t length, size_t *count,
-                   size_t *body);
+#define FF_ARENA_FRAME_HEADER 16u
+
+typedef struct ff_arena_frame_s {
+  size_t refs; /* arena references */
+  size_t pins; /* segment ids */
+  size_t body; /* the offset of the rest of the message */
+} ff_arena_frame_t;
+
+/* If message starts with a frame: 1 and its layout, 0 without a frame, or
+ * FF_EPROTOCOL for a truncated or malformed one. */
+int ff_arena_frame(const void *message, size_t length,
+                   ff_arena_frame_t *frame);
 /* The i-th reference of a framed message (copied: it may be unaligned). */
 void ff_arena_frame_ref(const void *message, size_t i, ff_arena_ref_t *ref);
+/* The i-th pinned segment id of a framed message. */
+uint64_t ff_arena_frame_pin(const void *message, const ff_arena_frame_t *frame,
+                            size_t i);
 
 #ifdef __cplusplus
 }

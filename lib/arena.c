@@ -348,16 +348,19 @@ void ff_arena_cancel(ff_arena_t *arena, const ff_arena_ref_t *ref) {
   pthread_mutex_unlock(&arena->lock);
 }
 
-int ff_arena_frame(const void *message, size_t length, size_t *count,
-                   size_t *body) {
+int ff_arena_frame(const void *message, size_t length,
+                   ff_arena_frame_t *frame) {
   if (length < 4 || memcmp(message, FF_ARENA_FRAME_MAGIC, 4) != 0) return 0;
-  uint32_t n;
   if (length < FF_ARENA_FRAME_HEADER) return FF_EPROTOCOL;
-  memcpy(&n, (const char *)message + 4, sizeof(n));
-  if ((length - FF_ARENA_FRAME_HEADER) / sizeof(ff_arena_ref_t) < n)
-    return FF_EPROTOCOL;
-  *count = n;
-  *body = FF_ARENA_FRAME_HEADER + (size_t)n * sizeof(ff_arena_ref_t);
+  uint32_t counts[3];
+  memcpy(counts, (const char *)message + 4, sizeof(counts));
+  uint64_t need = FF_ARENA_FRAME_HEADER +
+                  (uint64_t)counts[0] * sizeof(ff_arena_ref_t) +
+                  (uint64_t)counts[1] * sizeof(uint64_t);
+  if (counts[2] != 0 || need > length) return FF_EPROTOCOL;
+  frame->refs = counts[0];
+  frame->pins = counts[1];
+  frame->body = (size_t)need;
   return 1;
 }
 
@@ -367,12 +370,22 @@ void ff_arena_frame_ref(const void *message, size_t i, ff_arena_ref_t *ref) {
          sizeof(*ref));
 }
 
+uint64_t ff_arena_frame_pin(const void *message, const ff_arena_frame_t *frame,
+                            size_t i) {
+  uint64_t id;
+  memcpy(&id,
+         (const char *)message + FF_ARENA_FRAME_HEADER +
+             frame->refs * sizeof(ff_arena_ref_t) + i * sizeof(id),
+         sizeof(id));
+  return id;
+}
+
 void ff__arena_cancel_message(const void *message, size_t length) {
-  size_t count, body;
-  if (message == NULL || ff_arena_frame(message, length, &count, &body) != 1)
+  ff_arena_frame_t frame;
+  if (message == NULL || ff_arena_frame(message, length, &frame) != 1)
     return;
   pthread_mutex_lock(&arenas_lock);
-  for (size_t i = 0; i < count; i++) {
+  for (size_t i = 0; i < frame.refs; i++) {
     ff_arena_ref_t ref;
     ff_arena_frame_ref(message, i, &ref);
     for (size_t j = 0; j < arena_count; j++) ff_arena_cancel(arenas[j], &ref);
@@ -381,10 +394,10 @@ void ff__arena_cancel_message(const void *message, size_t length) {
 }
 
 void ff__arena_discard_message(const void *message, size_t length) {
-  size_t count, body;
-  if (message == NULL || ff_arena_frame(message, length, &count, &body) != 1)
+  ff_arena_frame_t frame;
+  if (message == NULL || ff_arena_frame(message, length, &frame) != 1)
     return;
-  for (size_t i = 0; i < count; i++) {
+  for (size_t i = 0; i < frame.refs; i++) {
     ff_arena_ref_t ref;
     ff_arena_frame_ref(message, i, &ref);
     ff_arena_discard(&ref);

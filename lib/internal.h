@@ -348,6 +348,10 @@ _Noreturn void ff__worker_main(const ff_pool_options_t *options, int shm_fd,
 int ff__share_serve(int socket, uintptr_t owner);
 /* Forgets the segments created on behalf of owner (its worker is gone). */
 void ff__share_drop_owner(uintptr_t owner);
+/* A task holds the segments its message's frame pins from its submission
+ * until it finishes. */
+void ff__share_pin_message(const void *message, size_t length);
+void ff__share_unpin_message(const void *message, size_t length);
 /* In a worker: its end of the lender socket. */
 void ff__share_set_lender(int socket);
 /* ---- arena.c ---------------------------------------------------------- */

@@ -43,6 +43,8 @@ typedef struct share_entry_s {
   uint64_t id;
   int fd;
   uintptr_t owner; /* 0: this process; else the worker it was made for */
+  unsigned pins;   /* tasks in flight that carry it */
+  bool forgotten;  /* its creator let it go: removed with the last pin */
 } share_entry_t;
 
 static pthread_mutex_t table_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -74,7 +76,7 @@ static int table_add(uint64_t id, int fd, uintptr_t owner) {
     table = grown;
     table_capacity = capacity;
   }
-  table[table_length++] = (share_entry_t){id, fd, owner};
+  table[table_length++] = (share_entry_t){id, fd, owner, 0, false};
   return 0;
 }
 
@@ -163,8 +165,19 @@ int ff_segment_create(size_t size, unsigned flags, uint64_t *id, int *fd) {
   if ((flags & FF_SEGMENT_PARENT) && lender >= 0) {
     share_msg_t msg = {SHARE_CREATE, 0, 0, size};
     int rc = lender_request(&msg, fd);
-    if (rc == 0) *id = msg.id;
-    return rc;
+    if (rc < 0) return rc;
+    /* Lent on to this worker's own workers, should it run a pool. */
+    int copy = fcntl(*fd, F_DUPFD_CLOEXEC, 0);
+    pthread_mutex_lock(&table_lock);
+    rc = copy < 0 ? -errno : table_add(msg.id, copy, 0);
+    pthread_mutex_unlock(&table_lock);
+    if (rc < 0) {
+      if (copy >= 0) close(copy);
+      close(*fd);
+      return rc;
+    }
+    *id = msg.id;
+    return 0;
   }
   return share_create(size, 0, id, fd);
 }
@@ -188,14 +201,49 @@ int ff_segment_forget(uint64_t id) {
   pthread_mutex_lock(&table_lock);
   int rc = -ENOENT;
   for (size_t i = 0; i < table_length; i++) {
-    if (table[i].id == id) {
-      table_remove_at(i);
+    if (table[i].id == id && !table[i].forgotten) {
+      /* A task in flight may still have a worker open it. */
+      if (table[i].pins > 0)
+        table[i].forgotten = true;
+      else
+        table_remove_at(i);
       rc = 0;
       break;
     }
   }
   pthread_mutex_unlock(&table_lock);
   return rc;
+}
+
+/* Adds delta to the pins of the segments a framed message names. */
+static void pin_message(const void *message, size_t length, int delta) {
+  ff_arena_frame_t frame;
+  if (message == NULL || ff_arena_frame(message, length, &frame) != 1 ||
+      frame.pins == 0)
+    return;
+  pthread_mutex_lock(&table_lock);
+  for (size_t p = 0; p < frame.pins; p++) {
+    uint64_t id = ff_arena_frame_pin(message, &frame, p);
+    for (size_t i = 0; i < table_length; i++) {
+      share_entry_t *e = &table[i];
+      if (e->id != id) continue;
+      if (delta > 0) {
+        e->pins++;
+      } else if (e->pins > 0 && --e->pins == 0 && e->forgotten) {
+        table_remove_at(i);
+      }
+      break;
+    }
+  }
+  pthread_mutex_unlock(&table_lock);
+}
+
+void ff__share_pin_message(const void *message, size_t length) {
+  pin_message(message, length, 1);
+}
+
+void ff__share_unpin_message(const void *message, size_t length) {
+  pin_message(message, length, -1);
 }
 
 /* The answer to one request: a reply, and the descriptor to attach (the
@@ -247,7 +295,7 @@ void ff__share_drop_owner(uintptr_t owner) {
   for (;;) {
     /* One at a time, outside the table's lock: the arena takes its own
      * lock, and holds it while it opens segments from this table. */
-    share_entry_t dropped = {0, -1, 0};
+    share_entry_t dropped = {0, -1, 0, 0, false};
     pthread_mutex_lock(&table_lock);
     for (size_t i = 0; i < table_length; i++) {
       if (table[i].owner == owner) {

@@ -44,6 +44,7 @@ ff_task_t *ff__task_new(ff_pool_t *pool, ff_context_t *context,
   }
   if (length) memcpy(task->message, message, length);
   task->message_length = length;
+  ff__share_pin_message(task->message, length);
   atomic_init(&task->refs, 2); /* the caller's and the runtime's */
   atomic_init(&task->stage, FF__TASK_QUEUED);
   atomic_init(&task->done, 0);
@@ -70,12 +71,19 @@ ff_task_t *ff__task_new(ff_pool_t *pool, ff_context_t *context,
   return task;
 }
 
-void ff__task_settle(ff_task_t *task, int status, char *result,
-                     size_t result_length, const ff_exit_t *exit) {
-  /* A worker that took the message claimed its buffers; the rest go back. */
+/* The message is done with: a worker that took it claimed its buffers, and
+ * the rest go back; the segments it pinned are let go. */
+static void task_drop_message(ff_task_t *task) {
+  if (task->message == NULL) return;
   ff__arena_cancel_message(task->message, task->message_length);
+  ff__share_unpin_message(task->message, task->message_length);
   free(task->message);
   task->message = NULL;
+}
+
+void ff__task_settle(ff_task_t *task, int status, char *result,
+                     size_t result_length, const ff_exit_t *exit) {
+  task_drop_message(task);
   ff_context_release(task->context);
   task->context = NULL;
   task->status = status;
@@ -152,7 +160,7 @@ void ff_task_retain(ff_task_t *task) { atomic_fetch_add(&task->refs, 1); }
 void ff_task_release(ff_task_t *task) {
   if (task == NULL) return;
   if (atomic_fetch_sub(&task->refs, 1) != 1) return;
-  free(task->message);
+  task_drop_message(task); /* a task the pool refused was never settled */
   /* A result nobody decoded gives its buffers back to the worker. */
   if (task->status == 0)
     ff__arena_discard_message(task->result, task->result_length);

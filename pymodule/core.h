@@ -104,6 +104,9 @@ PyObject *ffpy_dumps(PyObject *value, PyObject *protocol, int oob,
 /* Decodes a framed message: loads(body, buffers=[regions]). */
 PyObject *ffpy_decode_framed(const char *data, size_t length,
                              PyObject *loads);
+/* Inside ffpy_dumps (with oob): the message names segment id, which the
+ * pool keeps open until its task finishes. 0, or -1 with an exception. */
+int ffpy_note_pin(uint64_t id);
 /* True while ffpy_dumps runs in this thread. */
 int ffpy_pickling_for_pool(void);
 /* True in a pool's worker process. */

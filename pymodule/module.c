@@ -37,6 +37,14 @@ static PyObject *core_pickling_for_pool(PyObject *module, PyObject *unused) {
   return PyBool_FromLong(ffpy_pickling_for_pool());
 }
 
+static PyObject *core_pin(PyObject *module, PyObject *arg) {
+  (void)module;
+  unsigned long long id = PyLong_AsUnsignedLongLong(arg);
+  if (id == (unsigned long long)-1 && PyErr_Occurred()) return NULL;
+  if (ffpy_note_pin((uint64_t)id) < 0) return NULL;
+  Py_RETURN_NONE;
+}
+
 static PyObject *core_trim_arena(PyObject *module, PyObject *arg) {
   (void)module;
   size_t keep = PyLong_AsSize_t(arg);
@@ -70,6 +78,9 @@ static PyMethodDef core_methods[] = {
      "through the arena, once per memo."},
     {"pickling_for_pool", core_pickling_for_pool, METH_NOARGS,
      "pickling_for_pool() -> bool: True inside dumps() in this thread."},
+    {"pin", core_pin, METH_O,
+     "pin(segment_id): inside dumps(), the message keeps the segment open "
+     "for its task's workers until the task finishes."},
     {"trim_arena", core_trim_arena, METH_O,
      "trim_arena(keep) -> int: releases idle arena memory beyond keep "
      "bytes; returns the bytes released."},

@@ -380,7 +380,40 @@ typedef struct {
   size_t count;
   size_t capacity;
   ffpy_memo_t *memo; /* or NULL */
+  uint64_t *pins;    /* the segments its handles name */
+  size_t pin_count;
+  size_t pin_capacity;
 } oob_collector_t;
+
+/* The collector of the dumps() running in this thread, for pins. */
+static _Thread_local oob_collector_t *current_collector;
+
+int ffpy_note_pin(uint64_t id) {
+  oob_collector_t *c = current_collector;
+  if (c == NULL) return 0;
+  for (size_t i = 0; i < c->pin_count; i++)
+    if (c->pins[i] == id) return 0;
+  if (c->pin_count == c->pin_capacity) {
+    size_t capacity = c->pin_capacity * 2 + 4;
+    uint64_t *grown = PyMem_Realloc(c->pins, capacity * sizeof(*grown));
+    if (grown == NULL) {
+      PyErr_NoMemory();
+      return -1;
+    }
+    c->pins = grown;
+    c->pin_capacity = capacity;
+  }
+  c->pins[c->pin_count++] = id;
+  return 0;
+}
+
+static void collector_cancel(oob_collector_t *c) {
+  for (size_t i = 0; i < c->count; i++) {
+    ff_arena_ref_t ref;
+    memcpy(&ref, c->refs + i * sizeof(ref), sizeof(ref));
+    ff_arena_cancel(arena, &ref);
+  }
+}
 
 /* pickle's buffer_callback: False sends the buffer out of band (it went
  * into the arena), True keeps it in the pickle. */
@@ -449,7 +482,7 @@ PyObject *ffpy_dumps(PyObject *value, PyObject *protocol, int oob,
     return NULL;
   }
   oob_collector_t collector = {
-      NULL, 0, 0, memo == Py_None ? NULL : (ffpy_memo_t *)memo};
+      NULL, 0, 0, memo == Py_None ? NULL : (ffpy_memo_t *)memo, NULL, 0, 0};
   PyObject *callback = NULL;
   if (oob) {
     PyObject *capsule = PyCapsule_New(&collector, NULL, NULL);
@@ -458,57 +491,56 @@ PyObject *ffpy_dumps(PyObject *value, PyObject *protocol, int oob,
     if (callback == NULL) return NULL;
   }
   int outer = pickling_for_pool;
+  oob_collector_t *outer_collector = current_collector;
   pickling_for_pool = 1;
+  /* A context (oob false) is a plain pickle: no frame, so no pins. */
+  current_collector = oob ? &collector : NULL;
   PyObject *args[3] = {value, protocol, callback};
   PyObject *names = oob ? Py_BuildValue("(s)", "buffer_callback") : NULL;
-  PyObject *pickled =
-      (oob && names == NULL)
-          ? NULL
-          : PyObject_Vectorcall(pickle_dumps, args, 2, names);
+  PyObject *pickled = (oob && names == NULL)
+                          ? NULL
+                          : PyObject_Vectorcall(pickle_dumps, args, 2, names);
   Py_XDECREF(names);
   pickling_for_pool = outer;
+  current_collector = outer_collector;
   Py_XDECREF(callback);
-  if (pickled == NULL || collector.count == 0 || !PyBytes_Check(pickled)) {
-    /* What went into the arena for a pickle that failed goes back. */
-    if (pickled == NULL && collector.count > 0) {
-      for (size_t i = 0; i < collector.count; i++) {
-        ff_arena_ref_t ref;
-        memcpy(&ref, collector.refs + i * sizeof(ref), sizeof(ref));
-        ff_arena_cancel(arena, &ref);
-      }
+  PyObject *framed = NULL;
+  if (pickled != NULL && PyBytes_Check(pickled) &&
+      collector.count + collector.pin_count > 0) {
+    size_t refs_length = collector.count * sizeof(ff_arena_ref_t);
+    size_t pins_length = collector.pin_count * sizeof(uint64_t);
+    size_t body = FF_ARENA_FRAME_HEADER + refs_length + pins_length;
+    framed = PyBytes_FromStringAndSize(
+        NULL, (Py_ssize_t)(body + (size_t)PyBytes_GET_SIZE(pickled)));
+    if (framed != NULL) {
+      char *out = PyBytes_AS_STRING(framed);
+      uint32_t counts[3] = {(uint32_t)collector.count,
+                            (uint32_t)collector.pin_count, 0};
+      memcpy(out, FF_ARENA_FRAME_MAGIC, 4);
+      memcpy(out + 4, counts, sizeof(counts));
+      if (refs_length)
+        memcpy(out + FF_ARENA_FRAME_HEADER, collector.refs, refs_length);
+      if (pins_length)
+        memcpy(out + FF_ARENA_FRAME_HEADER + refs_length, collector.pins,
+               pins_length);
+      memcpy(out + body, PyBytes_AS_STRING(pickled),
+             (size_t)PyBytes_GET_SIZE(pickled));
     }
-    PyMem_Free(collector.refs);
-    return pickled;
+    Py_SETREF(pickled, framed);
   }
-  size_t refs_length = collector.count * sizeof(ff_arena_ref_t);
-  size_t length = FF_ARENA_FRAME_HEADER + refs_length +
-                  (size_t)PyBytes_GET_SIZE(pickled);
-  PyObject *framed = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)length);
-  if (framed != NULL) {
-    char *out = PyBytes_AS_STRING(framed);
-    uint32_t count = (uint32_t)collector.count;
-    memcpy(out, FF_ARENA_FRAME_MAGIC, 4);
-    memcpy(out + 4, &count, sizeof(count));
-    memcpy(out + FF_ARENA_FRAME_HEADER, collector.refs, refs_length);
-    memcpy(out + FF_ARENA_FRAME_HEADER + refs_length,
-           PyBytes_AS_STRING(pickled), (size_t)PyBytes_GET_SIZE(pickled));
-  } else {
-    for (size_t i = 0; i < collector.count; i++) {
-      ff_arena_ref_t ref;
-      memcpy(&ref, collector.refs + i * sizeof(ref), sizeof(ref));
-      ff_arena_cancel(arena, &ref);
-    }
-  }
-  Py_DECREF(pickled);
+  /* What went into the arena for a message that failed goes back. */
+  if (pickled == NULL) collector_cancel(&collector);
   PyMem_Free(collector.refs);
-  return framed;
+  PyMem_Free(collector.pins);
+  return pickled;
 }
 
 PyObject *ffpy_decode_framed(const char *data, size_t length,
                              PyObject *loads) {
-  size_t count, body;
-  int rc = ff_arena_frame(data, length, &count, &body);
+  ff_arena_frame_t frame;
+  int rc = ff_arena_frame(data, length, &frame);
   if (rc < 0) return ffpy_raise(rc);
+  size_t count = frame.refs, body = frame.body;
   PyObject *buffers = PyList_New((Py_ssize_t)count);
   if (buffers == NULL) return NULL;
   for (size_t i = 0; i < count; i++) {

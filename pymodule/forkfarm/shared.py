@@ -83,10 +83,17 @@ def _handle(array: np.ndarray[Any, Any]) -> tuple[Any, ...] | None:
     # A worker's own segments cannot be opened by its parent: they travel by value.
     if segment.creator and _core.in_worker():
         return None
+    # One its creator already let go is gone by the time the other side
+    # looks for it: it travels by value.
+    if not segment.creator and segment.released:
+        return None
     offset = array.__array_interface__["data"][0] - segment.address
     low, high = _extent(array)
     if offset + low < 0 or offset + high > max(segment.size, 0) and array.size:
         return None
+    if segment.creator:
+        # The task keeps it open for its worker even if we drop it first.
+        _core.pin(segment.id)
     return (
         segment.id,
         offset,

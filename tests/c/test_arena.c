@@ -171,9 +171,9 @@ static void test_arena_cancel_and_discard(void **state) {
   /* A frame's references, cancelled as a task's message would be. */
   assert_int_equal(ff_arena_alloc(arena, 4096, &ref, &data), 0);
   char message[FF_ARENA_FRAME_HEADER + sizeof(ref) + 3];
-  uint32_t count = 1;
+  uint32_t counts[3] = {1, 0, 0};
   memcpy(message, FF_ARENA_FRAME_MAGIC, 4);
-  memcpy(message + 4, &count, sizeof(count));
+  memcpy(message + 4, counts, sizeof(counts));
   memcpy(message + FF_ARENA_FRAME_HEADER, &ref, sizeof(ref));
   memcpy(message + FF_ARENA_FRAME_HEADER + sizeof(ref), "abc", 3);
   ff__arena_cancel_message(message, sizeof(message));
@@ -276,23 +276,54 @@ static void test_arena_trim_releases_idle_chunks(void **state) {
 
 static void test_frame_bounds(void **state) {
   (void)state;
-  size_t count, body;
-  char message[FF_ARENA_FRAME_HEADER + 2 * sizeof(ff_arena_ref_t)];
+  ff_arena_frame_t frame;
+  char message[FF_ARENA_FRAME_HEADER + 2 * sizeof(ff_arena_ref_t) + 8];
   memset(message, 0, sizeof(message));
-  assert_int_equal(ff_arena_frame("\x80\x05", 2, &count, &body), 0);
+  assert_int_equal(ff_arena_frame("\x80\x05", 2, &frame), 0);
   memcpy(message, FF_ARENA_FRAME_MAGIC, 4);
-  assert_int_equal(ff_arena_frame(message, 6, &count, &body), FF_EPROTOCOL);
-  uint32_t n = 2;
-  memcpy(message + 4, &n, sizeof(n));
-  assert_int_equal(ff_arena_frame(message, sizeof(message), &count, &body), 1);
-  assert_int_equal(count, 2);
-  assert_int_equal(body, sizeof(message));
-  assert_int_equal(ff_arena_frame(message, sizeof(message) - 1, &count, &body),
+  assert_int_equal(ff_arena_frame(message, 6, &frame), FF_EPROTOCOL);
+  uint32_t counts[3] = {2, 1, 0};
+  memcpy(message + 4, counts, sizeof(counts));
+  uint64_t pin = UINT64_C(0x123456789);
+  memcpy(message + FF_ARENA_FRAME_HEADER + 2 * sizeof(ff_arena_ref_t), &pin,
+         sizeof(pin));
+  assert_int_equal(ff_arena_frame(message, sizeof(message), &frame), 1);
+  assert_int_equal(frame.refs, 2);
+  assert_int_equal(frame.pins, 1);
+  assert_int_equal(frame.body, sizeof(message));
+  assert_true(ff_arena_frame_pin(message, &frame, 0) == pin);
+  assert_int_equal(ff_arena_frame(message, sizeof(message) - 1, &frame),
                    FF_EPROTOCOL);
-  n = UINT32_MAX;
-  memcpy(message + 4, &n, sizeof(n));
-  assert_int_equal(ff_arena_frame(message, sizeof(message), &count, &body),
+  counts[0] = UINT32_MAX;
+  memcpy(message + 4, counts, sizeof(counts));
+  assert_int_equal(ff_arena_frame(message, sizeof(message), &frame),
                    FF_EPROTOCOL);
+  counts[0] = 0;
+  counts[2] = 1; /* the reserved word must be zero */
+  memcpy(message + 4, counts, sizeof(counts));
+  assert_int_equal(ff_arena_frame(message, sizeof(message), &frame),
+                   FF_EPROTOCOL);
+}
+
+static void test_pinned_segment_outlives_forget(void **state) {
+  (void)state;
+  uint64_t id;
+  int fd;
+  assert_int_equal(ff_segment_create(4096, 0, &id, &fd), 0);
+  close(fd);
+  char message[FF_ARENA_FRAME_HEADER + sizeof(uint64_t)];
+  uint32_t counts[3] = {0, 1, 0};
+  memcpy(message, FF_ARENA_FRAME_MAGIC, 4);
+  memcpy(message + 4, counts, sizeof(counts));
+  memcpy(message + FF_ARENA_FRAME_HEADER, &id, sizeof(id));
+  ff__share_pin_message(message, sizeof(message));
+  assert_int_equal(ff_segment_forget(id), 0);
+  /* Still open for the task that carries it. */
+  assert_int_equal(ff_segment_open(id, &fd), 0);
+  close(fd);
+  assert_int_equal(ff_segment_forget(id), -ENOENT);
+  ff__share_unpin_message(message, sizeof(message));
+  assert_int_equal(ff_segment_open(id, &fd), -ENOENT);
 }
 
 int main(void) {
@@ -306,6 +337,7 @@ int main(void) {
       cmocka_unit_test_setup(test_arena_limit_and_bad_references, setup_alarm),
       cmocka_unit_test_setup(test_arena_trim_releases_idle_chunks, setup_alarm),
       cmocka_unit_test_setup(test_frame_bounds, setup_alarm),
+      cmocka_unit_test_setup(test_pinned_segment_outlives_forget, setup_alarm),
   };
   const char *filter = getenv("FF_TEST_FILTER");
   if (filter) cmocka_set_test_filter(filter);

@@ -306,6 +306,16 @@ class TestLifetime:
             assert _rss_kib() - rss > 200 * 1024  # the copy in the arena
         assert _rss_kib() - rss < 140 * 1024, "a 256 MiB chunk outlived its pool"
 
+    def test_array_dropped_before_its_task_starts(self) -> None:
+        with forkfarm.Pool(1) as p:
+            p.apply(helpers.getpid)
+            busy = p.apply_async(helpers.sleep_and_return, (0.3,))
+            # Made after the pool (so lent, not inherited), dropped at once.
+            result = p.apply_async(helpers.as_plain, (forkfarm.full(1000, 7.0),))
+            gc.collect()
+            busy.get(timeout=10)
+            np.testing.assert_array_equal(result.get(timeout=10), np.full(1000, 7.0))
+
     def test_killing_a_worker_that_holds_a_view(self) -> None:
         shared = forkfarm.full(1 << 16, 5.0)
         big = np.full(1 << 18, 1.0)
