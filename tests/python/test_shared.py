@@ -210,6 +210,15 @@ class TestSharedArrays:
         assert shared[-1] == 9.0 and shared[-2] == 0.0
 
 
+def test_executor_passes_shared_and_large_arrays() -> None:
+    shared = forkfarm.full(10, 3.0)
+    big = np.arange(1 << 18, dtype=np.float64)
+    with forkfarm.Executor(2) as executor:
+        assert executor.submit(helpers.memory_of, shared).result(timeout=30) == "segment"
+        np.testing.assert_array_equal(executor.submit(helpers.identity, big).result(timeout=30), big)
+        assert list(executor.map(helpers.memory_of, [big] * 4, chunksize=2)) == ["region"] * 4
+
+
 class TestOutOfBand:
     def test_large_arguments_and_results_use_the_arena(self, pool: Any) -> None:
         array = np.arange(1 << 20, dtype=np.float64)  # 8 MiB
