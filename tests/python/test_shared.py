@@ -325,6 +325,21 @@ class TestLifetime:
             busy.get(timeout=10)
             np.testing.assert_array_equal(result.get(timeout=10), np.full(1000, 7.0))
 
+    @pytest.mark.slow
+    @needs_memory
+    def test_crash_with_a_gibibyte_in_flight(self) -> None:
+        """FAULTS.md row 10: the task fails alone, and the arena region the
+        dead worker held is reclaimed, not leaked."""
+        big = np.ones((1 << 30) // 8)
+        rss = _rss_kib()
+        with forkfarm.Pool(1) as p:
+            with pytest.raises(forkfarm.WorkerLostError):
+                p.apply(helpers.touch_then_die, (big,))
+            for _ in range(3):  # the same region serves again
+                assert p.apply(np.sum, (big,)) == big.size
+            assert _rss_kib() - rss < 1.5 * (1 << 20), "a second 1 GiB region was made"
+        assert _rss_kib() - rss < 200 * 1024
+
     def test_killing_a_worker_that_holds_a_view(self) -> None:
         shared = forkfarm.full(1 << 16, 5.0)
         big = np.full(1 << 18, 1.0)
