@@ -340,7 +340,7 @@ def report(results: dict[str, Any]) -> None:
     if "W10" in results:
         r = results["W10"]
         print(
-            f"\nW10 stencil {r['size']}x{r['size']}, {r['steps']} steps: serial {r['serial_s']:.3f} s, "
+            f"\nW10 diffusion stencil {r['size']}x{r['size']}, {r['steps']} steps: serial {r['serial_s']:.3f} s, "
             f"2 workers {r['parallel_s']:.3f} s, speedup {r['speedup']:.2f} "
             f"(target >= 1.8: {'met' if r['speedup'] >= 1.8 else 'NOT met'})"
         )
