@@ -1,6 +1,8 @@
 /* forkfarm._core: the CPython extension over the C runtime. */
 #include "core.h"
 
+#include <string.h>
+
 static PyObject *core_strerror(PyObject *module, PyObject *arg) {
   (void)module;
   long code = PyLong_AsLong(arg);
@@ -17,18 +19,42 @@ static PyObject *core_encode_singletons(PyObject *module, PyObject *args) {
   return ffpy_encode_singletons(items, dumps, protocol);
 }
 
-static PyObject *core_dumps(PyObject *module, PyObject *args, PyObject *kw) {
+/* dumps(value, protocol=5, oob=True, *, memo=None), parsed by hand: it
+ * runs for every message, and argument parsing would cost as much as a
+ * small pickle. */
+static PyObject *core_dumps(PyObject *module, PyObject *const *args,
+                            Py_ssize_t nargs, PyObject *kwnames) {
   (void)module;
-  static char *names[] = {"value", "protocol", "oob", "memo", NULL};
-  PyObject *value, *protocol = NULL, *memo = NULL;
-  int oob = 1;
-  if (!PyArg_ParseTupleAndKeywords(args, kw, "O|Op$O:dumps", names, &value,
-                                   &protocol, &oob, &memo))
+  PyObject *value = NULL, *protocol = NULL, *oob = NULL, *memo = NULL;
+  PyObject **slots[3] = {&value, &protocol, &oob};
+  if (nargs < 1 || nargs > 3) {
+    PyErr_SetString(PyExc_TypeError,
+                    "dumps() takes from 1 to 3 positional arguments");
     return NULL;
-  PyObject *five = protocol ? NULL : PyLong_FromLong(5);
-  PyObject *r = ffpy_dumps(value, protocol ? protocol : five, oob, memo);
-  Py_XDECREF(five);
-  return r;
+  }
+  for (Py_ssize_t i = 0; i < nargs; i++) *slots[i] = args[i];
+  Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+  for (Py_ssize_t i = 0; i < nkw; i++) {
+    const char *name = PyUnicode_AsUTF8(PyTuple_GET_ITEM(kwnames, i));
+    PyObject **slot = name == NULL                  ? NULL
+                      : strcmp(name, "protocol") == 0 ? &protocol
+                      : strcmp(name, "oob") == 0      ? &oob
+                      : strcmp(name, "memo") == 0     ? &memo
+                                                      : NULL;
+    if (slot == NULL || *slot != NULL) {
+      if (name != NULL)
+        PyErr_Format(PyExc_TypeError, "dumps() got an unexpected or repeated "
+                                      "keyword argument '%s'",
+                     name);
+      return NULL;
+    }
+    *slot = args[nargs + i];
+  }
+  int use_oob = oob == NULL ? 1 : PyObject_IsTrue(oob);
+  if (use_oob < 0) return NULL;
+  static PyObject *five;
+  if (five == NULL && (five = PyLong_FromLong(5)) == NULL) return NULL;
+  return ffpy_dumps(value, protocol ? protocol : five, use_oob, memo);
 }
 
 static PyObject *core_pickling_for_pool(PyObject *module, PyObject *unused) {
@@ -72,7 +98,7 @@ static PyObject *core_set_oob_threshold(PyObject *module, PyObject *arg) {
 
 static PyMethodDef core_methods[] = {
     {"dumps", (PyCFunction)(void (*)(void))core_dumps,
-     METH_VARARGS | METH_KEYWORDS,
+     METH_FASTCALL | METH_KEYWORDS,
      "dumps(value, protocol=5, oob=True, *, memo=None) -> bytes: pickles "
      "for a pool: shared arrays as handles, and (with oob) large buffers "
      "through the arena, once per memo."},

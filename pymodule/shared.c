@@ -417,9 +417,10 @@ static void collector_cancel(oob_collector_t *c) {
 
 /* pickle's buffer_callback: False sends the buffer out of band (it went
  * into the arena), True keeps it in the pickle. */
-static PyObject *oob_collect(PyObject *capsule, PyObject *buffer) {
-  oob_collector_t *c = PyCapsule_GetPointer(capsule, NULL);
-  if (c == NULL) return NULL;
+static PyObject *oob_collect(PyObject *unused, PyObject *buffer) {
+  (void)unused;
+  oob_collector_t *c = current_collector;
+  if (c == NULL) Py_RETURN_TRUE; /* called outside dumps(): keep it in band */
   Py_buffer view;
   if (PyObject_GetBuffer(buffer, &view, PyBUF_ANY_CONTIGUOUS) < 0) {
     PyErr_Clear();
@@ -465,17 +466,32 @@ static PyObject *oob_collect(PyObject *capsule, PyObject *buffer) {
 static PyMethodDef oob_collect_def = {"buffer_callback", oob_collect, METH_O,
                                       NULL};
 
+/* Made once: pickle.dumps, the keyword name of its callback, and the
+ * callback, which finds the dumps() it serves through current_collector. */
 static PyObject *pickle_dumps;
+static PyObject *callback_kwnames;
+static PyObject *oob_callback;
+
+static int dumps_init(void) {
+  if (oob_callback != NULL) return 0;
+  PyObject *pickle = PyImport_ImportModule("pickle");
+  if (pickle == NULL) return -1;
+  pickle_dumps = PyObject_GetAttrString(pickle, "dumps");
+  Py_DECREF(pickle);
+  callback_kwnames = Py_BuildValue("(s)", "buffer_callback");
+  oob_callback = PyCFunction_New(&oob_collect_def, NULL);
+  if (pickle_dumps == NULL || callback_kwnames == NULL || oob_callback == NULL) {
+    Py_CLEAR(pickle_dumps);
+    Py_CLEAR(callback_kwnames);
+    Py_CLEAR(oob_callback);
+    return -1;
+  }
+  return 0;
+}
 
 PyObject *ffpy_dumps(PyObject *value, PyObject *protocol, int oob,
                      PyObject *memo) {
-  if (pickle_dumps == NULL) {
-    PyObject *pickle = PyImport_ImportModule("pickle");
-    if (pickle == NULL) return NULL;
-    pickle_dumps = PyObject_GetAttrString(pickle, "dumps");
-    Py_DECREF(pickle);
-    if (pickle_dumps == NULL) return NULL;
-  }
+  if (dumps_init() < 0) return NULL;
   if (memo != NULL && memo != Py_None &&
       !PyObject_TypeCheck(memo, &ffpy_memo_type)) {
     PyErr_SetString(PyExc_TypeError, "memo must be a BufferMemo");
@@ -483,27 +499,16 @@ PyObject *ffpy_dumps(PyObject *value, PyObject *protocol, int oob,
   }
   oob_collector_t collector = {
       NULL, 0, 0, memo == Py_None ? NULL : (ffpy_memo_t *)memo, NULL, 0, 0};
-  PyObject *callback = NULL;
-  if (oob) {
-    PyObject *capsule = PyCapsule_New(&collector, NULL, NULL);
-    callback = capsule ? PyCFunction_New(&oob_collect_def, capsule) : NULL;
-    Py_XDECREF(capsule);
-    if (callback == NULL) return NULL;
-  }
   int outer = pickling_for_pool;
   oob_collector_t *outer_collector = current_collector;
   pickling_for_pool = 1;
   /* A context (oob false) is a plain pickle: no frame, so no pins. */
   current_collector = oob ? &collector : NULL;
-  PyObject *args[3] = {value, protocol, callback};
-  PyObject *names = oob ? Py_BuildValue("(s)", "buffer_callback") : NULL;
-  PyObject *pickled = (oob && names == NULL)
-                          ? NULL
-                          : PyObject_Vectorcall(pickle_dumps, args, 2, names);
-  Py_XDECREF(names);
+  PyObject *args[3] = {value, protocol, oob_callback};
+  PyObject *pickled = PyObject_Vectorcall(pickle_dumps, args, 2,
+                                          oob ? callback_kwnames : NULL);
   pickling_for_pool = outer;
   current_collector = outer_collector;
-  Py_XDECREF(callback);
   PyObject *framed = NULL;
   if (pickled != NULL && PyBytes_Check(pickled) &&
       collector.count + collector.pin_count > 0) {
