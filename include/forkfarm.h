@@ -272,8 +272,15 @@ int ff_segment_create(size_t size, unsigned flags, uint64_t *id, int *fd);
  * or (in a worker) the parent's. -ENOENT if nobody lends it. */
 int ff_segment_open(uint64_t id, int *fd);
 /* Stops lending the segment. Descriptors and mappings handed out stay
- * valid; the memory goes with the last of them. */
+ * valid; the memory goes with the last of them. In a worker, for a segment
+ * its parent made for it, the parent is told (after the worker's current
+ * result), and stops lending it once nothing else holds it. */
 int ff_segment_forget(uint64_t id);
+/* Keeps a segment this process lends (one it opened from a worker, say)
+ * lendable until the matching ff_segment_release, even after its creator
+ * forgets it. -ENOENT if this process does not lend it. */
+int ff_segment_retain(uint64_t id);
+void ff_segment_release(uint64_t id);
 
 /* ---- The arena: large buffers out of band --------------------------------
  * A sender copies a large buffer into its arena once, and its message

@@ -140,7 +140,9 @@ enum ff__ring_type {
   FF__RING_READY = 3,  /* worker -> parent: initialized (or failed to) */
   FF__RING_STOP = 4,   /* parent -> worker: exit now */
   FF__RING_DEFINE = 5, /* parent -> worker: a context for later tasks */
-  FF__RING_TYPE_MAX = 5,
+  FF__RING_FORGET = 6, /* worker -> parent: segment ids (uint64_t) the parent
+                          made for it that it let go */
+  FF__RING_TYPE_MAX = 6,
 };
 #define FF__RING_MORE 1u   /* the message continues in the next record */
 #define FF__RING_FAILED 2u /* a RESULT or READY that reports a failure */
@@ -352,6 +354,11 @@ void ff__share_drop_owner(uintptr_t owner);
  * until it finishes. */
 void ff__share_pin_message(const void *message, size_t length);
 void ff__share_unpin_message(const void *message, size_t length);
+/* Parent: the worker owner let segment id go (a FORGET record). */
+void ff__share_forget_owned(uint64_t id, uintptr_t owner);
+/* Worker: the ids of parent-made segments it let go since the last call,
+ * up to max of them; their number. */
+size_t ff__share_take_forgotten(uint64_t *ids, size_t max);
 /* In a worker: its end of the lender socket. */
 void ff__share_set_lender(int socket);
 /* ---- arena.c ---------------------------------------------------------- */

@@ -555,6 +555,14 @@ static void worker_on_message(ff__worker_t *w, const ff__ring_msg_t *msg,
       return;
     }
   }
+  if (msg->type == FF__RING_FORGET && msg->length % sizeof(uint64_t) == 0) {
+    for (size_t i = 0; i < msg->length / sizeof(uint64_t); i++) {
+      uint64_t id;
+      memcpy(&id, msg->data + i * sizeof(id), sizeof(id));
+      if (w->lender) ff__share_forget_owned(id, (uintptr_t)w->lender);
+    }
+    return;
+  }
   /* Anything else breaks the protocol: the worker cannot be trusted. It is
    * killed, and its exit fails its tasks. */
   worker_kill(w);

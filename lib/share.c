@@ -47,6 +47,15 @@ typedef struct share_entry_s {
   bool forgotten;  /* its creator let it go: removed with the last pin */
 } share_entry_t;
 
+/* In a worker, the owner of the entries of segments its parent made for it:
+ * forgetting one tells the parent. */
+#define OWNER_PARENT ((uintptr_t)1)
+
+/* In a worker: parent-made segments let go, not yet reported. */
+static uint64_t *forgotten_ids;
+static size_t forgotten_count;
+static size_t forgotten_capacity;
+
 static pthread_mutex_t table_lock = PTHREAD_MUTEX_INITIALIZER;
 static share_entry_t *table;
 static size_t table_length;
@@ -169,7 +178,7 @@ int ff_segment_create(size_t size, unsigned flags, uint64_t *id, int *fd) {
     /* Lent on to this worker's own workers, should it run a pool. */
     int copy = fcntl(*fd, F_DUPFD_CLOEXEC, 0);
     pthread_mutex_lock(&table_lock);
-    rc = copy < 0 ? -errno : table_add(msg.id, copy, 0);
+    rc = copy < 0 ? -errno : table_add(msg.id, copy, OWNER_PARENT);
     pthread_mutex_unlock(&table_lock);
     if (rc < 0) {
       if (copy >= 0) close(copy);
@@ -197,22 +206,84 @@ int ff_segment_open(uint64_t id, int *fd) {
   return lender_request(&msg, fd);
 }
 
+/* Worker: queues id for the parent (under table_lock). */
+static void queue_forgotten(uint64_t id) {
+  if (forgotten_count == forgotten_capacity) {
+    size_t capacity = forgotten_capacity * 2 + 16;
+    uint64_t *grown = realloc(forgotten_ids, capacity * sizeof(*grown));
+    /* Without room the parent keeps lending it until this worker exits. */
+    if (grown == NULL) return;
+    forgotten_ids = grown;
+    forgotten_capacity = capacity;
+  }
+  forgotten_ids[forgotten_count++] = id;
+}
+
+size_t ff__share_take_forgotten(uint64_t *ids, size_t max) {
+  pthread_mutex_lock(&table_lock);
+  size_t n = forgotten_count < max ? forgotten_count : max;
+  if (n > 0) {
+    memcpy(ids, forgotten_ids + forgotten_count - n, n * sizeof(*ids));
+    forgotten_count -= n;
+  }
+  pthread_mutex_unlock(&table_lock);
+  return n;
+}
+
+/* Lets entry i go: removed now, or marked and removed with its last pin. */
+static void entry_forget(size_t i) {
+  if (table[i].pins > 0) {
+    table[i].forgotten = true;
+    table[i].owner = 0;
+  } else {
+    table_remove_at(i);
+  }
+}
+
 int ff_segment_forget(uint64_t id) {
   pthread_mutex_lock(&table_lock);
   int rc = -ENOENT;
   for (size_t i = 0; i < table_length; i++) {
     if (table[i].id == id && !table[i].forgotten) {
+      if (table[i].owner == OWNER_PARENT) queue_forgotten(id);
       /* A task in flight may still have a worker open it. */
-      if (table[i].pins > 0)
-        table[i].forgotten = true;
-      else
-        table_remove_at(i);
+      entry_forget(i);
       rc = 0;
       break;
     }
   }
   pthread_mutex_unlock(&table_lock);
   return rc;
+}
+
+void ff__share_forget_owned(uint64_t id, uintptr_t owner) {
+  pthread_mutex_lock(&table_lock);
+  for (size_t i = 0; i < table_length; i++) {
+    if (table[i].id == id && table[i].owner == owner && owner > OWNER_PARENT) {
+      entry_forget(i);
+      break;
+    }
+  }
+  pthread_mutex_unlock(&table_lock);
+}
+
+int ff_segment_retain(uint64_t id) {
+  pthread_mutex_lock(&table_lock);
+  share_entry_t *e = table_find(id);
+  if (e != NULL) e->pins++;
+  pthread_mutex_unlock(&table_lock);
+  return e != NULL ? 0 : -ENOENT;
+}
+
+void ff_segment_release(uint64_t id) {
+  pthread_mutex_lock(&table_lock);
+  for (size_t i = 0; i < table_length; i++) {
+    share_entry_t *e = &table[i];
+    if (e->id != id) continue;
+    if (e->pins > 0 && --e->pins == 0 && e->forgotten) table_remove_at(i);
+    break;
+  }
+  pthread_mutex_unlock(&table_lock);
 }
 
 /* Adds delta to the pins of the segments a framed message names. */
@@ -298,11 +369,17 @@ void ff__share_drop_owner(uintptr_t owner) {
     share_entry_t dropped = {0, -1, 0, 0, false};
     pthread_mutex_lock(&table_lock);
     for (size_t i = 0; i < table_length; i++) {
-      if (table[i].owner == owner) {
-        dropped = table[i];
-        table[i] = table[--table_length];
-        break;
+      if (table[i].owner != owner) continue;
+      if (table[i].pins > 0) {
+        /* Held here (a result not yet read, an array the parent uses):
+         * lent on until the last pin goes. */
+        table[i].owner = 0;
+        table[i].forgotten = true;
+        continue;
       }
+      dropped = table[i];
+      table[i] = table[--table_length];
+      break;
     }
     pthread_mutex_unlock(&table_lock);
     if (dropped.fd < 0) return;
@@ -313,6 +390,8 @@ void ff__share_drop_owner(uintptr_t owner) {
 
 void ff__share_set_lender(int socket) {
   lender = socket;
+  /* What the parent reported forgetting is the parent's business. */
+  forgotten_count = 0;
   /* Forked while another thread may have held them: this process has one
    * thread now. */
   pthread_mutex_init(&lender_lock, NULL);

@@ -89,6 +89,8 @@ void ff__task_settle(ff_task_t *task, int status, char *result,
   task->status = status;
   task->result = result;
   task->result_length = result_length;
+  /* The segments a result names stay lendable while it may be decoded. */
+  if (status == 0) ff__share_pin_message(result, result_length);
   if (exit) task->exit = *exit;
   atomic_store(&task->stage, FF__TASK_FINISHED);
 }
@@ -162,8 +164,10 @@ void ff_task_release(ff_task_t *task) {
   if (atomic_fetch_sub(&task->refs, 1) != 1) return;
   task_drop_message(task); /* a task the pool refused was never settled */
   /* A result nobody decoded gives its buffers back to the worker. */
-  if (task->status == 0)
+  if (task->status == 0) {
     ff__arena_discard_message(task->result, task->result_length);
+    ff__share_unpin_message(task->result, task->result_length);
+  }
   free(task->result);
   ff_context_release(task->context);
   if (task->queue) queue_release(task->queue);

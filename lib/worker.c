@@ -64,6 +64,15 @@ static void worker_send(worker_t *w, uint16_t type, uint16_t flags,
   }
 }
 
+/* Tells the parent which segments it made for this worker were let go, after
+ * the results that may name them. */
+static void worker_report_forgotten(worker_t *w) {
+  uint64_t ids[64];
+  size_t n;
+  while ((n = ff__share_take_forgotten(ids, 64)) > 0)
+    worker_send(w, FF__RING_FORGET, 0, 0, NULL, 0, ids, n * sizeof(ids[0]));
+}
+
 static void worker_define(worker_t *w, const ff__ring_msg_t *msg) {
   const ff_pool_options_t *o = w->options;
   unsigned slot = msg->flags >> FF__RING_SLOT_SHIFT;
@@ -107,6 +116,7 @@ static void worker_run(worker_t *w, const ff__ring_msg_t *msg) {
   ff__ring_wake_producer(&w->tasks);
   worker_send(w, FF__RING_RESULT, rc != 0 ? FF__RING_FAILED : 0, id, &took,
               sizeof(took), w->out.base ? w->out.base : "", w->out.len);
+  worker_report_forgotten(w);
 }
 
 _Noreturn void ff__worker_main(const ff_pool_options_t *o, int shm_fd,
@@ -137,6 +147,7 @@ _Noreturn void ff__worker_main(const ff_pool_options_t *o, int shm_fd,
     rc = ff__ring_read(&w.tasks, &w.reader, &msg);
     if (rc < 0) worker_exit(&w, FF__EXIT_PROTOCOL);
     if (rc == 0) {
+      worker_report_forgotten(&w);
       rc = ff__ring_wait_readable(&w.tasks, FF__WORKER_SPIN_NS, UINT64_MAX);
       if (rc == -EPIPE) worker_exit(&w, 0);
       continue;

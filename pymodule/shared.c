@@ -34,7 +34,10 @@ typedef struct {
   uint64_t id;
   char *base; /* the header; the bytes follow at SEGMENT_HEADER */
   size_t size;
-  int creator; /* made here: lent until this object goes */
+  int creator;  /* made here (or for here, by the parent): lent until this
+                   object goes */
+  int parent;   /* in a worker: made by the parent, which can open it */
+  int retained; /* opened here and kept lendable while this object lives */
   PyObject *weakrefs;
 } ffpy_segment_t;
 
@@ -72,6 +75,7 @@ static PyObject *segment_new(PyTypeObject *type, PyObject *args,
     return ffpy_raise(rc);
   }
   self->creator = 1;
+  self->parent = parent && ffpy_in_worker();
   if (segment_map(self, fd, mapped) < 0) {
     Py_DECREF(self);
     return NULL;
@@ -116,6 +120,9 @@ static PyObject *segment_open(PyObject *cls, PyObject *arg) {
     return NULL;
   }
   self->id = (uint64_t)id;
+  /* A segment a worker made (and returned) stays lendable to other workers
+   * while this process holds it. */
+  self->retained = ff_segment_retain(self->id) == 0;
   const segment_header_t *h = (const segment_header_t *)self->base;
   if (h->magic != SEGMENT_MAGIC || h->id != id ||
       h->size != (uint64_t)end - SEGMENT_HEADER) {
@@ -133,11 +140,15 @@ static void segment_dealloc(ffpy_segment_t *self) {
   if (self->weakrefs) PyObject_ClearWeakRefs((PyObject *)self);
   if (self->base) {
     if (self->creator) {
-      atomic_store(&((segment_header_t *)self->base)->released, 1);
+      /* Workers drop their copies of what this process made; what the
+       * parent made for a worker, the parent decides. */
+      if (!self->parent)
+        atomic_store(&((segment_header_t *)self->base)->released, 1);
       ff_segment_forget(self->id);
     }
     munmap(self->base, SEGMENT_HEADER + self->size);
   }
+  if (self->retained) ff_segment_release(self->id);
   Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -179,7 +190,17 @@ static PyObject *segment_get_creator(ffpy_segment_t *self, void *closure) {
   return PyBool_FromLong(self->creator);
 }
 
+static PyObject *segment_get_lendable(ffpy_segment_t *self, void *closure) {
+  (void)closure;
+  /* Only a worker's own segments are beyond its parent's reach. */
+  return PyBool_FromLong(!(self->creator && !self->parent && ffpy_in_worker()));
+}
+
 static PyGetSetDef segment_getset[] = {
+    {"lendable", (getter)segment_get_lendable, NULL,
+     "True if it travels as a handle from here: its id can be opened by the "
+     "processes this one sends to.",
+     NULL},
     {"id", (getter)segment_get_id, NULL, "The id other processes open it by.",
      NULL},
     {"size", (getter)segment_get_size, NULL, "Its size in bytes.", NULL},

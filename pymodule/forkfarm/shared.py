@@ -12,8 +12,10 @@ involved.
 
 A worker opens a segment made after its pool started by asking the parent
 for its descriptor (SCM_RIGHTS) once, and keeps it until the parent drops
-the array. Outside a pool's messages (``pickle.dumps`` of your own), a
-shared array pickles by value, as a plain ndarray.
+the array. A shared array made in a worker is made by the parent for it, so
+that it comes back as a handle too. Outside a pool's messages
+(``pickle.dumps`` of your own), a shared array pickles by value, as a plain
+ndarray.
 """
 
 from __future__ import annotations
@@ -33,7 +35,9 @@ __all__ = ["SharedArray", "as_shared", "empty", "full", "shared_array", "zeros"]
 # Every segment this process has mapped, by id, while something uses it.
 _segments: weakref.WeakValueDictionary[int, _core.Segment] = weakref.WeakValueDictionary()
 # The segments a worker opened from its parent, kept mapped (so that the
-# next task finds them warm) until the parent lets them go.
+# next task finds them warm) until the parent lets them go. The parent keeps
+# no such cache: what it opens (arrays its workers made) lives as long as
+# its arrays.
 _opened: dict[int, _core.Segment] = {}
 
 
@@ -46,7 +50,9 @@ def _segment(segment_id: int) -> _core.Segment:
     if segment is None:
         segment = _core.Segment.open(segment_id)
         _segments[segment_id] = segment
-        _opened[segment_id] = segment
+        if _core.in_worker():
+            # The next task will likely bring it again: keep it mapped.
+            _opened[segment_id] = segment
     return segment
 
 
@@ -80,8 +86,9 @@ def _handle(array: np.ndarray[Any, Any]) -> tuple[Any, ...] | None:
     segment = _segment_of(array)
     if segment is None:
         return None
-    # A worker's own segments cannot be opened by its parent: they travel by value.
-    if segment.creator and _core.in_worker():
+    # Segments a worker made on its own (not through its parent) cannot be
+    # opened by the parent: they travel by value.
+    if not segment.lendable:
         return None
     # One its creator already let go is gone by the time the other side
     # looks for it: it travels by value.
@@ -91,9 +98,9 @@ def _handle(array: np.ndarray[Any, Any]) -> tuple[Any, ...] | None:
     low, high = _extent(array)
     if offset + low < 0 or offset + high > max(segment.size, 0) and array.size:
         return None
-    if segment.creator:
-        # The task keeps it open for its worker even if we drop it first.
-        _core.pin(segment.id)
+    # The task (or the result) keeps it open for the other side even if
+    # this side drops it first.
+    _core.pin(segment.id)
     return (
         segment.id,
         offset,
@@ -176,7 +183,8 @@ def shared_array(
         )
     if order not in ("C", "F"):
         raise ValueError(f"order must be 'C' or 'F', not {order!r}")
-    segment = _core.Segment(math.prod(dims) * kind.itemsize)
+    # In a worker the parent makes it, so that it can come back as a handle.
+    segment = _core.Segment(math.prod(dims) * kind.itemsize, parent=_core.in_worker())
     _segments[segment.id] = segment
     return np.ndarray(dims, kind, buffer=segment, order=order).view(SharedArray)
 

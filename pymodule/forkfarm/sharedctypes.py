@@ -39,11 +39,8 @@ def _shared_type(base: Any) -> type:
 
 def _reduce_shared(obj: Any) -> Any:
     segment = _segment_of_ctype(obj)
-    if _core.pickling_for_pool() and segment is not None and not (
-        segment.creator and _core.in_worker()
-    ):
-        if segment.creator:
-            _core.pin(segment.id)
+    if _core.pickling_for_pool() and segment is not None and segment.lendable:
+        _core.pin(segment.id)
         return _rebuild_ctype, (segment.id, _describe(type(obj).__mro__[1]))
     raise RuntimeError(
         f"{type(obj).__name__} objects should only be shared between processes "

@@ -118,9 +118,14 @@ static void test_worker_asks_the_lender(void **state) {
   assert_int_equal(ff_segment_open(made, &fd), 0);
   char *q = map_fd(fd, 4096);
   assert_int_equal(q[0], 'z');
-  /* The worker is gone: what was made for it is no longer lent. */
+  /* Held here when its worker goes: lent on until released. */
+  assert_int_equal(ff_segment_retain(made), 0);
   ff__share_drop_owner(owner);
+  assert_int_equal(ff_segment_open(made, &fd), 0);
+  close(fd);
+  ff_segment_release(made);
   assert_int_equal(ff_segment_open(made, &fd), -ENOENT);
+  assert_int_equal(ff_segment_retain(made), -ENOENT);
   munmap(q, 4096);
   munmap(p, 4096);
   ff_segment_forget(id);

@@ -390,3 +390,20 @@ def touch_then_die(array: Any) -> None:
     """Reads an array it was sent, then dies by SIGKILL while holding it."""
     float(array[-1])
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+def make_shared(n: int, value: float) -> Any:
+    """A shared array made in the worker, returned to the parent."""
+    import forkfarm
+
+    return forkfarm.full(n, value)
+
+
+def make_and_drop_shared(count: int) -> int:
+    """Makes and drops shared arrays in the worker; returns the worker's pid."""
+    import forkfarm
+
+    for i in range(count):
+        array = forkfarm.full(1024, float(i))
+        del array
+    return os.getpid()

@@ -197,9 +197,34 @@ class TestSharedArrays:
         with pytest.raises(LookupError, match="not reachable"):
             _core.Segment.open(0x7FFFFFFF00000001)
 
-    def test_a_worker_made_array_comes_back_by_value(self, pool: Any) -> None:
-        back = pool.apply(forkfarm.full, (5, 2.0))
-        np.testing.assert_array_equal(back, np.full(5, 2.0))
+    def test_a_worker_made_array_comes_back_as_shared_memory(self, pool: Any) -> None:
+        back = pool.apply(helpers.make_shared, (1000, 2.0))
+        assert isinstance(back, forkfarm.SharedArray)
+        assert helpers.memory_of(back) == "segment"
+        np.testing.assert_array_equal(back, np.full(1000, 2.0))
+        # The parent lends it on: another task writes into the same memory.
+        pool.starmap(helpers.fill_rows, [(back, 0, 500, 5.0), (back, 500, 1000, 6.0)])
+        assert back[:500].sum() == 2500 and back[500:].sum() == 3000
+
+    def test_worker_made_arrays_outlive_their_worker(self) -> None:
+        with forkfarm.Pool(1, maxtasksperchild=1) as p:
+            first = p.apply(helpers.make_shared, (100, 1.0))
+            pids = {p.apply(helpers.getpid) for _ in range(3)}
+            assert len(pids) == 3  # the maker is long gone
+            p.apply(helpers.fill_rows, (first, 0, 50, 9.0))
+        assert first[:50].sum() == 450 and first[50:].sum() == 50
+
+    def test_worker_made_arrays_leave_nothing_behind(self, pool: Any) -> None:
+        pool.apply(helpers.make_and_drop_shared, (10,))
+        time.sleep(0.05)
+        fds = _settled_fds()
+        pool.map(helpers.make_and_drop_shared, [100] * 4, chunksize=1)
+        for _ in range(100):
+            back = pool.apply(helpers.make_shared, (1024, 1.0))
+            del back
+        gc.collect()
+        pool.apply(helpers.getpid)  # the last FORGET comes after this result
+        assert _settled_fds(fds) <= fds
 
     @pytest.mark.slow
     @needs_memory
