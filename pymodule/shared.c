@@ -74,12 +74,13 @@ static PyObject *segment_new(PyTypeObject *type, PyObject *args,
     Py_DECREF(self);
     return ffpy_raise(rc);
   }
-  self->creator = 1;
-  self->parent = parent && ffpy_in_worker();
   if (segment_map(self, fd, mapped) < 0) {
+    ff_segment_forget(self->id);
     Py_DECREF(self);
     return NULL;
   }
+  self->creator = 1;
+  self->parent = parent && ffpy_in_worker();
   segment_header_t *h = (segment_header_t *)self->base;
   h->magic = SEGMENT_MAGIC;
   h->id = self->id;
