@@ -192,6 +192,10 @@ typedef struct span_s {
   uint64_t offset, end;
 } span_t;
 
+/* The regions of one chunk, sorted: scratch for the allocator, which runs
+ * under its arena's lock, per thread since several arenas may allocate. */
+static _Thread_local span_t scratch_spans[ARENA_SLOTS];
+
 static int span_cmp(const void *x, const void *y) {
   const span_t *a = x, *b = y;
   return a->offset < b->offset ? -1 : a->offset > b->offset;
@@ -223,7 +227,7 @@ static uint64_t align_up(uint64_t x) {
 static int chunk_alloc(arena_chunk_t *c, size_t length, bool reclaim,
                        ff_arena_ref_t *ref) {
   arena_header_t *h = (arena_header_t *)c->base;
-  static _Thread_local span_t spans[ARENA_SLOTS];
+  span_t *spans = scratch_spans;
   size_t n = used_spans(h, spans, reclaim);
   uint32_t free_slot = UINT32_MAX;
   for (uint32_t i = 0; i < h->slots && free_slot == UINT32_MAX; i++)
@@ -278,9 +282,7 @@ int ff_arena_alloc(ff_arena_t *arena, size_t length, ff_arena_ref_t *ref,
 }
 
 static bool chunk_idle(arena_chunk_t *c) {
-  arena_header_t *h = (arena_header_t *)c->base;
-  static _Thread_local span_t spans[ARENA_SLOTS];
-  return used_spans(h, spans, true) == 0;
+  return used_spans((arena_header_t *)c->base, scratch_spans, true) == 0;
 }
 
 

@@ -110,6 +110,9 @@ typedef struct ff__shm_s {
   int fd;
 } ff__shm_t;
 
+/* A new memfd of size bytes, mode 0600, close-on-exec: its descriptor, or a
+ * negative errno. */
+int ff__memfd(const char *name, size_t size);
 int ff__shm_create(ff__shm_t *shm, const char *name, size_t size);
 /* Maps a segment received as fd (taking over fd). */
 int ff__shm_attach(ff__shm_t *shm, int fd);

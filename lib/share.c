@@ -21,9 +21,7 @@
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 enum share_request {
@@ -98,41 +96,38 @@ static uint64_t new_id(void) {
   return (uint64_t)(uint32_t)getpid() << 32 | ++next_serial;
 }
 
-/* A fresh memfd of size bytes, 0600. */
-static int memfd_of_size(size_t size) {
-  if (size == 0) return -EINVAL;
-  int fd = memfd_create("forkfarm-segment", MFD_CLOEXEC);
-  if (fd < 0) return -errno;
-  if (fchmod(fd, 0600) < 0 || ftruncate(fd, (off_t)size) < 0) {
-    int rc = -errno;
-    close(fd);
-    return rc;
-  }
-  return fd;
+/* Keeps a copy of fd in the table under id (under table_lock). */
+static int table_keep_copy(uint64_t id, int fd, uintptr_t owner) {
+  int copy = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  if (copy < 0) return -errno;
+  int rc = table_add(id, copy, owner);
+  if (rc < 0) close(copy);
+  return rc;
+}
+
+/* A new descriptor of the table's segment id (under table_lock). */
+static int table_dup(uint64_t id) {
+  share_entry_t *e = table_find(id);
+  if (e == NULL) return -ENOENT;
+  int fd = fcntl(e->fd, F_DUPFD_CLOEXEC, 0);
+  return fd < 0 ? -errno : fd;
 }
 
 /* Makes a segment and keeps it in the table: its id, and a descriptor for
  * the caller. */
 static int share_create(size_t size, uintptr_t owner, uint64_t *id, int *fd) {
-  int made = memfd_of_size(size);
+  int made = ff__memfd("forkfarm-segment", size);
   if (made < 0) return made;
-  int copy = fcntl(made, F_DUPFD_CLOEXEC, 0);
-  if (copy < 0) {
-    int rc = -errno;
-    close(made);
-    return rc;
-  }
   pthread_mutex_lock(&table_lock);
   uint64_t new = new_id();
-  int rc = table_add(new, made, owner);
+  int rc = table_keep_copy(new, made, owner);
   pthread_mutex_unlock(&table_lock);
   if (rc < 0) {
     close(made);
-    close(copy);
     return rc;
   }
   *id = new;
-  *fd = copy;
+  *fd = made;
   return 0;
 }
 
@@ -176,12 +171,10 @@ int ff_segment_create(size_t size, unsigned flags, uint64_t *id, int *fd) {
     int rc = lender_request(&msg, fd);
     if (rc < 0) return rc;
     /* Lent on to this worker's own workers, should it run a pool. */
-    int copy = fcntl(*fd, F_DUPFD_CLOEXEC, 0);
     pthread_mutex_lock(&table_lock);
-    rc = copy < 0 ? -errno : table_add(msg.id, copy, OWNER_PARENT);
+    rc = table_keep_copy(msg.id, *fd, OWNER_PARENT);
     pthread_mutex_unlock(&table_lock);
     if (rc < 0) {
-      if (copy >= 0) close(copy);
       close(*fd);
       return rc;
     }
@@ -193,9 +186,7 @@ int ff_segment_create(size_t size, unsigned flags, uint64_t *id, int *fd) {
 
 int ff_segment_open(uint64_t id, int *fd) {
   pthread_mutex_lock(&table_lock);
-  share_entry_t *e = table_find(id);
-  int rc = e == NULL ? -ENOENT : fcntl(e->fd, F_DUPFD_CLOEXEC, 0);
-  if (e != NULL && rc < 0) rc = -errno;
+  int rc = table_dup(id);
   pthread_mutex_unlock(&table_lock);
   if (rc >= 0) {
     *fd = rc;
@@ -228,6 +219,12 @@ size_t ff__share_take_forgotten(uint64_t *ids, size_t max) {
   }
   pthread_mutex_unlock(&table_lock);
   return n;
+}
+
+/* Takes one pin off entry i; one its creator forgot goes with its last. */
+static void entry_unpin(size_t i) {
+  if (table[i].pins > 0 && --table[i].pins == 0 && table[i].forgotten)
+    table_remove_at(i);
 }
 
 /* Lets entry i go: removed now, or marked and removed with its last pin. */
@@ -278,10 +275,10 @@ int ff_segment_retain(uint64_t id) {
 void ff_segment_release(uint64_t id) {
   pthread_mutex_lock(&table_lock);
   for (size_t i = 0; i < table_length; i++) {
-    share_entry_t *e = &table[i];
-    if (e->id != id) continue;
-    if (e->pins > 0 && --e->pins == 0 && e->forgotten) table_remove_at(i);
-    break;
+    if (table[i].id == id) {
+      entry_unpin(i);
+      break;
+    }
   }
   pthread_mutex_unlock(&table_lock);
 }
@@ -296,13 +293,11 @@ static void pin_message(const void *message, size_t length, int delta) {
   for (size_t p = 0; p < frame.pins; p++) {
     uint64_t id = ff_arena_frame_pin(message, &frame, p);
     for (size_t i = 0; i < table_length; i++) {
-      share_entry_t *e = &table[i];
-      if (e->id != id) continue;
-      if (delta > 0) {
-        e->pins++;
-      } else if (e->pins > 0 && --e->pins == 0 && e->forgotten) {
-        table_remove_at(i);
-      }
+      if (table[i].id != id) continue;
+      if (delta > 0)
+        table[i].pins++;
+      else
+        entry_unpin(i);
       break;
     }
   }
@@ -326,9 +321,7 @@ static int share_answer(const share_msg_t *request, uintptr_t owner,
   int rc;
   if (request->type == SHARE_OPEN) {
     pthread_mutex_lock(&table_lock);
-    share_entry_t *e = table_find(request->id);
-    rc = e == NULL ? -ENOENT : fcntl(e->fd, F_DUPFD_CLOEXEC, 0);
-    if (e != NULL && rc < 0) rc = -errno;
+    rc = table_dup(request->id);
     pthread_mutex_unlock(&table_lock);
     if (rc >= 0) fd = rc;
   } else if (request->type == SHARE_CREATE) {

@@ -9,17 +9,24 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-int ff__shm_create(ff__shm_t *shm, const char *name, size_t size) {
+int ff__memfd(const char *name, size_t size) {
+  if (size == 0) return -EINVAL;
   int fd = memfd_create(name, MFD_CLOEXEC);
   if (fd < 0) return -errno;
-  int rc = 0;
   /* Only this user may map it, should anyone find it under /proc. */
-  if (fchmod(fd, 0600) < 0 || ftruncate(fd, (off_t)size) < 0) rc = -errno;
-  if (rc == 0) {
-    rc = ff__shm_attach(shm, fd);
-    if (rc == 0) return 0;
+  if (fchmod(fd, 0600) < 0 || ftruncate(fd, (off_t)size) < 0) {
+    int rc = -errno;
+    close(fd);
+    return rc;
   }
-  close(fd);
+  return fd;
+}
+
+int ff__shm_create(ff__shm_t *shm, const char *name, size_t size) {
+  int fd = ff__memfd(name, size);
+  if (fd < 0) return fd;
+  int rc = ff__shm_attach(shm, fd);
+  if (rc < 0) close(fd);
   return rc;
 }
 
