@@ -2,6 +2,7 @@
 # what is missing (Debian packages, a .venv with the package and its build,
 # test and benchmark dependencies) and is a no-op the second time.
 
+SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 VPY := $(VENV)/bin/python
@@ -16,7 +17,7 @@ APT_STAMP := $(VENV)/.apt-stamp
 DEPS_STAMP := $(VENV)/.deps-stamp
 INSTALL_STAMP := $(VENV)/.install-stamp
 
-.PHONY: demo test bench test-c test-python test-sanitize setup clean
+.PHONY: demo test bench test-c test-python test-sanitize fuzz setup clean
 
 demo: $(INSTALL_STAMP)
 	$(VPY) examples/demo.py
@@ -60,6 +61,30 @@ test-sanitize: $(DEPS_STAMP)
 	@[ -f build/sanitize/build.ninja ] || meson setup build/sanitize -Dpython=false \
 	    -Dwerror=true -Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debug
 	meson test -C build/sanitize --verbose
+
+# libFuzzer harnesses (tests/fuzz) of what lib/ parses from other
+# processes, built with clang under ASan and UBSan: each runs FUZZ_SECONDS
+# over its committed corpus (the regressions included); new inputs go to a
+# scratch directory, crashes to build/fuzz/artifacts/.
+FUZZ_SECONDS ?= 20
+FUZZ_TARGETS := fuzz_ring fuzz_frame fuzz_lender
+fuzz: $(DEPS_STAMP)
+	@bash tools/ensure-fuzz-deps.sh $(PYTHON)
+	@[ -f build/fuzz/build.ninja ] || CC=clang meson setup build/fuzz -Dpython=false \
+	    -Dtests=disabled -Dfuzz=true -Dwerror=true -Db_sanitize=address,undefined \
+	    -Db_lundef=false
+	ninja -C build/fuzz
+	@mkdir -p build/fuzz/artifacts
+	@for target in $(FUZZ_TARGETS); do \
+	  scratch=$$(mktemp -d); log=build/fuzz/$$target.log; \
+	  echo "$$target: $(FUZZ_SECONDS) s over tests/fuzz/corpus/$${target#fuzz_}"; \
+	  UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 build/fuzz/tests/fuzz/$$target \
+	    -max_total_time=$(FUZZ_SECONDS) -max_len=4352 -timeout=10 -rss_limit_mb=2048 \
+	    -artifact_prefix=build/fuzz/artifacts/ $$scratch \
+	    tests/fuzz/corpus/$${target#fuzz_} > $$log 2>&1; status=$$?; \
+	  rm -rf $$scratch; grep -E 'ERROR|SUMMARY|runtime error|DONE' $$log; \
+	  if [ $$status -ne 0 ]; then echo "$$target failed: $$log, build/fuzz/artifacts/"; exit 1; fi; \
+	done
 
 clean:
 	rm -rf build

@@ -537,20 +537,24 @@ void ff_arena_discard(const ff_arena_ref_t *ref) {
 }
 
 void ff__arena_adopt(uint64_t id, int fd) {
+  /* A look at the header first: most segments dropped with their worker
+   * (its shared arrays, its idle chunks) have nothing waiting. */
+  static _Thread_local arena_header_t header;
+  if (pread(fd, &header, sizeof(header), 0) != (ssize_t)sizeof(header) ||
+      header.magic != ARENA_MAGIC || !chunk_pending(&header))
+    return;
   pthread_mutex_lock(&views_lock);
   view_t *v = view_find(id);
   if (v == NULL) {
-    /* Messages sent in it may still wait to be read here: map it before
-     * its last descriptor goes. */
+    /* Messages sent in it still wait to be read here: map it before its
+     * last descriptor goes. */
     ff__shm_t shm;
     int copy = fcntl(fd, F_DUPFD_CLOEXEC, 0);
     view_t *grown = realloc(views, (view_count + 1) * sizeof(*views));
     if (grown != NULL) views = grown;
     if (copy >= 0 && grown != NULL && ff__shm_attach(&shm, copy) == 0) {
       close(copy);
-      const arena_header_t *h = (const arena_header_t *)shm.base;
-      if (shm.size >= FF__ARENA_HEADER && h->magic == ARENA_MAGIC &&
-          chunk_pending(h)) {
+      if (shm.size >= FF__ARENA_HEADER) {
         v = &views[view_count++];
         *v = (view_t){id, shm.base, shm.size, 0, false};
       } else {

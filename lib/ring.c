@@ -181,6 +181,7 @@ void ff__ring_wake_producer(ff__ring_t *ring) {
 
 static int reader_append(ff__ring_reader_t *reader, const char *data,
                          size_t length) {
+  if (length == 0) return 0; /* an empty fragment: nothing to keep */
   if (reader->length + length > reader->capacity) {
     size_t capacity = reader->capacity ? reader->capacity : 65536;
     while (capacity < reader->length + length) capacity *= 2;
@@ -203,7 +204,10 @@ int ff__ring_read(ff__ring_t *ring, ff__ring_reader_t *reader,
     uint64_t tail = atomic_load_explicit(&s->tail, memory_order_acquire);
     if (tail == head) return 0;
     uint64_t available = tail - head;
-    if (available > cap || available % FF__RING_ALIGN != 0)
+    /* head lives in shared memory too: a record header read at an
+     * unaligned head could run past the end of the data area. */
+    if (available > cap || available % FF__RING_ALIGN != 0 ||
+        head % FF__RING_ALIGN != 0)
       return FF_EPROTOCOL;
     uint64_t index = head & (cap - 1);
     /* One copy of the header: the other side may scribble on shared
