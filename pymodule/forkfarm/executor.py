@@ -38,21 +38,25 @@ class _Future(concurrent.futures.Future):  # type: ignore[type-arg]
             return False
         return super().cancel()
 
-    def _collect(self, timeout: float | None) -> None:
-        # Waiting on the runtime's task lets this thread collect the result
-        # itself (and run _on_done), rather than sleep on the future's
-        # condition until the loop thread does.
+    def _collect(self, timeout: float | None) -> float | None:
+        """Waits on the runtime's task, which lets this thread collect the
+        result itself (and run _on_done) rather than sleep on the future's
+        condition until the loop thread does. Returns what is left of the
+        timeout, for the future's own wait."""
         task = self._task
-        if task is not None and not self.done():
-            task.wait(timeout)
+        if task is None or self.done() or timeout is None:
+            if task is not None and not self.done():
+                task.wait(None)
+            return timeout
+        deadline = time.monotonic() + timeout
+        task.wait(timeout)
+        return max(0.0, deadline - time.monotonic())
 
     def result(self, timeout: float | None = None) -> Any:
-        self._collect(timeout)
-        return super().result(timeout)
+        return super().result(self._collect(timeout))
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
-        self._collect(timeout)
-        return super().exception(timeout)
+        return super().exception(self._collect(timeout))
 
     def _on_done(self, task: _core.Task) -> None:
         # In the thread that collected the result, under the GIL, before the

@@ -407,3 +407,71 @@ def make_and_drop_shared(count: int) -> int:
         array = forkfarm.full(1024, float(i))
         del array
     return os.getpid()
+
+
+# --------------------------------------------------------------------------
+# The fault matrix (test_faults.py)
+# --------------------------------------------------------------------------
+
+
+def segfault(_: Any = None) -> None:
+    """Crashes the worker with a real SIGSEGV (a read of address 0)."""
+    import ctypes
+
+    ctypes.string_at(0)
+
+
+def call_sys_exit(code: int = 3) -> None:
+    import sys
+
+    sys.exit(code)
+
+
+def _crash_on_load(how: str) -> None:
+    if how == "raise":
+        raise RuntimeError("this argument refuses to load here")
+    if how == "exit":
+        os._exit(42)
+    segfault()
+
+
+class LoadsBadly:
+    """An argument that pickles fine and fails to unpickle in the worker:
+    by raising, by exiting, or by crashing."""
+
+    def __init__(self, how: str) -> None:
+        self.how = how
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _crash_on_load, (self.how,)
+
+
+PARENT_PID = os.getpid()
+
+
+def _load_only_in_worker(value: int) -> int:
+    if os.getpid() == PARENT_PID:
+        raise RuntimeError("this result refuses to load in the parent")
+    return value
+
+
+class ResultLoadsBadly:
+    """A result that pickles in the worker and fails to unpickle in the
+    parent."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _load_only_in_worker, (1,)
+
+
+def make_result_that_loads_badly(_: Any = None) -> ResultLoadsBadly:
+    return ResultLoadsBadly()
+
+
+def make_unpicklable_result(_: Any = None) -> Any:
+    import threading
+
+    return threading.Lock()
+
+
+def pid_and_value(x: int) -> tuple[int, int]:
+    return os.getpid(), x

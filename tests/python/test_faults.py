@@ -1,0 +1,240 @@
+"""The fault and bad-input matrix of shared/FAULTS.md, row by row, for the
+Pool and (where the row applies) the Executor.
+
+Rows that need what issue 5 still builds (per-task timeouts, cancelling a
+running task, parent death, Ctrl-C, memory limits, the retry soak) and
+issue 6's shared queues and locks are not here yet. Row 10 and row 24 live
+in test_shared.py (TestLifetime), row 23's fuzzing in tests/fuzz.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import threading
+import time
+from multiprocessing.pool import MaybeEncodingError
+from typing import Any
+
+import pytest
+
+import forkfarm
+import helpers
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def _children() -> set[int]:
+    me = str(os.getpid())
+    found = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    fields = stat.read().rpartition(")")[2].split()
+            except OSError:
+                continue
+            if fields[1] == me:
+                found.add(int(entry))
+    return found
+
+
+@pytest.fixture
+def pool() -> Any:
+    with forkfarm.Pool(2) as p:
+        yield p
+
+
+@pytest.fixture
+def executor() -> Any:
+    with forkfarm.Executor(2) as e:
+        yield e
+
+
+def _pool_still_works(pool: forkfarm.Pool) -> None:
+    assert pool.map(helpers.square, range(20)) == [x * x for x in range(20)]
+
+
+class TestWorkerDeath:
+    """Rows 1-3: a worker killed, crashed or exited mid-task."""
+
+    @pytest.mark.parametrize(
+        ("func", "args", "named"),
+        [
+            (helpers.die_by_sigkill, (), "SIGKILL"),
+            (helpers.segfault, (), "SIGSEGV"),
+            (helpers.exit_with_code, (42,), "42"),
+        ],
+        ids=["sigkill", "segfault", "exit-42"],
+    )
+    def test_pool(self, pool: forkfarm.Pool, func: Any, args: Any, named: str) -> None:
+        others = [pool.apply_async(helpers.sleep_and_return, (0.2, i)) for i in range(4)]
+        started = time.monotonic()
+        with pytest.raises(forkfarm.WorkerLostError, match=named) as caught:
+            pool.apply(func, args)
+        assert time.monotonic() - started < 1.0 + 0.2 * 4
+        assert caught.value.pid > 0
+        assert [r.get(timeout=10) for r in others] == list(range(4))
+        _pool_still_works(pool)
+
+    def test_executor(self, executor: forkfarm.Executor) -> None:
+        future = executor.submit(helpers.segfault)
+        assert isinstance(future.exception(timeout=10), forkfarm.WorkerLostError)
+        assert "SIGSEGV" in str(future.exception())
+        assert executor.submit(helpers.square, 7).result(timeout=10) == 49
+
+    def test_lost_worker_error_is_broken_process_pool(self, pool: forkfarm.Pool) -> None:
+        from concurrent.futures.process import BrokenProcessPool
+
+        with pytest.raises(BrokenProcessPool):
+            pool.apply(helpers.exit_with_code, (42,))
+        assert pool.apply(helpers.square, (3,)) == 9
+
+    def test_no_zombie_left(self) -> None:
+        with forkfarm.Pool(2) as p:
+            for _ in range(3):
+                with pytest.raises(forkfarm.WorkerLostError):
+                    p.apply(helpers.die_by_sigkill)
+            _pool_still_works(p)
+        deadline = time.monotonic() + 5
+        while _children() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not _children()
+
+
+class TestTaskErrors:
+    def test_sys_exit_reaches_that_task_only(self, pool: forkfarm.Pool) -> None:
+        """Row 4."""
+        with pytest.raises(SystemExit):
+            pool.apply(helpers.call_sys_exit, (3,))
+        _pool_still_works(pool)
+
+    def test_raise_keeps_type_and_remote_traceback(self, pool: forkfarm.Pool) -> None:
+        """Row 5."""
+        with pytest.raises(ValueError, match="boom") as caught:
+            pool.apply(helpers.raise_value_error, ("boom",))
+        assert isinstance(caught.value.__cause__, forkfarm.RemoteTraceback)
+        assert "raise_value_error" in str(caught.value.__cause__)
+
+    def test_unpicklable_argument(self, pool: forkfarm.Pool, executor: forkfarm.Executor) -> None:
+        """Row 6: the error is raised in the caller, on that call alone."""
+        lock = threading.Lock()
+        with pytest.raises(TypeError, match="pickle"):
+            pool.apply(helpers.identity, (lock,))
+        with pytest.raises(TypeError, match="pickle"):
+            pool.map(helpers.identity, [1, lock, 3])
+        with pytest.raises(TypeError, match="pickle"):
+            executor.submit(helpers.identity, lock).result(timeout=10)
+        _pool_still_works(pool)
+
+    @pytest.mark.parametrize("how", ["raise", "exit", "crash"])
+    def test_argument_fails_to_load_in_worker(self, pool: forkfarm.Pool, how: str) -> None:
+        """Row 7: that task fails with the cause; the pool survives."""
+        expected: Any = RuntimeError if how == "raise" else forkfarm.WorkerLostError
+        with pytest.raises(expected):
+            pool.apply(helpers.identity, (helpers.LoadsBadly(how),))
+        _pool_still_works(pool)
+
+    def test_unpicklable_result(self, pool: forkfarm.Pool) -> None:
+        """Row 8: MaybeEncodingError, and 20 of them lose no worker."""
+        pool.map(helpers.square, range(10))  # both workers are up
+        pids = set(pool._core.worker_pids())
+        for _ in range(20):
+            with pytest.raises(MaybeEncodingError):
+                pool.apply(helpers.make_unpicklable_result)
+        _pool_still_works(pool)
+        assert set(pool._core.worker_pids()) == pids
+
+    def test_result_fails_to_load_in_parent(self, pool: forkfarm.Pool) -> None:
+        """Row 9."""
+        with pytest.raises(pickle.UnpicklingError) as caught:
+            pool.apply(helpers.make_result_that_loads_badly)
+        assert "refuses to load" in str(caught.value.__cause__)
+        _pool_still_works(pool)
+
+    def test_initializer_raises_once(self) -> None:
+        """Row 11: a clear error, and no endless respawning."""
+        with forkfarm.Pool(2, initializer=helpers.failing_initializer) as p:
+            with pytest.raises(forkfarm.InitializerError):
+                p.apply(helpers.square, (2,))
+            time.sleep(0.3)
+            assert len(_children()) <= 1  # at most the zygote, no respawn loop
+            with pytest.raises(forkfarm.InitializerError):
+                p.apply(helpers.square, (2,))
+
+
+class TestTimeoutsAndShutdown:
+    @pytest.mark.parametrize("kind", ["pool", "executor"])
+    def test_get_timeout(self, pool: forkfarm.Pool, executor: forkfarm.Executor, kind: str) -> None:
+        """Row 12: TimeoutError at t ± 0.1 s; the task is unaffected."""
+        # Each API's own TimeoutError: multiprocessing's for the Pool, the
+        # builtin (concurrent.futures') for the Executor.
+        expected: Any
+        if kind == "pool":
+            result = pool.apply_async(helpers.sleep_and_return, (1.0, "done"))
+            wait, expected = result.get, forkfarm.TimeoutError
+        else:
+            future = executor.submit(helpers.sleep_and_return, 1.0, "done")
+            wait, expected = future.result, TimeoutError
+        started = time.monotonic()
+        with pytest.raises(expected):
+            wait(timeout=0.3)
+        assert abs(time.monotonic() - started - 0.3) < 0.1
+        assert wait(timeout=10) == "done"
+
+    def test_terminate_with_a_long_backlog(self) -> None:
+        """Row 15: within 2 s, no live child left."""
+        p = forkfarm.Pool(2)
+        results = [p.apply_async(helpers.sleep_and_return, (10.0,)) for _ in range(10_000)]
+        time.sleep(0.2)
+        started = time.monotonic()
+        p.terminate()
+        assert time.monotonic() - started < 2.0
+        deadline = time.monotonic() + 2
+        while _children() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not _children()
+        with pytest.raises(forkfarm.PoolTerminatedError):
+            results[-1].get(timeout=1)
+
+    @pytest.mark.parametrize("close_early", [False, True])
+    def test_maxtasksperchild_one(self, close_early: bool) -> None:
+        """Row 16."""
+        p = forkfarm.Pool(2, maxtasksperchild=1)
+        result = p.map_async(helpers.pid_and_value, range(40), chunksize=1)
+        if close_early:
+            p.close()
+        values = result.get(timeout=30)
+        assert [v for _, v in values] == list(range(40))
+        assert len({pid for pid, _ in values}) == 40  # one task per worker
+        if not close_early:
+            p.close()
+        p.join()
+
+
+class TestBadParameters:
+    """Row 22: ValueError or TypeError at the call, naming the parameter."""
+
+    @pytest.mark.parametrize("processes", [0, -1])
+    def test_processes(self, processes: int) -> None:
+        with pytest.raises(ValueError, match="processes"):
+            forkfarm.Pool(processes)
+        with pytest.raises(ValueError, match="max_workers"):
+            forkfarm.Executor(processes)
+
+    @pytest.mark.parametrize("chunksize", [0, -3])
+    def test_chunksize(self, pool: forkfarm.Pool, executor: forkfarm.Executor, chunksize: int) -> None:
+        # multiprocessing's own message: "Chunksize must be 1+, not 0".
+        with pytest.raises(ValueError, match="(?i)chunksize"):
+            pool.map(helpers.square, range(5), chunksize=chunksize)
+        with pytest.raises(ValueError, match="(?i)chunksize"):
+            executor.map(helpers.square, range(5), chunksize=chunksize)
+
+    def test_not_callable(self, pool: forkfarm.Pool, executor: forkfarm.Executor) -> None:
+        with pytest.raises(TypeError, match="callable"):
+            pool.apply(42)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="callable"):
+            pool.map(42, range(3))  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="callable"):
+            executor.submit(42)  # type: ignore[arg-type]
