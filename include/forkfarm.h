@@ -218,6 +218,12 @@ int ff_task_done(const ff_task_t *task);
 /* Asks for a queued task to be dropped. Returns 0 when it will not run (it
  * finishes with FF_ECANCELED), -EBUSY when it already went to a worker. */
 int ff_task_cancel(ff_task_t *task);
+/* Stops the task wherever it is: a queued one is dropped as by
+ * ff_task_cancel, and the worker running one is killed (and replaced; tasks
+ * queued behind it go to other workers). The task finishes with
+ * FF_ECANCELED, unless its result came first. 0, or -EALREADY when it has
+ * finished already. */
+int ff_task_kill(ff_task_t *task);
 
 /* The outcome of a finished task: 0 when the worker returned a result, or an
  * error code (FF_EWORKERLOST, FF_ETASKFAILED, FF_ECANCELED, FF_EINITFAILED,

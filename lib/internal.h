@@ -420,6 +420,9 @@ struct ff_task_s {
   size_t result_length;
   uint64_t run_ns;
   ff_exit_t exit;
+  /* Set by ff_task_kill once a worker has it: the status it finishes with
+   * when its worker is killed for it. */
+  _Atomic int kill_status;
 };
 
 ff_task_t *ff__task_new(ff_pool_t *pool, ff_context_t *context,
@@ -448,6 +451,9 @@ int ff__pool_wait(ff_pool_t *pool, _Atomic uint32_t *word, uint32_t value,
 void ff__pool_poll(ff_pool_t *pool);
 /* Called by ff_task_cancel once the task is marked cancelling. */
 void ff__pool_wake(ff_pool_t *pool);
+/* Kills the worker running task (now, or once the task is the one it runs
+ * next), for ff_task_kill. */
+void ff__pool_kill_task(ff_pool_t *pool, ff_task_t *task);
 int ff__pool_loop_thread_is_current(ff_pool_t *pool);
 /* 1 in a forked child that holds a copy of its parent's pool. */
 int ff__pool_is_foreign(ff_pool_t *pool);

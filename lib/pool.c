@@ -517,6 +517,32 @@ static void worker_kill(ff__worker_t *w) {
     w->doomed = true;
 }
 
+/* A worker runs its tasks in order: the one at the head of its in-flight
+ * list, if it was killed (ff_task_kill), takes its worker with it. */
+static void worker_kill_if_head_killed(ff__worker_t *w) {
+  if (ff__list_empty(&w->in_flight)) return;
+  ff_task_t *head = FF__CONTAINER_OF(w->in_flight.next, ff_task_t, link);
+  if (atomic_load(&head->kill_status) != 0) worker_kill(w);
+}
+
+void ff__pool_kill_task(ff_pool_t *pool, ff_task_t *task) {
+  pthread_mutex_lock(&pool->lock);
+  for (unsigned i = 0; i < pool->options.workers; i++) {
+    ff__worker_t *w = &pool->workers[i];
+    if (w->state == WORKER_EMPTY) continue;
+    for (ff__link_t *l = w->in_flight.next; l != &w->in_flight; l = l->next) {
+      if (l == &task->link) {
+        /* Behind others, it waits for its turn: killing the worker now
+         * would lose the task it runs. */
+        worker_kill_if_head_killed(w);
+        pthread_mutex_unlock(&pool->lock);
+        return;
+      }
+    }
+  }
+  pthread_mutex_unlock(&pool->lock);
+}
+
 /* Takes one message off the worker's result ring. */
 static void worker_on_message(ff__worker_t *w, const ff__ring_msg_t *msg,
                               done_list_t *done) {
@@ -552,6 +578,7 @@ static void worker_on_message(ff__worker_t *w, const ff__ring_msg_t *msg,
       }
       int status = (msg->flags & FF__RING_FAILED) ? FF_ETASKFAILED : 0;
       pool_settle(done, task, status, result, length, NULL);
+      worker_kill_if_head_killed(w);
       return;
     }
   }
@@ -785,7 +812,8 @@ static void worker_exited(ff__worker_t *w, int wstatus, done_list_t *done) {
       pool->pending_count++;
     }
     w->in_flight_count = 0;
-    pool_settle(done, lost, FF_EWORKERLOST, NULL, 0, &how);
+    int killed = atomic_load(&lost->kill_status);
+    pool_settle(done, lost, killed ? killed : FF_EWORKERLOST, NULL, 0, &how);
   }
   worker_release_process(w);
   if (done->exit_count < sizeof(done->exits) / sizeof(done->exits[0])) {

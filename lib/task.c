@@ -126,6 +126,16 @@ int ff_task_cancel(ff_task_t *task) {
   return expected == FF__TASK_CANCELLING ? 0 : -EBUSY;
 }
 
+int ff_task_kill(ff_task_t *task) {
+  if (ff_task_cancel(task) == 0) return 0;
+  if (ff__pool_is_foreign(task->pool)) return FF_EFOREIGN;
+  if (atomic_load(&task->stage) == FF__TASK_FINISHED) return -EALREADY;
+  int none = 0;
+  atomic_compare_exchange_strong(&task->kill_status, &none, FF_ECANCELED);
+  ff__pool_kill_task(task->pool, task);
+  return 0;
+}
+
 /* The outcome is readable once settled, so a completion callback (which
  * runs before waiters are woken) can read it. */
 static int task_settled(const ff_task_t *task) {

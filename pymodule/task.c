@@ -101,6 +101,15 @@ static PyObject *task_cancel(ffpy_task_t *self, PyObject *unused) {
   return PyBool_FromLong(ff_task_cancel(self->task) == 0);
 }
 
+static PyObject *task_kill(ffpy_task_t *self, PyObject *unused) {
+  (void)unused;
+  int rc;
+  Py_BEGIN_ALLOW_THREADS
+  rc = ff_task_kill(self->task);
+  Py_END_ALLOW_THREADS
+  return PyBool_FromLong(rc == 0);
+}
+
 /* (status, payload, (pid, exit_code, signal)) once settled, else None. */
 static PyObject *task_outcome(ffpy_task_t *self, PyObject *unused) {
   (void)unused;
@@ -172,6 +181,9 @@ static PyMethodDef task_methods[] = {
     {"cancel", (PyCFunction)task_cancel, METH_NOARGS,
      "Drops the task if no worker has it yet. Returns True if it will not "
      "run."},
+    {"kill", (PyCFunction)task_kill, METH_NOARGS,
+     "Stops the task: drops it if queued, kills (and replaces) the worker "
+     "running it. Returns False if it had finished already."},
     {"outcome", (PyCFunction)task_outcome, METH_NOARGS,
      "(status, payload, (pid, exit_code, signal)) once settled, else None."},
     {"run_ns", (PyCFunction)task_run_ns, METH_NOARGS,

@@ -32,8 +32,16 @@ class _Future(concurrent.futures.Future):  # type: ignore[type-arg]
     _executor: Executor | None = None
 
     def cancel(self) -> bool:
-        # A task a worker already has cannot be withdrawn, as with
-        # ProcessPoolExecutor's running futures.
+        """Cancels the call. Unlike ProcessPoolExecutor's, a running call is
+        cancelled too: its worker is killed and replaced. False only once
+        the call has finished."""
+        if self._task is not None and not self._task.kill():
+            return False
+        return super().cancel()
+
+    def _cancel_if_queued(self) -> bool:
+        """Cancels the call only if no worker has it yet (what
+        ``shutdown(cancel_futures=True)`` does)."""
         if self._task is not None and not self._task.cancel():
             return False
         return super().cancel()
@@ -184,7 +192,7 @@ class Executor(concurrent.futures.Executor):
             self._shutdown_requested = True
             pending = list(self._pending) if cancel_futures else []
         for future in pending:
-            future.cancel()
+            future._cancel_if_queued()
         self._core.close()
         if wait:
             self._core.join()

@@ -23,6 +23,12 @@
  * "sq N" squares N; "die S" kills the worker with signal S; "exit C" exits
  * with code C; "fail" fails the task; "sleep MS" sleeps; "pid" returns the
  * worker's pid; "echo..." returns the input. */
+static uint64_t monotonic_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
 static int test_work(void *arg, void *context, const void *input, size_t len,
                      ff_buf_t *out) {
   (void)context;
@@ -253,14 +259,10 @@ static void test_worker_killed(void **state) {
   pid_t pids[8];
   size_t n = ff_pool_worker_pids(pool, pids, 8);
   assert_int_equal(n, 2);
-  uint64_t t0 = 0;
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  t0 = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+  uint64_t t0 = monotonic_ns();
   for (size_t i = 0; i < n; i++) assert_int_equal(kill(pids[i], SIGKILL), 0);
   assert_int_equal(ff_task_wait(slow, 10), 0);
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  uint64_t t1 = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+  uint64_t t1 = monotonic_ns();
   assert_true(t1 - t0 < 1000000000u); /* detected well within a second */
   assert_int_equal(ff_task_status(slow), FF_EWORKERLOST);
   const ff_exit_t *how = ff_task_exit(slow);
@@ -491,7 +493,8 @@ static void test_queue_dropped_early(void **state) {
   ff_pool_destroy(pool);
 }
 
-/* A queued task can be cancelled; a running one cannot. */
+/* A queued task can be cancelled; a running one cannot (ff_task_kill
+ * stops it). */
 static void test_cancel(void **state) {
   (void)state;
   ff_pool_t *pool = make_pool(1, NULL);
@@ -513,7 +516,29 @@ static void test_cancel(void **state) {
   }
   assert_int_equal(ff_task_wait(running, 10), 0);
   assert_int_equal(ff_task_status(running), 0);
+  assert_int_equal(ff_task_kill(running), -EALREADY);
   ff_task_release(running);
+  ff_pool_destroy(pool);
+}
+
+/* Killing a running task kills its worker, which is replaced; a task queued
+ * behind it runs elsewhere, and a killed task that waits behind another
+ * stops its worker only when its turn comes. */
+static void test_kill_running(void **state) {
+  (void)state;
+  ff_pool_t *pool = make_pool(1, NULL);
+  ff_task_t *running = submit(pool, "sleep 30000");
+  usleep(100000);
+  uint64_t started = monotonic_ns();
+  assert_int_equal(ff_task_kill(running), 0);
+  assert_int_equal(ff_task_wait(running, 10), 0);
+  assert_int_equal(ff_task_status(running), FF_ECANCELED);
+  assert_true(monotonic_ns() - started < 2000000000ull);
+  ff_task_release(running);
+  ff_task_t *after = submit(pool, "sq 7");
+  assert_int_equal(ff_task_wait(after, 10), 0);
+  assert_int_equal(ff_task_status(after), 0);
+  ff_task_release(after);
   ff_pool_destroy(pool);
 }
 
@@ -734,6 +759,7 @@ int main(void) {
       cmocka_unit_test_setup(test_completion_queue, setup_alarm),
       cmocka_unit_test_setup(test_queue_dropped_early, setup_alarm),
       cmocka_unit_test_setup(test_cancel, setup_alarm),
+      cmocka_unit_test_setup(test_kill_running, setup_alarm),
       cmocka_unit_test_setup(test_wait_timeout, setup_alarm),
       cmocka_unit_test_setup(test_context_sent_once_per_worker, setup_alarm),
       cmocka_unit_test_setup(test_context_eviction, setup_alarm),

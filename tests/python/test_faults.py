@@ -1,8 +1,8 @@
 """The fault and bad-input matrix of shared/FAULTS.md, row by row, for the
 Pool and (where the row applies) the Executor.
 
-Rows that need what issue 5 still builds (per-task timeouts, cancelling a
-running task, parent death, Ctrl-C, memory limits, the retry soak) and
+Rows that need what issue 5 still builds (per-task timeouts, parent death,
+Ctrl-C, memory limits, the retry soak) and
 issue 6's shared queues and locks are not here yet. Row 10 and row 24 live
 in test_shared.py (TestLifetime), row 23's fuzzing in tests/fuzz.
 """
@@ -138,8 +138,11 @@ class TestTaskErrors:
 
     def test_unpicklable_result(self, pool: forkfarm.Pool) -> None:
         """Row 8: MaybeEncodingError, and 20 of them lose no worker."""
-        pool.map(helpers.square, range(10))  # both workers are up
+        deadline = time.monotonic() + 10
+        while len(pool._core.worker_pids()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)  # both workers up
         pids = set(pool._core.worker_pids())
+        assert len(pids) == 2
         for _ in range(20):
             with pytest.raises(MaybeEncodingError):
                 pool.apply(helpers.make_unpicklable_result)
@@ -162,6 +165,37 @@ class TestTaskErrors:
             assert len(_children()) <= 1  # at most the zygote, no respawn loop
             with pytest.raises(forkfarm.InitializerError):
                 p.apply(helpers.square, (2,))
+
+
+class TestCancel:
+    def test_cancel_of_a_running_call(self) -> None:
+        """Row 14: the worker is killed and replaced; the future is
+        cancelled."""
+        with forkfarm.Executor(1) as executor:
+            first = executor.submit(helpers.getpid).result(timeout=10)
+            running = executor.submit(helpers.sleep_and_return, 30.0)
+            behind = executor.submit(helpers.square, 6)
+            time.sleep(0.3)
+            started = time.monotonic()
+            assert running.cancel() is True
+            assert running.cancelled()
+            assert behind.result(timeout=10) == 36  # ran on the replacement
+            assert time.monotonic() - started < 2.0
+            assert executor.submit(helpers.getpid).result(timeout=10) != first
+
+    def test_cancel_after_the_result(self, executor: forkfarm.Executor) -> None:
+        future = executor.submit(helpers.square, 3)
+        assert future.result(timeout=10) == 9
+        assert future.cancel() is False and not future.cancelled()
+
+    def test_shutdown_cancels_only_queued_calls(self) -> None:
+        executor = forkfarm.Executor(1)
+        running = executor.submit(helpers.sleep_and_return, 0.5, "kept")
+        time.sleep(0.2)
+        queued = [executor.submit(helpers.square, i) for i in range(20)]
+        executor.shutdown(wait=True, cancel_futures=True)
+        assert running.result(timeout=10) == "kept"
+        assert any(f.cancelled() for f in queued)
 
 
 class TestTimeoutsAndShutdown:
