@@ -137,6 +137,12 @@ typedef struct ff_pool_options_s {
   unsigned max_tasks_per_worker;   /* 0: no limit; else the worker is replaced
                                       after this many tasks */
   ff_fork_hooks_t fork_hooks;
+  /* Seconds a task may run before its worker is stopped (SIGTERM, then
+   * SIGKILL kill_grace seconds later, then a replacement) and the task
+   * finishes with -ETIMEDOUT; 0: no limit. ff_pool_submit_timed sets it
+   * per task. */
+  double task_timeout;
+  double kill_grace;               /* default 1 s */
   ff_complete_cb on_complete;      /* may be NULL */
   ff_worker_exit_notify_cb on_worker_exit; /* may be NULL */
   void *notify_arg;                /* passed to on_complete, on_worker_exit */
@@ -162,6 +168,13 @@ int ff_pool_create(ff_pool_t **pool, const ff_pool_options_t *options);
 int ff_pool_submit(ff_pool_t *pool, ff_context_t *context,
                    const void *message, size_t length, unsigned flags,
                    ff_queue_t *queue, void *user_data, ff_task_t **task);
+
+/* ff_pool_submit with a timeout of its own for this task, in seconds (0:
+ * none), counted from when its worker starts it. */
+int ff_pool_submit_timed(ff_pool_t *pool, ff_context_t *context,
+                         const void *message, size_t length, unsigned flags,
+                         double timeout, ff_queue_t *queue, void *user_data,
+                         ff_task_t **task);
 
 /* A context: bytes shared by many tasks (the function of a map), sent to a
  * worker once and kept there while it is among the worker's recent ones.
@@ -227,7 +240,7 @@ int ff_task_kill(ff_task_t *task);
 
 /* The outcome of a finished task: 0 when the worker returned a result, or an
  * error code (FF_EWORKERLOST, FF_ETASKFAILED, FF_ECANCELED, FF_EINITFAILED,
- * FF_EZYGOTELOST). -EAGAIN while it is still running. The outcome can be read
+ * FF_EZYGOTELOST, -ETIMEDOUT when it ran past its timeout). -EAGAIN while it is still running. The outcome can be read
  * from the completion callback on, just before waiters are woken. */
 int ff_task_status(const ff_task_t *task);
 

@@ -423,6 +423,12 @@ struct ff_task_s {
   /* Set by ff_task_kill once a worker has it: the status it finishes with
    * when its worker is killed for it. */
   _Atomic int kill_status;
+  /* Its timeout (0: none); when its worker started it (it became the head
+   * of the worker's in-flight list); when its worker got SIGTERM for it.
+   * Under the pool lock. */
+  uint64_t timeout_ns;
+  uint64_t started_ns;
+  uint64_t stopped_ns;
 };
 
 ff_task_t *ff__task_new(ff_pool_t *pool, ff_context_t *context,

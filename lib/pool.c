@@ -141,6 +141,9 @@ struct ff_pool_s {
   uv_poll_t zygote_poll;
   uv_async_t wakeup;
   uv_prepare_t arm;
+  /* Watches the running tasks that have a timeout, while there are any. */
+  uv_timer_t timeouts;
+  _Atomic bool timeouts_wanted; /* a task with a timeout went to a worker */
   unsigned handles_open;
   bool ctl_open;
   bool ctl_close_requested; /* under lock */
@@ -185,6 +188,7 @@ void ff_pool_options_init(ff_pool_options_t *options) {
   memset(options, 0, sizeof(*options));
   long cpus = sysconf(_SC_NPROCESSORS_ONLN);
   options->workers = cpus > 0 ? (unsigned)cpus : 1u;
+  options->kill_grace = 1.0;
 }
 
 void ff__pool_retain(ff_pool_t *pool) { atomic_fetch_add(&pool->refs, 1); }
@@ -351,6 +355,7 @@ static void pool_teardown(ff_pool_t *pool) {
   uv_close((uv_handle_t *)&pool->zygote_poll, pool_on_zygote_poll_closed);
   uv_close((uv_handle_t *)&pool->wakeup, pool_on_handle_closed);
   uv_close((uv_handle_t *)&pool->arm, pool_on_handle_closed);
+  uv_close((uv_handle_t *)&pool->timeouts, pool_on_handle_closed);
 }
 
 static void doorbell_on_closed(uv_handle_t *handle) {
@@ -578,6 +583,9 @@ static void worker_on_message(ff__worker_t *w, const ff__ring_msg_t *msg,
       }
       int status = (msg->flags & FF__RING_FAILED) ? FF_ETASKFAILED : 0;
       pool_settle(done, task, status, result, length, NULL);
+      if (!ff__list_empty(&w->in_flight))
+        FF__CONTAINER_OF(w->in_flight.next, ff_task_t, link)->started_ns =
+            ff__now_ns();
       worker_kill_if_head_killed(w);
       return;
     }
@@ -945,6 +953,11 @@ static void pool_dispatch(ff_pool_t *pool, done_list_t *done) {
       pool_settle(done, task, FF_ECANCELED, NULL, 0, NULL);
       continue;
     }
+    task->started_ns = ff__list_empty(&w->in_flight) ? ff__now_ns() : 0;
+    task->stopped_ns = 0;
+    /* The loop thread starts watching it (uv handles are its alone). */
+    if (task->timeout_ns && !atomic_exchange(&pool->timeouts_wanted, true))
+      uv_async_send(&pool->wakeup);
     ff__list_push_back(&w->in_flight, &task->link);
     w->in_flight_count++;
     w->tasks_sent++;
@@ -967,6 +980,53 @@ static void pool_dispatch(ff_pool_t *pool, done_list_t *done) {
   }
 }
 
+#define TIMEOUT_TICK_MS 10
+
+/* Stops the worker of each running task past its timeout: SIGTERM first,
+ * SIGKILL kill_grace later. Runs every TIMEOUT_TICK_MS while any task with
+ * a timeout is in flight. */
+static void pool_on_timeouts(uv_timer_t *handle) {
+  ff_pool_t *pool = handle->data;
+  uint64_t now = ff__now_ns();
+  uint64_t grace = (uint64_t)(pool->options.kill_grace * 1e9);
+  bool any = false;
+  pthread_mutex_lock(&pool->lock);
+  for (unsigned i = 0; i < pool->options.workers; i++) {
+    ff__worker_t *w = &pool->workers[i];
+    if (w->state == WORKER_EMPTY) continue;
+    for (ff__link_t *l = w->in_flight.next; l != &w->in_flight; l = l->next) {
+      ff_task_t *task = FF__CONTAINER_OF(l, ff_task_t, link);
+      if (task->timeout_ns == 0) continue;
+      any = true;
+      if (l != w->in_flight.next || task->started_ns == 0 ||
+          now - task->started_ns < task->timeout_ns)
+        continue;
+      int none = 0;
+      atomic_compare_exchange_strong(&task->kill_status, &none, -ETIMEDOUT);
+      if (task->stopped_ns == 0) {
+        task->stopped_ns = now;
+        if (w->pidfd >= 0)
+          ff__pidfd_send_signal(w->pidfd, SIGTERM);
+        else
+          w->doomed = true;
+      } else if (now - task->stopped_ns >= grace) {
+        worker_kill(w); /* it ignored SIGTERM */
+      }
+    }
+  }
+  pthread_mutex_unlock(&pool->lock);
+  if (!any) uv_timer_stop(handle);
+}
+
+/* In the loop thread: starts the timeout watch if a task needs it. */
+static void pool_watch_timeouts(ff_pool_t *pool) {
+  if (atomic_exchange(&pool->timeouts_wanted, false) &&
+      !uv_is_active((uv_handle_t *)&pool->timeouts) &&
+      !uv_is_closing((uv_handle_t *)&pool->timeouts))
+    uv_timer_start(&pool->timeouts, pool_on_timeouts, TIMEOUT_TICK_MS,
+                   TIMEOUT_TICK_MS);
+}
+
 static void pool_on_wakeup(uv_async_t *handle) {
   ff_pool_t *pool = handle->data;
   done_list_t done;
@@ -980,6 +1040,7 @@ static void pool_on_wakeup(uv_async_t *handle) {
     pool_close_ctl(pool);
   }
   pool_unlock_publish(pool, &done);
+  pool_watch_timeouts(pool);
 }
 
 /* Before the loop sleeps: every worker must ring its doorbell when it
@@ -1068,11 +1129,13 @@ static void pool_start_in_loop(void *arg) {
                             (uv_handle_t *)&pool->zygote_poll};
   uv_async_init(loop, &pool->wakeup, pool_on_wakeup);
   uv_prepare_init(loop, &pool->arm);
+  uv_timer_init(loop, &pool->timeouts);
+  pool->timeouts.data = pool;
   uv_poll_init(loop, &pool->ctl_poll, pool->ctl_fd);
   uv_poll_init(loop, &pool->zygote_poll, pool->zygote_pidfd);
   for (size_t i = 0; i < sizeof(handles) / sizeof(handles[0]); i++)
     handles[i]->data = pool;
-  pool->handles_open = 4;
+  pool->handles_open = 5;
   pool->ctl_open = true;
   uv_prepare_start(&pool->arm, pool_on_arm);
   uv_poll_start(&pool->ctl_poll, UV_READABLE, pool_on_ctl);
@@ -1088,7 +1151,8 @@ static void pool_start_in_loop(void *arg) {
 
 int ff_pool_create(ff_pool_t **out, const ff_pool_options_t *options) {
   if (out == NULL || options == NULL || options->work == NULL ||
-      options->workers == 0)
+      options->workers == 0 || !(options->task_timeout >= 0) ||
+      !(options->kill_grace >= 0))
     return -EINVAL;
   ff__runtime_t *runtime;
   int rc = ff__runtime_acquire(&runtime);
@@ -1147,13 +1211,23 @@ int ff_pool_create(ff_pool_t **out, const ff_pool_options_t *options) {
 int ff_pool_submit(ff_pool_t *pool, ff_context_t *context,
                    const void *message, size_t length, unsigned flags,
                    ff_queue_t *queue, void *user_data, ff_task_t **task_out) {
+  return ff_pool_submit_timed(pool, context, message, length, flags,
+                              pool ? pool->options.task_timeout : 0, queue,
+                              user_data, task_out);
+}
+
+int ff_pool_submit_timed(ff_pool_t *pool, ff_context_t *context,
+                         const void *message, size_t length, unsigned flags,
+                         double timeout, ff_queue_t *queue, void *user_data,
+                         ff_task_t **task_out) {
   if (pool == NULL || task_out == NULL || (message == NULL && length > 0) ||
-      (flags & ~FF_SUBMIT_NOTIFY))
+      (flags & ~FF_SUBMIT_NOTIFY) || !(timeout >= 0))
     return -EINVAL;
   if (pool_foreign(pool)) return FF_EFOREIGN;
   ff_task_t *task =
       ff__task_new(pool, context, message, length, flags, queue, user_data);
   if (task == NULL) return -ENOMEM;
+  task->timeout_ns = (uint64_t)(timeout * 1e9);
   done_list_t done;
   done_init(&done);
   pthread_mutex_lock(&pool->lock);

@@ -60,17 +60,23 @@ static void pool_context_fields(ffpy_worker_context_t *c, PyObject ***out) {
 
 static int pool_init(ffpy_pool_t *self, PyObject *args, PyObject *kw) {
   static char *names[] = {"processes", "protocol", "initializer", "initargs",
-                          "maxtasksperchild", NULL};
+                          "maxtasksperchild", "task_timeout", NULL};
   static const char *attributes[] = {
       "loads",        "dumps",       "PROTOCOL",    "encode_error",
       "encode_result_error", "worker_setup", "worker_exit"};
   int processes;
   unsigned int max_tasks = 0;
+  double task_timeout = 0;
   PyObject *protocol, *initializer, *initargs;
-  if (!PyArg_ParseTupleAndKeywords(args, kw, "iOOO!|I:Pool", names,
+  if (!PyArg_ParseTupleAndKeywords(args, kw, "iOOO!|Id:Pool", names,
                                    &processes, &protocol, &initializer,
-                                   &PyTuple_Type, &initargs, &max_tasks))
+                                   &PyTuple_Type, &initargs, &max_tasks,
+                                   &task_timeout))
     return -1;
+  if (!(task_timeout >= 0)) {
+    PyErr_SetString(PyExc_ValueError, "task_timeout must be 0 (none) or more");
+    return -1;
+  }
   if (self->pool != NULL) {
     PyErr_SetString(PyExc_RuntimeError, "Pool is already initialized");
     return -1;
@@ -92,6 +98,7 @@ static int pool_init(ffpy_pool_t *self, PyObject *args, PyObject *kw) {
   ff_pool_options_init(&options);
   options.workers = (unsigned)processes;
   options.max_tasks_per_worker = max_tasks;
+  options.task_timeout = task_timeout;
   options.on_complete = pool_on_complete;
   ffpy_worker_options(&options, &self->context);
   int rc = ffpy_pool_create_released(&self->pool, &options);
@@ -154,13 +161,15 @@ static ffpy_task_t *task_object_new(void) {
 }
 
 static PyObject *pool_submit(ffpy_pool_t *self, PyObject *args, PyObject *kw) {
-  static char *names[] = {"payload", "notify", "queue", "context", NULL};
+  static char *names[] = {"payload", "notify", "queue", "context", "timeout",
+                          NULL};
   Py_buffer payload;
   PyObject *notify = Py_None;
   PyObject *queue = Py_None;
   PyObject *context = Py_None;
-  if (!PyArg_ParseTupleAndKeywords(args, kw, "y*|OOO:submit", names, &payload,
-                                   &notify, &queue, &context))
+  double timeout = -1; /* the pool's */
+  if (!PyArg_ParseTupleAndKeywords(args, kw, "y*|OOOd:submit", names, &payload,
+                                   &notify, &queue, &context, &timeout))
     return NULL;
   ff_queue_t *q;
   ff_context_t *ctx;
@@ -178,8 +187,12 @@ static PyObject *pool_submit(ffpy_pool_t *self, PyObject *args, PyObject *kw) {
     obj->notify = Py_NewRef(notify);
     Py_INCREF(obj); /* held until the completion callback runs */
   }
-  int rc = ff_pool_submit(self->pool, ctx, payload.buf, (size_t)payload.len,
-                          flags, q, obj, &obj->task);
+  int rc = timeout < 0
+               ? ff_pool_submit(self->pool, ctx, payload.buf,
+                                (size_t)payload.len, flags, q, obj, &obj->task)
+               : ff_pool_submit_timed(self->pool, ctx, payload.buf,
+                                      (size_t)payload.len, flags, timeout, q,
+                                      obj, &obj->task);
   PyBuffer_Release(&payload);
   if (rc < 0) {
     if (flags & FF_SUBMIT_NOTIFY) Py_DECREF(obj);
@@ -195,12 +208,13 @@ fail:
   return NULL;
 }
 
-/* submit_many(payloads, queue, context): submit() for each payload of a
- * list, in order, without a Python call per task. */
+/* submit_many(payloads, queue, context, timeout=-1): submit() for each
+ * payload of a list, in order, without a Python call per task. */
 static PyObject *pool_submit_many(ffpy_pool_t *self, PyObject *args) {
   PyObject *payloads, *queue, *context;
-  if (!PyArg_ParseTuple(args, "O!OO:submit_many", &PyList_Type, &payloads,
-                        &queue, &context))
+  double timeout = -1; /* the pool's */
+  if (!PyArg_ParseTuple(args, "O!OO|d:submit_many", &PyList_Type, &payloads,
+                        &queue, &context, &timeout))
     return NULL;
   if (pool_check(self) < 0) return NULL;
   ff_queue_t *q;
@@ -217,9 +231,12 @@ static PyObject *pool_submit_many(ffpy_pool_t *self, PyObject *args) {
     }
     ffpy_task_t *obj = task_object_new();
     if (obj == NULL) goto fail;
-    int rc = ff_pool_submit(self->pool, ctx, PyBytes_AS_STRING(payload),
-                            (size_t)PyBytes_GET_SIZE(payload), 0, q, obj,
-                            &obj->task);
+    const char *data = PyBytes_AS_STRING(payload);
+    size_t length = (size_t)PyBytes_GET_SIZE(payload);
+    int rc = timeout < 0 ? ff_pool_submit(self->pool, ctx, data, length, 0, q,
+                                          obj, &obj->task)
+                         : ff_pool_submit_timed(self->pool, ctx, data, length,
+                                                0, timeout, q, obj, &obj->task);
     if (rc < 0) {
       obj->task = NULL;
       Py_DECREF(obj);

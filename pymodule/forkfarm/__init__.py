@@ -19,6 +19,7 @@ from ._errors import (
     InitializerError,
     PoolTerminatedError,
     RemoteTraceback,
+    TaskTimeoutError,
     WorkerLostError,
 )
 from .executor import Executor
@@ -40,6 +41,7 @@ __all__ = [
     "RawValue",
     "RemoteTraceback",
     "SharedArray",
+    "TaskTimeoutError",
     "TimeoutError",
     "Value",
     "WorkerLostError",

@@ -3,6 +3,8 @@ become them."""
 
 from __future__ import annotations
 
+import errno
+import multiprocessing
 import pickle
 import signal as _signal
 from concurrent.futures import CancelledError
@@ -87,6 +89,22 @@ def _rebuild_worker_lost(
     return WorkerLostError(message, pid=pid, exitcode=exitcode, signal=signum)
 
 
+class TaskTimeoutError(multiprocessing.TimeoutError, TimeoutError):
+    """A task ran longer than the pool's ``timeout=``: its worker was stopped
+    (SIGTERM, then SIGKILL after a grace period) and replaced. Both a
+    ``multiprocessing.TimeoutError`` and the builtin ``TimeoutError``, so
+    the ``except`` clauses of either API catch it. ``.pid`` is the worker's
+    pid, ``.signal`` the signal that ended it."""
+
+    def __init__(self, message: str, pid: int = 0, signal: int = 0) -> None:
+        super().__init__(message)
+        self.pid = pid
+        self.signal = signal
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (str(self), self.pid, self.signal)
+
+
 class InitializerError(BrokenProcessPool):
     """A worker's initializer failed, so the pool cannot run tasks. The
     initializer's exception is the ``__cause__``."""
@@ -120,6 +138,14 @@ def from_outcome(status: int, detail: bytes, exit: tuple[int, int, int]) -> Base
         return WorkerLostError.from_exit(pid, exit_code, signum)
     if status == _core.EINITFAILED:
         return _initializer_error(detail, pid, exit_code, signum)
+    if status == -errno.ETIMEDOUT:
+        how = _signal.Signals(signum).name if signum > 0 else f"exit code {exit_code}"
+        return TaskTimeoutError(
+            f"the task ran past the pool's timeout: its worker (pid {pid}) was stopped "
+            f"({how}) and replaced",
+            pid,
+            signum,
+        )
     if status == _core.ECANCELED:
         return PoolTerminatedError("the pool was terminated before the task finished")
     if status == _core.EZYGOTELOST:

@@ -18,7 +18,15 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 from . import _core, _errors, _protocol
-from .pool import CallEncoder, _live_pools, check_pool_arguments, create_core, task_value
+from .pool import (
+    CallEncoder,
+    _live_pools,
+    check_pool_arguments,
+    check_task_timeout,
+    chunk_timeout,
+    create_core,
+    task_value,
+)
 
 __all__ = ["Executor"]
 
@@ -91,6 +99,9 @@ class Executor(concurrent.futures.Executor):
     runs once in each worker; if it raises, the executor is broken and
     submit() raises :class:`concurrent.futures.process.BrokenProcessPool`.
     ``max_tasks_per_child`` replaces a worker after that many tasks.
+    ``timeout`` limits each call to that many seconds (each item, in a
+    map): past it, the worker is stopped and replaced, and the call raises
+    :class:`forkfarm.TaskTimeoutError`, a ``TimeoutError``.
     """
 
     def __init__(
@@ -101,8 +112,10 @@ class Executor(concurrent.futures.Executor):
         *,
         max_tasks_per_child: int | None = None,
         mp_context: Any = None,
+        timeout: float | None = None,
     ) -> None:
         self._shutdown_requested = True  # until the runtime pool exists
+        self._timeout = check_task_timeout(timeout)
         max_workers = check_pool_arguments(
             max_workers,
             "max_workers must be greater than 0",
@@ -114,12 +127,16 @@ class Executor(concurrent.futures.Executor):
         self._max_workers = max_workers
         self._lock = threading.Lock()
         self._pending: set[_Future] = set()
-        self._core = create_core(max_workers, initializer, initargs, max_tasks_per_child)
+        self._core = create_core(
+            max_workers, initializer, initargs, max_tasks_per_child, self._timeout
+        )
         self._calls = CallEncoder(self._core)
         self._shutdown_requested = False
         _live_pools.add(self)
 
-    def _submit_payload(self, payload: bytes, context: _core.Context | None = None) -> _Future:
+    def _submit_payload(
+        self, payload: bytes, context: _core.Context | None = None, items: int = 1
+    ) -> _Future:
         future = _Future()
         future._executor = self
         with self._lock:
@@ -128,7 +145,9 @@ class Executor(concurrent.futures.Executor):
             # Tracked before it can finish, so its completion always finds it.
             self._pending.add(future)
             try:
-                future._task = self._core.submit(payload, future._on_done, None, context)
+                future._task = self._core.submit(
+                    payload, future._on_done, None, context, chunk_timeout(self._timeout, items)
+                )
             except _core.Error as error:
                 self._pending.discard(future)
                 raise _errors.from_error(error, self._core) from None
@@ -166,7 +185,9 @@ class Executor(concurrent.futures.Executor):
                     context = self._core.context(_protocol.encode_function(fn, True))
                 except _core.Error as error:
                     raise _errors.from_error(error, self._core) from None
-            futures.append(self._submit_payload(_protocol.encode_items(chunk, memo), context))
+            futures.append(
+                self._submit_payload(_protocol.encode_items(chunk, memo), context, len(chunk))
+            )
 
         def results() -> Iterator[_T]:
             try:

@@ -63,10 +63,30 @@ def create_core(
     initializer: Callable[..., object] | None,
     initargs: Iterable[Any],
     max_tasks: int | None,
+    timeout: float | None = None,
 ) -> _core.Pool:
     """Creates the runtime pool behind a Pool or an Executor."""
     _flush_std_streams()
-    return _core.Pool(processes, _protocol, initializer, tuple(initargs), max_tasks or 0)
+    return _core.Pool(
+        processes, _protocol, initializer, tuple(initargs), max_tasks or 0, timeout or 0.0
+    )
+
+
+def check_task_timeout(timeout: object) -> float | None:
+    """None, or a positive number of seconds: a task's time limit."""
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(f"timeout must be a number of seconds or None, not {type(timeout).__name__}")
+    if not timeout > 0 or timeout != timeout or timeout == float("inf"):
+        raise ValueError(f"timeout must be a positive number of seconds or None, not {timeout!r}")
+    return float(timeout)
+
+
+def chunk_timeout(timeout: float | None, items: int) -> float:
+    """The time limit of a map's chunk: the per-task timeout for each of its
+    items (-1: the pool's own, none or per call)."""
+    return -1.0 if timeout is None or items <= 1 else timeout * items
 
 
 class CallEncoder:
@@ -423,7 +443,9 @@ class MapResult(ApplyResult[list[_T]]):
             payload, start, count = chunk
             # Its completion, handled in another thread, waits for the lock
             # this thread holds, so the entry is there first.
-            task = self._pool._submit(payload, notify=self._collect, context=feed.context)
+            task = self._pool._submit(
+                payload, notify=self._collect, context=feed.context, items=count
+            )
             self._in_flight[task] = (start, count)
 
     def _collect(self, task: _core.Task) -> None:
@@ -524,7 +546,7 @@ class IMapIterator(Iterator[_T]):
         if chunksize is not None and feed.length is not None:
             self._window: int | None = None
             payloads, counts = feed.cut_all()
-            tasks = pool._submit_many(payloads, self._queue, feed.context)
+            tasks = pool._submit_many(payloads, self._queue, feed.context, max(counts, default=1))
             if self._track:
                 self._chunks = {t.id: (i, c) for i, (t, c) in enumerate(zip(tasks, counts))}
             self._submitted = len(tasks)
@@ -550,7 +572,7 @@ class IMapIterator(Iterator[_T]):
             if chunk is None:
                 return
             payload, _start, count = chunk
-            task = submit(payload, queue=queue, context=context)
+            task = submit(payload, queue=queue, context=context, items=count)
             if self._track:
                 self._chunks[task.id] = (self._submitted, count)
             self._submitted += 1
@@ -614,7 +636,11 @@ class Pool:
     Workers are forked from a zygote made when the pool is created, so they
     see this process as it was then, as with multiprocessing's fork method.
     A worker that dies fails only the task it was running, with
-    :class:`forkfarm.WorkerLostError`, and is replaced.
+    :class:`forkfarm.WorkerLostError`, and is replaced. ``timeout`` (not a
+    multiprocessing parameter) limits each task to that many seconds (each
+    item, in a map): past it, the worker is stopped (SIGTERM, then SIGKILL
+    a second later) and replaced, and the task raises
+    :class:`forkfarm.TaskTimeoutError`.
     """
 
     def __init__(
@@ -624,8 +650,11 @@ class Pool:
         initargs: Iterable[Any] = (),
         maxtasksperchild: int | None = None,
         context: Any = None,
+        *,
+        timeout: float | None = None,
     ) -> None:
         self._state = TERMINATE  # until the runtime pool exists
+        self._timeout = check_task_timeout(timeout)
         processes = check_pool_arguments(
             processes,
             "Number of processes must be at least 1",
@@ -637,7 +666,9 @@ class Pool:
         self._processes = processes
         # Maps and imaps that still cut chunks as results come back.
         self._feeding: weakref.WeakSet[Any] = weakref.WeakSet()
-        self._core = create_core(processes, initializer, initargs, maxtasksperchild)
+        self._core = create_core(
+            processes, initializer, initargs, maxtasksperchild, self._timeout
+        )
         self._calls = CallEncoder(self._core)
         self._state = RUN
         _live_pools.add(self)
@@ -663,9 +694,12 @@ class Pool:
         notify: Callable[[_core.Task], None] | None = None,
         queue: _core.CompletionQueue | None = None,
         context: _core.Context | None = None,
+        items: int = 1,
     ) -> _core.Task:
         try:
-            return self._core.submit(payload, notify, queue, context)
+            return self._core.submit(
+                payload, notify, queue, context, chunk_timeout(self._timeout, items)
+            )
         except _core.Error as error:
             raise _errors.from_error(error, self._core) from None
 
@@ -674,9 +708,12 @@ class Pool:
         payloads: list[bytes],
         queue: _core.CompletionQueue,
         context: _core.Context,
+        items: int = 1,
     ) -> list[_core.Task]:
         try:
-            return self._core.submit_many(payloads, queue, context)
+            return self._core.submit_many(
+                payloads, queue, context, chunk_timeout(self._timeout, items)
+            )
         except _core.Error as error:
             raise _errors.from_error(error, self._core) from None
 

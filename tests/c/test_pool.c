@@ -542,6 +542,33 @@ static void test_kill_running(void **state) {
   ff_pool_destroy(pool);
 }
 
+/* A task past its timeout has its worker stopped (SIGTERM) and replaced,
+ * and finishes with -ETIMEDOUT; one behind it runs on the replacement. */
+static void test_task_timeout(void **state) {
+  (void)state;
+  ff_pool_t *pool = make_pool(1, NULL);
+  ff_task_t *slow;
+  assert_int_equal(ff_pool_submit_timed(pool, NULL, "sleep 30000", 11, 0,
+                                        0.2, NULL, NULL, &slow),
+                   0);
+  ff_task_t *after = submit(pool, "sq 5");
+  uint64_t started = monotonic_ns();
+  assert_int_equal(ff_task_wait(slow, 10), 0);
+  uint64_t took = monotonic_ns() - started;
+  assert_int_equal(ff_task_status(slow), -ETIMEDOUT);
+  assert_int_equal(ff_task_exit(slow)->term_signal, SIGTERM);
+  assert_true(took >= 200000000ull && took < 1500000000ull);
+  assert_int_equal(ff_task_wait(after, 10), 0);
+  assert_int_equal(ff_task_status(after), 0);
+  ff_task_t *bad;
+  assert_int_equal(ff_pool_submit_timed(pool, NULL, "sq 1", 4, 0, -1.0, NULL,
+                                        NULL, &bad),
+                   -EINVAL);
+  ff_task_release(slow);
+  ff_task_release(after);
+  ff_pool_destroy(pool);
+}
+
 /* A wait times out on time, and the task is unaffected. */
 static void test_wait_timeout(void **state) {
   (void)state;
@@ -760,6 +787,7 @@ int main(void) {
       cmocka_unit_test_setup(test_queue_dropped_early, setup_alarm),
       cmocka_unit_test_setup(test_cancel, setup_alarm),
       cmocka_unit_test_setup(test_kill_running, setup_alarm),
+      cmocka_unit_test_setup(test_task_timeout, setup_alarm),
       cmocka_unit_test_setup(test_wait_timeout, setup_alarm),
       cmocka_unit_test_setup(test_context_sent_once_per_worker, setup_alarm),
       cmocka_unit_test_setup(test_context_eviction, setup_alarm),

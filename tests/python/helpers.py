@@ -475,3 +475,8 @@ def make_unpicklable_result(_: Any = None) -> Any:
 
 def pid_and_value(x: int) -> tuple[int, int]:
     return os.getpid(), x
+
+
+def ignore_sigterm_then_sleep(seconds: float) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    time.sleep(seconds)

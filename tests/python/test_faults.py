@@ -1,8 +1,8 @@
 """The fault and bad-input matrix of shared/FAULTS.md, row by row, for the
 Pool and (where the row applies) the Executor.
 
-Rows that need what issue 5 still builds (per-task timeouts, parent death,
-Ctrl-C, memory limits, the retry soak) and
+Rows that need what issue 5 still builds (parent death, Ctrl-C, memory
+limits, the retry soak) and
 issue 6's shared queues and locks are not here yet. Row 10 and row 24 live
 in test_shared.py (TestLifetime), row 23's fuzzing in tests/fuzz.
 """
@@ -196,6 +196,60 @@ class TestCancel:
         executor.shutdown(wait=True, cancel_futures=True)
         assert running.result(timeout=10) == "kept"
         assert any(f.cancelled() for f in queued)
+
+
+class TestTaskTimeout:
+    """Row 13: past its timeout a task's worker gets SIGTERM, then SIGKILL
+    after a grace period if it ignores it; the task raises TimeoutError and
+    the worker is replaced."""
+
+    def test_pool(self) -> None:
+        import multiprocessing
+
+        with forkfarm.Pool(1, timeout=0.3) as p:
+            first = p.apply(helpers.getpid)
+            behind = p.apply_async(helpers.square, (5,))
+            started = time.monotonic()
+            with pytest.raises(forkfarm.TaskTimeoutError) as caught:
+                p.apply(helpers.sleep_and_return, (30.0,))
+            assert 0.3 <= time.monotonic() - started < 1.0
+            assert isinstance(caught.value, multiprocessing.TimeoutError)
+            assert isinstance(caught.value, TimeoutError)
+            assert caught.value.signal == signal.SIGTERM and caught.value.pid == first
+            assert behind.get(timeout=10) == 25
+            assert p.apply(helpers.getpid) != first
+
+    def test_sigterm_ignored(self) -> None:
+        with forkfarm.Pool(1, timeout=0.2) as p:
+            started = time.monotonic()
+            with pytest.raises(forkfarm.TaskTimeoutError) as caught:
+                p.apply(helpers.ignore_sigterm_then_sleep, (30.0,))
+            assert caught.value.signal == signal.SIGKILL
+            assert 1.2 <= time.monotonic() - started < 3.0  # 0.2 s, then 1 s of grace
+            assert p.apply(helpers.square, (3,)) == 9
+
+    def test_map_gives_each_item_the_timeout(self) -> None:
+        with forkfarm.Pool(2, timeout=0.5) as p:
+            assert p.map(helpers.sleep_and_return, [0.2] * 6, chunksize=3) == [None] * 6
+            with pytest.raises(forkfarm.TaskTimeoutError):
+                p.map(helpers.sleep_and_return, [0.01, 30.0, 0.01])
+
+    def test_executor(self) -> None:
+        with forkfarm.Executor(1, timeout=0.3) as executor:
+            future = executor.submit(helpers.sleep_and_return, 30.0)
+            assert isinstance(future.exception(timeout=10), TimeoutError)
+            assert executor.submit(helpers.square, 2).result(timeout=10) == 4
+
+    @pytest.mark.parametrize("bad", [0, -1.0, float("nan"), float("inf")])
+    def test_bad_timeout(self, bad: float) -> None:
+        with pytest.raises(ValueError, match="timeout"):
+            forkfarm.Pool(1, timeout=bad)
+        with pytest.raises(ValueError, match="timeout"):
+            forkfarm.Executor(1, timeout=bad)
+
+    def test_timeout_of_the_wrong_type(self) -> None:
+        with pytest.raises(TypeError, match="timeout"):
+            forkfarm.Pool(1, timeout="1")  # type: ignore[arg-type]
 
 
 class TestTimeoutsAndShutdown:
