@@ -143,6 +143,10 @@ typedef struct ff_pool_options_s {
    * per task. */
   double task_timeout;
   double kill_grace;               /* default 1 s */
+  /* How many times a task whose worker died under it (not one killed for
+   * its timeout or by ff_task_kill) runs again on another worker before it
+   * fails with FF_EWORKERLOST; 0 by default. */
+  unsigned task_retries;
   ff_complete_cb on_complete;      /* may be NULL */
   ff_worker_exit_notify_cb on_worker_exit; /* may be NULL */
   void *notify_arg;                /* passed to on_complete, on_worker_exit */

@@ -395,6 +395,35 @@ void ff__arena_cancel_message(const void *message, size_t length) {
   pthread_mutex_unlock(&arenas_lock);
 }
 
+int ff__arena_resend_message(const void *message, size_t length,
+                             pid_t receiver) {
+  ff_arena_frame_t frame;
+  if (message == NULL || ff_arena_frame(message, length, &frame) != 1)
+    return 1;
+  int ok = 1;
+  pthread_mutex_lock(&arenas_lock);
+  for (size_t i = 0; i < frame.refs && ok; i++) {
+    ff_arena_ref_t ref;
+    ff_arena_frame_ref(message, i, &ref);
+    bool restored = false;
+    for (size_t j = 0; j < arena_count && !restored; j++) {
+      pthread_mutex_lock(&arenas[j]->lock);
+      arena_chunk_t *c = chunk_find(arenas[j], ref.chunk);
+      arena_header_t *h = c ? (arena_header_t *)c->base : NULL;
+      uint64_t expected = make_word(ref.generation, (uint32_t)receiver);
+      /* Only bytes the dead receiver still held are sure to be intact. */
+      restored = h != NULL && ref.slot < h->slots &&
+                 atomic_compare_exchange_strong(
+                     &h->slot[ref.slot].word, &expected,
+                     make_word(ref.generation, STATE_SENT));
+      pthread_mutex_unlock(&arenas[j]->lock);
+    }
+    ok = restored;
+  }
+  pthread_mutex_unlock(&arenas_lock);
+  return ok;
+}
+
 void ff__arena_discard_message(const void *message, size_t length) {
   ff_arena_frame_t frame;
   if (message == NULL || ff_arena_frame(message, length, &frame) != 1)

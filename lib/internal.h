@@ -375,6 +375,11 @@ void ff__arena_adopt(uint64_t id, int fd);
  * be received: frees the arena references of its frame, if it has one. */
 void ff__arena_cancel_message(const void *message, size_t length);
 void ff__arena_discard_message(const void *message, size_t length);
+/* A task message whose receiver died is sent again: its references, which
+ * the dead receiver held, are marked sent once more. 1, or 0 if any was
+ * not held by receiver any more (its bytes may have been reused). */
+int ff__arena_resend_message(const void *message, size_t length,
+                             pid_t receiver);
 
 /* Around the zygote's fork: the table is consistent in the child. */
 void ff__share_fork_prepare(void);
@@ -429,6 +434,7 @@ struct ff_task_s {
   uint64_t timeout_ns;
   uint64_t started_ns;
   uint64_t stopped_ns;
+  unsigned retries; /* runs left after a worker dies under it */
 };
 
 ff_task_t *ff__task_new(ff_pool_t *pool, ff_context_t *context,

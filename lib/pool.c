@@ -821,7 +821,18 @@ static void worker_exited(ff__worker_t *w, int wstatus, done_list_t *done) {
     }
     w->in_flight_count = 0;
     int killed = atomic_load(&lost->kill_status);
-    pool_settle(done, lost, killed ? killed : FF_EWORKERLOST, NULL, 0, &how);
+    if (!killed && lost->retries > 0 &&
+        (pool->state == POOL_RUNNING || pool->state == POOL_CLOSING) &&
+        ff__arena_resend_message(lost->message, lost->message_length,
+                                 w->pid)) {
+      /* Retried: it goes first, to the next worker free. */
+      lost->retries--;
+      atomic_store(&lost->stage, FF__TASK_QUEUED);
+      ff__list_push_front(&pool->pending, &lost->link);
+      pool->pending_count++;
+    } else {
+      pool_settle(done, lost, killed ? killed : FF_EWORKERLOST, NULL, 0, &how);
+    }
   }
   worker_release_process(w);
   if (done->exit_count < sizeof(done->exits) / sizeof(done->exits[0])) {
@@ -1228,6 +1239,7 @@ int ff_pool_submit_timed(ff_pool_t *pool, ff_context_t *context,
       ff__task_new(pool, context, message, length, flags, queue, user_data);
   if (task == NULL) return -ENOMEM;
   task->timeout_ns = (uint64_t)(timeout * 1e9);
+  task->retries = pool->options.task_retries;
   done_list_t done;
   done_init(&done);
   pthread_mutex_lock(&pool->lock);

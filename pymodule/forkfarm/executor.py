@@ -22,6 +22,7 @@ from .pool import (
     CallEncoder,
     _live_pools,
     check_pool_arguments,
+    check_retries,
     check_task_timeout,
     chunk_timeout,
     create_core,
@@ -101,7 +102,8 @@ class Executor(concurrent.futures.Executor):
     ``max_tasks_per_child`` replaces a worker after that many tasks.
     ``timeout`` limits each call to that many seconds (each item, in a
     map): past it, the worker is stopped and replaced, and the call raises
-    :class:`forkfarm.TaskTimeoutError`, a ``TimeoutError``.
+    :class:`forkfarm.TaskTimeoutError`, a ``TimeoutError``. ``retries``
+    runs a call whose worker died under it again, up to that many times.
     """
 
     def __init__(
@@ -113,9 +115,11 @@ class Executor(concurrent.futures.Executor):
         max_tasks_per_child: int | None = None,
         mp_context: Any = None,
         timeout: float | None = None,
+        retries: int = 0,
     ) -> None:
         self._shutdown_requested = True  # until the runtime pool exists
         self._timeout = check_task_timeout(timeout)
+        retries = check_retries(retries)
         max_workers = check_pool_arguments(
             max_workers,
             "max_workers must be greater than 0",
@@ -128,7 +132,7 @@ class Executor(concurrent.futures.Executor):
         self._lock = threading.Lock()
         self._pending: set[_Future] = set()
         self._core = create_core(
-            max_workers, initializer, initargs, max_tasks_per_child, self._timeout
+            max_workers, initializer, initargs, max_tasks_per_child, self._timeout, retries
         )
         self._calls = CallEncoder(self._core)
         self._shutdown_requested = False

@@ -64,12 +64,28 @@ def create_core(
     initargs: Iterable[Any],
     max_tasks: int | None,
     timeout: float | None = None,
+    retries: int = 0,
 ) -> _core.Pool:
     """Creates the runtime pool behind a Pool or an Executor."""
     _flush_std_streams()
     return _core.Pool(
-        processes, _protocol, initializer, tuple(initargs), max_tasks or 0, timeout or 0.0
+        processes,
+        _protocol,
+        initializer,
+        tuple(initargs),
+        max_tasks or 0,
+        timeout or 0.0,
+        retries,
     )
+
+
+def check_retries(retries: object) -> int:
+    """A count of retries: an int, 0 or more."""
+    if isinstance(retries, bool) or not isinstance(retries, int):
+        raise TypeError(f"retries must be an int, not {type(retries).__name__}")
+    if retries < 0:
+        raise ValueError(f"retries must be 0 or more, not {retries}")
+    return retries
 
 
 def check_task_timeout(timeout: object) -> float | None:
@@ -640,7 +656,8 @@ class Pool:
     multiprocessing parameter) limits each task to that many seconds (each
     item, in a map): past it, the worker is stopped (SIGTERM, then SIGKILL
     a second later) and replaced, and the task raises
-    :class:`forkfarm.TaskTimeoutError`.
+    :class:`forkfarm.TaskTimeoutError`. ``retries`` runs a task whose worker
+    died under it again, up to that many times, before it fails.
     """
 
     def __init__(
@@ -652,9 +669,11 @@ class Pool:
         context: Any = None,
         *,
         timeout: float | None = None,
+        retries: int = 0,
     ) -> None:
         self._state = TERMINATE  # until the runtime pool exists
         self._timeout = check_task_timeout(timeout)
+        retries = check_retries(retries)
         processes = check_pool_arguments(
             processes,
             "Number of processes must be at least 1",
@@ -667,7 +686,7 @@ class Pool:
         # Maps and imaps that still cut chunks as results come back.
         self._feeding: weakref.WeakSet[Any] = weakref.WeakSet()
         self._core = create_core(
-            processes, initializer, initargs, maxtasksperchild, self._timeout
+            processes, initializer, initargs, maxtasksperchild, self._timeout, retries
         )
         self._calls = CallEncoder(self._core)
         self._state = RUN

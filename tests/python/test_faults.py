@@ -252,6 +252,52 @@ class TestTaskTimeout:
             forkfarm.Pool(1, timeout="1")  # type: ignore[arg-type]
 
 
+class TestRetries:
+    """Issue 5's retries=: a task whose worker died under it runs again."""
+
+    def test_pool(self, tmp_path: Any) -> None:
+        with forkfarm.Pool(1, retries=1) as p:
+            assert p.apply(helpers.die_unless_marked, (str(tmp_path / "a"), 7)) == (7, 2)
+        with forkfarm.Pool(1) as p:
+            with pytest.raises(forkfarm.WorkerLostError):
+                p.apply(helpers.die_unless_marked, (str(tmp_path / "b"), 7))
+
+    def test_exhausted(self, tmp_path: Any) -> None:
+        runs = tmp_path / "runs"
+        with forkfarm.Pool(2, retries=2) as p:
+            with pytest.raises(forkfarm.WorkerLostError):
+                p.apply(helpers.always_die, (str(runs),))
+            assert len(runs.read_text().splitlines()) == 3
+            _pool_still_works(p)
+
+    def test_large_argument_is_sent_again(self, tmp_path: Any) -> None:
+        np = pytest.importorskip("numpy")
+        big = np.arange(1 << 18, dtype=np.float64)  # out of band, in the arena
+        with forkfarm.Pool(1, retries=1) as p:
+            value, runs = p.apply(helpers.die_unless_marked, (str(tmp_path / "c"), big))
+            assert runs == 2
+            np.testing.assert_array_equal(value, big)
+
+    def test_executor(self, tmp_path: Any) -> None:
+        with forkfarm.Executor(1, retries=1) as executor:
+            future = executor.submit(helpers.die_unless_marked, str(tmp_path / "d"), 1)
+            assert future.result(timeout=10) == (1, 2)
+
+    def test_timeouts_are_not_retried(self) -> None:
+        with forkfarm.Pool(1, timeout=0.2, retries=3) as p:
+            started = time.monotonic()
+            with pytest.raises(forkfarm.TaskTimeoutError):
+                p.apply(helpers.sleep_and_return, (30.0,))
+            assert time.monotonic() - started < 1.0
+
+    @pytest.mark.parametrize(("bad", "error"), [(-1, ValueError), (1.5, TypeError)])
+    def test_bad_retries(self, bad: Any, error: type) -> None:
+        with pytest.raises(error, match="retries"):
+            forkfarm.Pool(1, retries=bad)
+        with pytest.raises(error, match="retries"):
+            forkfarm.Executor(1, retries=bad)
+
+
 class TestTimeoutsAndShutdown:
     @pytest.mark.parametrize("kind", ["pool", "executor"])
     def test_get_timeout(self, pool: forkfarm.Pool, executor: forkfarm.Executor, kind: str) -> None:
