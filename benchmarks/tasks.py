@@ -103,3 +103,13 @@ def big_shared_result(nbytes: int) -> Any:
     if array is None:
         array = _results[-nbytes] = forkfarm.full(nbytes // 8, 1.0)
     return array
+
+
+def busy_square(x: int, micros: float = 50.0) -> int:
+    """The soak's task: keeps a core busy for micros, then squares x."""
+    import time
+
+    end = time.perf_counter() + micros * 1e-6
+    while time.perf_counter() < end:
+        pass
+    return x * x

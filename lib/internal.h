@@ -312,6 +312,13 @@ int ff__zygote_fork(ff__runtime_t *runtime, const ff_pool_options_t *options,
 
 /* ---- worker.c: the worker process ---------------------------------------- */
 
+/* Workers that die in a row before they are ready (an initializer that
+ * crashes or exits) fail the pool with FF_EINITFAILED; fewer are replaced,
+ * since one may have been killed from outside while it started. Deaths by
+ * SIGKILL, almost always from outside, count against a larger bound. */
+#define FF__STARTUP_FAILURES 3u
+#define FF__STARTUP_KILLS 100u
+
 /* The exit codes a worker uses for its own reasons. */
 #define FF__EXIT_INIT_FAILED 70
 #define FF__EXIT_PROTOCOL 71

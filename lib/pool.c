@@ -167,6 +167,10 @@ struct ff_pool_s {
   size_t pending_count;
   ff__worker_t *workers;
   unsigned live_workers;
+  /* Workers in a row that died before they were ready, by SIGKILL and
+   * otherwise (under the lock). */
+  unsigned startup_failures;
+  unsigned startup_kills;
   char *error_detail;
   size_t error_detail_length;
 };
@@ -559,6 +563,8 @@ static void worker_on_message(ff__worker_t *w, const ff__ring_msg_t *msg,
       return;
     }
     w->state = WORKER_READY;
+    pool->startup_failures = 0;
+    pool->startup_kills = 0;
     return;
   }
   if (msg->type == FF__RING_RESULT && !ff__list_empty(&w->in_flight) &&
@@ -842,9 +848,19 @@ static void worker_exited(ff__worker_t *w, int wstatus, done_list_t *done) {
   }
   if (!was_ready && atomic_load(&pool->error) == 0 &&
       (pool->state == POOL_RUNNING || pool->state == POOL_CLOSING)) {
-    /* It died before it could run anything: respawning would loop. */
-    pool_fail(pool, FF_EINITFAILED, NULL, 0, &how, done);
-    return;
+    /* Workers that keep dying before they can run anything (their
+     * initializer crashes or exits) would make respawning loop. A SIGKILL
+     * is most likely from outside (a user, the OOM killer) and counts for
+     * less; a ready worker clears the count. */
+    if (how.term_signal == SIGKILL)
+      pool->startup_kills++;
+    else
+      pool->startup_failures++;
+    if (pool->startup_failures >= FF__STARTUP_FAILURES ||
+        pool->startup_kills >= FF__STARTUP_KILLS) {
+      pool_fail(pool, FF_EINITFAILED, NULL, 0, &how, done);
+      return;
+    }
   }
   bool needed = pool->state == POOL_RUNNING ||
                 (pool->state == POOL_CLOSING && !ff__list_empty(&pool->pending));
