@@ -147,6 +147,10 @@ typedef struct ff_pool_options_s {
    * its timeout or by ff_task_kill) runs again on another worker before it
    * fails with FF_EWORKERLOST; 0 by default. */
   unsigned task_retries;
+  /* A worker whose private memory (resident pages it does not share with
+   * the process it was forked from) exceeds this many bytes after a task
+   * finishes the tasks it holds and is replaced; 0: no limit. */
+  size_t max_memory_per_worker;
   ff_complete_cb on_complete;      /* may be NULL */
   ff_worker_exit_notify_cb on_worker_exit; /* may be NULL */
   void *notify_arg;                /* passed to on_complete, on_worker_exit */

@@ -145,7 +145,9 @@ enum ff__ring_type {
   FF__RING_DEFINE = 5, /* parent -> worker: a context for later tasks */
   FF__RING_FORGET = 6, /* worker -> parent: segment ids (uint64_t) the parent
                           made for it that it let go */
-  FF__RING_TYPE_MAX = 6,
+  FF__RING_RETIRE = 7, /* worker -> parent: over its memory limit, it wants
+                          a STOP once its tasks are done */
+  FF__RING_TYPE_MAX = 7,
 };
 #define FF__RING_MORE 1u   /* the message continues in the next record */
 #define FF__RING_FAILED 2u /* a RESULT or READY that reports a failure */

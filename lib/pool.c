@@ -108,6 +108,7 @@ struct ff__worker_s {
   uint64_t context_keys[FF__CONTEXT_SLOTS];
   unsigned context_next;
   bool exiting; /* its exit is being handled: dispatch skips it */
+  bool stop_when_idle; /* it asked to retire: STOP once in_flight empties */
   bool doomed;  /* to be killed as soon as its pidfd arrives */
 };
 
@@ -526,6 +527,15 @@ static void worker_kill(ff__worker_t *w) {
     w->doomed = true;
 }
 
+/* Tells the worker to exit (it has nothing left to run). */
+static void worker_send_stop(ff__worker_t *w) {
+  size_t offset = 0;
+  if (ff__ring_write(&w->tasks, FF__RING_STOP, 0, 0, NULL, 0, &offset) != 1)
+    worker_kill(w);
+  w->wake = true;
+  w->stop_when_idle = false;
+}
+
 /* A worker runs its tasks in order: the one at the head of its in-flight
  * list, if it was killed (ff_task_kill), takes its worker with it. */
 static void worker_kill_if_head_killed(ff__worker_t *w) {
@@ -593,8 +603,17 @@ static void worker_on_message(ff__worker_t *w, const ff__ring_msg_t *msg,
         FF__CONTAINER_OF(w->in_flight.next, ff_task_t, link)->started_ns =
             ff__now_ns();
       worker_kill_if_head_killed(w);
+      if (w->stop_when_idle && ff__list_empty(&w->in_flight))
+        worker_send_stop(w);
       return;
     }
+  }
+  if (msg->type == FF__RING_RETIRE && w->state == WORKER_READY) {
+    /* Over its memory limit: no more tasks, and STOP once it is idle. */
+    w->state = WORKER_RETIRING;
+    w->stop_when_idle = true;
+    if (ff__list_empty(&w->in_flight)) worker_send_stop(w);
+    return;
   }
   if (msg->type == FF__RING_FORGET && msg->length % sizeof(uint64_t) == 0) {
     for (size_t i = 0; i < msg->length / sizeof(uint64_t); i++) {
@@ -788,6 +807,7 @@ static void worker_spawn(ff__worker_t *w, done_list_t *done) {
   w->sending = NULL;
   w->state = WORKER_STARTING;
   w->doomed = false;
+  w->stop_when_idle = false;
   w->pid = 0;
   w->pidfd = -1;
   w->tasks_sent = 0;
@@ -996,12 +1016,8 @@ static void pool_dispatch(ff_pool_t *pool, done_list_t *done) {
     w = &pool->workers[i];
     if (pool->state == POOL_CLOSING && ff__list_empty(&pool->pending) &&
         w->state == WORKER_READY && !w->exiting && w->in_flight_count == 0) {
-      size_t offset = 0;
       w->state = WORKER_RETIRING;
-      if (ff__ring_write(&w->tasks, FF__RING_STOP, 0, 0, NULL, 0, &offset) !=
-          1)
-        worker_kill(w);
-      w->wake = true;
+      worker_send_stop(w);
     }
     worker_wake(w);
   }

@@ -10,6 +10,7 @@
 #include "internal.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -22,6 +23,8 @@ typedef struct context_slot_s {
 
 typedef struct worker_s {
   const ff_pool_options_t *options;
+  bool retiring; /* asked the parent for a STOP */
+  uint64_t memory_checked_ns;
   ff__ring_t tasks;
   ff__ring_t results;
   ff__ring_reader_t reader;
@@ -71,6 +74,40 @@ static void worker_report_forgotten(worker_t *w) {
   size_t n;
   while ((n = ff__share_take_forgotten(ids, 64)) > 0)
     worker_send(w, FF__RING_FORGET, 0, 0, NULL, 0, ids, n * sizeof(ids[0]));
+}
+
+/* The memory this process alone holds, in bytes (its private pages: pages
+ * it shares with the parent it was forked from, untouched since, do not
+ * count), or 0 if unknown. */
+static size_t private_bytes(void) {
+  FILE *f = fopen("/proc/self/smaps_rollup", "r");
+  if (f == NULL) return 0;
+  char line[256];
+  unsigned long kb, total = 0;
+  while (fgets(line, sizeof(line), f) != NULL) {
+    if (sscanf(line, "Private_Clean: %lu kB", &kb) == 1 ||
+        sscanf(line, "Private_Dirty: %lu kB", &kb) == 1)
+      total += kb;
+  }
+  fclose(f);
+  return (size_t)total * 1024;
+}
+
+/* How often a worker looks at its memory at most: reading it costs tens of
+ * microseconds, more than a short task. */
+#define MEMORY_CHECK_NS 2000000u
+
+/* Past its memory limit, a worker asks to be stopped: the parent sends no
+ * more tasks and a STOP once those it holds are done, so none is lost. */
+static void worker_check_memory(worker_t *w) {
+  size_t limit = w->options->max_memory_per_worker;
+  if (limit == 0 || w->retiring) return;
+  uint64_t now = ff__now_ns();
+  if (now - w->memory_checked_ns < MEMORY_CHECK_NS) return;
+  w->memory_checked_ns = now;
+  if (private_bytes() <= limit) return;
+  w->retiring = true;
+  worker_send(w, FF__RING_RETIRE, 0, 0, NULL, 0, "", 0);
 }
 
 static void worker_define(worker_t *w, const ff__ring_msg_t *msg) {
@@ -162,6 +199,7 @@ _Noreturn void ff__worker_main(const ff_pool_options_t *o, int shm_fd,
         break;
       case FF__RING_TASK:
         worker_run(&w, &msg);
+        worker_check_memory(&w);
         done++;
         if (o->max_tasks_per_worker && done >= o->max_tasks_per_worker)
           worker_exit(&w, 0);

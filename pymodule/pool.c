@@ -60,7 +60,8 @@ static void pool_context_fields(ffpy_worker_context_t *c, PyObject ***out) {
 
 static int pool_init(ffpy_pool_t *self, PyObject *args, PyObject *kw) {
   static char *names[] = {"processes", "protocol", "initializer", "initargs",
-                          "maxtasksperchild", "task_timeout", "retries", NULL};
+                          "maxtasksperchild", "task_timeout", "retries",
+                          "max_memory", NULL};
   static const char *attributes[] = {
       "loads",        "dumps",       "PROTOCOL",    "encode_error",
       "encode_result_error", "worker_setup", "worker_exit"};
@@ -68,11 +69,12 @@ static int pool_init(ffpy_pool_t *self, PyObject *args, PyObject *kw) {
   unsigned int max_tasks = 0;
   double task_timeout = 0;
   unsigned int retries = 0;
+  unsigned long long max_memory = 0;
   PyObject *protocol, *initializer, *initargs;
-  if (!PyArg_ParseTupleAndKeywords(args, kw, "iOOO!|IdI:Pool", names,
+  if (!PyArg_ParseTupleAndKeywords(args, kw, "iOOO!|IdIK:Pool", names,
                                    &processes, &protocol, &initializer,
                                    &PyTuple_Type, &initargs, &max_tasks,
-                                   &task_timeout, &retries))
+                                   &task_timeout, &retries, &max_memory))
     return -1;
   if (!(task_timeout >= 0)) {
     PyErr_SetString(PyExc_ValueError, "task_timeout must be 0 (none) or more");
@@ -101,6 +103,7 @@ static int pool_init(ffpy_pool_t *self, PyObject *args, PyObject *kw) {
   options.max_tasks_per_worker = max_tasks;
   options.task_timeout = task_timeout;
   options.task_retries = retries;
+  options.max_memory_per_worker = (size_t)max_memory;
   options.on_complete = pool_on_complete;
   ffpy_worker_options(&options, &self->context);
   int rc = ffpy_pool_create_released(&self->pool, &options);

@@ -21,6 +21,7 @@ from . import _core, _errors, _protocol
 from .pool import (
     CallEncoder,
     _live_pools,
+    check_max_memory,
     check_pool_arguments,
     check_retries,
     check_task_timeout,
@@ -104,6 +105,8 @@ class Executor(concurrent.futures.Executor):
     map): past it, the worker is stopped and replaced, and the call raises
     :class:`forkfarm.TaskTimeoutError`, a ``TimeoutError``. ``retries``
     runs a call whose worker died under it again, up to that many times.
+    ``max_memory_per_child`` (bytes) replaces a worker whose resident memory
+    exceeds it after a call.
     """
 
     def __init__(
@@ -116,10 +119,12 @@ class Executor(concurrent.futures.Executor):
         mp_context: Any = None,
         timeout: float | None = None,
         retries: int = 0,
+        max_memory_per_child: int | None = None,
     ) -> None:
         self._shutdown_requested = True  # until the runtime pool exists
         self._timeout = check_task_timeout(timeout)
         retries = check_retries(retries)
+        max_memory = check_max_memory(max_memory_per_child)
         max_workers = check_pool_arguments(
             max_workers,
             "max_workers must be greater than 0",
@@ -132,7 +137,13 @@ class Executor(concurrent.futures.Executor):
         self._lock = threading.Lock()
         self._pending: set[_Future] = set()
         self._core = create_core(
-            max_workers, initializer, initargs, max_tasks_per_child, self._timeout, retries
+            max_workers,
+            initializer,
+            initargs,
+            max_tasks_per_child,
+            self._timeout,
+            retries,
+            max_memory,
         )
         self._calls = CallEncoder(self._core)
         self._shutdown_requested = False

@@ -65,6 +65,7 @@ def create_core(
     max_tasks: int | None,
     timeout: float | None = None,
     retries: int = 0,
+    max_memory: int | None = None,
 ) -> _core.Pool:
     """Creates the runtime pool behind a Pool or an Executor."""
     _flush_std_streams()
@@ -76,7 +77,21 @@ def create_core(
         max_tasks or 0,
         timeout or 0.0,
         retries,
+        max_memory or 0,
     )
+
+
+def check_max_memory(max_memory: object) -> int | None:
+    """None, or a positive number of bytes."""
+    if max_memory is None:
+        return None
+    if isinstance(max_memory, bool) or not isinstance(max_memory, int):
+        raise TypeError(
+            f"max_memory_per_child must be a number of bytes or None, not {type(max_memory).__name__}"
+        )
+    if max_memory < 1:
+        raise ValueError(f"max_memory_per_child must be a positive number of bytes, not {max_memory}")
+    return max_memory
 
 
 def check_retries(retries: object) -> int:
@@ -658,6 +673,8 @@ class Pool:
     a second later) and replaced, and the task raises
     :class:`forkfarm.TaskTimeoutError`. ``retries`` runs a task whose worker
     died under it again, up to that many times, before it fails.
+    ``max_memory_per_child`` (bytes) replaces a worker whose resident memory
+    exceeds it after a task, once the tasks it holds are done.
     """
 
     def __init__(
@@ -670,10 +687,12 @@ class Pool:
         *,
         timeout: float | None = None,
         retries: int = 0,
+        max_memory_per_child: int | None = None,
     ) -> None:
         self._state = TERMINATE  # until the runtime pool exists
         self._timeout = check_task_timeout(timeout)
         retries = check_retries(retries)
+        max_memory = check_max_memory(max_memory_per_child)
         processes = check_pool_arguments(
             processes,
             "Number of processes must be at least 1",
@@ -686,7 +705,7 @@ class Pool:
         # Maps and imaps that still cut chunks as results come back.
         self._feeding: weakref.WeakSet[Any] = weakref.WeakSet()
         self._core = create_core(
-            processes, initializer, initargs, maxtasksperchild, self._timeout, retries
+            processes, initializer, initargs, maxtasksperchild, self._timeout, retries, max_memory
         )
         self._calls = CallEncoder(self._core)
         self._state = RUN

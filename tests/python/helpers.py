@@ -498,3 +498,15 @@ def always_die(path: str) -> None:
     with open(path, "a") as f:
         f.write("run\n")
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+_hoard: list[Any] = []
+
+
+def grow_then_pid(megabytes: int) -> int:
+    """Keeps megabytes of touched memory in the worker; returns its pid."""
+    block = bytearray(megabytes << 20)
+    for i in range(0, len(block), 4096):
+        block[i] = 1
+    _hoard.append(block)
+    return os.getpid()
