@@ -38,7 +38,9 @@ class WorkerLostError(BrokenProcessPool):
 
     Only that task fails: the pool replaces the worker and goes on. It is a
     :class:`concurrent.futures.process.BrokenProcessPool`, so ``except``
-    clauses written for ProcessPoolExecutor still catch it.
+    clauses written for ProcessPoolExecutor still catch it. ``.pid``,
+    ``.exitcode`` and ``.signal`` say how the worker ended; ``.task`` is the
+    call it lost (the ``AsyncResult``, ``Future`` or map result).
     """
 
     def __init__(

@@ -91,6 +91,8 @@ class _Future(concurrent.futures.Future):  # type: ignore[type-arg]
         try:
             self.set_result(task_value(task))
         except BaseException as exc:  # noqa: BLE001 - delivered through the future
+            if isinstance(exc, _errors.WorkerLostError):
+                exc.task = self  # the call it lost
             self.set_exception(exc)
 
 

@@ -237,6 +237,8 @@ class ApplyResult(Generic[_T]):
             self._value = task_value(self._task)
             self._success = True
         except BaseException as exc:  # noqa: BLE001 - delivered to the caller
+            if isinstance(exc, _errors.WorkerLostError):
+                exc.task = self  # the call it lost
             self._value = exc
             self._success = False
         self._decoded = True
@@ -492,6 +494,8 @@ class MapResult(ApplyResult[list[_T]]):
                     raise _outcome_error(task)
                 task.value_into(_protocol.loads, self._results, start, count)
             except BaseException as exc:  # noqa: BLE001 - the first error ends the map
+                if isinstance(exc, _errors.WorkerLostError):
+                    exc.task = self  # the map it lost a chunk of
                 self._error = exc
                 self._finish()
                 return

@@ -75,12 +75,14 @@ class TestWorkerDeath:
             pool.apply(func, args)
         assert time.monotonic() - started < 1.0 + 0.2 * 4
         assert caught.value.pid > 0
+        assert caught.value.task is not None  # the call it lost
         assert [r.get(timeout=10) for r in others] == list(range(4))
         _pool_still_works(pool)
 
     def test_executor(self, executor: forkfarm.Executor) -> None:
         future = executor.submit(helpers.segfault)
         assert isinstance(future.exception(timeout=10), forkfarm.WorkerLostError)
+        assert future.exception().task is future
         assert "SIGSEGV" in str(future.exception())
         assert executor.submit(helpers.square, 7).result(timeout=10) == 49
 
