@@ -17,7 +17,7 @@ APT_STAMP := $(VENV)/.apt-stamp
 DEPS_STAMP := $(VENV)/.deps-stamp
 INSTALL_STAMP := $(VENV)/.install-stamp
 
-.PHONY: demo test bench test-c test-python test-sanitize fuzz setup clean
+.PHONY: demo test bench test-c test-python test-sanitize test-python-asan fuzz setup clean
 
 demo: $(INSTALL_STAMP)
 	$(VPY) examples/demo.py
@@ -62,6 +62,23 @@ test-sanitize: $(DEPS_STAMP)
 	    -Dwerror=true -Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debug
 	meson test -C build/sanitize --verbose
 
+# The pytest suite once more, with the extension and the runtime built under
+# AddressSanitizer and UndefinedBehaviorSanitizer, in a venv of its own.
+# Leak checks are off (the interpreter does not free everything at exit),
+# and so is ASan's SIGSEGV handler: some tests crash workers on purpose.
+ASAN_VENV := .venv-asan
+SANITIZER_LIBS = $$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)
+test-python-asan: $(DEPS_STAMP)
+	@[ -x $(ASAN_VENV)/bin/python ] || $(PYTHON) -m venv $(ASAN_VENV)
+	$(ASAN_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(ASAN_VENV)/bin/python -m pip install --quiet $(BUILD_DEPS)
+	$(ASAN_VENV)/bin/python -m pip install --quiet --no-build-isolation \
+	    -Csetup-args=-Db_sanitize=address,undefined -Csetup-args=-Db_lundef=false \
+	    -Cbuild-dir=build/asan-py ".[test]"
+	LD_PRELOAD="$(SANITIZER_LIBS)" ASAN_OPTIONS=detect_leaks=0:halt_on_error=1:handle_segv=0 \
+	    UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+	    $(ASAN_VENV)/bin/python -m pytest -q -m "not slow"
+
 # libFuzzer harnesses (tests/fuzz) of what lib/ parses from other
 # processes, built with clang under ASan and UBSan: each runs FUZZ_SECONDS
 # over its committed corpus (the regressions included); new inputs go to a
@@ -87,4 +104,4 @@ fuzz: $(DEPS_STAMP)
 	done
 
 clean:
-	rm -rf build
+	rm -rf build $(ASAN_VENV)
