@@ -229,6 +229,10 @@ int ff_pool_error(ff_pool_t *pool);
  * full length; 0 when there is none. */
 size_t ff_pool_error_detail(ff_pool_t *pool, void *buf, size_t capacity);
 
+/* The worker exit that failed the pool (a worker that kept dying before it
+ * was ready, say); pid 0 when no exit did. */
+void ff_pool_error_exit(ff_pool_t *pool, ff_exit_t *how);
+
 /* Waits for the task to finish. timeout is in seconds, negative for no limit.
  * Returns 0 when it finished, -ETIMEDOUT, or -EINTR when a signal arrived. */
 int ff_task_wait(ff_task_t *task, double timeout);

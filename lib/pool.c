@@ -174,6 +174,7 @@ struct ff_pool_s {
   unsigned startup_kills;
   char *error_detail;
   size_t error_detail_length;
+  ff_exit_t error_exit; /* the worker exit that failed the pool, if one did */
 };
 
 static void pool_dispatch(ff_pool_t *pool, done_list_t *done);
@@ -313,6 +314,9 @@ static void pool_fail_task(ff_pool_t *pool, ff_task_t *task, int code,
     detail = copy_bytes(pool->error_detail, pool->error_detail_length);
     length = detail ? pool->error_detail_length : 0;
   }
+  if (exit == NULL && code != 0 && code == atomic_load(&pool->error) &&
+      pool->error_exit.pid != 0)
+    exit = &pool->error_exit;
   pool_settle(done, task, code, detail, length, exit);
 }
 
@@ -500,10 +504,12 @@ static void pool_fail(ff_pool_t *pool, int code, const void *detail,
                       size_t length, const ff_exit_t *exit,
                       done_list_t *done) {
   int expected = 0;
-  if (atomic_compare_exchange_strong(&pool->error, &expected, code) &&
-      length > 0) {
-    pool->error_detail = copy_bytes(detail, length);
-    pool->error_detail_length = pool->error_detail ? length : 0;
+  if (atomic_compare_exchange_strong(&pool->error, &expected, code)) {
+    if (exit != NULL) pool->error_exit = *exit;
+    if (length > 0) {
+      pool->error_detail = copy_bytes(detail, length);
+      pool->error_detail_length = pool->error_detail ? length : 0;
+    }
   }
   pool->accepting = false;
   ff__link_t *l;
@@ -1425,6 +1431,12 @@ size_t ff_pool_worker_pids(ff_pool_t *pool, pid_t *pids, size_t capacity) {
 }
 
 int ff_pool_error(ff_pool_t *pool) { return atomic_load(&pool->error); }
+
+void ff_pool_error_exit(ff_pool_t *pool, ff_exit_t *how) {
+  pthread_mutex_lock(&pool->lock);
+  *how = pool->error_exit;
+  pthread_mutex_unlock(&pool->lock);
+}
 
 size_t ff_pool_error_detail(ff_pool_t *pool, void *buf, size_t capacity) {
   pthread_mutex_lock(&pool->lock);

@@ -57,6 +57,32 @@ static PyObject *core_dumps(PyObject *module, PyObject *const *args,
   return ffpy_dumps(value, protocol ? protocol : five, use_oob, memo);
 }
 
+/* loads(data, loads=pickle.loads): decodes a message as a worker or the
+ * parent does (a compact result, a frame of arena references, or a pickle):
+ * what dumps made, or bytes from anywhere, which must fail cleanly. */
+static PyObject *core_loads(PyObject *module, PyObject *args) {
+  (void)module;
+  Py_buffer data;
+  PyObject *loads = NULL;
+  if (!PyArg_ParseTuple(args, "y*|O:loads", &data, &loads)) return NULL;
+  PyObject *pickle = NULL;
+  if (loads == NULL) {
+    pickle = PyImport_ImportModule("pickle");
+    loads = pickle ? PyObject_GetAttrString(pickle, "loads") : NULL;
+    Py_XDECREF(pickle);
+    if (loads == NULL) {
+      PyBuffer_Release(&data);
+      return NULL;
+    }
+  } else {
+    Py_INCREF(loads);
+  }
+  PyObject *value = ffpy_decode(data.buf, (size_t)data.len, loads);
+  Py_DECREF(loads);
+  PyBuffer_Release(&data);
+  return value;
+}
+
 static PyObject *core_pickling_for_pool(PyObject *module, PyObject *unused) {
   (void)module;
   (void)unused;
@@ -102,6 +128,8 @@ static PyMethodDef core_methods[] = {
      "dumps(value, protocol=5, oob=True, *, memo=None) -> bytes: pickles "
      "for a pool: shared arrays as handles, and (with oob) large buffers "
      "through the arena, once per memo."},
+    {"loads", core_loads, METH_VARARGS,
+     "loads(data, loads=pickle.loads): decodes what dumps made"},
     {"pickling_for_pool", core_pickling_for_pool, METH_NOARGS,
      "pickling_for_pool() -> bool: True inside dumps() in this thread."},
     {"pin", core_pin, METH_O,

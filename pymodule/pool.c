@@ -354,7 +354,8 @@ PyTypeObject ffpy_context_type = {
               "worker once: made by Pool.context().",
 };
 
-/* (code, detail) once the pool has failed, else None. */
+/* (code, detail, (pid, exit_code, signal)) once the pool has failed, else
+ * None. */
 static PyObject *pool_error(ffpy_pool_t *self, PyObject *unused) {
   (void)unused;
   if (pool_check(self) < 0) return NULL;
@@ -364,7 +365,10 @@ static PyObject *pool_error(ffpy_pool_t *self, PyObject *unused) {
   PyObject *detail = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)length);
   if (detail == NULL) return NULL;
   ff_pool_error_detail(self->pool, PyBytes_AS_STRING(detail), length);
-  return Py_BuildValue("(iN)", code, detail);
+  ff_exit_t how;
+  ff_pool_error_exit(self->pool, &how);
+  return Py_BuildValue("(iN(iii))", code, detail, (int)how.pid, how.exit_code,
+                       how.term_signal);
 }
 
 static PyMethodDef pool_methods[] = {

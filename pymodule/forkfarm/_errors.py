@@ -67,7 +67,9 @@ class WorkerLostError(BrokenProcessPool):
         )
 
     @classmethod
-    def from_exit(cls, pid: int, exit_code: int, signum: int) -> WorkerLostError:
+    def from_exit(
+        cls, pid: int, exit_code: int, signum: int, starting: bool = False
+    ) -> WorkerLostError:
         if signum:
             how = f"was killed by {_signal_name(signum)}"
             exitcode: int | None = -signum
@@ -78,7 +80,9 @@ class WorkerLostError(BrokenProcessPool):
             how = "exited"
             exitcode = None
         return cls(
-            f"the worker process (pid {pid}) running the task {how}",
+            f"the worker process (pid {pid}) {how} before it was ready"
+            if starting
+            else f"the worker process (pid {pid}) running the task {how}",
             pid=pid or None,
             exitcode=exitcode,
             signal=signum or None,
@@ -124,8 +128,12 @@ def _initializer_error(detail: bytes, pid: int, exit_code: int, signum: int) -> 
         except BaseException as exc:  # noqa: BLE001
             cause = exc
     elif pid:
-        cause = WorkerLostError.from_exit(pid, exit_code, signum)
-    message = "a worker initializer failed, so the pool cannot run tasks"
+        cause = WorkerLostError.from_exit(pid, exit_code, signum, starting=True)
+    message = (
+        "a worker initializer failed, so the pool cannot run tasks"
+        if detail
+        else "workers keep failing to start, so the pool cannot run tasks"
+    )
     if cause is not None:
         message += f": {type(cause).__name__}: {cause}"
     err = InitializerError(message)
@@ -173,8 +181,9 @@ def from_error(error: _core.Error, pool: _core.Pool | None = None) -> BaseExcept
         return ValueError("Pool not running")
     if code in (_core.EINITFAILED, _core.EZYGOTELOST) and pool is not None:
         failure = pool.error()
-        detail = failure[1] if failure else b""
-        return from_outcome(code, detail, (0, -1, 0))
+        if failure is None:
+            return from_outcome(code, b"", (0, -1, 0))
+        return from_outcome(code, failure[1], failure[2])
     if code < 0 and -code < 4096:
         return OSError(-code, message)
     return RuntimeError(message)

@@ -134,6 +134,15 @@ def _record_pid(pidfile: str | None) -> None:
         Path(pidfile).write_text(str(os.getpid()))
 
 
+def square_or_die_once(i: int, attempts: Any, doomed: bool) -> int:
+    """Counts its runs in the shared array `attempts`; a doomed call SIGKILLs
+    its worker on its first run (the soak of FAULTS row 25)."""
+    attempts[i] += 1
+    if doomed and attempts[i] == 1:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return i * i
+
+
 def die_by_sigkill(pidfile: str | None = None) -> None:
     _record_pid(pidfile)
     os.kill(os.getpid(), signal.SIGKILL)
@@ -205,6 +214,17 @@ def get_init_calls_and_pid(_: Any = None) -> tuple[int, int]:
 
 def failing_initializer() -> None:
     raise RuntimeError("initializer failed on purpose")
+
+
+def only_the_first_worker_starts(marker: str) -> None:
+    """An initializer: the first worker to run it writes its pid to `marker`
+    and starts; every later one exits with code 5 before it is ready."""
+    try:
+        fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        os._exit(5)
+    os.write(fd, str(os.getpid()).encode())
+    os.close(fd)
 
 
 def get_module_state(_: Any = None) -> Any:

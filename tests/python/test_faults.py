@@ -1,10 +1,11 @@
 """The fault and bad-input matrix of shared/FAULTS.md, row by row, for the
 Pool and (where the row applies) the Executor.
 
-Rows that need what issue 5 still builds (parent death, Ctrl-C; the soak of
-row 25 is benchmarks/soak.py) and
-issue 6's shared queues and locks are not here yet. Row 10 and row 24 live
-in test_shared.py (TestLifetime), row 23's fuzzing in tests/fuzz.
+Elsewhere: rows 18 and 19 (parent death, Ctrl-C) in test_process_faults.py,
+rows 10 and 24 in test_shared.py (TestLifetime), row 23 in test_wire.py and
+the libFuzzer harnesses of tests/fuzz. Row 25 is here scaled down; the full
+soak is benchmarks/soak.py. Row 17 waits for issue 6's shared queues and
+locks.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import pickle
 import signal
 import threading
 import time
+from concurrent.futures.process import BrokenProcessPool
 from multiprocessing.pool import MaybeEncodingError
 from typing import Any
 
@@ -168,6 +170,64 @@ class TestTaskErrors:
             with pytest.raises(forkfarm.InitializerError):
                 p.apply(helpers.square, (2,))
 
+
+def _wait_gone(pid: int, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.01)
+    return False
+
+
+class TestWorkerStartFailure:
+    """Row 21: the Nth worker fails to start (here every worker after the
+    first exits before it is ready)."""
+
+    def _first_pid(self, marker: Any) -> int:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if marker.exists() and marker.read_text():
+                return int(marker.read_text())
+            time.sleep(0.01)
+        raise AssertionError("the first worker never started")
+
+    def test_pool(self, tmp_path: Any) -> None:
+        marker = tmp_path / "first"
+        with forkfarm.Pool(3, initializer=helpers.only_the_first_worker_starts,
+                           initargs=(str(marker),)) as p:
+            first = self._first_pid(marker)
+            with pytest.raises(forkfarm.InitializerError, match="exited with code 5 before it was ready"):
+                deadline = time.monotonic() + 10
+                while time.monotonic() < deadline:
+                    assert p.map(helpers.square, range(100)) == [x * x for x in range(100)]
+            # The worker that did start is cleaned up with the pool.
+            assert _wait_gone(first, 2.0)
+            with pytest.raises(forkfarm.InitializerError):
+                p.apply(helpers.square, (2,))
+        assert not _children()
+
+    def test_executor(self, tmp_path: Any) -> None:
+        marker = tmp_path / "first"
+        executor = forkfarm.Executor(3, initializer=helpers.only_the_first_worker_starts,
+                                     initargs=(str(marker),))
+        try:
+            first = self._first_pid(marker)
+            # The first worker may serve a few calls before the others have
+            # failed often enough; then the executor is broken, as
+            # ProcessPoolExecutor is when it cannot start workers.
+            with pytest.raises(BrokenProcessPool, match="exited with code 5 before it was ready"):
+                deadline = time.monotonic() + 10
+                while time.monotonic() < deadline:
+                    assert executor.submit(helpers.square, 3).result(timeout=10) == 9
+            assert _wait_gone(first, 2.0)
+            with pytest.raises(BrokenProcessPool):
+                executor.submit(helpers.square, 2)
+        finally:
+            executor.shutdown(wait=True)
+        assert not _children()
 
 class TestCancel:
     def test_cancel_of_a_running_call(self) -> None:
@@ -378,6 +438,60 @@ class TestTimeoutsAndShutdown:
         if not close_early:
             p.close()
         p.join()
+
+
+class TestSoak:
+    """Row 25, scaled down (benchmarks/soak.py runs 100,000 tasks with an
+    outside killer): 1% of 5,000 tasks, chosen at random, SIGKILL their
+    worker on their first run. A shared array counts every run, so a task
+    run twice or never is seen, not only a result delivered twice."""
+
+    TASKS = 5_000
+
+    def _soak(self, retries: int) -> tuple[set[int], Any]:
+        import random
+
+        doomed = set(random.Random(25).sample(range(self.TASKS), self.TASKS // 100))
+        attempts = forkfarm.zeros(self.TASKS, dtype="int64")
+        outcomes: dict[int, Any] = {}
+        lock = threading.Lock()
+
+        def record(i: int, outcome: Any) -> None:
+            with lock:
+                assert i not in outcomes, f"task {i} delivered twice"
+                outcomes[i] = outcome
+
+        with forkfarm.Pool(2, retries=retries) as p:
+            results = [
+                p.apply_async(
+                    helpers.square_or_die_once,
+                    (i, attempts, i in doomed),
+                    callback=lambda v, i=i: record(i, v),
+                    error_callback=lambda e, i=i: record(i, e),
+                )
+                for i in range(self.TASKS)
+            ]
+            for r in results:
+                assert r.wait(30) is None and r.ready()
+            assert len(p._core.worker_pids()) == 2
+        assert sorted(outcomes) == list(range(self.TASKS)), "a task was lost"
+        return doomed, (outcomes, attempts)
+
+    def test_kills_fail_only_their_tasks(self) -> None:
+        doomed, (outcomes, attempts) = self._soak(retries=0)
+        for i, outcome in outcomes.items():
+            if i in doomed:
+                assert isinstance(outcome, forkfarm.WorkerLostError)
+                assert outcome.signal == signal.SIGKILL
+            else:
+                assert outcome == i * i
+        assert (attempts == 1).all(), "a task ran twice or never"
+
+    def test_with_one_retry_every_task_completes(self) -> None:
+        doomed, (outcomes, attempts) = self._soak(retries=1)
+        assert all(outcomes[i] == i * i for i in range(self.TASKS))
+        expected = [2 if i in doomed else 1 for i in range(self.TASKS)]
+        assert attempts.tolist() == expected
 
 
 class TestBadParameters:
