@@ -139,7 +139,7 @@ typedef struct ff_pool_options_s {
   ff_fork_hooks_t fork_hooks;
   /* Seconds a task may run before its worker is stopped (SIGTERM, then
    * SIGKILL kill_grace seconds later, then a replacement) and the task
-   * finishes with -ETIMEDOUT; 0: no limit. ff_pool_submit_timed sets it
+   * finishes with -ETIMEDOUT; 0: no limit. ff_pool_submit_with sets it
    * per task. */
   double task_timeout;
   double kill_grace;               /* default 1 s */
@@ -177,12 +177,25 @@ int ff_pool_submit(ff_pool_t *pool, ff_context_t *context,
                    const void *message, size_t length, unsigned flags,
                    ff_queue_t *queue, void *user_data, ff_task_t **task);
 
-/* ff_pool_submit with a timeout of its own for this task, in seconds (0:
- * none), counted from when its worker starts it. */
-int ff_pool_submit_timed(ff_pool_t *pool, ff_context_t *context,
-                         const void *message, size_t length, unsigned flags,
-                         double timeout, ff_queue_t *queue, void *user_data,
-                         ff_task_t **task);
+/* What one task may override of its pool's options. */
+typedef struct ff_submit_options_s {
+  /* Seconds the task may run, counted from when its worker starts it (0:
+   * no limit); negative: the pool's task_timeout. */
+  double timeout;
+  /* Runs again after a worker died under it; negative: the pool's
+   * task_retries. */
+  int retries;
+} ff_submit_options_t;
+
+/* The pool's options for every field. */
+#define FF_SUBMIT_OPTIONS_DEFAULT ((ff_submit_options_t){-1.0, -1})
+
+/* ff_pool_submit with options of its own for this task. -EINVAL for a NaN
+ * timeout. */
+int ff_pool_submit_with(ff_pool_t *pool, ff_context_t *context,
+                        const void *message, size_t length, unsigned flags,
+                        const ff_submit_options_t *options, ff_queue_t *queue,
+                        void *user_data, ff_task_t **task);
 
 /* A context: bytes shared by many tasks (the function of a map), sent to a
  * worker once and kept there while it is among the worker's recent ones.

@@ -1260,24 +1260,30 @@ int ff_pool_create(ff_pool_t **out, const ff_pool_options_t *options) {
 int ff_pool_submit(ff_pool_t *pool, ff_context_t *context,
                    const void *message, size_t length, unsigned flags,
                    ff_queue_t *queue, void *user_data, ff_task_t **task_out) {
-  return ff_pool_submit_timed(pool, context, message, length, flags,
-                              pool ? pool->options.task_timeout : 0, queue,
-                              user_data, task_out);
+  return ff_pool_submit_with(pool, context, message, length, flags, NULL,
+                             queue, user_data, task_out);
 }
 
-int ff_pool_submit_timed(ff_pool_t *pool, ff_context_t *context,
-                         const void *message, size_t length, unsigned flags,
-                         double timeout, ff_queue_t *queue, void *user_data,
-                         ff_task_t **task_out) {
+int ff_pool_submit_with(ff_pool_t *pool, ff_context_t *context,
+                        const void *message, size_t length, unsigned flags,
+                        const ff_submit_options_t *options, ff_queue_t *queue,
+                        void *user_data, ff_task_t **task_out) {
   if (pool == NULL || task_out == NULL || (message == NULL && length > 0) ||
-      (flags & ~FF_SUBMIT_NOTIFY) || !(timeout >= 0))
+      (flags & ~FF_SUBMIT_NOTIFY) ||
+      (options != NULL && options->timeout != options->timeout))
     return -EINVAL;
+  double timeout = options == NULL || options->timeout < 0
+                       ? pool->options.task_timeout
+                       : options->timeout;
+  unsigned retries = options == NULL || options->retries < 0
+                         ? pool->options.task_retries
+                         : (unsigned)options->retries;
   if (pool_foreign(pool)) return FF_EFOREIGN;
   ff_task_t *task =
       ff__task_new(pool, context, message, length, flags, queue, user_data);
   if (task == NULL) return -ENOMEM;
   task->timeout_ns = (uint64_t)(timeout * 1e9);
-  task->retries = pool->options.task_retries;
+  task->retries = retries;
   done_list_t done;
   done_init(&done);
   pthread_mutex_lock(&pool->lock);

@@ -166,15 +166,16 @@ static ffpy_task_t *task_object_new(void) {
 }
 
 static PyObject *pool_submit(ffpy_pool_t *self, PyObject *args, PyObject *kw) {
-  static char *names[] = {"payload", "notify", "queue", "context", "timeout",
-                          NULL};
+  static char *names[] = {"payload", "notify",  "queue", "context",
+                          "timeout", "retries", NULL};
   Py_buffer payload;
   PyObject *notify = Py_None;
   PyObject *queue = Py_None;
   PyObject *context = Py_None;
-  double timeout = -1; /* the pool's */
-  if (!PyArg_ParseTupleAndKeywords(args, kw, "y*|OOOd:submit", names, &payload,
-                                   &notify, &queue, &context, &timeout))
+  ff_submit_options_t options = FF_SUBMIT_OPTIONS_DEFAULT;
+  if (!PyArg_ParseTupleAndKeywords(args, kw, "y*|OOOdi:submit", names,
+                                   &payload, &notify, &queue, &context,
+                                   &options.timeout, &options.retries))
     return NULL;
   ff_queue_t *q;
   ff_context_t *ctx;
@@ -192,12 +193,9 @@ static PyObject *pool_submit(ffpy_pool_t *self, PyObject *args, PyObject *kw) {
     obj->notify = Py_NewRef(notify);
     Py_INCREF(obj); /* held until the completion callback runs */
   }
-  int rc = timeout < 0
-               ? ff_pool_submit(self->pool, ctx, payload.buf,
-                                (size_t)payload.len, flags, q, obj, &obj->task)
-               : ff_pool_submit_timed(self->pool, ctx, payload.buf,
-                                      (size_t)payload.len, flags, timeout, q,
-                                      obj, &obj->task);
+  int rc = ff_pool_submit_with(self->pool, ctx, payload.buf,
+                               (size_t)payload.len, flags, &options, q, obj,
+                               &obj->task);
   PyBuffer_Release(&payload);
   if (rc < 0) {
     if (flags & FF_SUBMIT_NOTIFY) Py_DECREF(obj);
@@ -213,13 +211,14 @@ fail:
   return NULL;
 }
 
-/* submit_many(payloads, queue, context, timeout=-1): submit() for each
- * payload of a list, in order, without a Python call per task. */
+/* submit_many(payloads, queue, context, timeout=-1, retries=-1): submit()
+ * for each payload of a list, in order, without a Python call per task. A
+ * negative timeout or retries is the pool's. */
 static PyObject *pool_submit_many(ffpy_pool_t *self, PyObject *args) {
   PyObject *payloads, *queue, *context;
-  double timeout = -1; /* the pool's */
-  if (!PyArg_ParseTuple(args, "O!OO|d:submit_many", &PyList_Type, &payloads,
-                        &queue, &context, &timeout))
+  ff_submit_options_t options = FF_SUBMIT_OPTIONS_DEFAULT;
+  if (!PyArg_ParseTuple(args, "O!OO|di:submit_many", &PyList_Type, &payloads,
+                        &queue, &context, &options.timeout, &options.retries))
     return NULL;
   if (pool_check(self) < 0) return NULL;
   ff_queue_t *q;
@@ -238,10 +237,8 @@ static PyObject *pool_submit_many(ffpy_pool_t *self, PyObject *args) {
     if (obj == NULL) goto fail;
     const char *data = PyBytes_AS_STRING(payload);
     size_t length = (size_t)PyBytes_GET_SIZE(payload);
-    int rc = timeout < 0 ? ff_pool_submit(self->pool, ctx, data, length, 0, q,
-                                          obj, &obj->task)
-                         : ff_pool_submit_timed(self->pool, ctx, data, length,
-                                                0, timeout, q, obj, &obj->task);
+    int rc = ff_pool_submit_with(self->pool, ctx, data, length, 0, &options,
+                                 q, obj, &obj->task);
     if (rc < 0) {
       obj->task = NULL;
       Py_DECREF(obj);
@@ -374,9 +371,11 @@ static PyObject *pool_error(ffpy_pool_t *self, PyObject *unused) {
 static PyMethodDef pool_methods[] = {
     {"submit", (PyCFunction)(void (*)(void))pool_submit,
      METH_VARARGS | METH_KEYWORDS,
-     "submit(payload, notify=None, queue=None, context=None) -> Task"},
+     "submit(payload, notify=None, queue=None, context=None, timeout=-1, "
+     "retries=-1) -> Task\n\nA negative timeout or retries is the pool's."},
     {"submit_many", (PyCFunction)pool_submit_many, METH_VARARGS,
-     "submit_many(payloads, queue, context) -> list[Task]"},
+     "submit_many(payloads, queue, context, timeout=-1, retries=-1) -> "
+     "list[Task]"},
     {"context", (PyCFunction)pool_context, METH_O,
      "context(data) -> Context: bytes that travel to each worker once, for "
      "the tasks submitted with it."},

@@ -19,18 +19,19 @@ from typing import Any, TypeVar
 
 from . import _core, _errors, _protocol
 from .pool import (
+    NO_LIMITS,
     CallEncoder,
+    TaskLimits,
     _live_pools,
     check_max_memory,
     check_pool_arguments,
     check_retries,
     check_task_timeout,
-    chunk_timeout,
     create_core,
     task_value,
 )
 
-__all__ = ["Executor"]
+__all__ = ["Executor", "LimitedCalls"]
 
 _T = TypeVar("_T")
 
@@ -152,7 +153,11 @@ class Executor(concurrent.futures.Executor):
         _live_pools.add(self)
 
     def _submit_payload(
-        self, payload: bytes, context: _core.Context | None = None, items: int = 1
+        self,
+        payload: bytes,
+        context: _core.Context | None = None,
+        items: int = 1,
+        limits: TaskLimits = NO_LIMITS,
     ) -> _Future:
         future = _Future()
         future._executor = self
@@ -163,7 +168,7 @@ class Executor(concurrent.futures.Executor):
             self._pending.add(future)
             try:
                 future._task = self._core.submit(
-                    payload, future._on_done, None, context, chunk_timeout(self._timeout, items)
+                    payload, future._on_done, None, context, *limits.submit_args(self._timeout, items)
                 )
             except _core.Error as error:
                 self._pending.discard(future)
@@ -173,10 +178,25 @@ class Executor(concurrent.futures.Executor):
     def submit(self, fn: Callable[..., _T], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[_T]:
         """Schedules ``fn(*args, **kwargs)``; returns its Future. Arguments
         that cannot be pickled raise here, in the caller."""
+        return self._submit_call(fn, args, kwargs, NO_LIMITS)
+
+    def _submit_call(
+        self, fn: Callable[..., _T], args: tuple[Any, ...], kwargs: dict[str, Any], limits: TaskLimits
+    ) -> concurrent.futures.Future[_T]:
         if not callable(fn):
             raise TypeError(f"{type(fn).__name__!r} object is not callable")
         payload, context = self._calls.encode(fn, args, kwargs)
-        return self._submit_payload(payload, context)
+        return self._submit_payload(payload, context, 1, limits)
+
+    def with_options(self, *, timeout: float | None = None, retries: int | None = None) -> LimitedCalls:
+        """This executor's submit() and map() with limits of their own:
+        ``timeout`` in seconds per call (per item, in a map) and
+        ``retries``, as the executor's parameters of the same names set for
+        every call; None keeps the executor's. ``submit`` cannot take them
+        itself: its keyword arguments are the function's.
+
+        ``executor.with_options(timeout=5).submit(f, x)``."""
+        return LimitedCalls(self, TaskLimits.checked(timeout, retries))
 
     def map(
         self,
@@ -187,6 +207,16 @@ class Executor(concurrent.futures.Executor):
     ) -> Iterator[_T]:
         """Like :meth:`concurrent.futures.Executor.map`; chunksize items
         travel together in one task."""
+        return self._map(fn, iterables, timeout, chunksize, NO_LIMITS)
+
+    def _map(
+        self,
+        fn: Callable[..., _T],
+        iterables: tuple[Iterable[Any], ...],
+        timeout: float | None,
+        chunksize: int,
+        limits: TaskLimits,
+    ) -> Iterator[_T]:
         if not isinstance(chunksize, int) or chunksize < 1:
             raise ValueError("chunksize must be >= 1.")
         if not callable(fn):
@@ -203,7 +233,7 @@ class Executor(concurrent.futures.Executor):
                 except _core.Error as error:
                     raise _errors.from_error(error, self._core) from None
             futures.append(
-                self._submit_payload(_protocol.encode_items(chunk, memo), context, len(chunk))
+                self._submit_payload(_protocol.encode_items(chunk, memo), context, len(chunk), limits)
             )
 
         def results() -> Iterator[_T]:
@@ -238,3 +268,27 @@ class Executor(concurrent.futures.Executor):
 
     def _shutdown_at_exit(self) -> None:
         self.shutdown(wait=True)
+
+
+class LimitedCalls:
+    """An :class:`Executor`'s calls with limits of their own, made by
+    :meth:`Executor.with_options`. The calls run on that executor."""
+
+    def __init__(self, executor: Executor, limits: TaskLimits) -> None:
+        self._executor = executor
+        self._limits = limits
+
+    def submit(self, fn: Callable[..., _T], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[_T]:
+        """:meth:`Executor.submit`, with these limits."""
+        return self._executor._submit_call(fn, args, kwargs, self._limits)
+
+    def map(
+        self,
+        fn: Callable[..., _T],
+        *iterables: Iterable[Any],
+        timeout: float | None = None,
+        chunksize: int = 1,
+    ) -> Iterator[_T]:
+        """:meth:`Executor.map`, with these limits (``timeout`` here is
+        map's own: the time to wait for all the results)."""
+        return self._executor._map(fn, iterables, timeout, chunksize, self._limits)

@@ -18,7 +18,7 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from multiprocessing import TimeoutError
 from multiprocessing.pool import MaybeEncodingError
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 from . import _core, _errors, _protocol
 
@@ -115,9 +115,37 @@ def check_task_timeout(timeout: object) -> float | None:
 
 
 def chunk_timeout(timeout: float | None, items: int) -> float:
-    """The time limit of a map's chunk: the per-task timeout for each of its
-    items (-1: the pool's own, none or per call)."""
-    return -1.0 if timeout is None or items <= 1 else timeout * items
+    """The time limit of a task of `items` items: the per-item timeout for
+    each (-1 for None: no limit)."""
+    return -1.0 if timeout is None else timeout * max(items, 1)
+
+
+class TaskLimits(NamedTuple):
+    """The limits one call sets on its tasks, over the pool's: ``timeout``
+    in seconds per item (None: the pool's) and ``retries`` (-1: the
+    pool's)."""
+
+    timeout: float | None = None
+    retries: int = -1
+
+    @classmethod
+    def checked(cls, timeout: object, retries: object) -> TaskLimits:
+        """The limits of a call's ``timeout=`` and ``retries=`` arguments,
+        checked as the pool's are."""
+        if timeout is None and retries is None:
+            return NO_LIMITS
+        return cls(
+            check_task_timeout(timeout),
+            -1 if retries is None else check_retries(retries),
+        )
+
+    def submit_args(self, pool_timeout: float | None, items: int) -> tuple[float, int]:
+        """The runtime's (timeout, retries) for a task of `items` items."""
+        timeout = self.timeout if self.timeout is not None else pool_timeout
+        return chunk_timeout(timeout, items), self.retries
+
+
+NO_LIMITS = TaskLimits()
 
 
 class CallEncoder:
@@ -225,9 +253,9 @@ class ApplyResult(Generic[_T]):
         self._success = False
         self._value: Any = None
 
-    def _start(self, payload: bytes, context: _core.Context | None) -> None:
+    def _start(self, payload: bytes, context: _core.Context | None, limits: TaskLimits) -> None:
         notify = self._on_done if (self._callback or self._error_callback) else None
-        self._task = self._pool._submit(payload, notify=notify, context=context)
+        self._task = self._pool._submit(payload, notify=notify, context=context, limits=limits)
 
     def _decode(self) -> None:
         if self._decoded:
@@ -317,8 +345,10 @@ class _ChunkFeed:
         iterable: Iterable[Any],
         chunksize: int | None,
         star: bool,
+        limits: TaskLimits,
     ) -> None:
         self.pool = pool
+        self.limits = limits
         self.context = pool._context(func, star)
         self.items: list[Any] | tuple[Any, ...] | range | None = None
         self.iterator: Iterator[Any] | None = None
@@ -435,6 +465,7 @@ class MapResult(ApplyResult[list[_T]]):
         star: bool,
         callback: Callable[[list[_T]], object] | None,
         error_callback: Callable[[BaseException], object] | None,
+        limits: TaskLimits,
     ) -> None:
         super().__init__(pool, callback, error_callback)
         self._results: list[Any] = [None] * len(items)
@@ -448,7 +479,7 @@ class MapResult(ApplyResult[list[_T]]):
             self._feed = None
             self._finish()
             return
-        self._feed = _ChunkFeed(pool, func, items, chunksize, star)
+        self._feed = _ChunkFeed(pool, func, items, chunksize, star, limits)
         # A fixed chunksize is all submitted at once, as multiprocessing
         # does; adaptive chunks are cut a window ahead.
         self._window = None if chunksize is not None else _CHUNKS_PER_WORKER * pool._processes
@@ -477,7 +508,7 @@ class MapResult(ApplyResult[list[_T]]):
             # Its completion, handled in another thread, waits for the lock
             # this thread holds, so the entry is there first.
             task = self._pool._submit(
-                payload, notify=self._collect, context=feed.context, items=count
+                payload, notify=self._collect, context=feed.context, items=count, limits=feed.limits
             )
             self._in_flight[task] = (start, count)
 
@@ -564,10 +595,11 @@ class IMapIterator(Iterator[_T]):
         chunksize: int | None,
         star: bool,
         ordered: bool,
+        limits: TaskLimits,
     ) -> None:
         self._pool = pool
         self._ordered = ordered
-        self._feed = feed = _ChunkFeed(pool, func, iterable, chunksize, star)
+        self._feed = feed = _ChunkFeed(pool, func, iterable, chunksize, star, limits)
         self._queue = _core.CompletionQueue()
         # task id -> (chunk index, item count), where ordering or adaptive
         # sizes need it.
@@ -581,7 +613,9 @@ class IMapIterator(Iterator[_T]):
         if chunksize is not None and feed.length is not None:
             self._window: int | None = None
             payloads, counts = feed.cut_all()
-            tasks = pool._submit_many(payloads, self._queue, feed.context, max(counts, default=1))
+            tasks = pool._submit_many(
+                payloads, self._queue, feed.context, max(counts, default=1), limits
+            )
             if self._track:
                 self._chunks = {t.id: (i, c) for i, (t, c) in enumerate(zip(tasks, counts))}
             self._submitted = len(tasks)
@@ -607,7 +641,7 @@ class IMapIterator(Iterator[_T]):
             if chunk is None:
                 return
             payload, _start, count = chunk
-            task = submit(payload, queue=queue, context=context, items=count)
+            task = submit(payload, queue=queue, context=context, items=count, limits=feed.limits)
             if self._track:
                 self._chunks[task.id] = (self._submitted, count)
             self._submitted += 1
@@ -737,10 +771,11 @@ class Pool:
         queue: _core.CompletionQueue | None = None,
         context: _core.Context | None = None,
         items: int = 1,
+        limits: TaskLimits = NO_LIMITS,
     ) -> _core.Task:
         try:
             return self._core.submit(
-                payload, notify, queue, context, chunk_timeout(self._timeout, items)
+                payload, notify, queue, context, *limits.submit_args(self._timeout, items)
             )
         except _core.Error as error:
             raise _errors.from_error(error, self._core) from None
@@ -751,10 +786,11 @@ class Pool:
         queue: _core.CompletionQueue,
         context: _core.Context,
         items: int = 1,
+        limits: TaskLimits = NO_LIMITS,
     ) -> list[_core.Task]:
         try:
             return self._core.submit_many(
-                payloads, queue, context, chunk_timeout(self._timeout, items)
+                payloads, queue, context, *limits.submit_args(self._timeout, items)
             )
         except _core.Error as error:
             raise _errors.from_error(error, self._core) from None
@@ -788,9 +824,16 @@ class Pool:
         func: Callable[..., _T],
         args: Iterable[Any] = (),
         kwds: Mapping[str, Any] = {},  # noqa: B006 - multiprocessing's signature
+        *,
+        timeout: float | None = None,
+        retries: int | None = None,
     ) -> _T:
-        """Calls ``func(*args, **kwds)`` in a worker and returns its result."""
-        return self.apply_async(func, args, kwds).get()
+        """Calls ``func(*args, **kwds)`` in a worker and returns its result.
+
+        ``timeout`` and ``retries`` (not multiprocessing parameters) set this
+        call's own limits, as the pool's parameters of the same names do for
+        every call; None keeps the pool's."""
+        return self.apply_async(func, args, kwds, timeout=timeout, retries=retries).get()
 
     def apply_async(
         self,
@@ -799,13 +842,18 @@ class Pool:
         kwds: Mapping[str, Any] = {},  # noqa: B006
         callback: Callable[[_T], object] | None = None,
         error_callback: Callable[[BaseException], object] | None = None,
+        *,
+        timeout: float | None = None,
+        retries: int | None = None,
     ) -> ApplyResult[_T]:
-        """Starts ``func(*args, **kwds)`` in a worker; returns an AsyncResult."""
+        """Starts ``func(*args, **kwds)`` in a worker; returns an AsyncResult.
+        ``timeout`` and ``retries``: as for :meth:`apply`."""
         self._check_running()
         self._check_func(func)
+        limits = TaskLimits.checked(timeout, retries)
         payload, context = self._calls.encode(func, args, kwds)
         result: ApplyResult[_T] = ApplyResult(self, callback, error_callback)
-        result._start(payload, context)
+        result._start(payload, context, limits)
         return result
 
     def _map_async(
@@ -816,21 +864,27 @@ class Pool:
         star: bool,
         callback: Callable[[list[Any]], object] | None,
         error_callback: Callable[[BaseException], object] | None,
+        limits: TaskLimits,
     ) -> MapResult[Any]:
         self._check_running()
         self._check_func(func)
         size = self._check_chunksize(chunksize)
         items = iterable if isinstance(iterable, (list, tuple, range)) else list(iterable)
-        return MapResult(self, func, items, size, star, callback, error_callback)
+        return MapResult(self, func, items, size, star, callback, error_callback, limits)
 
     def map(
         self,
         func: Callable[[_S], _T],
         iterable: Iterable[_S],
         chunksize: int | None = None,
+        *,
+        timeout: float | None = None,
+        retries: int | None = None,
     ) -> list[_T]:
-        """``[func(x) for x in iterable]``, computed by the workers."""
-        return self._map_async(func, iterable, chunksize, False, None, None).get()
+        """``[func(x) for x in iterable]``, computed by the workers.
+        ``timeout`` (seconds per item) and ``retries``: as for :meth:`apply`."""
+        limits = TaskLimits.checked(timeout, retries)
+        return self._map_async(func, iterable, chunksize, False, None, None, limits).get()
 
     def map_async(
         self,
@@ -839,18 +893,26 @@ class Pool:
         chunksize: int | None = None,
         callback: Callable[[list[_T]], object] | None = None,
         error_callback: Callable[[BaseException], object] | None = None,
+        *,
+        timeout: float | None = None,
+        retries: int | None = None,
     ) -> MapResult[_T]:
         """Starts a map; returns an AsyncResult whose value is the list."""
-        return self._map_async(func, iterable, chunksize, False, callback, error_callback)
+        limits = TaskLimits.checked(timeout, retries)
+        return self._map_async(func, iterable, chunksize, False, callback, error_callback, limits)
 
     def starmap(
         self,
         func: Callable[..., _T],
         iterable: Iterable[Iterable[Any]],
         chunksize: int | None = None,
+        *,
+        timeout: float | None = None,
+        retries: int | None = None,
     ) -> list[_T]:
         """``[func(*args) for args in iterable]``, computed by the workers."""
-        return self._map_async(func, iterable, chunksize, True, None, None).get()
+        limits = TaskLimits.checked(timeout, retries)
+        return self._map_async(func, iterable, chunksize, True, None, None, limits).get()
 
     def starmap_async(
         self,
@@ -859,29 +921,49 @@ class Pool:
         chunksize: int | None = None,
         callback: Callable[[list[_T]], object] | None = None,
         error_callback: Callable[[BaseException], object] | None = None,
+        *,
+        timeout: float | None = None,
+        retries: int | None = None,
     ) -> MapResult[_T]:
         """Starts a starmap; returns an AsyncResult whose value is the list."""
-        return self._map_async(func, iterable, chunksize, True, callback, error_callback)
+        limits = TaskLimits.checked(timeout, retries)
+        return self._map_async(func, iterable, chunksize, True, callback, error_callback, limits)
 
     def imap(
-        self, func: Callable[[_S], _T], iterable: Iterable[_S], chunksize: int | None = None
+        self,
+        func: Callable[[_S], _T],
+        iterable: Iterable[_S],
+        chunksize: int | None = None,
+        *,
+        timeout: float | None = None,
+        retries: int | None = None,
     ) -> IMapIterator[_T]:
         """An iterator over ``func(x)`` for x in iterable, in order. Without
-        a chunksize, chunks are sized adaptively from measured task time."""
+        a chunksize, chunks are sized adaptively from measured task time.
+        ``timeout`` (seconds per item) and ``retries``: as for :meth:`apply`
+        (the iterator's ``next(timeout)`` is a wait, as in multiprocessing)."""
         self._check_running()
         self._check_func(func)
         size = self._check_chunksize(chunksize)
-        return IMapIterator(self, func, iterable, size, star=False, ordered=True)
+        limits = TaskLimits.checked(timeout, retries)
+        return IMapIterator(self, func, iterable, size, star=False, ordered=True, limits=limits)
 
     def imap_unordered(
-        self, func: Callable[[_S], _T], iterable: Iterable[_S], chunksize: int | None = None
+        self,
+        func: Callable[[_S], _T],
+        iterable: Iterable[_S],
+        chunksize: int | None = None,
+        *,
+        timeout: float | None = None,
+        retries: int | None = None,
     ) -> IMapIterator[_T]:
         """An iterator over ``func(x)`` for x in iterable, as they finish.
         Without a chunksize, chunks are sized adaptively."""
         self._check_running()
         self._check_func(func)
         size = self._check_chunksize(chunksize)
-        return IMapIterator(self, func, iterable, size, star=False, ordered=False)
+        limits = TaskLimits.checked(timeout, retries)
+        return IMapIterator(self, func, iterable, size, star=False, ordered=False, limits=limits)
 
     # -- lifecycle -----------------------------------------------------------
 

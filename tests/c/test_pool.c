@@ -8,6 +8,7 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <math.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -548,9 +549,11 @@ static void test_task_timeout(void **state) {
   (void)state;
   ff_pool_t *pool = make_pool(1, NULL);
   ff_task_t *slow;
-  assert_int_equal(ff_pool_submit_timed(pool, NULL, "sleep 30000", 11, 0,
-                                        0.2, NULL, NULL, &slow),
-                   0);
+  ff_submit_options_t options = {0.2, -1};
+  assert_int_equal(
+      ff_pool_submit_with(pool, NULL, "sleep 30000", 11, 0, &options, NULL,
+                          NULL, &slow),
+      0);
   ff_task_t *after = submit(pool, "sq 5");
   uint64_t started = monotonic_ns();
   assert_int_equal(ff_task_wait(slow, 10), 0);
@@ -561,8 +564,9 @@ static void test_task_timeout(void **state) {
   assert_int_equal(ff_task_wait(after, 10), 0);
   assert_int_equal(ff_task_status(after), 0);
   ff_task_t *bad;
-  assert_int_equal(ff_pool_submit_timed(pool, NULL, "sq 1", 4, 0, -1.0, NULL,
-                                        NULL, &bad),
+  options.timeout = NAN;
+  assert_int_equal(ff_pool_submit_with(pool, NULL, "sq 1", 4, 0, &options,
+                                       NULL, NULL, &bad),
                    -EINVAL);
   ff_task_release(slow);
   ff_task_release(after);

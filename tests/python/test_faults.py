@@ -314,6 +314,64 @@ class TestTaskTimeout:
             forkfarm.Pool(1, timeout="1")  # type: ignore[arg-type]
 
 
+class TestPerCallLimits:
+    """timeout= and retries= on a call set its own limits over the pool's."""
+
+    def test_pool_methods(self, tmp_path: Any) -> None:
+        with forkfarm.Pool(2) as p:
+            started = time.monotonic()
+            with pytest.raises(forkfarm.TaskTimeoutError):
+                p.apply(helpers.sleep_and_return, (30.0,), timeout=0.2)
+            assert time.monotonic() - started < 1.0
+            with pytest.raises(forkfarm.TaskTimeoutError):
+                p.map(helpers.sleep_and_return, [0.01, 30.0], chunksize=1, timeout=0.2)
+            with pytest.raises(forkfarm.TaskTimeoutError):
+                list(p.imap_unordered(helpers.sleep_and_return, [30.0], timeout=0.2))
+            with pytest.raises(forkfarm.TaskTimeoutError):
+                p.starmap(helpers.sleep_and_return, [(30.0,)], timeout=0.2)
+            # Other calls keep the pool's limits (none).
+            assert p.apply(helpers.sleep_and_return, (0.4, "slow")) == "slow"
+            marker = str(tmp_path / "a")
+            assert p.apply(helpers.die_unless_marked, (marker, 3), retries=1) == (3, 2)
+            marks = [str(tmp_path / f"m{i}") for i in range(4)]
+            assert p.starmap(helpers.die_unless_marked, [(m, 1) for m in marks], retries=1) == [(1, 2)] * 4
+            with pytest.raises(forkfarm.WorkerLostError):
+                p.apply(helpers.die_unless_marked, (str(tmp_path / "b"), 3))
+
+    def test_a_call_overrides_the_pool(self) -> None:
+        with forkfarm.Pool(1, timeout=0.2) as p:
+            assert p.apply(helpers.sleep_and_return, (0.5, "given"), timeout=5) == "given"
+            with pytest.raises(forkfarm.TaskTimeoutError):
+                p.apply(helpers.sleep_and_return, (30.0,))
+
+    def test_executor(self, tmp_path: Any) -> None:
+        with forkfarm.Executor(2) as executor:
+            limited = executor.with_options(timeout=0.2, retries=1)
+            future = limited.submit(helpers.sleep_and_return, 30.0)
+            assert isinstance(future.exception(timeout=10), forkfarm.TaskTimeoutError)
+            marker = str(tmp_path / "a")
+            assert limited.submit(helpers.die_unless_marked, marker, 5).result(timeout=10) == (5, 2)
+            with pytest.raises(forkfarm.TaskTimeoutError):
+                list(limited.map(helpers.sleep_and_return, [0.01, 30.0]))
+            assert executor.submit(helpers.sleep_and_return, 0.4, "slow").result(timeout=10) == "slow"
+
+    @pytest.mark.parametrize(("kwargs", "error"), [
+        ({"timeout": -1}, ValueError), ({"timeout": "1"}, TypeError),
+        ({"retries": -2}, ValueError), ({"retries": 0.5}, TypeError),
+    ])
+    def test_bad_values(self, pool: forkfarm.Pool, executor: forkfarm.Executor,
+                        kwargs: dict[str, Any], error: type) -> None:
+        name = next(iter(kwargs))
+        with pytest.raises(error, match=name):
+            pool.apply(helpers.square, (2,), **kwargs)
+        with pytest.raises(error, match=name):
+            pool.map(helpers.square, [1], **kwargs)
+        with pytest.raises(error, match=name):
+            pool.imap(helpers.square, [1], **kwargs)
+        with pytest.raises(error, match=name):
+            executor.with_options(**kwargs)
+
+
 class TestRetries:
     """Issue 5's retries=: a task whose worker died under it runs again."""
 

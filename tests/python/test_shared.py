@@ -322,15 +322,17 @@ class TestLifetime:
         with forkfarm.Pool(1) as p:
             p.apply(np.sum, (np.ones(1 << 15),))
         _settled_fds()
-        fds, names = _open_fds(), _shm_names()
-        for i in range(100):
+        fds, names, rss = _open_fds(), _shm_names(), _rss_kib()
+        # Row 24: a thousand pools (benchmarks/lifetime.py prints the curve).
+        for i in range(1000):
             with forkfarm.Pool(1) as p:
-                p.apply(helpers.fill_rows, (shared, i, i + 1, 1.0))
+                p.apply(helpers.fill_rows, (shared, i % 100, i % 100 + 1, 1.0))
                 p.apply(np.sum, (np.ones(1 << 15),))
         gc.collect()
         assert shared[:100].sum() == 100
         assert _settled_fds(fds) <= fds
         assert _shm_names() == names
+        assert _rss_kib() - rss < 8 * 1024, "1000 pools must not grow the parent"
 
     def test_arena_memory_goes_back_after_the_pool(self) -> None:
         big = np.ones((256 << 20) // 8)
