@@ -110,6 +110,7 @@ struct ff__worker_s {
   bool exiting; /* its exit is being handled: dispatch skips it */
   bool stop_when_idle; /* it asked to retire: STOP once in_flight empties */
   bool doomed;  /* to be killed as soon as its pidfd arrives */
+  bool corrupt; /* killed for a corrupt message: its task fails so */
 };
 
 struct ff_context_s {
@@ -643,6 +644,8 @@ static void worker_drain(ff__worker_t *w, done_list_t *done) {
     int rc = ff__ring_read(&w->results, &w->reader, &msg);
     if (rc == 0) break;
     if (rc < 0) {
+      /* Nothing more of this ring can be trusted. */
+      w->corrupt = true;
       worker_kill(w);
       break;
     }
@@ -813,6 +816,7 @@ static void worker_spawn(ff__worker_t *w, done_list_t *done) {
   w->sending = NULL;
   w->state = WORKER_STARTING;
   w->doomed = false;
+  w->corrupt = false;
   w->stop_when_idle = false;
   w->pid = 0;
   w->pidfd = -1;
@@ -853,7 +857,7 @@ static void worker_exited(ff__worker_t *w, int wstatus, done_list_t *done) {
     }
     w->in_flight_count = 0;
     int killed = atomic_load(&lost->kill_status);
-    if (!killed && lost->retries > 0 &&
+    if (!killed && !w->corrupt && lost->retries > 0 &&
         (pool->state == POOL_RUNNING || pool->state == POOL_CLOSING) &&
         ff__arena_resend_message(lost->message, lost->message_length,
                                  w->pid)) {
@@ -863,7 +867,11 @@ static void worker_exited(ff__worker_t *w, int wstatus, done_list_t *done) {
       ff__list_push_front(&pool->pending, &lost->link);
       pool->pending_count++;
     } else {
-      pool_settle(done, lost, killed ? killed : FF_EWORKERLOST, NULL, 0, &how);
+      pool_settle(done, lost,
+                  killed      ? killed
+                  : w->corrupt ? FF_EPROTOCOL
+                               : FF_EWORKERLOST,
+                  NULL, 0, &how);
     }
   }
   worker_release_process(w);

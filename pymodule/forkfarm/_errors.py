@@ -146,6 +146,14 @@ def from_outcome(status: int, detail: bytes, exit: tuple[int, int, int]) -> Base
     pid, exit_code, signum = exit
     if status == _core.EWORKERLOST:
         return WorkerLostError.from_exit(pid, exit_code, signum)
+    if status == _core.EPROTOCOL:
+        return WorkerLostError(
+            f"the worker process (pid {pid}) running the task wrote a corrupt message "
+            "into shared memory, so it was killed and replaced",
+            pid=pid or None,
+            exitcode=-signum if signum else None,
+            signal=signum or None,
+        )
     if status == _core.EINITFAILED:
         return _initializer_error(detail, pid, exit_code, signum)
     if status == -errno.ETIMEDOUT:

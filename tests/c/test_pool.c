@@ -19,15 +19,48 @@
 #include <unistd.h>
 
 #include "forkfarm.h"
+#include "../../lib/internal.h"
 
 /* The work callback of these tests: a tiny command language on the input.
  * "sq N" squares N; "die S" kills the worker with signal S; "exit C" exits
  * with code C; "fail" fails the task; "sleep MS" sleeps; "pid" returns the
- * worker's pid; "echo..." returns the input. */
+ * worker's pid; "corrupt" writes a broken message into the worker's own
+ * result ring before its result; "echo..." returns the input. */
 static uint64_t monotonic_ns(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* The worker's segment of rings, found by its memfd's name. */
+static void *worker_segment(void) {
+  FILE *maps = fopen("/proc/self/maps", "r");
+  if (maps == NULL) return NULL;
+  char line[512];
+  void *base = NULL;
+  while (base == NULL && fgets(line, sizeof(line), maps)) {
+    unsigned long start;
+    if (strstr(line, "memfd:forkfarm-worker") &&
+        sscanf(line, "%lx-", &start) == 1)
+      base = (void *)start;
+  }
+  fclose(maps);
+  return base;
+}
+
+/* Two fragments of one message that disagree about its id: a reader must
+ * refuse the ring (FF_EPROTOCOL), not join them. */
+static void corrupt_own_results(void) {
+  void *base = worker_segment();
+  ff__ring_t tasks, results;
+  if (base == NULL || ff__worker_rings(base, &tasks, &results, 0) < 0) _exit(3);
+  size_t offset = 0;
+  ff__ring_write(&results, FF__RING_RESULT, FF__RING_MORE, 1, "ab", 2,
+                 &offset);
+  offset = 0;
+  ff__ring_write(&results, FF__RING_RESULT, 0, 2, "cd", 2, &offset);
+  /* No wake-up from here: this view has no doorbell, and taking the
+   * consumer's sleep flag would cost the real result its own. */
 }
 
 static int test_work(void *arg, void *context, const void *input, size_t len,
@@ -57,6 +90,9 @@ static int test_work(void *arg, void *context, const void *input, size_t len,
     usleep((useconds_t)v * 1000);
     return ff_buf_set(out, "slept", 5);
   }
+  /* The result that follows wakes the parent (through the doorbell this
+   * view of the ring does not have), which meets the broken records first. */
+  if (strcmp(cmd, "corrupt") == 0) corrupt_own_results();
   if (strcmp(cmd, "pid") == 0) {
     char res[32];
     int k = snprintf(res, sizeof(res), "%d", (int)getpid());
@@ -307,6 +343,22 @@ static void test_worker_exit_codes(void **state) {
   ff_task_release(task);
   /* Other tasks still complete. */
   for (int i = 0; i < 50; i++) expect_result(pool, "sq 7", "49");
+  ff_pool_destroy(pool);
+  assert_no_children();
+}
+
+/* A worker that writes a corrupt message into its result ring is killed at
+ * once; its task fails with FF_EPROTOCOL and the pool goes on. */
+static void test_corrupt_message(void **state) {
+  (void)state;
+  exit_log_t log = {0};
+  ff_pool_t *pool = make_pool(1, &log);
+  ff_task_t *task = submit(pool, "corrupt");
+  assert_int_equal(ff_task_wait(task, 30), 0);
+  assert_int_equal(ff_task_status(task), FF_EPROTOCOL);
+  assert_int_equal(ff_task_exit(task)->term_signal, SIGKILL);
+  ff_task_release(task);
+  for (int i = 0; i < 10; i++) expect_result(pool, "sq 4", "16");
   ff_pool_destroy(pool);
   assert_no_children();
 }
@@ -783,6 +835,7 @@ int main(void) {
       cmocka_unit_test_setup(test_large_message, setup_alarm),
       cmocka_unit_test_setup(test_worker_killed, setup_alarm),
       cmocka_unit_test_setup(test_worker_exit_codes, setup_alarm),
+      cmocka_unit_test_setup(test_corrupt_message, setup_alarm),
       cmocka_unit_test_setup(test_clean_shutdown, setup_alarm),
       cmocka_unit_test_setup(test_terminate, setup_alarm),
       cmocka_unit_test_setup(test_max_tasks_per_worker, setup_alarm),
