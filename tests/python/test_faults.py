@@ -531,7 +531,12 @@ class TestSoak:
             ]
             for r in results:
                 assert r.wait(30) is None and r.ready()
+            # Every dead worker is replaced (the last one may still start).
+            deadline = time.monotonic() + 5
+            while len(p._core.worker_pids()) < 2 and time.monotonic() < deadline:
+                time.sleep(0.01)
             assert len(p._core.worker_pids()) == 2
+            assert p.apply(helpers.square, (4,)) == 16
         assert sorted(outcomes) == list(range(self.TASKS)), "a task was lost"
         return doomed, (outcomes, attempts)
 
