@@ -405,6 +405,76 @@ void ff_arena_frame_ref(const void *message, size_t i, ff_arena_ref_t *ref);
 uint64_t ff_arena_frame_pin(const void *message, const ff_arena_frame_t *frame,
                             size_t i);
 
+/* ---- process-shared synchronization (sync.c) ------------------------------
+ *
+ * Locks, semaphores, events and conditions that live in memory the caller
+ * shares between processes (a segment, or a MAP_SHARED mapping inherited
+ * across fork): futex words, with no kernel object or name to leak. Place
+ * them 8-byte aligned, initialize once, and touch them only through these
+ * functions. Timeouts are in seconds: negative waits without limit, 0 tries
+ * once. Waits return -ETIMEDOUT, or -EINTR when a signal arrives (call
+ * again to go on waiting). */
+
+typedef struct ff_mutex_s {
+  uint64_t opaque[2];
+} ff_mutex_t;
+
+typedef struct ff_semaphore_s {
+  uint32_t opaque[4];
+} ff_semaphore_t;
+
+typedef struct ff_event_s {
+  uint32_t opaque[2];
+} ff_event_t;
+
+typedef struct ff_cond_s {
+  uint32_t opaque[4];
+} ff_cond_t;
+
+int ff_mutex_init(ff_mutex_t *mutex);
+/* Takes the mutex. If the process that held it died (or is a zombie), the
+ * mutex is taken over within about 50 ms of waiting: -EOWNERDEAD, with the
+ * mutex held by the caller and the dead holder's pid in *dead_holder (which
+ * may be NULL); what it protected may be half-updated. */
+int ff_mutex_acquire(ff_mutex_t *mutex, double timeout, pid_t *dead_holder);
+/* Releases the mutex, whoever holds it (a lock, not an owner-checked
+ * mutex: ff_mutex_held_by_caller is there for callers that check).
+ * -EPERM when it is not held. */
+int ff_mutex_release(ff_mutex_t *mutex);
+/* The pid of the process holding the mutex, or 0. */
+pid_t ff_mutex_holder(const ff_mutex_t *mutex);
+/* 1 when the calling thread holds the mutex. */
+int ff_mutex_held_by_caller(const ff_mutex_t *mutex);
+
+/* max: the value release may not exceed (0: no bound). */
+int ff_semaphore_init(ff_semaphore_t *semaphore, unsigned value, unsigned max);
+int ff_semaphore_acquire(ff_semaphore_t *semaphore, double timeout);
+/* -EOVERFLOW past the semaphore's bound. */
+int ff_semaphore_release(ff_semaphore_t *semaphore);
+unsigned ff_semaphore_value(const ff_semaphore_t *semaphore);
+
+int ff_event_init(ff_event_t *event);
+void ff_event_set(ff_event_t *event);
+void ff_event_clear(ff_event_t *event);
+int ff_event_is_set(const ff_event_t *event);
+/* 0 once the event is set. */
+int ff_event_wait(ff_event_t *event, double timeout);
+
+/* A condition variable used with a lock the caller holds around prepare,
+ * finish and notify (any lock: the condition does not take it). A wait is
+ * prepare (with the lock held), release the lock, sleep, take the lock
+ * back, finish: */
+int ff_cond_init(ff_cond_t *cond);
+/* Counts the caller in as a waiter; returns what sleep needs. */
+uint32_t ff_cond_prepare(ff_cond_t *cond);
+/* Sleeps until notified (0), -ETIMEDOUT or -EINTR. */
+int ff_cond_sleep(ff_cond_t *cond, uint32_t seq, double timeout);
+/* Counts the caller out; returns 1 if it was notified (a notification that
+ * came after its sleep ended is taken here). */
+int ff_cond_finish(ff_cond_t *cond, int notified);
+/* Wakes up to count waiters (UINT32_MAX: all); returns how many. */
+unsigned ff_cond_notify(ff_cond_t *cond, unsigned count);
+
 #ifdef __cplusplus
 }
 #endif
