@@ -437,6 +437,9 @@ int ff_mutex_init(ff_mutex_t *mutex);
  * mutex held by the caller and the dead holder's pid in *dead_holder (which
  * may be NULL); what it protected may be half-updated. */
 int ff_mutex_acquire(ff_mutex_t *mutex, double timeout, pid_t *dead_holder);
+/* Takes the mutex if it is free: 0 or -EBUSY, without a look at the
+ * holder. */
+int ff_mutex_try_acquire(ff_mutex_t *mutex);
 /* Releases the mutex, whoever holds it (a lock, not an owner-checked
  * mutex: ff_mutex_held_by_caller is there for callers that check).
  * -EPERM when it is not held. */

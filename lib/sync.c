@@ -20,8 +20,11 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-/* How often a waiter looks whether a mutex's holder is still alive. */
+/* How often a waiter looks whether a mutex's holder is still alive, and
+ * how long it waits before the first look: a live holder usually lets go
+ * sooner, and a look costs a read of /proc. */
 #define FF__SYNC_CHECK_NS 50000000ull
+#define FF__SYNC_FIRST_CHECK_NS 1000000ull
 
 /* The mutex word: the holder's pid, and a bit for "others may sleep". */
 #define MUTEX_WAITERS 0x80000000u
@@ -157,7 +160,8 @@ int ff_mutex_acquire(ff_mutex_t *mutex, double timeout, pid_t *dead_holder) {
     return 0;
   }
   uint64_t deadline = ff__deadline(timeout);
-  uint64_t next_check = 0; /* the first wait looks at once */
+  /* A caller that will not wait looks at once. */
+  uint64_t next_check = timeout == 0 ? 0 : ff__now_ns() + FF__SYNC_FIRST_CHECK_NS;
   for (;;) {
     uint32_t word = atomic_load(&m->word);
     if ((word & MUTEX_PID_MASK) == 0) {
@@ -188,6 +192,17 @@ int ff_mutex_acquire(ff_mutex_t *mutex, double timeout, pid_t *dead_holder) {
     int rc = ff__futex_wait_shared(&m->word, word | MUTEX_WAITERS, until);
     if (rc == -EINTR) return -EINTR;
   }
+}
+
+int ff_mutex_try_acquire(ff_mutex_t *mutex) {
+  if (mutex == NULL) return -EINVAL;
+  mutex_t *m = (mutex_t *)mutex;
+  uint32_t self = (uint32_t)getpid() & MUTEX_PID_MASK;
+  uint32_t expected = 0;
+  if (!atomic_compare_exchange_strong(&m->word, &expected, self))
+    return -EBUSY;
+  mutex_took(m, self);
+  return 0;
 }
 
 int ff_mutex_release(ff_mutex_t *mutex) {

@@ -90,6 +90,13 @@ void ffpy_release_view(PyObject *view, PyObject **value);
 int ffpy_decode_into(const char *data, size_t length, PyObject *loads,
                      PyObject *target, Py_ssize_t start, Py_ssize_t count);
 
+/* ---- sync.c: process-shared primitives in segments ---- */
+extern PyTypeObject ffpy_mutex_type;
+extern PyTypeObject ffpy_semaphore_type;
+extern PyTypeObject ffpy_event_type;
+extern PyTypeObject ffpy_cond_type;
+PyObject *ffpy_slot_refs(PyObject *module, PyObject *args);
+
 /* ---- shared.c: segments and out-of-band buffers ---- */
 extern PyTypeObject ffpy_segment_type;
 extern PyTypeObject ffpy_region_type;

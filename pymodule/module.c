@@ -128,6 +128,8 @@ static PyMethodDef core_methods[] = {
      "dumps(value, protocol=5, oob=True, *, memo=None) -> bytes: pickles "
      "for a pool: shared arrays as handles, and (with oob) large buffers "
      "through the arena, once per memo."},
+    {"slot_refs", ffpy_slot_refs, METH_VARARGS,
+     "slot_refs(segment, offset, delta) -> the count after adding delta"},
     {"loads", core_loads, METH_VARARGS,
      "loads(data, loads=pickle.loads): decodes what dumps made"},
     {"pickling_for_pool", core_pickling_for_pool, METH_NOARGS,
@@ -160,7 +162,9 @@ static int core_exec(PyObject *m) {
   PyTypeObject *types[] = {&ffpy_task_type, &ffpy_queue_type,
                            &ffpy_pool_type, &ffpy_context_type,
                            &ffpy_segment_type, &ffpy_region_type,
-                           &ffpy_memo_type};
+                           &ffpy_memo_type, &ffpy_mutex_type,
+                           &ffpy_semaphore_type, &ffpy_event_type,
+                           &ffpy_cond_type};
   for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++)
     if (PyModule_AddType(m, types[i]) < 0) return -1;
 #define XX(name, value, text)                                                \

@@ -25,21 +25,39 @@ from ._errors import (
 from .executor import Executor
 from .pool import Pool
 from .sharedctypes import Array, RawArray, RawValue, Value
+from .synchronize import (
+    AbandonedLockWarning,
+    Barrier,
+    BoundedSemaphore,
+    Condition,
+    Event,
+    Lock,
+    RLock,
+    Semaphore,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AbandonedLockWarning",
     "Array",
     "AuthenticationError",
+    "Barrier",
+    "BoundedSemaphore",
     "BufferTooShort",
+    "Condition",
+    "Event",
     "Executor",
     "InitializerError",
+    "Lock",
     "Pool",
     "PoolTerminatedError",
     "ProcessError",
+    "RLock",
     "RawArray",
     "RawValue",
     "RemoteTraceback",
+    "Semaphore",
     "SharedArray",
     "TaskTimeoutError",
     "TimeoutError",

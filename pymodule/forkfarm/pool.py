@@ -20,7 +20,7 @@ from multiprocessing import TimeoutError
 from multiprocessing.pool import MaybeEncodingError
 from typing import Any, Generic, NamedTuple, TypeVar
 
-from . import _core, _errors, _protocol
+from . import _core, _errors, _protocol, synchronize
 
 __all__ = ["Pool", "AsyncResult", "ApplyResult", "MapResult", "IMapIterator", "MaybeEncodingError"]
 
@@ -66,19 +66,27 @@ def create_core(
     timeout: float | None = None,
     retries: int = 0,
     max_memory: int | None = None,
-) -> _core.Pool:
-    """Creates the runtime pool behind a Pool or an Executor."""
+) -> tuple[_core.Pool, list[Any]]:
+    """Creates the runtime pool behind a Pool or an Executor. Returns it
+    with the shared primitives its zygote holds (copies of every one alive
+    now), for :func:`synchronize.release_held` once the pool is joined."""
     _flush_std_streams()
-    return _core.Pool(
-        processes,
-        _protocol,
-        initializer,
-        tuple(initargs),
-        max_tasks or 0,
-        timeout or 0.0,
-        retries,
-        max_memory or 0,
-    )
+    held = synchronize.hold_for_fork()
+    try:
+        core = _core.Pool(
+            processes,
+            _protocol,
+            initializer,
+            tuple(initargs),
+            max_tasks or 0,
+            timeout or 0.0,
+            retries,
+            max_memory or 0,
+        )
+    except BaseException:
+        synchronize.release_held(held)
+        raise
+    return core, held
 
 
 def check_max_memory(max_memory: object) -> int | None:
@@ -742,7 +750,7 @@ class Pool:
         self._processes = processes
         # Maps and imaps that still cut chunks as results come back.
         self._feeding: weakref.WeakSet[Any] = weakref.WeakSet()
-        self._core = create_core(
+        self._core, self._held = create_core(
             processes, initializer, initargs, maxtasksperchild, self._timeout, retries, max_memory
         )
         self._calls = CallEncoder(self._core)
@@ -984,6 +992,7 @@ class Pool:
         self._state = TERMINATE
         self._core.terminate()
         self._core.join()
+        synchronize.release_held(self._held)
         _protocol.trim_arena()
 
     def join(self) -> None:
@@ -991,6 +1000,7 @@ class Pool:
         if self._state == RUN:
             raise ValueError("Pool is still running")
         self._core.join()
+        synchronize.release_held(self._held)
         _protocol.trim_arena()
 
     def __enter__(self) -> Pool:

@@ -21,40 +21,15 @@ ndarray.
 from __future__ import annotations
 
 import math
-import weakref
 from collections.abc import Sequence
 from typing import Any, SupportsIndex
 
 import numpy as np
 import numpy.typing as npt
 
-from . import _core
+from . import _core, _segments
 
 __all__ = ["SharedArray", "as_shared", "empty", "full", "shared_array", "zeros"]
-
-# Every segment this process has mapped, by id, while something uses it.
-_segments: weakref.WeakValueDictionary[int, _core.Segment] = weakref.WeakValueDictionary()
-# The segments a worker opened from its parent, kept mapped (so that the
-# next task finds them warm) until the parent lets them go. The parent keeps
-# no such cache: what it opens (arrays its workers made) lives as long as
-# its arrays.
-_opened: dict[int, _core.Segment] = {}
-
-
-def _segment(segment_id: int) -> _core.Segment:
-    """The segment of an id: mapped already, inherited, or opened from the
-    parent."""
-    for key in [k for k, s in _opened.items() if s.released]:
-        del _opened[key]
-    segment = _segments.get(segment_id)
-    if segment is None:
-        segment = _core.Segment.open(segment_id)
-        _segments[segment_id] = segment
-        if _core.in_worker():
-            # The next task will likely bring it again: keep it mapped.
-            _opened[segment_id] = segment
-    return segment
-
 
 def _segment_of(array: np.ndarray[Any, Any]) -> _core.Segment | None:
     """The segment that holds array's memory, if any."""
@@ -119,7 +94,7 @@ def _rebuild(
     dtype: np.dtype[Any],
     writeable: bool,
 ) -> SharedArray:
-    segment = _segment(segment_id)
+    segment = _segments.find(segment_id)
     if math.prod(shape) == 0:
         array = np.ndarray(shape, dtype).view(SharedArray)
     else:
@@ -184,8 +159,7 @@ def shared_array(
     if order not in ("C", "F"):
         raise ValueError(f"order must be 'C' or 'F', not {order!r}")
     # In a worker the parent makes it, so that it can come back as a handle.
-    segment = _core.Segment(math.prod(dims) * kind.itemsize, parent=_core.in_worker())
-    _segments[segment.id] = segment
+    segment = _segments.new(math.prod(dims) * kind.itemsize)
     return np.ndarray(dims, kind, buffer=segment, order=order).view(SharedArray)
 
 

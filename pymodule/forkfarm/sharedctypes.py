@@ -2,25 +2,25 @@
 
 :func:`RawValue` and :func:`RawArray` return ctypes objects whose memory is
 a shared segment; :func:`Value` and :func:`Array` wrap them with a lock
-(``lock=True`` makes a new ``RLock``), exactly as multiprocessing does, and
+(``lock=True`` makes a new :class:`forkfarm.RLock`, which a dead holder
+does not keep), as multiprocessing does, and
 ``numpy.frombuffer(arr.get_obj())`` views them without a copy.
 
 What differs: a raw object passed to a pool's task travels as a handle to
 the same memory (multiprocessing refuses and asks for inheritance). The
-synchronized wrappers keep multiprocessing's rule, because their lock is a
-multiprocessing lock: share them by inheritance (a global or the pool's
+synchronized wrappers keep multiprocessing's rule (their wrapper class is
+multiprocessing's): share them by inheritance (a global or the pool's
 ``initargs``).
 """
 
 from __future__ import annotations
 
 import ctypes
-import multiprocessing
 from multiprocessing.sharedctypes import synchronized, typecode_to_type
 from typing import Any
 
-from . import _core
-from .shared import _segment, _segments
+from . import _core, _segments
+from .synchronize import RLock
 
 __all__ = ["Array", "RawArray", "RawValue", "Value", "copy", "synchronized"]
 
@@ -52,7 +52,8 @@ def _segment_of_ctype(obj: Any) -> _core.Segment | None:
     """The segment under a ctypes object made by from_buffer (ctypes keeps
     a memoryview of it)."""
     objects = getattr(obj, "_objects", None)
-    for value in objects.values() if isinstance(objects, dict) else ():
+    # A dict of the objects it keeps alive, or (a simple type) that one.
+    for value in objects.values() if isinstance(objects, dict) else (objects,):
         if isinstance(value, memoryview):
             value = value.obj
         if isinstance(value, _core.Segment):
@@ -76,12 +77,11 @@ def _undescribe(description: Any) -> Any:
 
 
 def _rebuild_ctype(segment_id: int, description: Any) -> Any:
-    return _shared_type(_undescribe(description)).from_buffer(_segment(segment_id))
+    return _shared_type(_undescribe(description)).from_buffer(_segments.find(segment_id))
 
 
 def _new(base: Any) -> Any:
-    segment = _core.Segment(ctypes.sizeof(base))
-    _segments[segment.id] = segment
+    segment = _segments.new(ctypes.sizeof(base))
     return _shared_type(base).from_buffer(segment)
 
 
@@ -118,8 +118,7 @@ def _with_lock(obj: Any, lock: Any, ctx: Any) -> Any:
     if lock is False:
         return obj
     if lock in (True, None):
-        ctx = ctx or multiprocessing.get_context("fork")
-        lock = ctx.RLock()
+        lock = ctx.RLock() if ctx is not None else RLock()
     if not hasattr(lock, "acquire"):
         raise AttributeError(f"{lock!r} has no method 'acquire'")
     return synchronized(obj, lock, ctx=ctx)

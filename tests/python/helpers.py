@@ -530,3 +530,66 @@ def grow_then_pid(megabytes: int) -> int:
         block[i] = 1
     _hoard.append(block)
     return os.getpid()
+
+
+# -- synchronization primitives (test_synchronize.py, FAULTS row 17) --------
+
+SHARED_LOCK: Any = None
+
+
+def set_shared_lock(lock: Any) -> None:
+    """An initializer: keeps the lock the pool was given."""
+    global SHARED_LOCK
+    SHARED_LOCK = lock
+
+
+def take_shared_lock_and_die() -> None:
+    """Takes the pool's lock and dies holding it (SIGKILL)."""
+    SHARED_LOCK.acquire()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def take_lock_and_die(lock: Any) -> None:
+    lock.acquire()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def take_shared_lock(timeout: float) -> tuple[bool, list[str]]:
+    """Takes and releases the pool's lock: (taken, warnings raised)."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        taken = SHARED_LOCK.acquire(timeout=timeout)
+        if taken:
+            SHARED_LOCK.release()
+    return taken, [str(w.message) for w in caught]
+
+
+def add_under_lock(lock: Any, counter: Any, rounds: int) -> int:
+    """Adds 1 to a shared counter rounds times, each under the lock."""
+    for _ in range(rounds):
+        with lock:
+            counter.value += 1
+    return os.getpid()
+
+
+def set_event(event: Any) -> bool:
+    event.set()
+    return True
+
+
+def wait_event(event: Any, timeout: float) -> bool:
+    return bool(event.wait(timeout))
+
+
+def release_semaphore(semaphore: Any, times: int) -> None:
+    for _ in range(times):
+        semaphore.release()
+
+
+def increment_shared_value(_: Any = None) -> None:
+    """Adds 1, under its lock, to the synchronized Value the pool's
+    initializer kept (set_shared_lock)."""
+    with SHARED_LOCK.get_lock():
+        SHARED_LOCK.value += 1

@@ -1,0 +1,237 @@
+"""forkfarm's process-shared Lock, RLock, Semaphore, BoundedSemaphore,
+Event, Condition and Barrier: what they add to multiprocessing's (a dead
+holder does not keep a lock, handles in pool tasks, slots reused) and FAULTS
+row 17. Behaviour shared with multiprocessing is checked against it in
+compat/test_primitives.py."""
+
+from __future__ import annotations
+
+import gc
+import os
+import pickle
+import signal
+import threading
+import time
+import warnings
+from typing import Any
+
+import pytest
+
+import forkfarm
+import helpers
+from forkfarm import synchronize
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def _fork(body: Any) -> int:
+    """Runs body() in a forked child that then exits; returns its pid."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            body()
+        finally:
+            os._exit(0)
+    return pid
+
+
+class TestDeadHolder:
+    """Row 17: a process killed while it holds a lock does not hang the
+    others; the next acquirer takes the lock over, warned, in bounded time."""
+
+    @pytest.mark.parametrize("kind", [forkfarm.Lock, forkfarm.RLock])
+    def test_holder_exits(self, kind: Any) -> None:
+        lock = kind()
+        pid = _fork(lock.acquire)
+        os.waitpid(pid, 0)
+        started = time.monotonic()
+        with pytest.warns(forkfarm.AbandonedLockWarning, match=f"process {pid} died"):
+            assert lock.acquire(timeout=5)
+        assert time.monotonic() - started < 1.0
+        lock.release()
+        assert lock.acquire(timeout=0)
+        lock.release()
+
+    def test_waiter_recovers_when_holder_is_killed(self) -> None:
+        lock = forkfarm.Lock()
+        held = forkfarm.Event()
+
+        def hold() -> None:
+            lock.acquire()
+            held.set()
+            time.sleep(60)
+
+        pid = _fork(hold)
+        try:
+            assert held.wait(10)
+            assert not lock.acquire(timeout=0.2)  # a live holder keeps it
+            threading.Timer(0.2, os.kill, (pid, signal.SIGKILL)).start()
+            started = time.monotonic()
+            with pytest.warns(forkfarm.AbandonedLockWarning):
+                assert lock.acquire(timeout=10)
+            assert time.monotonic() - started < 1.5
+            lock.release()
+        finally:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+
+    def test_pool_worker_killed_holding_an_inherited_lock(self) -> None:
+        lock = forkfarm.Lock()
+        with forkfarm.Pool(2, initializer=helpers.set_shared_lock, initargs=(lock,)) as p:
+            with pytest.raises(forkfarm.WorkerLostError):
+                p.apply(helpers.take_shared_lock_and_die)
+            taken, caught = p.apply(helpers.take_shared_lock, (5.0,))
+            assert taken
+            assert any("died holding it" in message for message in caught)
+            # Once taken over, it is an ordinary lock again.
+            assert p.apply(helpers.take_shared_lock, (5.0,)) == (True, [])
+        assert lock.acquire(timeout=0)
+        lock.release()
+
+    def test_pool_worker_killed_holding_a_lock_passed_as_argument(self) -> None:
+        lock = forkfarm.Lock()
+        with forkfarm.Pool(1) as p:
+            with pytest.raises(forkfarm.WorkerLostError):
+                p.apply(helpers.take_lock_and_die, (lock,))
+            with pytest.warns(forkfarm.AbandonedLockWarning):
+                assert lock.acquire(timeout=5)
+            lock.release()
+
+
+class TestAcrossAPool:
+    def test_lock_protects_a_shared_counter(self) -> None:
+        lock = forkfarm.Lock()
+        counter = forkfarm.RawValue("i", 0)
+        with forkfarm.Pool(2) as p:
+            pids = p.starmap(helpers.add_under_lock, [(lock, counter, 2000)] * 4, chunksize=1)
+        assert counter.value == 8000
+        assert len(set(pids)) >= 1
+
+    def test_value_uses_a_forkfarm_rlock(self) -> None:
+        value = forkfarm.Value("i", 0)
+        assert isinstance(value.get_lock(), forkfarm.RLock)
+        with forkfarm.Pool(2, initializer=helpers.set_shared_lock, initargs=(value,)) as p:
+            p.map(helpers.increment_shared_value, range(200))
+        assert value.value == 200
+
+    def test_event_and_semaphore_travel_as_handles(self) -> None:
+        event = forkfarm.Event()
+        semaphore = forkfarm.Semaphore(0)
+        with forkfarm.Pool(2) as p:
+            waiting = p.apply_async(helpers.wait_event, (event, 10.0))
+            time.sleep(0.1)
+            assert not waiting.ready()
+            event.set()
+            assert waiting.get(timeout=10) is True
+            p.apply(helpers.release_semaphore, (semaphore, 3))
+        assert semaphore.get_value() == 3
+
+    def test_plain_pickle_is_refused(self) -> None:
+        for obj in (forkfarm.Lock(), forkfarm.RLock(), forkfarm.Semaphore(), forkfarm.Event(),
+                    forkfarm.Condition()):
+            with pytest.raises(RuntimeError, match="inheritance"):
+                pickle.dumps(obj)
+
+
+class TestSlots:
+    def test_slots_are_reused(self) -> None:
+        gc.collect()
+        slabs = len(synchronize._slabs.slabs)
+        for _ in range(5000):
+            forkfarm.Lock()
+            forkfarm.Event()
+        gc.collect()
+        # 10,000 primitives made and dropped fit in the slabs there were
+        # (or one more: the 1,024 slots of a slab are reused).
+        assert len(synchronize._slabs.slabs) <= max(slabs, 1) + 1
+
+    def test_a_pool_keeps_the_slots_its_workers_copied(self) -> None:
+        lock = forkfarm.Lock()
+        segment, offset = lock._segment, lock._offset
+        with forkfarm.Pool(1) as p:
+            del lock
+            gc.collect()
+            # The zygote holds a copy: the slot must not go to a new lock.
+            fresh = [forkfarm.Lock() for _ in range(2000)]
+            assert all((f._segment, f._offset) != (segment, offset) for f in fresh)
+            p.apply(helpers.square, (2,))
+        del fresh
+
+
+class TestBehaviour:
+    def test_rlock_is_recursive_and_owned(self) -> None:
+        lock = forkfarm.RLock()
+        assert lock.acquire() and lock.acquire()
+        errors: list[BaseException] = []
+
+        def other() -> None:
+            try:
+                lock.release()
+            except BaseException as exc:  # noqa: BLE001
+                errors.append(exc)
+
+        thread = threading.Thread(target=other)
+        thread.start()
+        thread.join()
+        assert isinstance(errors[0], AssertionError)
+        lock.release()
+        lock.release()
+        with pytest.raises(AssertionError):
+            lock.release()
+
+    def test_bounded_semaphore(self) -> None:
+        semaphore = forkfarm.BoundedSemaphore(2)
+        assert semaphore.acquire(timeout=0)
+        semaphore.release()
+        with pytest.raises(ValueError, match="released too many times"):
+            semaphore.release()
+
+    @pytest.mark.parametrize("bad", [-1, 1.5, "2"])
+    def test_semaphore_bad_value(self, bad: Any) -> None:
+        with pytest.raises((ValueError, TypeError)):
+            forkfarm.Semaphore(bad)
+
+    def test_condition_needs_its_lock(self) -> None:
+        condition = forkfarm.Condition()
+        with pytest.raises(AssertionError):
+            condition.wait(0.01)
+        with pytest.raises(AssertionError):
+            condition.notify()
+        with pytest.raises(TypeError, match="forkfarm Lock"):
+            forkfarm.Condition(threading.Lock())  # type: ignore[arg-type]
+
+    def test_wait_for(self) -> None:
+        condition = forkfarm.Condition(forkfarm.Lock())
+        flag = forkfarm.RawValue("i", 0)
+
+        def later() -> None:
+            time.sleep(0.1)
+            with condition:
+                flag.value = 1
+                condition.notify_all()
+
+        thread = threading.Thread(target=later)
+        thread.start()
+        with condition:
+            assert condition.wait_for(lambda: flag.value == 1, timeout=10)
+            assert not condition.wait_for(lambda: flag.value == 2, timeout=0.05)
+        thread.join()
+
+    def test_ctrl_c_interrupts_a_wait(self) -> None:
+        lock = forkfarm.Lock()
+        lock.acquire()
+        threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT)).start()
+        started = time.monotonic()
+        with pytest.raises(KeyboardInterrupt):
+            lock.acquire(timeout=10)
+        assert time.monotonic() - started < 1.0
+        lock.release()
+
+    def test_no_warning_for_an_ordinary_handoff(self) -> None:
+        lock = forkfarm.Lock()
+        lock.acquire()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            threading.Timer(0.1, lock.release).start()
+            assert lock.acquire(timeout=5)
+            lock.release()
