@@ -211,14 +211,49 @@ def scenario_terminate_backlog(library: str) -> str:
     return f"{time.monotonic() - started:.2f} s"
 
 
+def scenario_lock_holder_killed(library: str) -> str:
+    """A process that holds the library's Lock is SIGKILLed; another
+    acquires it with a timeout."""
+    if library == "ProcessPoolExecutor":
+        return "no locks of its own (multiprocessing's)"
+    if library == "forkfarm":
+        import forkfarm
+
+        lock: Any = forkfarm.Lock()
+    else:
+        lock = multiprocessing.get_context("fork").Lock()
+    pid = os.fork()
+    if pid == 0:
+        lock.acquire()
+        os.kill(os.getpid(), signal.SIGKILL)
+    os.waitpid(pid, 0)
+    started = time.monotonic()
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        taken = lock.acquire(timeout=3)
+    took = time.monotonic() - started
+    if not taken:
+        return "acquire(timeout=3) fails: held forever by the dead process"
+    named = f", with {type(caught[0].message).__name__}" if caught else ""
+    return f"taken over in {took * 1000:.0f} ms{named}"
+
+
 def scenario_parent_killed(library: str) -> str:
     """The child makes a pool, prints its workers' pids and SIGKILLs itself;
     the runner looks for the workers 2 s later."""
     subject = Subject(library)
-    pids = {subject.get(subject.submit(getpid), 5.0) for _ in range(20)}
     for _ in range(2):
         subject.submit(sleep, 60)
-    time.sleep(0.3)
+    time.sleep(0.5)
+    # Every worker process, from each library's own bookkeeping.
+    if library == "multiprocessing":
+        pids = [process.pid for process in subject.pool._pool]
+    elif library == "ProcessPoolExecutor":
+        pids = list(subject.pool._processes)
+    else:
+        pids = [pid for pid in subject.pool._core.worker_pids() if pid > 0]
     print("PIDS", " ".join(map(str, sorted(pids))), flush=True)
     os.kill(os.getpid(), signal.SIGKILL)
     return ""
@@ -235,6 +270,7 @@ SCENARIOS = {
     "initializer": ("11", "initializer raises", scenario_initializer),
     "cancel_running": ("14", "`cancel()` of a running call", scenario_cancel_running),
     "terminate_backlog": ("15", "`terminate()` with 10,000 queued 5 s tasks", scenario_terminate_backlog),
+    "lock_holder_killed": ("17", "a process SIGKILLed holding a Lock", scenario_lock_holder_killed),
     "parent_killed": ("18", "parent SIGKILLed", scenario_parent_killed),
 }
 LIBRARIES = ("multiprocessing", "ProcessPoolExecutor", "forkfarm")

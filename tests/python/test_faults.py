@@ -3,9 +3,9 @@ Pool and (where the row applies) the Executor.
 
 Elsewhere: rows 18 and 19 (parent death, Ctrl-C) in test_process_faults.py,
 rows 10 and 24 in test_shared.py (TestLifetime), row 23 in test_wire.py and
-the libFuzzer harnesses of tests/fuzz. Row 25 is here scaled down; the full
-soak is benchmarks/soak.py. Row 17 waits for issue 6's shared queues and
-locks.
+the libFuzzer harnesses of tests/fuzz, row 17 in test_synchronize.py
+(TestDeadHolder). Row 25 is here scaled down; the full soak is
+benchmarks/soak.py.
 """
 
 from __future__ import annotations
