@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <linux/futex.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -72,7 +73,39 @@ static void futex_wake(_Atomic uint32_t *word, int count) {
 
 /* ---- who is alive --------------------------------------------------------- */
 
-static uint32_t self_tid(void) { return (uint32_t)syscall(SYS_gettid); }
+/* Who the calling thread is: its pid, tid and process start time, cached
+ * per thread (an uncontended lock must not cost system calls) and renewed
+ * after a fork, which the fork generation tells. */
+typedef struct self_s {
+  uint32_t generation; /* fork_generation + 1 when valid */
+  uint32_t pid;
+  uint32_t tid;
+  uint64_t start; /* 0 until first needed */
+} self_t;
+
+static _Atomic uint32_t fork_generation;
+static __thread self_t self_cache;
+static pthread_once_t fork_hook_once = PTHREAD_ONCE_INIT;
+
+static void on_fork_child(void) { atomic_fetch_add(&fork_generation, 1); }
+
+static void register_fork_hook(void) {
+  pthread_atfork(NULL, NULL, on_fork_child);
+}
+
+static self_t *self_get(void) {
+  self_t *me = &self_cache;
+  uint32_t generation =
+      atomic_load_explicit(&fork_generation, memory_order_relaxed) + 1;
+  if (me->generation != generation) {
+    pthread_once(&fork_hook_once, register_fork_hook);
+    me->pid = (uint32_t)getpid();
+    me->tid = (uint32_t)syscall(SYS_gettid);
+    me->start = 0;
+    me->generation = generation;
+  }
+  return me;
+}
 
 /* Field 22 of /proc/<pid>/stat: when the process started, in clock ticks
  * since boot; 0 when it cannot be read (gone, or a zombie's fields). With
@@ -99,16 +132,10 @@ static uint64_t process_start(pid_t pid, char *state) {
   return strtoull(p, NULL, 10);
 }
 
-static _Atomic uint64_t self_start_cache;
-static _Atomic pid_t self_start_pid;
-
 static uint64_t self_start(void) {
-  pid_t pid = getpid();
-  if (atomic_load(&self_start_pid) != pid) {
-    atomic_store(&self_start_cache, process_start(pid, NULL));
-    atomic_store(&self_start_pid, pid);
-  }
-  return atomic_load(&self_start_cache);
+  self_t *me = self_get();
+  if (me->start == 0) me->start = process_start((pid_t)me->pid, NULL);
+  return me->start;
 }
 
 /* Whether the process that holds a mutex is gone: exited (a zombie
@@ -135,10 +162,14 @@ int ff_mutex_init(ff_mutex_t *mutex) {
   return 0;
 }
 
+/* The holder's records; ordered by the word's compare-and-swap before and
+ * its exchange at release after, so plain relaxed stores do. */
 static void mutex_took(mutex_t *m, uint32_t self) {
-  atomic_store(&m->owner_stamp, (uint64_t)self << STAMP_START_BITS |
-                                    (self_start() & STAMP_START_MASK));
-  atomic_store(&m->owner_tid, self_tid());
+  atomic_store_explicit(&m->owner_stamp,
+                        (uint64_t)self << STAMP_START_BITS |
+                            (self_start() & STAMP_START_MASK),
+                        memory_order_relaxed);
+  atomic_store_explicit(&m->owner_tid, self_get()->tid, memory_order_relaxed);
 }
 
 /* Takes the word over from a dead holder, keeping the waiters bit: others
@@ -153,7 +184,7 @@ static bool mutex_take_over(mutex_t *m, uint32_t seen, uint32_t self) {
 int ff_mutex_acquire(ff_mutex_t *mutex, double timeout, pid_t *dead_holder) {
   if (mutex == NULL) return -EINVAL;
   mutex_t *m = (mutex_t *)mutex;
-  uint32_t self = (uint32_t)getpid() & MUTEX_PID_MASK;
+  uint32_t self = self_get()->pid & MUTEX_PID_MASK;
   uint32_t expected = 0;
   if (atomic_compare_exchange_strong(&m->word, &expected, self)) {
     mutex_took(m, self);
@@ -197,7 +228,7 @@ int ff_mutex_acquire(ff_mutex_t *mutex, double timeout, pid_t *dead_holder) {
 int ff_mutex_try_acquire(ff_mutex_t *mutex) {
   if (mutex == NULL) return -EINVAL;
   mutex_t *m = (mutex_t *)mutex;
-  uint32_t self = (uint32_t)getpid() & MUTEX_PID_MASK;
+  uint32_t self = self_get()->pid & MUTEX_PID_MASK;
   uint32_t expected = 0;
   if (!atomic_compare_exchange_strong(&m->word, &expected, self))
     return -EBUSY;
@@ -209,8 +240,8 @@ int ff_mutex_release(ff_mutex_t *mutex) {
   if (mutex == NULL) return -EINVAL;
   mutex_t *m = (mutex_t *)mutex;
   if ((atomic_load(&m->word) & MUTEX_PID_MASK) == 0) return -EPERM;
-  atomic_store(&m->owner_tid, 0);
-  atomic_store(&m->owner_stamp, 0);
+  atomic_store_explicit(&m->owner_tid, 0, memory_order_relaxed);
+  atomic_store_explicit(&m->owner_stamp, 0, memory_order_relaxed);
   uint32_t was = atomic_exchange(&m->word, 0);
   if ((was & MUTEX_PID_MASK) == 0) return -EPERM; /* released meanwhile */
   if (was & MUTEX_WAITERS) futex_wake(&m->word, 1);
@@ -224,8 +255,9 @@ pid_t ff_mutex_holder(const ff_mutex_t *mutex) {
 
 int ff_mutex_held_by_caller(const ff_mutex_t *mutex) {
   const mutex_t *m = (const mutex_t *)mutex;
-  return ff_mutex_holder(mutex) == getpid() &&
-         atomic_load(&m->owner_tid) == self_tid();
+  self_t *me = self_get();
+  return (uint32_t)ff_mutex_holder(mutex) == (me->pid & MUTEX_PID_MASK) &&
+         atomic_load_explicit(&m->owner_tid, memory_order_relaxed) == me->tid;
 }
 
 /* ---- semaphore --------------------------------------------------------------- */

@@ -96,6 +96,7 @@ extern PyTypeObject ffpy_semaphore_type;
 extern PyTypeObject ffpy_event_type;
 extern PyTypeObject ffpy_cond_type;
 PyObject *ffpy_slot_refs(PyObject *module, PyObject *args);
+PyObject *ffpy_set_lock_warning(PyObject *module, PyObject *cls);
 
 /* ---- shared.c: segments and out-of-band buffers ---- */
 extern PyTypeObject ffpy_segment_type;

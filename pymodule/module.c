@@ -128,6 +128,9 @@ static PyMethodDef core_methods[] = {
      "dumps(value, protocol=5, oob=True, *, memo=None) -> bytes: pickles "
      "for a pool: shared arrays as handles, and (with oob) large buffers "
      "through the arena, once per memo."},
+    {"set_lock_warning", ffpy_set_lock_warning, METH_O,
+     "set_lock_warning(cls): the warning a lock taken from a dead holder "
+     "raises"},
     {"slot_refs", ffpy_slot_refs, METH_VARARGS,
      "slot_refs(segment, offset, delta) -> the count after adding delta"},
     {"loads", core_loads, METH_VARARGS,

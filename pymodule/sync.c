@@ -64,15 +64,55 @@ static int sync_wait(int (*wait)(void *arg, double timeout), wait_arg_t *arg,
   return ffpy_wait_interruptibly(wait, arg, timeout);
 }
 
-/* ---- Mutex --------------------------------------------------------------- */
+/* ---- Mutex ----------------------------------------------------------------
+ * Lock and RLock themselves, with multiprocessing's method signatures, so
+ * that forkfarm/synchronize.py can bind acquire and release straight to
+ * these (one C call each, as multiprocessing's SemLock). */
 
-static PyObject *mutex_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
-  return sync_new(type, args, kw, sizeof(ff_mutex_t));
+typedef struct {
+  ffpy_sync_t base;
+  int recursive;
+  int32_t *count; /* an RLock's depth, in the slot: only its holder writes */
+} ffpy_mutex_t;
+
+/* The AbandonedLockWarning class, set by forkfarm.synchronize. */
+static PyObject *abandoned_warning;
+
+PyObject *ffpy_set_lock_warning(PyObject *module, PyObject *cls) {
+  (void)module;
+  if (!PyType_Check(cls) ||
+      !PyType_IsSubtype((PyTypeObject *)cls, (PyTypeObject *)PyExc_Warning)) {
+    PyErr_SetString(PyExc_TypeError, "a Warning subclass is required");
+    return NULL;
+  }
+  Py_XSETREF(abandoned_warning, Py_NewRef(cls));
+  Py_RETURN_NONE;
 }
 
-static PyObject *mutex_init(ffpy_sync_t *self, PyObject *unused) {
+static PyObject *mutex_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
+  static char *names[] = {"segment", "offset", "recursive", NULL};
+  PyObject *segment;
+  Py_ssize_t offset;
+  int recursive = 0;
+  if (!PyArg_ParseTupleAndKeywords(args, kw, "On|p", names, &segment, &offset,
+                                   &recursive))
+    return NULL;
+  PyObject *pair = Py_BuildValue("(On)", segment, offset);
+  if (pair == NULL) return NULL;
+  /* The mutex, then the RLock's depth. */
+  ffpy_mutex_t *self = (ffpy_mutex_t *)sync_new(type, pair, NULL,
+                                               sizeof(ff_mutex_t) + 4);
+  Py_DECREF(pair);
+  if (self == NULL) return NULL;
+  self->recursive = recursive;
+  self->count = (int32_t *)((char *)self->base.slot + sizeof(ff_mutex_t));
+  return (PyObject *)self;
+}
+
+static PyObject *mutex_init(ffpy_mutex_t *self, PyObject *unused) {
   (void)unused;
-  ff_mutex_init(self->slot);
+  ff_mutex_init(self->base.slot);
+  *self->count = 0;
   Py_RETURN_NONE;
 }
 
@@ -82,65 +122,183 @@ static int mutex_wait_fn(void *arg, double timeout) {
   return rc == -EOWNERDEAD ? 0 : rc;
 }
 
-/* acquire(timeout=None) -> 0 taken, -1 timed out, or the pid of a dead
- * holder it was taken over from. */
-static PyObject *mutex_acquire(ffpy_sync_t *self, PyObject *args) {
-  PyObject *timeout = Py_None;
-  if (!PyArg_ParseTuple(args, "|O:acquire", &timeout)) return NULL;
-  wait_arg_t arg = {self->slot, 0, 0};
-  /* Uncontended: no GIL release, no clock. */
-  if (ff_mutex_try_acquire(self->slot) == 0) return PyLong_FromLong(0);
-  if (timeout != Py_None) {
-    double t = ffpy_parse_timeout(timeout);
-    if (t == -2.0) return NULL;
-    if (t == 0) {
-      /* No wait, but a look at whether the holder is dead. */
-      int rc = ff_mutex_acquire(self->slot, 0, &arg.dead);
-      if (rc == 0 || rc == -EOWNERDEAD) return PyLong_FromLong((long)arg.dead);
-      return PyLong_FromLong(-1);
+/* Parses multiprocessing's (block=True, timeout=None). */
+static int parse_block_timeout(PyObject *const *args, Py_ssize_t nargs,
+                               PyObject *kwnames, int *block,
+                               PyObject **timeout) {
+  *block = 1;
+  *timeout = Py_None;
+  PyObject *block_obj = NULL;
+  if (nargs > 2) {
+    PyErr_SetString(PyExc_TypeError, "acquire() takes at most 2 arguments");
+    return -1;
+  }
+  if (nargs >= 1) block_obj = args[0];
+  if (nargs == 2) *timeout = args[1];
+  Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+  for (Py_ssize_t i = 0; i < nkw; i++) {
+    PyObject *name = PyTuple_GET_ITEM(kwnames, i);
+    if (PyUnicode_CompareWithASCIIString(name, "block") == 0 && nargs < 1)
+      block_obj = args[nargs + i];
+    else if (PyUnicode_CompareWithASCIIString(name, "timeout") == 0 &&
+             nargs < 2)
+      *timeout = args[nargs + i];
+    else {
+      PyErr_Format(PyExc_TypeError,
+                   "acquire() got an unexpected or repeated keyword argument "
+                   "'%U'",
+                   name);
+      return -1;
     }
   }
-  int got = sync_wait(mutex_wait_fn, &arg, timeout);
+  if (block_obj != NULL && (*block = PyObject_IsTrue(block_obj)) < 0)
+    return -1;
+  return 0;
+}
+
+/* Takes the mutex: 1 taken, 0 not, -1 with an exception. A holder found
+ * dead is named in an AbandonedLockWarning. */
+static int mutex_take(ffpy_mutex_t *self, int block, PyObject *timeout) {
+  wait_arg_t arg = {self->base.slot, 0, 0};
+  int got;
+  if (ff_mutex_try_acquire(self->base.slot) == 0) return 1;
+  double t = block ? ffpy_parse_timeout(timeout) : 0.0;
+  if (t == -2.0) return -1;
+  if (t == 0) {
+    /* No wait, but a look at whether the holder is dead. */
+    int rc = ff_mutex_acquire(self->base.slot, 0, &arg.dead);
+    got = rc == 0 || rc == -EOWNERDEAD;
+  } else {
+    got = ffpy_wait_interruptibly(mutex_wait_fn, &arg, t);
+    if (got < 0) return -1;
+  }
+  if (got && arg.dead > 0) {
+    PyObject *cls = abandoned_warning ? abandoned_warning : PyExc_RuntimeWarning;
+    if (PyErr_WarnFormat(cls, 1,
+                         "%s: process %d died holding it; it was taken over "
+                         "(what it protected may be inconsistent)",
+                         self->recursive ? "RLock" : "Lock",
+                         (int)arg.dead) < 0) {
+      ff_mutex_release(self->base.slot);
+      return -1;
+    }
+  }
+  return got;
+}
+
+static PyObject *mutex_acquire(ffpy_mutex_t *self, PyObject *const *args,
+                               Py_ssize_t nargs, PyObject *kwnames) {
+  int block;
+  PyObject *timeout;
+  if (parse_block_timeout(args, nargs, kwnames, &block, &timeout) < 0)
+    return NULL;
+  if (self->recursive && ff_mutex_held_by_caller(self->base.slot)) {
+    ++*self->count;
+    Py_RETURN_TRUE;
+  }
+  int got = mutex_take(self, block, timeout);
   if (got < 0) return NULL;
-  if (!got) return PyLong_FromLong(-1);
-  return PyLong_FromLong((long)arg.dead);
+  if (got && self->recursive) *self->count = 1;
+  return PyBool_FromLong(got);
 }
 
-static PyObject *mutex_release(ffpy_sync_t *self, PyObject *unused) {
+static PyObject *mutex_release(ffpy_mutex_t *self, PyObject *unused) {
   (void)unused;
-  return PyBool_FromLong(ff_mutex_release(self->slot) == 0);
+  if (self->recursive) {
+    if (!ff_mutex_held_by_caller(self->base.slot)) {
+      PyErr_SetString(PyExc_AssertionError,
+                      "attempt to release recursive lock not owned by thread");
+      return NULL;
+    }
+    if (--*self->count > 0) Py_RETURN_NONE;
+  }
+  if (ff_mutex_release(self->base.slot) < 0) {
+    PyErr_SetString(PyExc_ValueError,
+                    "semaphore or lock released too many times");
+    return NULL;
+  }
+  Py_RETURN_NONE;
 }
 
-static PyObject *mutex_holder(ffpy_sync_t *self, PyObject *unused) {
+static PyObject *mutex_enter(ffpy_mutex_t *self, PyObject *unused) {
   (void)unused;
-  return PyLong_FromLong((long)ff_mutex_holder(self->slot));
+  return mutex_acquire(self, NULL, 0, NULL);
 }
 
-static PyObject *mutex_held_by_caller(ffpy_sync_t *self, PyObject *unused) {
+static PyObject *mutex_exit(ffpy_mutex_t *self, PyObject *args) {
+  (void)args;
+  return mutex_release(self, NULL);
+}
+
+/* For Condition.wait on an RLock: releases it whatever its depth, and
+ * returns the depth to restore. */
+static PyObject *mutex_release_save(ffpy_mutex_t *self, PyObject *unused) {
   (void)unused;
-  return PyBool_FromLong(ff_mutex_held_by_caller(self->slot));
+  if (!ff_mutex_held_by_caller(self->base.slot)) {
+    PyErr_SetString(PyExc_AssertionError, "the lock is not held");
+    return NULL;
+  }
+  int32_t depth = self->recursive ? *self->count : 1;
+  *self->count = 0;
+  ff_mutex_release(self->base.slot);
+  return PyLong_FromLong(depth);
+}
+
+static PyObject *mutex_acquire_restore(ffpy_mutex_t *self, PyObject *arg) {
+  long depth = PyLong_AsLong(arg);
+  if (depth == -1 && PyErr_Occurred()) return NULL;
+  int got = mutex_take(self, 1, Py_None);
+  if (got < 0) return NULL;
+  if (self->recursive) *self->count = (int32_t)depth;
+  Py_RETURN_NONE;
+}
+
+static PyObject *mutex_holder(ffpy_mutex_t *self, PyObject *unused) {
+  (void)unused;
+  return PyLong_FromLong((long)ff_mutex_holder(self->base.slot));
+}
+
+static PyObject *mutex_held_by_caller(ffpy_mutex_t *self, PyObject *unused) {
+  (void)unused;
+  return PyBool_FromLong(ff_mutex_held_by_caller(self->base.slot));
+}
+
+static PyObject *mutex_depth(ffpy_mutex_t *self, PyObject *unused) {
+  (void)unused;
+  return PyLong_FromLong(ff_mutex_holder(self->base.slot) == 0 ? 0
+                         : self->recursive                     ? *self->count
+                                                               : 1);
 }
 
 static PyMethodDef mutex_methods[] = {
     {"init", (PyCFunction)mutex_init, METH_NOARGS, "init(): unlocked"},
-    {"acquire", (PyCFunction)mutex_acquire, METH_VARARGS,
-     "acquire(timeout=None) -> 0 taken, -1 timed out, or the pid of a dead "
-     "holder it was taken over from"},
-    {"release", (PyCFunction)mutex_release, METH_NOARGS,
-     "release() -> False when it was not held"},
+    {"acquire", (PyCFunction)(void (*)(void))mutex_acquire,
+     METH_FASTCALL | METH_KEYWORDS,
+     "acquire(block=True, timeout=None) -> bool, as multiprocessing's; a "
+     "holder found dead is taken over, with an AbandonedLockWarning"},
+    {"release", (PyCFunction)mutex_release, METH_NOARGS, "release()"},
+    {"__enter__", (PyCFunction)mutex_enter, METH_NOARGS, NULL},
+    {"__exit__", (PyCFunction)mutex_exit, METH_VARARGS, NULL},
+    {"release_save", (PyCFunction)mutex_release_save, METH_NOARGS,
+     "release_save() -> depth: releases it whatever its depth"},
+    {"acquire_restore", (PyCFunction)mutex_acquire_restore, METH_O,
+     "acquire_restore(depth): takes it back at that depth"},
     {"holder", (PyCFunction)mutex_holder, METH_NOARGS,
      "holder() -> the pid holding it, or 0"},
     {"held_by_caller", (PyCFunction)mutex_held_by_caller, METH_NOARGS,
      "held_by_caller() -> whether this thread holds it"},
+    {"depth", (PyCFunction)mutex_depth, METH_NOARGS,
+     "depth() -> how many times it is held"},
     {NULL, NULL, 0, NULL},
 };
 
 PyTypeObject ffpy_mutex_type = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "forkfarm._core.Mutex",
-    .tp_basicsize = sizeof(ffpy_sync_t),
+    .tp_basicsize = sizeof(ffpy_mutex_t),
     .tp_dealloc = (destructor)sync_dealloc,
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "Mutex(segment, offset): a process-shared lock in a segment",
+    .tp_doc = "Mutex(segment, offset, recursive=False): a process-shared Lock "
+              "or RLock in a segment",
     .tp_methods = mutex_methods,
     .tp_new = mutex_new,
 };
@@ -166,19 +324,30 @@ static int semaphore_wait_fn(void *arg, double timeout) {
   return ff_semaphore_acquire(((wait_arg_t *)arg)->slot, timeout);
 }
 
-static PyObject *semaphore_acquire(ffpy_sync_t *self, PyObject *args) {
-  PyObject *timeout = Py_None;
-  if (!PyArg_ParseTuple(args, "|O:acquire", &timeout)) return NULL;
+static PyObject *semaphore_acquire(ffpy_sync_t *self, PyObject *const *args,
+                                   Py_ssize_t nargs, PyObject *kwnames) {
+  int block;
+  PyObject *timeout;
+  if (parse_block_timeout(args, nargs, kwnames, &block, &timeout) < 0)
+    return NULL;
   if (ff_semaphore_acquire(self->slot, 0) == 0) Py_RETURN_TRUE;
+  double t = block ? ffpy_parse_timeout(timeout) : 0.0;
+  if (t == -2.0) return NULL;
+  if (t == 0) Py_RETURN_FALSE;
   wait_arg_t arg = {self->slot, 0, 0};
-  int got = sync_wait(semaphore_wait_fn, &arg, timeout);
+  int got = ffpy_wait_interruptibly(semaphore_wait_fn, &arg, t);
   if (got < 0) return NULL;
   return PyBool_FromLong(got);
 }
 
 static PyObject *semaphore_release(ffpy_sync_t *self, PyObject *unused) {
   (void)unused;
-  return PyBool_FromLong(ff_semaphore_release(self->slot) == 0);
+  if (ff_semaphore_release(self->slot) < 0) {
+    PyErr_SetString(PyExc_ValueError,
+                    "semaphore or lock released too many times");
+    return NULL;
+  }
+  Py_RETURN_NONE;
 }
 
 static PyObject *semaphore_value(ffpy_sync_t *self, PyObject *unused) {
@@ -189,10 +358,11 @@ static PyObject *semaphore_value(ffpy_sync_t *self, PyObject *unused) {
 static PyMethodDef semaphore_methods[] = {
     {"init", (PyCFunction)semaphore_init, METH_VARARGS,
      "init(value, max): max 0 for no bound"},
-    {"acquire", (PyCFunction)semaphore_acquire, METH_VARARGS,
-     "acquire(timeout=None) -> bool"},
+    {"acquire", (PyCFunction)(void (*)(void))semaphore_acquire,
+     METH_FASTCALL | METH_KEYWORDS,
+     "acquire(block=True, timeout=None) -> bool, as multiprocessing's"},
     {"release", (PyCFunction)semaphore_release, METH_NOARGS,
-     "release() -> False past the bound"},
+     "release(): ValueError past the bound"},
     {"value", (PyCFunction)semaphore_value, METH_NOARGS, "value() -> int"},
     {NULL, NULL, 0, NULL},
 };

@@ -95,6 +95,7 @@ class _Slabs:
             view.release()
 
 
+_core.set_lock_warning(AbandonedLockWarning)
 _slabs = _Slabs()
 # Every primitive alive in this process: what a fork copies.
 _live: weakref.WeakSet[_Shared] = weakref.WeakSet()
@@ -159,19 +160,18 @@ def _attached(cls: type[_T], segment_id: int, offset: int) -> _T:
     return obj
 
 
-def _timeout(block: bool, timeout: float | None) -> float | None:
-    """The wait of multiprocessing's acquire(block, timeout)."""
-    if not block:
-        return 0.0
-    return timeout
-
-
 # -- locks ---------------------------------------------------------------------
 
 
 class Lock(_Shared):
     """A non-recursive lock, as ``multiprocessing.Lock``: any thread of any
-    process may release it. A holder that dies does not keep it."""
+    process may release it. A holder that dies does not keep it: the next
+    acquirer takes it over, with an :class:`AbandonedLockWarning`.
+
+    ``acquire(block=True, timeout=None)`` and ``release()`` are the runtime's
+    own methods, one C call each."""
+
+    _recursive = False
 
     def __init__(self, *, ctx: Any = None) -> None:
         self._new_slot()
@@ -179,38 +179,25 @@ class Lock(_Shared):
         self._mutex.init()
 
     def _bind(self) -> None:
-        self._mutex = _core.Mutex(self._segment, self._offset)
+        self._mutex = _core.Mutex(self._segment, self._offset, self._recursive)
+        self.acquire = self._mutex.acquire
+        self.release = self._mutex.release
 
     def __reduce__(self) -> Any:
         return _attached, (type(self), *self._handle())
 
-    def acquire(self, block: bool = True, timeout: float | None = None) -> bool:
-        """Takes the lock; False if ``timeout`` (seconds) passes first."""
-        got = self._mutex.acquire(_timeout(block, timeout))
-        if got < 0:
-            return False
-        if got > 0:
-            self._taken_over(got)
-        return True
-
-    def _taken_over(self, pid: int) -> None:
-        warnings.warn(
-            AbandonedLockWarning(
-                f"{type(self).__name__}: process {pid} died holding it; it was taken over "
-                "(what it protected may be inconsistent)"
-            ),
-            stacklevel=3,
-        )
+    def acquire(self, block: bool = True, timeout: float | None = None) -> bool:  # type: ignore[empty-body]
+        """Takes the lock; False if ``timeout`` (seconds) passes first, or
+        at once with ``block=False``. (Bound to the runtime's method.)"""
 
     def release(self) -> None:
-        if not self._mutex.release():
-            raise ValueError("semaphore or lock released too many times")
+        """Releases the lock. (Bound to the runtime's method.)"""
 
     def __enter__(self) -> bool:
-        return self.acquire()
+        return bool(self._mutex.__enter__())
 
     def __exit__(self, *exc_info: object) -> None:
-        self.release()
+        self._mutex.release()
 
     def _is_owned(self) -> bool:
         return bool(self._mutex.held_by_caller())
@@ -230,47 +217,14 @@ class RLock(Lock):
     """A recursive lock, as ``multiprocessing.RLock``: the thread that holds
     it may take it again, and only that thread may release it."""
 
-    def __init__(self, *, ctx: Any = None) -> None:
-        super().__init__(ctx=ctx)
-
-    def _bind(self) -> None:
-        super()._bind()
-        self._count = memoryview(self._segment).cast("B")[self._offset + 16 : self._offset + 20].cast("i")
-
-    def acquire(self, block: bool = True, timeout: float | None = None) -> bool:
-        if self._mutex.held_by_caller():
-            self._count[0] += 1
-            return True
-        if not super().acquire(block, timeout):
-            return False
-        self._count[0] = 1
-        return True
-
-    def release(self) -> None:
-        if not self._mutex.held_by_caller():
-            raise AssertionError("attempt to release recursive lock not owned by thread")
-        if self._count[0] > 1:
-            self._count[0] -= 1
-            return
-        self._count[0] = 0
-        super().release()
-
-    def _release_save(self) -> int:
-        count = self._count[0]
-        self._count[0] = 0
-        Lock.release(self)
-        return count
-
-    def _acquire_restore(self, count: int) -> None:
-        Lock.acquire(self)
-        self._count[0] = count
+    _recursive = True
 
     def __repr__(self) -> str:
         holder = self._mutex.holder()
         if holder == 0:
             return f"<{type(self).__name__}(None, 0)>"
         name = threading.current_thread().name if self._mutex.held_by_caller() else "SomeThread"
-        return f"<{type(self).__name__}({holder}|{name}, {self._count[0]})>"
+        return f"<{type(self).__name__}({holder}|{name}, {self._mutex.depth()})>"
 
 
 # -- semaphores ----------------------------------------------------------------
@@ -294,25 +248,28 @@ class Semaphore(_Shared):
 
     def _bind(self) -> None:
         self._sem = _core.Semaphore(self._segment, self._offset)
+        self.acquire = self._sem.acquire
+        self.release = self._sem.release
 
     def __reduce__(self) -> Any:
         return _attached, (type(self), *self._handle())
 
-    def acquire(self, block: bool = True, timeout: float | None = None) -> bool:
-        return bool(self._sem.acquire(_timeout(block, timeout)))
+    def acquire(self, block: bool = True, timeout: float | None = None) -> bool:  # type: ignore[empty-body]
+        """Takes one; False if ``timeout`` passes first, or at once with
+        ``block=False``. (Bound to the runtime's method.)"""
 
     def release(self) -> None:
-        if not self._sem.release():
-            raise ValueError("semaphore or lock released too many times")
+        """Gives one back; past a BoundedSemaphore's value, ValueError.
+        (Bound to the runtime's method.)"""
 
     def get_value(self) -> int:
         return int(self._sem.value())
 
     def __enter__(self) -> bool:
-        return self.acquire()
+        return bool(self._sem.acquire())
 
     def __exit__(self, *exc_info: object) -> None:
-        self.release()
+        self._sem.release()
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__}(value={self.get_value()})>"
@@ -397,19 +354,14 @@ class Condition(_Shared):
         """Releases the lock, sleeps until notified or ``timeout`` passes,
         and takes the lock back; True if notified."""
         self._check_owned("wait")
+        mutex = self._lock._mutex
         seq = self._cond.prepare()
-        if isinstance(self._lock, RLock):
-            saved = self._lock._release_save()
-        else:
-            self._lock.release()
+        depth = mutex.release_save()
         notified = False
         try:
             notified = self._cond.sleep(seq, timeout)
         finally:
-            if isinstance(self._lock, RLock):
-                self._lock._acquire_restore(saved)
-            else:
-                self._lock.acquire()
+            mutex.acquire_restore(depth)
             notified = self._cond.finish(notified)
         return bool(notified)
 
