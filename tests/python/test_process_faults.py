@@ -25,7 +25,10 @@ CHILD = textwrap.dedent(
 
     def start():
         pool = forkfarm.Pool(2)
-        pool.map(helpers.square, range(10))  # both workers up
+        pool.map(helpers.square, range(10))
+        deadline = time.monotonic() + 20
+        while len(pool._core.worker_pids()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)  # both workers up (slow under a sanitizer)
         pids = list(pool._core.worker_pids())
         print("pids", *pids, flush=True)
         return pool
