@@ -478,6 +478,46 @@ int ff_cond_finish(ff_cond_t *cond, int notified);
 /* Wakes up to count waiters (UINT32_MAX: all); returns how many. */
 unsigned ff_cond_notify(ff_cond_t *cond, unsigned count);
 
+/* ---- channels: message queues in shared memory (channel.c) ----------------
+ *
+ * A multi-producer, multi-consumer queue of byte messages in a region the
+ * caller shares between processes (page-aligned; map it whole everywhere:
+ * only the pages in use are touched). The ring starts at `capacity` bytes
+ * and doubles, up to what the region holds, when a message does not fit;
+ * it shrinks back when the channel empties. A process killed while it held
+ * the channel's lock is noticed by the next caller, which repairs the
+ * positions if it must and reports the dead pid in *recovered. */
+
+typedef struct ff_channel_s ff_channel_t;
+
+/* The bytes at the start of a region that the channel's header takes. */
+#define FF_CHANNEL_HEADER 4096
+
+/* maxsize: the most messages it holds (0: as many as fit). */
+int ff_channel_init(void *region, size_t size, size_t capacity,
+                    unsigned maxsize);
+/* A channel that ff_channel_init made in this region (mapped here too). */
+int ff_channel_attach(void *region, size_t size, ff_channel_t **channel);
+/* Appends a copy of the message: 0, -ETIMEDOUT when still full at the
+ * timeout, -EMSGSIZE when it could never fit, -EINTR. *recovered (may be
+ * NULL) is set to a dead lock holder's pid. */
+int ff_channel_put(ff_channel_t *channel, const void *data, size_t length,
+                   double timeout, int *recovered);
+/* Takes the oldest message: alloc(arg, length) returns where to copy it
+ * (NULL: -ENOMEM, and the message stays). 0, -ETIMEDOUT when still empty
+ * at the timeout, -EINTR, or FF_EPROTOCOL for a corrupt record (the
+ * channel is emptied). */
+int ff_channel_get(ff_channel_t *channel, double timeout,
+                   void *(*alloc)(void *arg, size_t length), void *arg,
+                   int *recovered);
+/* The messages in the channel now. */
+unsigned ff_channel_count(const ff_channel_t *channel);
+unsigned ff_channel_maxsize(const ff_channel_t *channel);
+/* JoinableQueue: every put counts a task; task_done uncounts one
+ * (-EOVERFLOW when none is left), and join waits until none is left. */
+int ff_channel_task_done(ff_channel_t *channel);
+int ff_channel_join(ff_channel_t *channel, double timeout);
+
 #ifdef __cplusplus
 }
 #endif

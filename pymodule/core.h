@@ -95,6 +95,8 @@ extern PyTypeObject ffpy_mutex_type;
 extern PyTypeObject ffpy_semaphore_type;
 extern PyTypeObject ffpy_event_type;
 extern PyTypeObject ffpy_cond_type;
+/* ---- channel.c: message queues in segments ---- */
+extern PyTypeObject ffpy_channel_type;
 PyObject *ffpy_slot_refs(PyObject *module, PyObject *args);
 PyObject *ffpy_set_lock_warning(PyObject *module, PyObject *cls);
 

@@ -24,6 +24,7 @@ from ._errors import (
 )
 from .executor import Executor
 from .pool import Pool
+from .queues import JoinableQueue, Queue, SimpleQueue
 from .sharedctypes import Array, RawArray, RawValue, Value
 from .synchronize import (
     AbandonedLockWarning,
@@ -49,15 +50,18 @@ __all__ = [
     "Event",
     "Executor",
     "InitializerError",
+    "JoinableQueue",
     "Lock",
     "Pool",
     "PoolTerminatedError",
     "ProcessError",
+    "Queue",
     "RLock",
     "RawArray",
     "RawValue",
     "RemoteTraceback",
     "Semaphore",
+    "SimpleQueue",
     "SharedArray",
     "TaskTimeoutError",
     "TimeoutError",

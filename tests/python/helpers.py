@@ -593,3 +593,39 @@ def increment_shared_value(_: Any = None) -> None:
     initializer kept (set_shared_lock)."""
     with SHARED_LOCK.get_lock():
         SHARED_LOCK.value += 1
+
+
+# -- queues (test_queues.py, compat/test_queues.py) --------------------------
+
+
+def put_all(q: Any, items: list[Any]) -> int:
+    for item in items:
+        q.put(item)
+    return os.getpid()
+
+
+def get_n(q: Any, n: int, timeout: float = 10.0) -> list[Any]:
+    return [q.get(timeout=timeout) for _ in range(n)]
+
+
+def consume_and_mark_done(q: Any, n: int) -> int:
+    total = 0
+    for _ in range(n):
+        total += q.get(timeout=10)
+        q.task_done()
+    return total
+
+
+def take_queue_lock_and_die(q: Any) -> None:
+    """Takes a forkfarm queue's lock (the first field of its channel) and
+    dies holding it."""
+    lock = forkfarm_lock_of(q)
+    lock.acquire()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def forkfarm_lock_of(q: Any) -> Any:
+    """The forkfarm Lock at the start of a queue's channel: its mutex."""
+    from forkfarm import _core
+
+    return _core.Mutex(q._segment, 0)

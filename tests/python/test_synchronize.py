@@ -2,7 +2,7 @@
 Event, Condition and Barrier: what they add to multiprocessing's (a dead
 holder does not keep a lock, handles in pool tasks, slots reused) and FAULTS
 row 17. Behaviour shared with multiprocessing is checked against it in
-compat/test_primitives.py."""
+compat/test_compat_primitives.py."""
 
 from __future__ import annotations
 

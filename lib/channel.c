@@ -1,0 +1,309 @@
+/* A multi-producer, multi-consumer channel of byte messages in a region of
+ * shared memory: what forkfarm's Queue, SimpleQueue and JoinableQueue are.
+ * No feeder thread: put copies the message into the region under a
+ * process-shared mutex (sync.c) and returns; get copies one out.
+ *
+ * The region is mapped whole by every process but used as a ring of a few
+ * pages that doubles when a message does not fit (an unbounded queue must
+ * not block its producers) and falls back to its first size when the
+ * channel empties, giving the pages above back to the kernel. Growing
+ * copies the live bytes into the half it adds, never over themselves, so a
+ * process killed mid-way leaves the channel as it was; a holder that died
+ * at any other point is noticed through the mutex, and the channel's
+ * positions are checked before it goes on. */
+#include "internal.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <linux/futex.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#define CHANNEL_MAGIC 0x6c6e6863u /* "chnl" */
+#define RECORD_ALIGN 8u
+/* How long a get or put spins on an empty or full channel before it
+ * sleeps: the other side is often about to act, and a futex sleep and wake
+ * cost far more. */
+#define SPIN_NS 20000ull
+
+struct ff_channel_s {
+  ff_mutex_t lock;
+  uint32_t magic;
+  uint32_t maxsize;               /* messages; 0: none */
+  _Atomic uint32_t puts;          /* bumped by every put: getters sleep on it */
+  _Atomic uint32_t gets;          /* bumped by every get: putters sleep on it */
+  _Atomic uint32_t getters_asleep;
+  _Atomic uint32_t putters_asleep;
+  _Atomic uint32_t count;         /* messages in the channel */
+  _Atomic uint32_t unfinished;    /* puts not yet matched by task_done */
+  _Atomic uint32_t joiners_asleep;
+  uint32_t unused;
+  /* Under the lock: byte positions (head <= tail), and the ring's size. */
+  uint64_t head;
+  uint64_t tail;
+  uint64_t capacity;      /* a power of two */
+  uint64_t base_capacity; /* what it shrinks back to */
+  uint64_t max_capacity;  /* what the region holds */
+};
+
+_Static_assert(sizeof(struct ff_channel_s) <= FF_CHANNEL_HEADER,
+               "the channel's header must fit its page");
+
+static char *channel_data(ff_channel_t *c) {
+  return (char *)c + FF_CHANNEL_HEADER;
+}
+
+static uint64_t record_size(size_t length) {
+  return (sizeof(uint32_t) + (uint64_t)length + RECORD_ALIGN - 1) &
+         ~(uint64_t)(RECORD_ALIGN - 1);
+}
+
+static uint64_t floor_pow2(uint64_t n) {
+  uint64_t p = 1;
+  while (p <= n / 2) p *= 2;
+  return p;
+}
+
+static void futex_wake(_Atomic uint32_t *word) {
+  syscall(SYS_futex, (uint32_t *)word, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
+}
+
+int ff_channel_init(void *region, size_t size, size_t capacity,
+                    unsigned maxsize) {
+  if (region == NULL || (uintptr_t)region % 4096 != 0 ||
+      size < FF_CHANNEL_HEADER + 4096)
+    return -EINVAL;
+  ff_channel_t *c = region;
+  memset(c, 0, sizeof(*c));
+  ff_mutex_init(&c->lock);
+  c->max_capacity = floor_pow2(size - FF_CHANNEL_HEADER);
+  if (capacity < 4096) capacity = 4096;
+  c->base_capacity = floor_pow2(capacity);
+  if (c->base_capacity > c->max_capacity) c->base_capacity = c->max_capacity;
+  c->capacity = c->base_capacity;
+  c->maxsize = maxsize;
+  c->magic = CHANNEL_MAGIC;
+  return 0;
+}
+
+int ff_channel_attach(void *region, size_t size, ff_channel_t **channel) {
+  ff_channel_t *c = region;
+  if (region == NULL || size < FF_CHANNEL_HEADER + 4096 ||
+      c->magic != CHANNEL_MAGIC ||
+      c->max_capacity > size - FF_CHANNEL_HEADER)
+    return -EINVAL;
+  *channel = c;
+  return 0;
+}
+
+/* Copies between the ring and a flat buffer, across the ring's end. */
+static void ring_write(ff_channel_t *c, uint64_t position, const void *src,
+                       size_t n) {
+  uint64_t at = position & (c->capacity - 1);
+  size_t first = n < c->capacity - at ? n : (size_t)(c->capacity - at);
+  memcpy(channel_data(c) + at, src, first);
+  memcpy(channel_data(c), (const char *)src + first, n - first);
+}
+
+static void ring_read(ff_channel_t *c, uint64_t position, void *dst,
+                      size_t n) {
+  uint64_t at = position & (c->capacity - 1);
+  size_t first = n < c->capacity - at ? n : (size_t)(c->capacity - at);
+  memcpy(dst, channel_data(c) + at, first);
+  memcpy((char *)dst + first, channel_data(c), n - first);
+}
+
+/* Doubles the ring: the live bytes are copied into the half it adds,
+ * [capacity, capacity + used), where positions modulo the new capacity
+ * find them. */
+static void channel_grow(ff_channel_t *c) {
+  uint64_t used = c->tail - c->head;
+  uint64_t old = c->capacity;
+  char *data = channel_data(c);
+  uint64_t at = c->head & (old - 1);
+  uint64_t first = used < old - at ? used : old - at;
+  memcpy(data + old, data + at, first);
+  memcpy(data + old + first, data, used - first);
+  c->head = old;
+  c->tail = old + used;
+  c->capacity = old * 2;
+}
+
+/* Back to the first size once empty, and the pages above to the kernel. */
+static void channel_shrink(ff_channel_t *c) {
+  uint64_t from = c->base_capacity;
+  uint64_t to = c->capacity;
+  c->head = c->tail = 0;
+  c->capacity = c->base_capacity;
+  madvise(channel_data(c) + from, to - from, MADV_REMOVE);
+}
+
+/* After taking the lock from a dead holder: the positions it may have
+ * left half-written are checked, and an impossible state is emptied (the
+ * messages in it are lost, and the caller is told). */
+static bool channel_repair(ff_channel_t *c) {
+  uint64_t cap = c->capacity;
+  bool sane = cap >= 4096 && (cap & (cap - 1)) == 0 &&
+              cap <= c->max_capacity && c->head <= c->tail &&
+              c->tail - c->head <= cap &&
+              (atomic_load(&c->count) == 0) == (c->head == c->tail);
+  if (sane) return false;
+  c->head = c->tail = 0;
+  c->capacity = c->base_capacity;
+  atomic_store(&c->count, 0);
+  return true;
+}
+
+/* Takes the channel's lock; *recovered tells of a holder that died. */
+static int channel_lock(ff_channel_t *c, double timeout, int *recovered) {
+  pid_t dead = 0;
+  int rc = ff_mutex_acquire(&c->lock, timeout, &dead);
+  if (rc == -EOWNERDEAD) {
+    if (recovered) *recovered = (int)dead;
+    channel_repair(c);
+    return 0;
+  }
+  return rc;
+}
+
+/* The wait for the lock itself: held only for a copy, so a caller that
+ * will not wait for the channel (put_nowait) still waits for that, up to a
+ * second; one that will, up to its deadline. */
+static double lock_timeout(uint64_t deadline) {
+  if (deadline == UINT64_MAX) return -1;
+  uint64_t now = ff__now_ns();
+  double left = now >= deadline ? 0 : (double)(deadline - now) / 1e9;
+  return left > 1.0 ? left : 1.0;
+}
+
+/* Sleeps until *word moves from seen, the deadline passes (-ETIMEDOUT) or a
+ * signal comes (-EINTR); spins a little first. */
+static int channel_wait(_Atomic uint32_t *word, uint32_t seen,
+                        _Atomic uint32_t *asleep, uint64_t deadline) {
+  uint64_t spin_until = ff__now_ns() + SPIN_NS;
+  for (unsigned i = 0; atomic_load(word) == seen; i++) {
+    uint64_t now = ff__now_ns();
+    if (now >= deadline) return -ETIMEDOUT;
+    if (now >= spin_until) break;
+    ff__spin_pause(i);
+  }
+  atomic_fetch_add(asleep, 1);
+  int rc = 0;
+  if (atomic_load(word) == seen)
+    rc = ff__futex_wait_shared(word, seen, deadline);
+  atomic_fetch_sub(asleep, 1);
+  return rc == -ETIMEDOUT && atomic_load(word) != seen ? 0 : rc;
+}
+
+int ff_channel_put(ff_channel_t *c, const void *data, size_t length,
+                   double timeout, int *recovered) {
+  uint64_t need = record_size(length);
+  if (length > UINT32_MAX || need > c->max_capacity) return -EMSGSIZE;
+  uint64_t deadline = ff__deadline(timeout);
+  for (;;) {
+    int rc = channel_lock(c, lock_timeout(deadline), recovered);
+    if (rc < 0) return rc;
+    uint32_t seen = atomic_load(&c->gets);
+    bool full = c->maxsize != 0 && atomic_load(&c->count) >= c->maxsize;
+    while (!full && c->tail - c->head + need > c->capacity) {
+      if (c->capacity >= c->max_capacity) {
+        full = true;
+        break;
+      }
+      channel_grow(c);
+    }
+    if (!full) {
+      uint32_t header = (uint32_t)length;
+      ring_write(c, c->tail, &header, sizeof(header));
+      ring_write(c, c->tail + sizeof(header), data, length);
+      /* Published only now: a putter killed above leaves no half record. */
+      c->tail += need;
+      atomic_fetch_add(&c->unfinished, 1);
+      atomic_fetch_add(&c->count, 1);
+      atomic_fetch_add(&c->puts, 1);
+      ff_mutex_release(&c->lock);
+      if (atomic_load(&c->getters_asleep)) futex_wake(&c->puts);
+      return 0;
+    }
+    ff_mutex_release(&c->lock);
+    rc = channel_wait(&c->gets, seen, &c->putters_asleep, deadline);
+    if (rc < 0) return rc;
+  }
+}
+
+int ff_channel_get(ff_channel_t *c, double timeout,
+                   void *(*alloc)(void *arg, size_t length), void *arg,
+                   int *recovered) {
+  uint64_t deadline = ff__deadline(timeout);
+  for (;;) {
+    uint32_t seen = atomic_load(&c->puts);
+    if (atomic_load(&c->count) > 0) {
+      int rc = channel_lock(c, lock_timeout(deadline), recovered);
+      if (rc < 0) return rc;
+      if (atomic_load(&c->count) > 0) {
+        uint32_t length;
+        ring_read(c, c->head, &length, sizeof(length));
+        uint64_t size = record_size(length);
+        if (size > c->tail - c->head) {
+          /* Only a process writing where it should not gets here. */
+          channel_repair(c);
+          c->head = c->tail;
+          atomic_store(&c->count, 0);
+          ff_mutex_release(&c->lock);
+          return FF_EPROTOCOL;
+        }
+        void *out = alloc(arg, length);
+        if (out == NULL) {
+          ff_mutex_release(&c->lock);
+          return -ENOMEM;
+        }
+        ring_read(c, c->head + sizeof(length), out, length);
+        c->head += size;
+        if (atomic_fetch_sub(&c->count, 1) == 1 &&
+            c->capacity > c->base_capacity)
+          channel_shrink(c);
+        atomic_fetch_add(&c->gets, 1);
+        ff_mutex_release(&c->lock);
+        if (atomic_load(&c->putters_asleep)) futex_wake(&c->gets);
+        return 0;
+      }
+      seen = atomic_load(&c->puts);
+      ff_mutex_release(&c->lock);
+      if (atomic_load(&c->count) > 0) continue;
+    }
+    int rc = channel_wait(&c->puts, seen, &c->getters_asleep, deadline);
+    if (rc < 0) return rc;
+  }
+}
+
+unsigned ff_channel_count(const ff_channel_t *c) {
+  return atomic_load(&c->count);
+}
+
+unsigned ff_channel_maxsize(const ff_channel_t *c) { return c->maxsize; }
+
+int ff_channel_task_done(ff_channel_t *c) {
+  uint32_t n = atomic_load(&c->unfinished);
+  do {
+    if (n == 0) return -EOVERFLOW;
+  } while (!atomic_compare_exchange_weak(&c->unfinished, &n, n - 1));
+  if (n == 1 && atomic_load(&c->joiners_asleep)) futex_wake(&c->unfinished);
+  return 0;
+}
+
+int ff_channel_join(ff_channel_t *c, double timeout) {
+  uint64_t deadline = ff__deadline(timeout);
+  for (;;) {
+    uint32_t n = atomic_load(&c->unfinished);
+    if (n == 0) return 0;
+    if (ff__now_ns() >= deadline) return -ETIMEDOUT;
+    atomic_fetch_add(&c->joiners_asleep, 1);
+    int rc = 0;
+    if (atomic_load(&c->unfinished) == n)
+      rc = ff__futex_wait_shared(&c->unfinished, n, deadline);
+    atomic_fetch_sub(&c->joiners_asleep, 1);
+    if (rc == -EINTR) return rc;
+  }
+}
