@@ -1,8 +1,10 @@
 """forkfarm: a process pool for Python with a C runtime.
 
 ``import forkfarm as multiprocessing`` gives multiprocessing's Pool on a
-runtime that needs no helper threads and does not hang when a worker dies;
-:class:`Executor` is the same runtime behind the concurrent.futures API.
+runtime that needs no helper threads and does not hang when a worker dies,
+with its queues and locks in shared memory (no feeder thread, no named
+semaphore, no lock held forever by a dead process); :class:`Executor` is the
+same runtime behind the concurrent.futures API.
 """
 
 from __future__ import annotations
@@ -15,6 +17,19 @@ from multiprocessing import (
     TimeoutError,
 )
 
+from .connection import Pipe
+from .context import (
+    Manager,
+    Process,
+    active_children,
+    current_process,
+    freeze_support,
+    get_all_start_methods,
+    get_context,
+    get_start_method,
+    parent_process,
+    set_start_method,
+)
 from ._errors import (
     InitializerError,
     PoolTerminatedError,
@@ -37,6 +52,8 @@ from .synchronize import (
     Semaphore,
 )
 
+from . import connection, pool, shared_memory  # noqa: E402 - the submodules of multiprocessing's
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -52,8 +69,11 @@ __all__ = [
     "InitializerError",
     "JoinableQueue",
     "Lock",
+    "Manager",
+    "Pipe",
     "Pool",
     "PoolTerminatedError",
+    "Process",
     "ProcessError",
     "Queue",
     "RLock",
@@ -67,10 +87,18 @@ __all__ = [
     "TimeoutError",
     "Value",
     "WorkerLostError",
+    "active_children",
     "as_shared",
     "cpu_count",
+    "current_process",
     "empty",
+    "freeze_support",
     "full",
+    "get_all_start_methods",
+    "get_context",
+    "get_start_method",
+    "parent_process",
+    "set_start_method",
     "shared_array",
     "zeros",
 ]

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
-from . import _core, _errors, _protocol, synchronize
+from . import _core, _errors, _protocol
 from .pool import (
     NO_LIMITS,
     CallEncoder,
@@ -139,7 +139,7 @@ class Executor(concurrent.futures.Executor):
         self._max_workers = max_workers
         self._lock = threading.Lock()
         self._pending: set[_Future] = set()
-        self._core, self._held = create_core(
+        self._core = create_core(
             max_workers,
             initializer,
             initargs,
@@ -264,7 +264,6 @@ class Executor(concurrent.futures.Executor):
         self._core.close()
         if wait:
             self._core.join()
-            synchronize.release_held(self._held)
             _protocol.trim_arena()
 
     def _shutdown_at_exit(self) -> None:

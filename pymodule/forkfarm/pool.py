@@ -17,12 +17,23 @@ import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from multiprocessing import TimeoutError
-from multiprocessing.pool import MaybeEncodingError
+from multiprocessing.pool import MaybeEncodingError, ThreadPool
 from typing import Any, Generic, NamedTuple, TypeVar
 
-from . import _core, _errors, _protocol, synchronize
+from . import _core, _errors, _protocol
 
-__all__ = ["Pool", "AsyncResult", "ApplyResult", "MapResult", "IMapIterator", "MaybeEncodingError"]
+__all__ = [
+    "Pool",
+    "AsyncResult",
+    "ApplyResult",
+    "MapResult",
+    "IMapIterator",
+    "MaybeEncodingError",
+    "ThreadPool",
+]
+
+# ThreadPool is multiprocessing's: threads in this process, which forkfarm
+# has nothing to add to.
 
 _T = TypeVar("_T")
 _S = TypeVar("_S")
@@ -66,27 +77,19 @@ def create_core(
     timeout: float | None = None,
     retries: int = 0,
     max_memory: int | None = None,
-) -> tuple[_core.Pool, list[Any]]:
-    """Creates the runtime pool behind a Pool or an Executor. Returns it
-    with the shared primitives its zygote holds (copies of every one alive
-    now), for :func:`synchronize.release_held` once the pool is joined."""
+) -> _core.Pool:
+    """Creates the runtime pool behind a Pool or an Executor."""
     _flush_std_streams()
-    held = synchronize.hold_for_fork()
-    try:
-        core = _core.Pool(
-            processes,
-            _protocol,
-            initializer,
-            tuple(initargs),
-            max_tasks or 0,
-            timeout or 0.0,
-            retries,
-            max_memory or 0,
-        )
-    except BaseException:
-        synchronize.release_held(held)
-        raise
-    return core, held
+    return _core.Pool(
+        processes,
+        _protocol,
+        initializer,
+        tuple(initargs),
+        max_tasks or 0,
+        timeout or 0.0,
+        retries,
+        max_memory or 0,
+    )
 
 
 def check_max_memory(max_memory: object) -> int | None:
@@ -750,7 +753,7 @@ class Pool:
         self._processes = processes
         # Maps and imaps that still cut chunks as results come back.
         self._feeding: weakref.WeakSet[Any] = weakref.WeakSet()
-        self._core, self._held = create_core(
+        self._core = create_core(
             processes, initializer, initargs, maxtasksperchild, self._timeout, retries, max_memory
         )
         self._calls = CallEncoder(self._core)
@@ -992,7 +995,6 @@ class Pool:
         self._state = TERMINATE
         self._core.terminate()
         self._core.join()
-        synchronize.release_held(self._held)
         _protocol.trim_arena()
 
     def join(self) -> None:
@@ -1000,7 +1002,6 @@ class Pool:
         if self._state == RUN:
             raise ValueError("Pool is still running")
         self._core.join()
-        synchronize.release_held(self._held)
         _protocol.trim_arena()
 
     def __enter__(self) -> Pool:

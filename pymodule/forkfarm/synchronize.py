@@ -101,22 +101,17 @@ _slabs = _Slabs()
 _live: weakref.WeakSet[_Shared] = weakref.WeakSet()
 
 
-def hold_for_fork() -> list[tuple[_core.Segment, int]]:
-    """Counts a process about to be forked (a pool's zygote, which copies
-    every primitive alive here to the workers it forks) as a user of every
-    primitive alive now, so that no slot is reused under it. Give the list
-    to :func:`release_held` once that process is gone."""
-    held = {(obj._segment, obj._offset) for obj in list(_live)}
-    for segment, offset in held:
+def _count_the_copies() -> None:
+    """Before a fork (os.fork, a multiprocessing Process, a pool's zygote):
+    the child gets a copy of every primitive alive here, so it counts as a
+    user of each, for good, since a forked child ends without running
+    finalizers. Counted in the parent before the fork, so that no slot can
+    be reused before the child would have counted itself."""
+    for segment, offset in {(obj._segment, obj._offset) for obj in list(_live)}:
         _core.slot_refs(segment, offset + REFS, 1)
-    return list(held)
 
 
-def release_held(held: list[tuple[_core.Segment, int]]) -> None:
-    """Undoes :func:`hold_for_fork`."""
-    for segment, offset in held:
-        _drop(segment, offset)
-    held.clear()
+os.register_at_fork(before=_count_the_copies)
 
 
 def _drop(segment: _core.Segment, offset: int) -> None:
