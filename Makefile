@@ -27,6 +27,7 @@ test: test-c test-python
 bench: $(INSTALL_STAMP)
 	$(VPY) benchmarks/bench.py
 	$(VPY) benchmarks/arrays.py
+	$(VPY) benchmarks/primitives.py
 
 setup: $(INSTALL_STAMP)
 

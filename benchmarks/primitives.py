@@ -4,6 +4,7 @@ faster-fifo and forkfarm, in the same run, interleaved, medians.
 - W11: a Queue between 1 producer and 1 consumer process, 200,000 small
   messages (messages/s).
 - W12: the same with 2 producers and 2 consumers.
+- W13: a Pipe ping-pong between 2 processes: the round trip (µs).
 - W14: a Lock: an uncontended acquire+release (ns), and a contended
   hand-off: 2 processes each take it 100,000 times to add to a shared
   counter (ns per acquire+release).
@@ -90,6 +91,34 @@ def queue_rate(library: str, producers: int, consumers: int, messages: int) -> f
     return per_consumer * consumers / took
 
 
+def _echo(conn: Any, other_end: Any) -> None:
+    other_end.close()
+    while True:
+        try:
+            conn.send(conn.recv())
+        except EOFError:
+            return
+
+
+def pipe_round_trip_us(library: str, trips: int = 20_000) -> float:
+    """A small object sent and echoed back, per round trip."""
+    a, b = FORK.Pipe() if library == "multiprocessing" else forkfarm.Pipe()
+    child = FORK.Process(target=_echo, args=(b, a))
+    child.start()
+    b.close()
+    for i in range(200):  # warm
+        a.send(i)
+        a.recv()
+    started = time.perf_counter()
+    for i in range(trips):
+        a.send(i)
+        a.recv()
+    took = time.perf_counter() - started
+    a.close()
+    child.join()
+    return took / trips * 1e6
+
+
 def make_lock(library: str) -> Any:
     return FORK.Lock() if library == "multiprocessing" else forkfarm.Lock()
 
@@ -149,6 +178,10 @@ def main() -> None:
         base = rates["multiprocessing"]
         results[name] = rates
         print(name, "  ".join(f"{lib} {rate / 1e3:,.0f}k msg/s ({rate / base:.1f}x)" for lib, rate in rates.items()))
+    trips = interleaved(["multiprocessing", "forkfarm"], args.rounds, pipe_round_trip_us)
+    results["W13 pipe round trip"] = trips
+    print("W13 pipe round trip", "  ".join(
+        f"{lib} {us:.1f} µs ({trips['multiprocessing'] / us:.1f}x)" for lib, us in trips.items()))
     locks = ["multiprocessing", "forkfarm"]
     for name, measure in (("W14 uncontended", lock_uncontended_ns), ("W14 contended", lock_contended_ns)):
         ns = interleaved(locks, args.rounds, measure)

@@ -97,6 +97,8 @@ extern PyTypeObject ffpy_event_type;
 extern PyTypeObject ffpy_cond_type;
 /* ---- channel.c: message queues in segments ---- */
 extern PyTypeObject ffpy_channel_type;
+/* ---- pipe.c: the ends of a Pipe ---- */
+extern PyTypeObject ffpy_pipe_end_type;
 PyObject *ffpy_slot_refs(PyObject *module, PyObject *args);
 PyObject *ffpy_set_lock_warning(PyObject *module, PyObject *cls);
 

@@ -167,7 +167,8 @@ static int core_exec(PyObject *m) {
                            &ffpy_segment_type, &ffpy_region_type,
                            &ffpy_memo_type, &ffpy_mutex_type,
                            &ffpy_semaphore_type, &ffpy_event_type,
-                           &ffpy_cond_type, &ffpy_channel_type};
+                           &ffpy_cond_type, &ffpy_channel_type,
+                           &ffpy_pipe_end_type};
   for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++)
     if (PyModule_AddType(m, types[i]) < 0) return -1;
 #define XX(name, value, text)                                                \
