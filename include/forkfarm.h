@@ -488,7 +488,14 @@ unsigned ff_cond_notify(ff_cond_t *cond, unsigned count);
  * the channel's lock is noticed by the next caller, which repairs the
  * positions if it must and reports the dead pid in *recovered. */
 
-typedef struct ff_channel_s ff_channel_t;
+/* A process's handle of a channel: where it is mapped here, and what the
+ * mapping holds. Filled by ff_channel_attach; the fields are the
+ * runtime's. */
+typedef struct ff_channel_s {
+  void *region;
+  uint64_t limit;
+  uint64_t base;
+} ff_channel_t;
 
 /* The bytes at the start of a region that the channel's header takes. */
 #define FF_CHANNEL_HEADER 4096
@@ -496,8 +503,9 @@ typedef struct ff_channel_s ff_channel_t;
 /* maxsize: the most messages it holds (0: as many as fit). */
 int ff_channel_init(void *region, size_t size, size_t capacity,
                     unsigned maxsize);
-/* A channel that ff_channel_init made in this region (mapped here too). */
-int ff_channel_attach(void *region, size_t size, ff_channel_t **channel);
+/* A handle of the channel ff_channel_init made in this region (mapped here
+ * too, at any address). */
+int ff_channel_attach(void *region, size_t size, ff_channel_t *channel);
 /* Appends a copy of the message: 0, -ETIMEDOUT when still full at the
  * timeout, -EMSGSIZE when it could never fit, -EINTR. *recovered (may be
  * NULL) is set to a dead lock holder's pid. */
@@ -505,8 +513,8 @@ int ff_channel_put(ff_channel_t *channel, const void *data, size_t length,
                    double timeout, int *recovered);
 /* Takes the oldest message: alloc(arg, length) returns where to copy it
  * (NULL: -ENOMEM, and the message stays). 0, -ETIMEDOUT when still empty
- * at the timeout, -EINTR, or FF_EPROTOCOL for a corrupt record (the
- * channel is emptied). */
+ * at the timeout, -EINTR, or FF_EPROTOCOL for a corrupt record or state
+ * (the channel is emptied; put returns it too). */
 int ff_channel_get(ff_channel_t *channel, double timeout,
                    void *(*alloc)(void *arg, size_t length), void *arg,
                    int *recovered);

@@ -10,7 +10,8 @@
  * copies the live bytes into the half it adds, never over themselves, so a
  * process killed mid-way leaves the channel as it was; a holder that died
  * at any other point is noticed through the mutex, and the channel's
- * positions are checked before it goes on. */
+ * positions are checked, against what this process mapped, before every
+ * use: a channel left in a state no put or get makes is emptied. */
 #include "internal.h"
 
 #include <errno.h>
@@ -28,7 +29,7 @@
  * cost far more. */
 #define SPIN_NS 20000ull
 
-struct ff_channel_s {
+typedef struct channel_shared_s {
   ff_mutex_t lock;
   uint32_t magic;
   uint32_t maxsize;               /* messages; 0: none */
@@ -46,13 +47,24 @@ struct ff_channel_s {
   uint64_t capacity;      /* a power of two */
   uint64_t base_capacity; /* what it shrinks back to */
   uint64_t max_capacity;  /* what the region holds */
-};
+} channel_shared_t;
 
-_Static_assert(sizeof(struct ff_channel_s) <= FF_CHANNEL_HEADER,
+_Static_assert(sizeof(channel_shared_t) <= FF_CHANNEL_HEADER,
                "the channel's header must fit its page");
 
-static char *channel_data(ff_channel_t *c) {
-  return (char *)c + FF_CHANNEL_HEADER;
+/* Everything read from the shared header is checked against what this
+ * process mapped (ch->limit) before it is used: another process may have
+ * written anything there. */
+typedef struct state_s {
+  uint64_t head, tail, capacity;
+} state_t;
+
+static channel_shared_t *shared_of(const ff_channel_t *ch) {
+  return (channel_shared_t *)ch->region;
+}
+
+static char *data_of(const ff_channel_t *ch) {
+  return (char *)ch->region + FF_CHANNEL_HEADER;
 }
 
 static uint64_t record_size(size_t length) {
@@ -66,6 +78,8 @@ static uint64_t floor_pow2(uint64_t n) {
   return p;
 }
 
+static bool is_pow2(uint64_t n) { return n != 0 && (n & (n - 1)) == 0; }
+
 static void futex_wake(_Atomic uint32_t *word) {
   syscall(SYS_futex, (uint32_t *)word, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
 }
@@ -75,7 +89,7 @@ int ff_channel_init(void *region, size_t size, size_t capacity,
   if (region == NULL || (uintptr_t)region % 4096 != 0 ||
       size < FF_CHANNEL_HEADER + 4096)
     return -EINVAL;
-  ff_channel_t *c = region;
+  channel_shared_t *c = region;
   memset(c, 0, sizeof(*c));
   ff_mutex_init(&c->lock);
   c->max_capacity = floor_pow2(size - FF_CHANNEL_HEADER);
@@ -88,84 +102,104 @@ int ff_channel_init(void *region, size_t size, size_t capacity,
   return 0;
 }
 
-int ff_channel_attach(void *region, size_t size, ff_channel_t **channel) {
-  ff_channel_t *c = region;
-  if (region == NULL || size < FF_CHANNEL_HEADER + 4096 ||
-      c->magic != CHANNEL_MAGIC ||
-      c->max_capacity > size - FF_CHANNEL_HEADER)
+int ff_channel_attach(void *region, size_t size, ff_channel_t *channel) {
+  channel_shared_t *c = region;
+  if (region == NULL || channel == NULL || (uintptr_t)region % 4096 != 0 ||
+      size < FF_CHANNEL_HEADER + 4096 || c->magic != CHANNEL_MAGIC)
     return -EINVAL;
-  *channel = c;
+  channel->region = region;
+  /* What this mapping holds, whatever the header says. */
+  channel->limit = floor_pow2(size - FF_CHANNEL_HEADER);
+  channel->base = c->base_capacity;
+  if (!is_pow2(channel->base) || channel->base < 4096 ||
+      channel->base > channel->limit)
+    channel->base = 4096;
   return 0;
 }
 
 /* Copies between the ring and a flat buffer, across the ring's end. */
-static void ring_write(ff_channel_t *c, uint64_t position, const void *src,
-                       size_t n) {
-  uint64_t at = position & (c->capacity - 1);
-  size_t first = n < c->capacity - at ? n : (size_t)(c->capacity - at);
-  memcpy(channel_data(c) + at, src, first);
-  memcpy(channel_data(c), (const char *)src + first, n - first);
+static void ring_write(char *data, uint64_t cap, uint64_t position,
+                       const void *src, size_t n) {
+  uint64_t at = position & (cap - 1);
+  size_t first = n < cap - at ? n : (size_t)(cap - at);
+  memcpy(data + at, src, first);
+  memcpy(data, (const char *)src + first, n - first);
 }
 
-static void ring_read(ff_channel_t *c, uint64_t position, void *dst,
-                      size_t n) {
-  uint64_t at = position & (c->capacity - 1);
-  size_t first = n < c->capacity - at ? n : (size_t)(c->capacity - at);
-  memcpy(dst, channel_data(c) + at, first);
-  memcpy((char *)dst + first, channel_data(c), n - first);
+static void ring_read(const char *data, uint64_t cap, uint64_t position,
+                      void *dst, size_t n) {
+  uint64_t at = position & (cap - 1);
+  size_t first = n < cap - at ? n : (size_t)(cap - at);
+  memcpy(dst, data + at, first);
+  memcpy((char *)dst + first, data, n - first);
+}
+
+/* Empties the channel at its first size. */
+static void channel_reset(const ff_channel_t *ch) {
+  channel_shared_t *c = shared_of(ch);
+  c->head = c->tail = 0;
+  c->capacity = ch->base;
+  atomic_store(&c->count, 0);
+}
+
+/* The positions, checked: false for a state no put or get leaves. */
+static bool channel_state(const ff_channel_t *ch, state_t *st) {
+  channel_shared_t *c = shared_of(ch);
+  st->head = c->head;
+  st->tail = c->tail;
+  st->capacity = c->capacity;
+  return is_pow2(st->capacity) && st->capacity >= 4096 &&
+         st->capacity <= ch->limit && st->head <= st->tail &&
+         st->tail - st->head <= st->capacity;
 }
 
 /* Doubles the ring: the live bytes are copied into the half it adds,
  * [capacity, capacity + used), where positions modulo the new capacity
  * find them. */
-static void channel_grow(ff_channel_t *c) {
-  uint64_t used = c->tail - c->head;
-  uint64_t old = c->capacity;
-  char *data = channel_data(c);
-  uint64_t at = c->head & (old - 1);
+static void channel_grow(const ff_channel_t *ch, state_t *st) {
+  channel_shared_t *c = shared_of(ch);
+  uint64_t used = st->tail - st->head;
+  uint64_t old = st->capacity;
+  char *data = data_of(ch);
+  uint64_t at = st->head & (old - 1);
   uint64_t first = used < old - at ? used : old - at;
   memcpy(data + old, data + at, first);
   memcpy(data + old + first, data, used - first);
-  c->head = old;
-  c->tail = old + used;
-  c->capacity = old * 2;
+  st->head = old;
+  st->tail = old + used;
+  st->capacity = old * 2;
+  c->head = st->head;
+  c->tail = st->tail;
+  c->capacity = st->capacity;
 }
 
 /* Back to the first size once empty, and the pages above to the kernel. */
-static void channel_shrink(ff_channel_t *c) {
-  uint64_t from = c->base_capacity;
-  uint64_t to = c->capacity;
-  c->head = c->tail = 0;
-  c->capacity = c->base_capacity;
-  madvise(channel_data(c) + from, to - from, MADV_REMOVE);
+static void channel_shrink(const ff_channel_t *ch, uint64_t capacity) {
+  channel_reset(ch);
+  madvise(data_of(ch) + ch->base, capacity - ch->base, MADV_REMOVE);
 }
 
-/* After taking the lock from a dead holder: the positions it may have
- * left half-written are checked, and an impossible state is emptied (the
- * messages in it are lost, and the caller is told). */
-static bool channel_repair(ff_channel_t *c) {
-  uint64_t cap = c->capacity;
-  bool sane = cap >= 4096 && (cap & (cap - 1)) == 0 &&
-              cap <= c->max_capacity && c->head <= c->tail &&
-              c->tail - c->head <= cap &&
-              (atomic_load(&c->count) == 0) == (c->head == c->tail);
-  if (sane) return false;
-  c->head = c->tail = 0;
-  c->capacity = c->base_capacity;
-  atomic_store(&c->count, 0);
-  return true;
-}
-
-/* Takes the channel's lock; *recovered tells of a holder that died. */
-static int channel_lock(ff_channel_t *c, double timeout, int *recovered) {
+/* Takes the channel's lock and reads its state: 0, or FF_EPROTOCOL when
+ * the state is impossible (a process died half-way through moving it, or
+ * wrote where it should not), in which case the channel is emptied and the
+ * lock released. *recovered tells of a holder that died. */
+static int channel_lock(const ff_channel_t *ch, double timeout, state_t *st,
+                        int *recovered) {
+  channel_shared_t *c = shared_of(ch);
   pid_t dead = 0;
   int rc = ff_mutex_acquire(&c->lock, timeout, &dead);
   if (rc == -EOWNERDEAD) {
     if (recovered) *recovered = (int)dead;
-    channel_repair(c);
-    return 0;
+    rc = 0;
   }
-  return rc;
+  if (rc < 0) return rc;
+  if (!channel_state(ch, st) ||
+      (atomic_load(&c->count) == 0) != (st->head == st->tail)) {
+    channel_reset(ch);
+    ff_mutex_release(&c->lock);
+    return FF_EPROTOCOL;
+  }
+  return 0;
 }
 
 /* The wait for the lock itself: held only for a copy, so a caller that
@@ -197,29 +231,32 @@ static int channel_wait(_Atomic uint32_t *word, uint32_t seen,
   return rc == -ETIMEDOUT && atomic_load(word) != seen ? 0 : rc;
 }
 
-int ff_channel_put(ff_channel_t *c, const void *data, size_t length,
+int ff_channel_put(ff_channel_t *ch, const void *data, size_t length,
                    double timeout, int *recovered) {
+  channel_shared_t *c = shared_of(ch);
   uint64_t need = record_size(length);
-  if (length > UINT32_MAX || need > c->max_capacity) return -EMSGSIZE;
+  if (length > UINT32_MAX || need > ch->limit) return -EMSGSIZE;
   uint64_t deadline = ff__deadline(timeout);
   for (;;) {
-    int rc = channel_lock(c, lock_timeout(deadline), recovered);
+    state_t st;
+    int rc = channel_lock(ch, lock_timeout(deadline), &st, recovered);
     if (rc < 0) return rc;
     uint32_t seen = atomic_load(&c->gets);
     bool full = c->maxsize != 0 && atomic_load(&c->count) >= c->maxsize;
-    while (!full && c->tail - c->head + need > c->capacity) {
-      if (c->capacity >= c->max_capacity) {
+    while (!full && st.tail - st.head + need > st.capacity) {
+      if (st.capacity >= ch->limit) {
         full = true;
         break;
       }
-      channel_grow(c);
+      channel_grow(ch, &st);
     }
     if (!full) {
       uint32_t header = (uint32_t)length;
-      ring_write(c, c->tail, &header, sizeof(header));
-      ring_write(c, c->tail + sizeof(header), data, length);
+      ring_write(data_of(ch), st.capacity, st.tail, &header, sizeof(header));
+      ring_write(data_of(ch), st.capacity, st.tail + sizeof(header), data,
+                 length);
       /* Published only now: a putter killed above leaves no half record. */
-      c->tail += need;
+      c->tail = st.tail + need;
       atomic_fetch_add(&c->unfinished, 1);
       atomic_fetch_add(&c->count, 1);
       atomic_fetch_add(&c->puts, 1);
@@ -233,24 +270,24 @@ int ff_channel_put(ff_channel_t *c, const void *data, size_t length,
   }
 }
 
-int ff_channel_get(ff_channel_t *c, double timeout,
+int ff_channel_get(ff_channel_t *ch, double timeout,
                    void *(*alloc)(void *arg, size_t length), void *arg,
                    int *recovered) {
+  channel_shared_t *c = shared_of(ch);
   uint64_t deadline = ff__deadline(timeout);
   for (;;) {
     uint32_t seen = atomic_load(&c->puts);
     if (atomic_load(&c->count) > 0) {
-      int rc = channel_lock(c, lock_timeout(deadline), recovered);
+      state_t st;
+      int rc = channel_lock(ch, lock_timeout(deadline), &st, recovered);
       if (rc < 0) return rc;
       if (atomic_load(&c->count) > 0) {
         uint32_t length;
-        ring_read(c, c->head, &length, sizeof(length));
+        ring_read(data_of(ch), st.capacity, st.head, &length, sizeof(length));
         uint64_t size = record_size(length);
-        if (size > c->tail - c->head) {
+        if (size > st.tail - st.head) {
           /* Only a process writing where it should not gets here. */
-          channel_repair(c);
-          c->head = c->tail;
-          atomic_store(&c->count, 0);
+          channel_reset(ch);
           ff_mutex_release(&c->lock);
           return FF_EPROTOCOL;
         }
@@ -259,11 +296,11 @@ int ff_channel_get(ff_channel_t *c, double timeout,
           ff_mutex_release(&c->lock);
           return -ENOMEM;
         }
-        ring_read(c, c->head + sizeof(length), out, length);
-        c->head += size;
-        if (atomic_fetch_sub(&c->count, 1) == 1 &&
-            c->capacity > c->base_capacity)
-          channel_shrink(c);
+        ring_read(data_of(ch), st.capacity, st.head + sizeof(length), out,
+                  length);
+        c->head = st.head + size;
+        if (atomic_fetch_sub(&c->count, 1) == 1 && st.capacity > ch->base)
+          channel_shrink(ch, st.capacity);
         atomic_fetch_add(&c->gets, 1);
         ff_mutex_release(&c->lock);
         if (atomic_load(&c->putters_asleep)) futex_wake(&c->gets);
@@ -278,13 +315,16 @@ int ff_channel_get(ff_channel_t *c, double timeout,
   }
 }
 
-unsigned ff_channel_count(const ff_channel_t *c) {
-  return atomic_load(&c->count);
+unsigned ff_channel_count(const ff_channel_t *ch) {
+  return atomic_load(&shared_of(ch)->count);
 }
 
-unsigned ff_channel_maxsize(const ff_channel_t *c) { return c->maxsize; }
+unsigned ff_channel_maxsize(const ff_channel_t *ch) {
+  return shared_of(ch)->maxsize;
+}
 
-int ff_channel_task_done(ff_channel_t *c) {
+int ff_channel_task_done(ff_channel_t *ch) {
+  channel_shared_t *c = shared_of(ch);
   uint32_t n = atomic_load(&c->unfinished);
   do {
     if (n == 0) return -EOVERFLOW;
@@ -293,7 +333,8 @@ int ff_channel_task_done(ff_channel_t *c) {
   return 0;
 }
 
-int ff_channel_join(ff_channel_t *c, double timeout) {
+int ff_channel_join(ff_channel_t *ch, double timeout) {
+  channel_shared_t *c = shared_of(ch);
   uint64_t deadline = ff__deadline(timeout);
   for (;;) {
     uint32_t n = atomic_load(&c->unfinished);

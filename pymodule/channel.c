@@ -11,7 +11,8 @@
 typedef struct {
   PyObject_HEAD
   Py_buffer view; /* of the segment: keeps it mapped */
-  ff_channel_t *channel;
+  ff_channel_t handle;
+  ff_channel_t *channel; /* &handle once attached, else NULL */
   PyObject *dumps; /* dumps(obj) -> bytes */
   PyObject *loads; /* loads(buffer) -> obj */
   PyObject *empty; /* queue.Empty */
@@ -68,10 +69,11 @@ static PyObject *channel_init(ffpy_channel_t *self, PyObject *args) {
       ff_channel_init(self->view.buf, (size_t)self->view.len,
                       (size_t)capacity, maxsize) < 0 ||
       ff_channel_attach(self->view.buf, (size_t)self->view.len,
-                        &self->channel) < 0) {
+                        &self->handle) < 0) {
     PyErr_SetString(PyExc_ValueError, "the segment cannot hold a channel");
     return NULL;
   }
+  self->channel = &self->handle;
   Py_RETURN_NONE;
 }
 
@@ -79,11 +81,22 @@ static PyObject *channel_init(ffpy_channel_t *self, PyObject *args) {
 static PyObject *channel_attach_method(ffpy_channel_t *self, PyObject *unused) {
   (void)unused;
   if (ff_channel_attach(self->view.buf, (size_t)self->view.len,
-                        &self->channel) < 0) {
+                        &self->handle) < 0) {
     PyErr_SetString(PyExc_ValueError, "the segment holds no channel");
     return NULL;
   }
+  self->channel = &self->handle;
   Py_RETURN_NONE;
+}
+
+/* The channel's shared state was impossible (a process died half-way
+ * through moving it, or wrote where it should not): it was emptied. */
+static PyObject *corrupt_error(void) {
+  PyErr_SetString(PyExc_RuntimeError,
+                  "the queue's shared memory held an impossible state (a "
+                  "process died moving it, or wrote over it); it was emptied "
+                  "and its messages are lost");
+  return NULL;
 }
 
 static int warn_recovered(ffpy_channel_t *self, int pid) {
@@ -188,6 +201,7 @@ static PyObject *channel_put(ffpy_channel_t *self, PyObject *const *args,
                  size);
     return NULL;
   }
+  if (rc == FF_EPROTOCOL) return corrupt_error();
   if (rc < 0) return ffpy_raise(rc);
   Py_RETURN_NONE;
 }
@@ -256,12 +270,7 @@ static PyObject *channel_get(ffpy_channel_t *self, PyObject *const *args,
     PyErr_SetNone(self->empty);
     return NULL;
   }
-  if (rc == FF_EPROTOCOL) {
-    PyErr_SetString(PyExc_RuntimeError,
-                    "the queue held a corrupt message (a process wrote over "
-                    "its shared memory); it was emptied");
-    return NULL;
-  }
+  if (rc == FF_EPROTOCOL) return corrupt_error();
   return ffpy_raise(rc);
 }
 

@@ -30,6 +30,7 @@ typedef struct {
   PyObject_HEAD
   Py_buffer view;       /* of the segment: keeps it mapped */
   pipe_flags_t *flags;
+  ff_channel_t handles[2];
   ff_channel_t *in;     /* NULL: not readable */
   ff_channel_t *out;    /* NULL: not writable */
   int in_index, out_index;
@@ -81,11 +82,12 @@ static PyObject *pipe_end_new(PyTypeObject *type, PyObject *args,
     if (indices[i] < 0) continue;
     char *at = base + 4096 + (size_t)indices[i] * (size_t)region;
     if ((init && ff_channel_init(at, (size_t)region, 64 << 10, 0) < 0) ||
-        ff_channel_attach(at, (size_t)region, channels[i]) < 0) {
+        ff_channel_attach(at, (size_t)region, &self->handles[i]) < 0) {
       PyErr_SetString(PyExc_ValueError, "the segment holds no pipe");
       Py_DECREF(self);
       return NULL;
     }
+    *channels[i] = &self->handles[i];
   }
   self->in_index = in_index;
   self->out_index = out_index;

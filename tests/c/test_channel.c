@@ -67,10 +67,10 @@ static void assert_no_children(void) {
 static void test_order_and_bounds(void **state) {
   (void)state;
   void *region = region_new();
-  ff_channel_t *c;
-  assert_int_equal(ff_channel_attach(region, REGION_SIZE, &c), -EINVAL);
+  ff_channel_t channel, *c = &channel;
+  assert_int_equal(ff_channel_attach(region, REGION_SIZE, c), -EINVAL);
   assert_int_equal(ff_channel_init(region, REGION_SIZE, 4096, 3), 0);
-  assert_int_equal(ff_channel_attach(region, REGION_SIZE, &c), 0);
+  assert_int_equal(ff_channel_attach(region, REGION_SIZE, c), 0);
   char buffer[64];
   size_t length;
   struct timespec start;
@@ -103,9 +103,9 @@ static void test_order_and_bounds(void **state) {
 static void test_growth(void **state) {
   (void)state;
   void *region = region_new();
-  ff_channel_t *c;
+  ff_channel_t channel, *c = &channel;
   assert_int_equal(ff_channel_init(region, REGION_SIZE, 4096, 0), 0);
-  assert_int_equal(ff_channel_attach(region, REGION_SIZE, &c), 0);
+  assert_int_equal(ff_channel_attach(region, REGION_SIZE, c), 0);
   enum { COUNT = 20000 };
   char message[300];
   for (int i = 0; i < COUNT; i++) {
@@ -146,9 +146,9 @@ static void test_growth(void **state) {
 static void test_many_processes(void **state) {
   (void)state;
   void *region = region_new();
-  ff_channel_t *c;
+  ff_channel_t channel, *c = &channel;
   assert_int_equal(ff_channel_init(region, REGION_SIZE, 4096, 0), 0);
-  assert_int_equal(ff_channel_attach(region, REGION_SIZE, &c), 0);
+  assert_int_equal(ff_channel_attach(region, REGION_SIZE, c), 0);
   enum { PER_PRODUCER = 50000, PRODUCERS = 2, CONSUMERS = 2 };
   /* Per consumer, per producer: the count received and the last sequence. */
   long *seen = mmap(NULL, 4096, PROT_READ | PROT_WRITE,
@@ -211,9 +211,9 @@ static void test_many_processes(void **state) {
 static void test_dead_holder(void **state) {
   (void)state;
   void *region = region_new();
-  ff_channel_t *c;
+  ff_channel_t channel, *c = &channel;
   assert_int_equal(ff_channel_init(region, REGION_SIZE, 4096, 0), 0);
-  assert_int_equal(ff_channel_attach(region, REGION_SIZE, &c), 0);
+  assert_int_equal(ff_channel_attach(region, REGION_SIZE, c), 0);
   assert_int_equal(ff_channel_put(c, "kept", 4, 0, NULL), 0);
   pid_t pid = fork();
   assert_true(pid >= 0);
@@ -243,9 +243,9 @@ static void test_dead_holder(void **state) {
 static void test_task_done_and_join(void **state) {
   (void)state;
   void *region = region_new();
-  ff_channel_t *c;
+  ff_channel_t channel, *c = &channel;
   assert_int_equal(ff_channel_init(region, REGION_SIZE, 4096, 0), 0);
-  assert_int_equal(ff_channel_attach(region, REGION_SIZE, &c), 0);
+  assert_int_equal(ff_channel_attach(region, REGION_SIZE, c), 0);
   assert_int_equal(ff_channel_join(c, 0), 0);
   for (int i = 0; i < 3; i++)
     assert_int_equal(ff_channel_put(c, "x", 1, 0, NULL), 0);
