@@ -53,11 +53,14 @@ typedef struct {
   PyObject *encode_result_error;
   PyObject *worker_setup; /* worker_setup() -> None, before the initializer */
   PyObject *worker_exit;  /* worker_exit() -> None, before the worker exits */
+  /* dumps_by_value(value, error) -> bytes: a result plain pickle refused,
+   * by value (cloudpickle), or raises */
+  PyObject *dumps_by_value;
 } ffpy_worker_context_t;
 
 /* The attributes of the protocol module that fill a worker context, in
  * order (loads first). */
-#define FFPY_WORKER_CONTEXT_FIELDS 9
+#define FFPY_WORKER_CONTEXT_FIELDS 10
 
 /* A map chunk's result that is a list of ints (each fitting 64 bits) or of
  * floats travels as a compact array rather than a pickle: a 16-byte header

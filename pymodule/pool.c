@@ -54,8 +54,9 @@ static void pool_context_fields(ffpy_worker_context_t *c, PyObject ***out) {
   out[4] = &c->encode_result_error;
   out[5] = &c->worker_setup;
   out[6] = &c->worker_exit;
-  out[7] = &c->initializer;
-  out[8] = &c->initargs;
+  out[7] = &c->dumps_by_value;
+  out[8] = &c->initializer;
+  out[9] = &c->initargs;
 }
 
 static int pool_init(ffpy_pool_t *self, PyObject *args, PyObject *kw) {
@@ -64,7 +65,7 @@ static int pool_init(ffpy_pool_t *self, PyObject *args, PyObject *kw) {
                           "max_memory", NULL};
   static const char *attributes[] = {
       "loads",        "dumps",       "PROTOCOL",    "encode_error",
-      "encode_result_error", "worker_setup", "worker_exit"};
+      "encode_result_error", "worker_setup", "worker_exit", "dumps_by_value"};
   int processes;
   unsigned int max_tasks = 0;
   double task_timeout = 0;

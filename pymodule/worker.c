@@ -179,6 +179,20 @@ static int worker_work(void *arg, void *context, const void *input,
     PyObject *args[2] = {value, c->protocol};
     encoded = PyObject_Vectorcall(c->dumps, args, 2, NULL);
     if (encoded == NULL) {
+      /* A class or function pickle cannot name (defined by value in this
+       * worker, say) goes by value. */
+      PyObject *exc = take_exception();
+      encoded = exc ? PyObject_CallFunctionObjArgs(c->dumps_by_value, value,
+                                                   exc, NULL)
+                    : NULL;
+      if (encoded == NULL && exc != NULL) {
+        /* That failed too: the original error is the one to report. */
+        PyErr_Clear();
+        PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+      }
+      Py_XDECREF(exc);
+    }
+    if (encoded == NULL) {
       /* The value cannot travel: say so, naming it. */
       PyObject *exc = take_exception();
       encoded = exc ? PyObject_CallFunctionObjArgs(c->encode_result_error,

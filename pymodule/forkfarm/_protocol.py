@@ -43,15 +43,129 @@ loads = pickle.loads
 dumps = _core.dumps
 
 
+# -- what pickle cannot send by reference ------------------------------------
+#
+# pickle sends a function or a class as a reference (module and name) that
+# the worker looks up. That fails for lambdas, nested functions and
+# closures, and for what __main__ (a script, a notebook cell) defined after
+# the pool's workers were forked: the worker's copy of __main__ predates
+# it. Those travel by value, with cloudpickle: always when the reference
+# cannot work, and for anything else only when plain pickle fails, so that
+# importable functions keep the fast path.
+
+MainSnapshot = dict[str, Any]
+
+
+def main_snapshot() -> MainSnapshot:
+    """What __main__ holds now: taken when a pool forks its zygote, so that
+    what __main__ defines later is known to be missing in the workers."""
+    main = sys.modules.get("__main__")
+    return dict(vars(main)) if main is not None else {}
+
+
+def by_reference(obj: Any, main_at_fork: MainSnapshot) -> bool:
+    """Whether pickle's reference to a function or class resolves in a
+    worker forked when main_at_fork was taken."""
+    qualname = getattr(obj, "__qualname__", "")
+    if "<" in qualname:  # <lambda>, <locals>
+        return False
+    if getattr(obj, "__module__", None) != "__main__":
+        return True
+    top = qualname.split(".")[0]
+    main = sys.modules.get("__main__")
+    now = getattr(main, top, None)
+    return now is not None and main_at_fork.get(top) is now
+
+
+class ByValue:
+    """A function or class sent by value: cloudpickle's bytes, loaded by
+    cloudpickle in the worker."""
+
+    __slots__ = ("obj",)
+
+    def __init__(self, obj: Any) -> None:
+        self.obj = obj
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        import cloudpickle
+
+        return cloudpickle.loads, (cloudpickle.dumps(self.obj, protocol=PROTOCOL),)
+
+
+def sendable(obj: Any, main_at_fork: MainSnapshot) -> Any:
+    """obj itself, or obj wrapped to travel by value when it is a function
+    or class whose reference would not resolve in a worker."""
+    if isinstance(obj, (types.FunctionType, type)) and not by_reference(obj, main_at_fork):
+        return ByValue(obj)
+    return obj
+
+
+def _pickling_failed(exc: BaseException) -> bool:
+    if isinstance(exc, pickle.PicklingError):
+        return True
+    text = str(exc)
+    return isinstance(exc, (AttributeError, TypeError)) and ("pickle" in text or "Can't get local" in text)
+
+
+def _dumps_by_value(payload: Any, original: BaseException, **options: Any) -> bytes:
+    """The payload pickled whole by cloudpickle, when plain pickle refused
+    it; the original error, named and explained, when cloudpickle cannot
+    either."""
+    try:
+        import cloudpickle
+
+        pickled = cloudpickle.dumps(payload, protocol=PROTOCOL)
+    except Exception as second:  # noqa: BLE001 - reported with the first
+        original.add_note(f"forkfarm tried to send it by value (cloudpickle) too: {second}")
+        raise original from None
+    return dumps(_Pickled(pickled), PROTOCOL, **options)
+
+
+class _Pickled:
+    """Bytes cloudpickle made, loaded as what they hold."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        import cloudpickle
+
+        return cloudpickle.loads, (self.data,)
+
+
+def dumps_or_by_value(payload: Any, protocol: int = PROTOCOL, **options: Any) -> bytes:
+    """dumps, falling back to cloudpickle for what plain pickle refuses (a
+    lambda among a map's items, say)."""
+    try:
+        return dumps(payload, protocol, **options)
+    except Exception as exc:
+        if not _pickling_failed(exc):
+            raise
+        return _dumps_by_value(payload, exc, **options)
+
+
+def dumps_by_value(value: Any, error: BaseException) -> bytes:
+    """A result that plain pickle refused (an instance of a class that came
+    by value), pickled by cloudpickle; raises when that fails too, and the
+    worker reports the original error."""
+    if not _pickling_failed(error):
+        raise error
+    import cloudpickle
+
+    return dumps(_Pickled(cloudpickle.dumps(value, protocol=PROTOCOL)), PROTOCOL)
+
+
 def encode_call(func: Callable[..., Any], args: Iterable[Any], kwds: Mapping[str, Any]) -> bytes:
     """Encodes ``func(*args, **kwds)``."""
-    return dumps((func, tuple(args), dict(kwds)), PROTOCOL)
+    return dumps_or_by_value((func, tuple(args), dict(kwds)))
 
 
 def encode_callee(func: Callable[..., Any]) -> bytes:
     """Encodes a function called again and again (``apply``, ``submit``) as
     the context of its calls, sent to each worker once."""
-    return dumps((CALL, func), PROTOCOL, oob=False)
+    return dumps_or_by_value((CALL, func), oob=False)
 
 
 _NO_ARGUMENTS = dumps(((), {}), PROTOCOL)
@@ -61,7 +175,7 @@ def encode_arguments(args: Iterable[Any], kwds: Mapping[str, Any]) -> bytes:
     """Encodes the arguments of a call whose function is its context."""
     if not args and not kwds:
         return _NO_ARGUMENTS
-    return dumps((tuple(args), dict(kwds)), PROTOCOL)
+    return dumps_or_by_value((tuple(args), dict(kwds)))
 
 
 def cacheable(func: Any) -> bool:
@@ -80,13 +194,13 @@ def encode_function(func: Callable[..., Any], star: bool) -> bytes:
     """Encodes a map's function: the context of its chunks, sent to each
     worker once. Each item is run as ``func(x)``, or ``func(*x)`` when star
     is true."""
-    return dumps((STARMAP if star else MAP, func), PROTOCOL, oob=False)
+    return dumps_or_by_value((STARMAP if star else MAP, func), oob=False)
 
 
 def encode_items(items: list[Any], memo: _core.BufferMemo | None = None) -> bytes:
     """Encodes a chunk of a map. The chunks of one map share a memo, so that
     a large buffer they all carry is copied into the arena once."""
-    return dumps(items, PROTOCOL, memo=memo)
+    return dumps_or_by_value(items, memo=memo)
 
 
 def _rebuild_exception(exc: BaseException, tb: str) -> BaseException:

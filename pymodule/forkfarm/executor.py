@@ -139,6 +139,7 @@ class Executor(concurrent.futures.Executor):
         self._max_workers = max_workers
         self._lock = threading.Lock()
         self._pending: set[_Future] = set()
+        main_at_fork = _protocol.main_snapshot()
         self._core = create_core(
             max_workers,
             initializer,
@@ -148,7 +149,7 @@ class Executor(concurrent.futures.Executor):
             retries,
             max_memory,
         )
-        self._calls = CallEncoder(self._core)
+        self._calls = CallEncoder(self._core, main_at_fork)
         self._shutdown_requested = False
         _live_pools.add(self)
 
@@ -229,7 +230,9 @@ class Executor(concurrent.futures.Executor):
         while chunk := list(itertools.islice(args, chunksize)):
             if context is None:
                 try:
-                    context = self._core.context(_protocol.encode_function(fn, True))
+                    context = self._core.context(
+                        _protocol.encode_function(self._calls.sendable(fn), True)
+                    )
                 except _core.Error as error:
                     raise _errors.from_error(error, self._core) from None
             futures.append(

@@ -167,19 +167,27 @@ class CallEncoder:
 
     LIMIT = 64
 
-    def __init__(self, core: _core.Pool) -> None:
+    def __init__(self, core: _core.Pool, main_at_fork: _protocol.MainSnapshot) -> None:
         self._core = core
         self._contexts: dict[Any, _core.Context] = {}
+        # What the workers' copy of __main__ holds: what __main__ defines
+        # later travels by value.
+        self.main_at_fork = main_at_fork
+
+    def sendable(self, func: Any) -> Any:
+        """func, or func to be sent by value when its reference would not
+        resolve in the workers."""
+        return _protocol.sendable(func, self.main_at_fork)
 
     def encode(
         self, func: Callable[..., Any], args: Iterable[Any], kwds: Mapping[str, Any]
     ) -> tuple[bytes, _core.Context | None]:
         if not _protocol.cacheable(func):
-            return _protocol.encode_call(func, args, kwds), None
+            return _protocol.encode_call(self.sendable(func), args, kwds), None
         context = self._contexts.get(func)
         if context is None:
             try:
-                context = self._core.context(_protocol.encode_callee(func))
+                context = self._core.context(_protocol.encode_callee(self.sendable(func)))
             except _core.Error as error:
                 raise _errors.from_error(error, self._core) from None
             if len(self._contexts) >= self.LIMIT:
@@ -427,7 +435,10 @@ class _ChunkFeed:
         items, size, start, length = self.items, self.fixed, self.position, self.length
         dumps, protocol = _protocol.dumps, _protocol.PROTOCOL
         if size == 1:
-            payloads = _core.encode_singletons(items[start:], dumps, protocol)
+            try:
+                payloads = _core.encode_singletons(items[start:], dumps, protocol)
+            except Exception:  # noqa: BLE001 - what plain pickle refused
+                payloads = _core.encode_singletons(items[start:], _protocol.dumps_or_by_value, protocol)
             counts = [1] * len(payloads)
         else:
             starts = range(start, length, size)
@@ -753,10 +764,11 @@ class Pool:
         self._processes = processes
         # Maps and imaps that still cut chunks as results come back.
         self._feeding: weakref.WeakSet[Any] = weakref.WeakSet()
+        main_at_fork = _protocol.main_snapshot()
         self._core = create_core(
             processes, initializer, initargs, maxtasksperchild, self._timeout, retries, max_memory
         )
-        self._calls = CallEncoder(self._core)
+        self._calls = CallEncoder(self._core, main_at_fork)
         self._state = RUN
         _live_pools.add(self)
 
@@ -810,7 +822,7 @@ class Pool:
         """The context of a map's tasks: its function, sent to each worker
         once rather than with every chunk."""
         try:
-            return self._core.context(_protocol.encode_function(func, star))
+            return self._core.context(_protocol.encode_function(self._calls.sendable(func), star))
         except _core.Error as error:
             raise _errors.from_error(error, self._core) from None
 
