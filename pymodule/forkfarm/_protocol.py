@@ -159,7 +159,13 @@ def dumps_by_value(value: Any, error: BaseException) -> bytes:
 
 def encode_call(func: Callable[..., Any], args: Iterable[Any], kwds: Mapping[str, Any]) -> bytes:
     """Encodes ``func(*args, **kwds)``."""
-    return dumps_or_by_value((func, tuple(args), dict(kwds)))
+    payload = (func, tuple(args), dict(kwds))
+    try:  # the hot path calls dumps itself: no Python frame in between
+        return dumps(payload, PROTOCOL)
+    except Exception as exc:
+        if not _pickling_failed(exc):
+            raise
+        return _dumps_by_value(payload, exc)
 
 
 def encode_callee(func: Callable[..., Any]) -> bytes:
@@ -175,7 +181,13 @@ def encode_arguments(args: Iterable[Any], kwds: Mapping[str, Any]) -> bytes:
     """Encodes the arguments of a call whose function is its context."""
     if not args and not kwds:
         return _NO_ARGUMENTS
-    return dumps_or_by_value((tuple(args), dict(kwds)))
+    payload = (tuple(args), dict(kwds))
+    try:
+        return dumps(payload, PROTOCOL)
+    except Exception as exc:
+        if not _pickling_failed(exc):
+            raise
+        return _dumps_by_value(payload, exc)
 
 
 def cacheable(func: Any) -> bool:
@@ -200,7 +212,12 @@ def encode_function(func: Callable[..., Any], star: bool) -> bytes:
 def encode_items(items: list[Any], memo: _core.BufferMemo | None = None) -> bytes:
     """Encodes a chunk of a map. The chunks of one map share a memo, so that
     a large buffer they all carry is copied into the arena once."""
-    return dumps_or_by_value(items, memo=memo)
+    try:
+        return dumps(items, PROTOCOL, memo=memo)
+    except Exception as exc:
+        if not _pickling_failed(exc):
+            raise
+        return _dumps_by_value(items, exc, memo=memo)
 
 
 def _rebuild_exception(exc: BaseException, tb: str) -> BaseException:

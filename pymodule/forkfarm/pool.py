@@ -797,6 +797,9 @@ class Pool:
         limits: TaskLimits = NO_LIMITS,
     ) -> _core.Task:
         try:
+            if limits is NO_LIMITS and self._timeout is None:
+                # The common call: the runtime's defaults, no tuple to build.
+                return self._core.submit(payload, notify, queue, context)
             return self._core.submit(
                 payload, notify, queue, context, *limits.submit_args(self._timeout, items)
             )
@@ -873,7 +876,7 @@ class Pool:
         ``timeout`` and ``retries``: as for :meth:`apply`."""
         self._check_running()
         self._check_func(func)
-        limits = TaskLimits.checked(timeout, retries)
+        limits = NO_LIMITS if timeout is None and retries is None else TaskLimits.checked(timeout, retries)
         payload, context = self._calls.encode(func, args, kwds)
         result: ApplyResult[_T] = ApplyResult(self, callback, error_callback)
         result._start(payload, context, limits)
