@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
-from . import _core, _errors, _protocol
+from . import _core, _errors, _progress, _protocol
 from .pool import (
     NO_LIMITS,
     CallEncoder,
@@ -205,10 +205,12 @@ class Executor(concurrent.futures.Executor):
         *iterables: Iterable[Any],
         timeout: float | None = None,
         chunksize: int = 1,
+        progress: _progress.Progress = False,
     ) -> Iterator[_T]:
         """Like :meth:`concurrent.futures.Executor.map`; chunksize items
-        travel together in one task."""
-        return self._map(fn, iterables, timeout, chunksize, NO_LIMITS)
+        travel together in one task. ``progress=True`` shows a tqdm bar of
+        the items done (or pass a tqdm-compatible object)."""
+        return self._map(fn, iterables, timeout, chunksize, NO_LIMITS, progress)
 
     def _map(
         self,
@@ -217,12 +219,17 @@ class Executor(concurrent.futures.Executor):
         timeout: float | None,
         chunksize: int,
         limits: TaskLimits,
+        progress: _progress.Progress = False,
     ) -> Iterator[_T]:
         if not isinstance(chunksize, int) or chunksize < 1:
             raise ValueError("chunksize must be >= 1.")
         if not callable(fn):
             raise TypeError(f"{type(fn).__name__!r} object is not callable")
         deadline = None if timeout is None else time.monotonic() + timeout
+        total = None
+        if iterables and all(isinstance(it, (list, tuple, range)) for it in iterables):
+            total = min(len(it) for it in iterables)  # type: ignore[arg-type]
+        bar = _progress.make_bar(progress, total)
         args = zip(*iterables)
         futures = []
         context = None
@@ -235,9 +242,10 @@ class Executor(concurrent.futures.Executor):
                     )
                 except _core.Error as error:
                     raise _errors.from_error(error, self._core) from None
-            futures.append(
-                self._submit_payload(_protocol.encode_items(chunk, memo), context, len(chunk), limits)
-            )
+            future = self._submit_payload(_protocol.encode_items(chunk, memo), context, len(chunk), limits)
+            if bar is not None:
+                future.add_done_callback(lambda _, n=len(chunk): bar.update(n))
+            futures.append(future)
 
         def results() -> Iterator[_T]:
             try:
@@ -251,6 +259,7 @@ class Executor(concurrent.futures.Executor):
             finally:
                 for future in futures:
                     future.cancel()
+                _progress.finish(bar, progress is True)
 
         return results()
 
@@ -291,7 +300,8 @@ class LimitedCalls:
         *iterables: Iterable[Any],
         timeout: float | None = None,
         chunksize: int = 1,
+        progress: _progress.Progress = False,
     ) -> Iterator[_T]:
         """:meth:`Executor.map`, with these limits (``timeout`` here is
         map's own: the time to wait for all the results)."""
-        return self._executor._map(fn, iterables, timeout, chunksize, self._limits)
+        return self._executor._map(fn, iterables, timeout, chunksize, self._limits, progress)

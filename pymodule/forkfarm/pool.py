@@ -20,7 +20,7 @@ from multiprocessing import TimeoutError
 from multiprocessing.pool import MaybeEncodingError, ThreadPool
 from typing import Any, Generic, NamedTuple, TypeVar
 
-from . import _core, _errors, _protocol
+from . import _core, _errors, _progress, _protocol
 
 __all__ = [
     "Pool",
@@ -488,8 +488,11 @@ class MapResult(ApplyResult[list[_T]]):
         callback: Callable[[list[_T]], object] | None,
         error_callback: Callable[[BaseException], object] | None,
         limits: TaskLimits,
+        progress: _progress.Progress = False,
     ) -> None:
         super().__init__(pool, callback, error_callback)
+        self._bar = _progress.make_bar(progress, len(items))
+        self._owns_bar = progress is True
         self._results: list[Any] = [None] * len(items)
         self._error: BaseException | None = None
         self._event = threading.Event()
@@ -553,6 +556,8 @@ class MapResult(ApplyResult[list[_T]]):
                 self._finish()
                 return
             assert self._feed is not None
+            if self._bar is not None:
+                self._bar.update(count)
             self._feed.record(task, count)
             if not self._feed.exhausted:
                 try:
@@ -565,6 +570,7 @@ class MapResult(ApplyResult[list[_T]]):
                 self._finish()
 
     def _finish(self) -> None:
+        _progress.finish(self._bar, self._owns_bar)
         self._decoded = True
         self._success = self._error is None
         self._value = self._results if self._success else self._error
@@ -618,9 +624,13 @@ class IMapIterator(Iterator[_T]):
         star: bool,
         ordered: bool,
         limits: TaskLimits,
+        progress: _progress.Progress = False,
     ) -> None:
         self._pool = pool
         self._ordered = ordered
+        total = len(iterable) if isinstance(iterable, (list, tuple, range)) else None
+        self._bar = _progress.make_bar(progress, total)
+        self._owns_bar = progress is True
         self._feed = feed = _ChunkFeed(pool, func, iterable, chunksize, star, limits)
         self._queue = _core.CompletionQueue()
         # task id -> (chunk index, item count), where ordering or adaptive
@@ -696,6 +706,8 @@ class IMapIterator(Iterator[_T]):
         feed = self._feed
         while True:
             if self._next_chunk >= self._submitted and feed.exhausted:
+                _progress.finish(self._bar, self._owns_bar)
+                self._bar = None
                 raise StopIteration
             if self._ordered:
                 task = self._finished.pop(self._next_chunk, None)
@@ -715,6 +727,8 @@ class IMapIterator(Iterator[_T]):
             if not feed.exhausted:
                 self._fill()
             values = task_value(task)
+            if self._bar is not None:
+                self._bar.update(len(values))
             if values:
                 values.reverse()
                 self._current = values
@@ -891,12 +905,13 @@ class Pool:
         callback: Callable[[list[Any]], object] | None,
         error_callback: Callable[[BaseException], object] | None,
         limits: TaskLimits,
+        progress: _progress.Progress = False,
     ) -> MapResult[Any]:
         self._check_running()
         self._check_func(func)
         size = self._check_chunksize(chunksize)
         items = iterable if isinstance(iterable, (list, tuple, range)) else list(iterable)
-        return MapResult(self, func, items, size, star, callback, error_callback, limits)
+        return MapResult(self, func, items, size, star, callback, error_callback, limits, progress)
 
     def map(
         self,
@@ -906,11 +921,14 @@ class Pool:
         *,
         timeout: float | None = None,
         retries: int | None = None,
+        progress: _progress.Progress = False,
     ) -> list[_T]:
         """``[func(x) for x in iterable]``, computed by the workers.
-        ``timeout`` (seconds per item) and ``retries``: as for :meth:`apply`."""
+        ``timeout`` (seconds per item) and ``retries``: as for :meth:`apply`.
+        ``progress=True`` shows a tqdm bar of the items done (or pass a
+        tqdm-compatible object)."""
         limits = TaskLimits.checked(timeout, retries)
-        return self._map_async(func, iterable, chunksize, False, None, None, limits).get()
+        return self._map_async(func, iterable, chunksize, False, None, None, limits, progress).get()
 
     def map_async(
         self,
@@ -922,10 +940,11 @@ class Pool:
         *,
         timeout: float | None = None,
         retries: int | None = None,
+        progress: _progress.Progress = False,
     ) -> MapResult[_T]:
         """Starts a map; returns an AsyncResult whose value is the list."""
         limits = TaskLimits.checked(timeout, retries)
-        return self._map_async(func, iterable, chunksize, False, callback, error_callback, limits)
+        return self._map_async(func, iterable, chunksize, False, callback, error_callback, limits, progress)
 
     def starmap(
         self,
@@ -935,10 +954,11 @@ class Pool:
         *,
         timeout: float | None = None,
         retries: int | None = None,
+        progress: _progress.Progress = False,
     ) -> list[_T]:
         """``[func(*args) for args in iterable]``, computed by the workers."""
         limits = TaskLimits.checked(timeout, retries)
-        return self._map_async(func, iterable, chunksize, True, None, None, limits).get()
+        return self._map_async(func, iterable, chunksize, True, None, None, limits, progress).get()
 
     def starmap_async(
         self,
@@ -950,10 +970,11 @@ class Pool:
         *,
         timeout: float | None = None,
         retries: int | None = None,
+        progress: _progress.Progress = False,
     ) -> MapResult[_T]:
         """Starts a starmap; returns an AsyncResult whose value is the list."""
         limits = TaskLimits.checked(timeout, retries)
-        return self._map_async(func, iterable, chunksize, True, callback, error_callback, limits)
+        return self._map_async(func, iterable, chunksize, True, callback, error_callback, limits, progress)
 
     def imap(
         self,
@@ -963,6 +984,7 @@ class Pool:
         *,
         timeout: float | None = None,
         retries: int | None = None,
+        progress: _progress.Progress = False,
     ) -> IMapIterator[_T]:
         """An iterator over ``func(x)`` for x in iterable, in order. Without
         a chunksize, chunks are sized adaptively from measured task time.
@@ -972,7 +994,9 @@ class Pool:
         self._check_func(func)
         size = self._check_chunksize(chunksize)
         limits = TaskLimits.checked(timeout, retries)
-        return IMapIterator(self, func, iterable, size, star=False, ordered=True, limits=limits)
+        return IMapIterator(
+            self, func, iterable, size, star=False, ordered=True, limits=limits, progress=progress
+        )
 
     def imap_unordered(
         self,
@@ -982,6 +1006,7 @@ class Pool:
         *,
         timeout: float | None = None,
         retries: int | None = None,
+        progress: _progress.Progress = False,
     ) -> IMapIterator[_T]:
         """An iterator over ``func(x)`` for x in iterable, as they finish.
         Without a chunksize, chunks are sized adaptively."""
@@ -989,7 +1014,9 @@ class Pool:
         self._check_func(func)
         size = self._check_chunksize(chunksize)
         limits = TaskLimits.checked(timeout, retries)
-        return IMapIterator(self, func, iterable, size, star=False, ordered=False, limits=limits)
+        return IMapIterator(
+            self, func, iterable, size, star=False, ordered=False, limits=limits, progress=progress
+        )
 
     # -- lifecycle -----------------------------------------------------------
 
