@@ -735,6 +735,43 @@ class IMapIterator(Iterator[_T]):
                 return values.pop()  # type: ignore[no-any-return]
 
 
+_DONE = object()
+
+
+def _next_or_done(iterator: IMapIterator[Any]) -> Any:
+    try:
+        return iterator.next()
+    except StopIteration:
+        return _DONE
+
+
+class AsyncMapIterator(Generic[_T]):
+    """``async for`` over the results of :meth:`Pool.imap_async_iter`.
+    Results already in are taken at once; to wait for the next, a thread of
+    asyncio's default executor waits in the runtime (with the GIL released)
+    so that the event loop goes on."""
+
+    def __init__(self, iterator: IMapIterator[_T]) -> None:
+        self._iterator = iterator
+
+    def __aiter__(self) -> AsyncMapIterator[_T]:
+        return self
+
+    async def __anext__(self) -> _T:
+        import asyncio
+
+        try:
+            return self._iterator.next(0)
+        except TimeoutError:
+            pass
+        except StopIteration:
+            raise StopAsyncIteration from None
+        value = await asyncio.to_thread(_next_or_done, self._iterator)
+        if value is _DONE:
+            raise StopAsyncIteration
+        return value  # type: ignore[no-any-return]
+
+
 class Pool:
     """A pool of worker processes, with multiprocessing.Pool's API.
 
@@ -1016,6 +1053,24 @@ class Pool:
         limits = TaskLimits.checked(timeout, retries)
         return IMapIterator(
             self, func, iterable, size, star=False, ordered=False, limits=limits, progress=progress
+        )
+
+    def imap_async_iter(
+        self,
+        func: Callable[[_S], _T],
+        iterable: Iterable[_S],
+        chunksize: int | None = None,
+        *,
+        ordered: bool = True,
+        timeout: float | None = None,
+        retries: int | None = None,
+        progress: _progress.Progress = False,
+    ) -> AsyncMapIterator[_T]:
+        """:meth:`imap` (or, with ``ordered=False``, :meth:`imap_unordered`)
+        for asyncio: ``async for result in pool.imap_async_iter(f, xs)``."""
+        method = self.imap if ordered else self.imap_unordered
+        return AsyncMapIterator(
+            method(func, iterable, chunksize, timeout=timeout, retries=retries, progress=progress)
         )
 
     # -- lifecycle -----------------------------------------------------------

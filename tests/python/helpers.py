@@ -634,3 +634,8 @@ def forkfarm_lock_of(q: Any) -> Any:
 def call_it(func: Any) -> Any:
     """Calls what it was given (a lambda, in test_interactive.py)."""
     return func()
+
+
+def sleep_then_square(x: int) -> int:
+    time.sleep(0.02)
+    return x * x

@@ -105,3 +105,39 @@ def test_main_defined_after_the_pool(tmp_path: Any) -> None:
 def test_by_value_pickles_load_with_plain_pickle() -> None:
     data = pickle.dumps(_protocol.ByValue(lambda x: x + 1))
     assert pickle.loads(data)(1) == 2
+
+
+def test_asyncio_run_in_executor() -> None:
+    import asyncio
+
+    async def main() -> list[int]:
+        loop = asyncio.get_running_loop()
+        with forkfarm.Executor(2) as executor:
+            calls = [loop.run_in_executor(executor, helpers.square, i) for i in range(10)]
+            calls.append(loop.run_in_executor(executor, lambda: -1))
+            return list(await asyncio.gather(*calls))
+
+    assert asyncio.run(main()) == [i * i for i in range(10)] + [-1]
+
+
+@pytest.mark.parametrize("ordered", [True, False])
+def test_async_for_over_imap(pool: forkfarm.Pool, ordered: bool) -> None:
+    import asyncio
+
+    async def main() -> tuple[list[int], int]:
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.001)
+                ticks += 1
+
+        task = asyncio.create_task(ticker())
+        got = [x async for x in pool.imap_async_iter(helpers.sleep_then_square, range(8), 1, ordered=ordered)]
+        task.cancel()
+        return got, ticks
+
+    got, ticks = asyncio.run(main())
+    assert (got if ordered else sorted(got)) == [x * x for x in range(8)]
+    assert ticks > 0  # the event loop ran while results were awaited
