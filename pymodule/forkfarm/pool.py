@@ -1027,13 +1027,7 @@ class Pool:
         a chunksize, chunks are sized adaptively from measured task time.
         ``timeout`` (seconds per item) and ``retries``: as for :meth:`apply`
         (the iterator's ``next(timeout)`` is a wait, as in multiprocessing)."""
-        self._check_running()
-        self._check_func(func)
-        size = self._check_chunksize(chunksize)
-        limits = TaskLimits.checked(timeout, retries)
-        return IMapIterator(
-            self, func, iterable, size, star=False, ordered=True, limits=limits, progress=progress
-        )
+        return self._imap(func, iterable, chunksize, True, timeout, retries, progress)
 
     def imap_unordered(
         self,
@@ -1047,12 +1041,24 @@ class Pool:
     ) -> IMapIterator[_T]:
         """An iterator over ``func(x)`` for x in iterable, as they finish.
         Without a chunksize, chunks are sized adaptively."""
+        return self._imap(func, iterable, chunksize, False, timeout, retries, progress)
+
+    def _imap(
+        self,
+        func: Callable[..., Any],
+        iterable: Iterable[Any],
+        chunksize: int | None,
+        ordered: bool,
+        timeout: float | None,
+        retries: int | None,
+        progress: _progress.Progress,
+    ) -> IMapIterator[Any]:
         self._check_running()
         self._check_func(func)
         size = self._check_chunksize(chunksize)
         limits = TaskLimits.checked(timeout, retries)
         return IMapIterator(
-            self, func, iterable, size, star=False, ordered=False, limits=limits, progress=progress
+            self, func, iterable, size, star=False, ordered=ordered, limits=limits, progress=progress
         )
 
     def imap_async_iter(

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "forkfarm.h"
+#include "test_helpers.h"
 
 #define REGION_SIZE ((size_t)64 << 20)
 
@@ -50,18 +51,6 @@ static int get_message(ff_channel_t *c, char *buffer, size_t capacity,
   }
   *length = sink.length;
   return rc;
-}
-
-static double seconds_since(const struct timespec *start) {
-  struct timespec now;
-  clock_gettime(CLOCK_MONOTONIC, &now);
-  return (double)(now.tv_sec - start->tv_sec) +
-         (double)(now.tv_nsec - start->tv_nsec) / 1e9;
-}
-
-static void assert_no_children(void) {
-  assert_int_equal(waitpid(-1, NULL, WNOHANG), -1);
-  assert_int_equal(errno, ECHILD);
 }
 
 static void test_order_and_bounds(void **state) {
@@ -272,12 +261,6 @@ static void test_task_done_and_join(void **state) {
   assert_int_equal(ff_channel_task_done(c), -EOVERFLOW);
   region_free(region);
   assert_no_children();
-}
-
-static int setup_alarm(void **state) {
-  (void)state;
-  alarm(60); /* a hang fails the run instead of stalling it */
-  return 0;
 }
 
 int main(void) {

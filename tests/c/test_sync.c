@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "forkfarm.h"
+#include "test_helpers.h"
 
 typedef struct {
   ff_mutex_t mutex;
@@ -44,13 +45,6 @@ static shared_t *shared_new(void) {
 
 static void shared_free(shared_t *s) { munmap(s, sizeof(*s)); }
 
-static double seconds_since(const struct timespec *start) {
-  struct timespec now;
-  clock_gettime(CLOCK_MONOTONIC, &now);
-  return (double)(now.tv_sec - start->tv_sec) +
-         (double)(now.tv_nsec - start->tv_nsec) / 1e9;
-}
-
 static void reap(pid_t pid, int expected_code) {
   int status;
   assert_int_equal(waitpid(pid, &status, 0), pid);
@@ -58,11 +52,6 @@ static void reap(pid_t pid, int expected_code) {
     assert_true(WIFEXITED(status));
     assert_int_equal(WEXITSTATUS(status), expected_code);
   }
-}
-
-static void assert_no_children(void) {
-  assert_int_equal(waitpid(-1, NULL, WNOHANG), -1);
-  assert_int_equal(errno, ECHILD);
 }
 
 /* ---- mutex ---------------------------------------------------------------- */
@@ -265,12 +254,6 @@ static void test_cond_notify_n(void **state) {
   assert_int_equal(cond_wait(s, 0.05), 0);
   shared_free(s);
   assert_no_children();
-}
-
-static int setup_alarm(void **state) {
-  (void)state;
-  alarm(60); /* a hang fails the run instead of stalling it */
-  return 0;
 }
 
 int main(void) {
