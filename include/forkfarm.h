@@ -242,6 +242,33 @@ int ff_pool_error(ff_pool_t *pool);
  * full length; 0 when there is none. */
 size_t ff_pool_error_detail(ff_pool_t *pool, void *buf, size_t capacity);
 
+/* What a pool has done so far, pool-wide. */
+typedef struct ff_pool_stats_s {
+  uint64_t queued;    /* submitted, not yet sent to a worker */
+  uint64_t in_flight; /* sent to a worker, not finished */
+  uint64_t done;      /* finished with a result */
+  uint64_t failed;    /* finished otherwise (an error, a lost worker, ...) */
+} ff_pool_stats_t;
+
+/* One worker slot's figures, across the processes that filled it. */
+typedef struct ff_worker_stats_s {
+  pid_t pid;              /* the slot's process now, 0 between two */
+  unsigned restarts;      /* processes that replaced the first */
+  uint64_t tasks_done;    /* results returned */
+  uint64_t busy_ns;       /* running tasks, as the workers measured */
+  uint64_t idle_ns;       /* the rest of the time since the first started */
+  uint64_t bytes_sent;    /* of task messages */
+  uint64_t bytes_received; /* of results */
+  uint64_t current_task;  /* the id of the task it runs, 0: none */
+  void *current_user_data; /* that task's user data */
+  uint64_t current_ns;    /* how long that task has run */
+} ff_worker_stats_t;
+
+/* Fills *stats and up to capacity worker slots; returns the number of
+ * slots. */
+size_t ff_pool_stats(ff_pool_t *pool, ff_pool_stats_t *stats,
+                     ff_worker_stats_t *workers, size_t capacity);
+
 /* The worker exit that failed the pool (a worker that kept dying before it
  * was ready, say); pid 0 when no exit did. */
 void ff_pool_error_exit(ff_pool_t *pool, ff_exit_t *how);

@@ -111,6 +111,13 @@ struct ff__worker_s {
   bool stop_when_idle; /* it asked to retire: STOP once in_flight empties */
   bool doomed;  /* to be killed as soon as its pidfd arrives */
   bool corrupt; /* killed for a corrupt message: its task fails so */
+  /* What ff_pool_stats reports of this slot, across its processes. */
+  uint64_t tasks_done;
+  uint64_t busy_ns;
+  uint64_t bytes_sent;
+  uint64_t bytes_received;
+  uint64_t first_spawn_ns; /* 0 until the slot's first process */
+  unsigned restarts;
 };
 
 struct ff_context_s {
@@ -171,6 +178,8 @@ struct ff_pool_s {
   unsigned live_workers;
   /* Workers in a row that died before they were ready, by SIGKILL and
    * otherwise (under the lock). */
+  uint64_t tasks_done;   /* settled with a result */
+  uint64_t tasks_failed; /* settled otherwise */
   unsigned startup_failures;
   unsigned startup_kills;
   char *error_detail;
@@ -261,6 +270,10 @@ static void done_init(done_list_t *done) {
 /* Settles a task under the lock; it is published once the lock is gone. */
 static void pool_settle(done_list_t *done, ff_task_t *task, int status,
                         char *result, size_t length, const ff_exit_t *exit) {
+  if (status == 0)
+    task->pool->tasks_done++;
+  else
+    task->pool->tasks_failed++;
   ff__task_settle(task, status, result, length, exit);
   ff__list_push_back(&done->tasks, &task->link);
 }
@@ -593,6 +606,9 @@ static void worker_on_message(ff__worker_t *w, const ff__ring_msg_t *msg,
       ff__list_remove(&task->link);
       w->in_flight_count--;
       memcpy(&task->run_ns, msg->data, sizeof(task->run_ns));
+      w->tasks_done++;
+      w->busy_ns += task->run_ns;
+      w->bytes_received += length;
       /* A moving average over about the last eight tasks. */
       int64_t average = (int64_t)atomic_load_explicit(&pool->run_average_ns,
                                                       memory_order_relaxed);
@@ -750,6 +766,10 @@ static void doorbell_on_ring(uv_poll_t *handle, int status, int events) {
 
 static void worker_spawn(ff__worker_t *w, done_list_t *done) {
   ff_pool_t *pool = w->pool;
+  if (w->first_spawn_ns == 0)
+    w->first_spawn_ns = ff__now_ns();
+  else
+    w->restarts++;
   int rc = ff__shm_create(&w->shm, "forkfarm-worker", FF__WORKER_SEGMENT_SIZE);
   if (rc < 0) {
     pool_fail(pool, rc, NULL, 0, NULL, done);
@@ -1019,6 +1039,7 @@ static void pool_dispatch(ff_pool_t *pool, done_list_t *done) {
     /* The loop thread starts watching it (uv handles are its alone). */
     if (task->timeout_ns && !atomic_exchange(&pool->timeouts_wanted, true))
       uv_async_send(&pool->wakeup);
+    w->bytes_sent += task->message_length;
     ff__list_push_back(&w->in_flight, &task->link);
     w->in_flight_count++;
     w->tasks_sent++;
@@ -1445,6 +1466,40 @@ size_t ff_pool_worker_pids(ff_pool_t *pool, pid_t *pids, size_t capacity) {
 }
 
 int ff_pool_error(ff_pool_t *pool) { return atomic_load(&pool->error); }
+
+size_t ff_pool_stats(ff_pool_t *pool, ff_pool_stats_t *stats,
+                     ff_worker_stats_t *workers, size_t capacity) {
+  uint64_t now = ff__now_ns();
+  pthread_mutex_lock(&pool->lock);
+  stats->queued = pool->pending_count;
+  stats->in_flight = 0;
+  stats->done = pool->tasks_done;
+  stats->failed = pool->tasks_failed;
+  size_t count = pool->options.workers;
+  for (size_t i = 0; i < count; i++) {
+    ff__worker_t *w = &pool->workers[i];
+    stats->in_flight += w->in_flight_count;
+    if (i >= capacity) continue;
+    ff_worker_stats_t *out = &workers[i];
+    memset(out, 0, sizeof(*out));
+    out->pid = w->state == WORKER_EMPTY ? 0 : w->pid;
+    out->tasks_done = w->tasks_done;
+    out->busy_ns = w->busy_ns;
+    uint64_t alive = w->first_spawn_ns ? now - w->first_spawn_ns : 0;
+    out->idle_ns = alive > w->busy_ns ? alive - w->busy_ns : 0;
+    out->bytes_sent = w->bytes_sent;
+    out->bytes_received = w->bytes_received;
+    out->restarts = w->restarts;
+    if (!ff__list_empty(&w->in_flight)) {
+      ff_task_t *head = FF__CONTAINER_OF(w->in_flight.next, ff_task_t, link);
+      out->current_task = head->id;
+      out->current_user_data = head->user_data;
+      out->current_ns = head->started_ns ? now - head->started_ns : 0;
+    }
+  }
+  pthread_mutex_unlock(&pool->lock);
+  return count;
+}
 
 void ff_pool_error_exit(ff_pool_t *pool, ff_exit_t *how) {
   pthread_mutex_lock(&pool->lock);

@@ -369,7 +369,41 @@ static PyObject *pool_error(ffpy_pool_t *self, PyObject *unused) {
                        how.term_signal);
 }
 
+/* stats() -> (queued, in_flight, done, failed, [(pid, restarts, tasks_done,
+ * busy_ns, idle_ns, bytes_sent, bytes_received, current_task, current_ns),
+ * ...]) */
+static PyObject *pool_stats(ffpy_pool_t *self, PyObject *unused) {
+  (void)unused;
+  if (pool_check(self) < 0) return NULL;
+  ff_worker_stats_t workers[256];
+  ff_pool_stats_t stats;
+  size_t count = ff_pool_stats(self->pool, &stats, workers, 256);
+  if (count > 256) count = 256;
+  PyObject *list = PyList_New((Py_ssize_t)count);
+  if (list == NULL) return NULL;
+  for (size_t i = 0; i < count; i++) {
+    ff_worker_stats_t *w = &workers[i];
+    PyObject *item = Py_BuildValue(
+        "(iIKKKKKKK)", (int)w->pid, w->restarts,
+        (unsigned long long)w->tasks_done, (unsigned long long)w->busy_ns,
+        (unsigned long long)w->idle_ns, (unsigned long long)w->bytes_sent,
+        (unsigned long long)w->bytes_received,
+        (unsigned long long)w->current_task, (unsigned long long)w->current_ns);
+    if (item == NULL) {
+      Py_DECREF(list);
+      return NULL;
+    }
+    PyList_SET_ITEM(list, (Py_ssize_t)i, item);
+  }
+  return Py_BuildValue("(KKKKN)", (unsigned long long)stats.queued,
+                       (unsigned long long)stats.in_flight,
+                       (unsigned long long)stats.done,
+                       (unsigned long long)stats.failed, list);
+}
+
 static PyMethodDef pool_methods[] = {
+    {"stats", (PyCFunction)pool_stats, METH_NOARGS,
+     "stats() -> (queued, in_flight, done, failed, [worker tuples])"},
     {"submit", (PyCFunction)(void (*)(void))pool_submit,
      METH_VARARGS | METH_KEYWORDS,
      "submit(payload, notify=None, queue=None, context=None, timeout=-1, "

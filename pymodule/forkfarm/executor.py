@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
-from . import _core, _errors, _progress, _protocol
+from . import _core, _errors, _progress, _protocol, _stats
 from .pool import (
     NO_LIMITS,
     CallEncoder,
@@ -262,6 +262,10 @@ class Executor(concurrent.futures.Executor):
                 _progress.finish(bar, progress is True)
 
         return results()
+
+    def stats(self) -> _stats.PoolStats:
+        """As :meth:`forkfarm.Pool.stats`."""
+        return _stats.read(self._core)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Stops accepting work. With cancel_futures, futures no worker has

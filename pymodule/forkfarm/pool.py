@@ -20,7 +20,7 @@ from multiprocessing import TimeoutError
 from multiprocessing.pool import MaybeEncodingError, ThreadPool
 from typing import Any, Generic, NamedTuple, TypeVar
 
-from . import _core, _errors, _progress, _protocol
+from . import _core, _errors, _progress, _protocol, _stats
 
 __all__ = [
     "Pool",
@@ -1078,6 +1078,13 @@ class Pool:
         return AsyncMapIterator(
             method(func, iterable, chunksize, timeout=timeout, retries=retries, progress=progress)
         )
+
+    def stats(self) -> _stats.PoolStats:
+        """What the pool has done and is doing: tasks queued, in flight,
+        done and failed, and per worker its pid, tasks, busy and idle time,
+        bytes moved, restarts and the task it runs now (and for how long:
+        a straggler stands out there)."""
+        return _stats.read(self._core)
 
     # -- lifecycle -----------------------------------------------------------
 
