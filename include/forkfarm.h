@@ -125,6 +125,16 @@ typedef void (*ff_worker_exit_notify_cb)(ff_pool_t *pool, const ff_exit_t *how,
  * completion callbacks under one lock of an embedding runtime. */
 typedef void (*ff_complete_cb)(ff_task_t **tasks, size_t count, void *arg);
 
+/* A zygote started by someone else, for a pool to adopt instead of forking
+ * its own from the caller: a process that runs ff_zygote_serve() on the
+ * other end of ctl. A fork server makes one this way for a threaded parent,
+ * which must not fork. */
+typedef struct ff_zygote_s {
+  int ctl;   /* a SOCK_SEQPACKET socket; -1: the pool forks its zygote */
+  pid_t pid;
+  int pidfd; /* a pidfd of pid: how the pool notices the zygote's exit */
+} ff_zygote_t;
+
 typedef struct ff_pool_options_s {
   unsigned workers;                /* the number of worker processes, >= 1 */
   ff_work_cb work;                 /* required */
@@ -154,6 +164,9 @@ typedef struct ff_pool_options_s {
   ff_complete_cb on_complete;      /* may be NULL */
   ff_worker_exit_notify_cb on_worker_exit; /* may be NULL */
   void *notify_arg;                /* passed to on_complete, on_worker_exit */
+  /* The zygote to adopt (ctl >= 0); the pool owns its two descriptors from
+   * ff_pool_create() on, whether it succeeds or not. */
+  ff_zygote_t zygote;
 } ff_pool_options_t;
 
 /* Fills options with the defaults: one worker per CPU and no callbacks. */
@@ -164,6 +177,13 @@ void ff_pool_options_init(ff_pool_options_t *options);
  * *pool, or a negative error: -EINVAL for bad options, or the error of the
  * failed fork or system call. */
 int ff_pool_create(ff_pool_t **pool, const ff_pool_options_t *options);
+
+/* Runs the calling process as a pool's zygote (see ff_zygote_t), until the
+ * other end of ctl closes: then kills the workers it forked and exits. The
+ * process must be single-threaded. In each worker the child fork hook runs
+ * once; the prepare and parent hooks are not called. Returns only on bad
+ * arguments, with -EINVAL. */
+int ff_zygote_serve(const ff_pool_options_t *options, int ctl);
 
 #define FF_SUBMIT_NOTIFY 1u /* call options.on_complete when it finishes */
 

@@ -311,6 +311,10 @@ void ff__sock_close_fds(int *fds, unsigned *nfds);
  * *pidfd and *ctl (the parent's end of the control socket). */
 int ff__zygote_fork(ff__runtime_t *runtime, const ff_pool_options_t *options,
                     pid_t *pid, int *pidfd, int *ctl);
+/* Takes options->zygote for the pool instead (see ff_zygote_t): the same
+ * outputs, and its descriptors are closed on error. */
+int ff__zygote_adopt(const ff_zygote_t *zygote, pid_t *pid, int *pidfd,
+                     int *ctl);
 
 /* ---- worker.c: the worker process ---------------------------------------- */
 

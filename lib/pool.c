@@ -205,6 +205,8 @@ void ff_pool_options_init(ff_pool_options_t *options) {
   long cpus = sysconf(_SC_NPROCESSORS_ONLN);
   options->workers = cpus > 0 ? (unsigned)cpus : 1u;
   options->kill_grace = 1.0;
+  options->zygote.ctl = -1;
+  options->zygote.pidfd = -1;
 }
 
 void ff__pool_retain(ff_pool_t *pool) { atomic_fetch_add(&pool->refs, 1); }
@@ -1228,19 +1230,29 @@ static void pool_start_in_loop(void *arg) {
 }
 
 int ff_pool_create(ff_pool_t **out, const ff_pool_options_t *options) {
+  int rc = 0;
   if (out == NULL || options == NULL || options->work == NULL ||
       options->workers == 0 || !(options->task_timeout >= 0) ||
       !(options->kill_grace >= 0))
-    return -EINVAL;
-  ff__runtime_t *runtime;
-  int rc = ff__runtime_acquire(&runtime);
-  if (rc < 0) return rc;
-  ff_pool_t *pool = calloc(1, sizeof(*pool));
-  if (pool == NULL) return -ENOMEM;
-  pool->workers = calloc(options->workers, sizeof(ff__worker_t));
-  if (pool->workers == NULL) {
-    free(pool);
-    return -ENOMEM;
+    rc = -EINVAL;
+  ff__runtime_t *runtime = NULL;
+  if (rc == 0) rc = ff__runtime_acquire(&runtime);
+  ff_pool_t *pool = rc == 0 ? calloc(1, sizeof(*pool)) : NULL;
+  if (rc == 0 && pool == NULL) rc = -ENOMEM;
+  if (pool != NULL) {
+    pool->workers = calloc(options->workers, sizeof(ff__worker_t));
+    if (pool->workers == NULL) {
+      free(pool);
+      rc = -ENOMEM;
+    }
+  }
+  if (rc < 0) {
+    /* An adopted zygote's descriptors are the pool's, even now. */
+    if (options != NULL && options->zygote.ctl >= 0) {
+      close(options->zygote.ctl);
+      if (options->zygote.pidfd >= 0) close(options->zygote.pidfd);
+    }
+    return rc;
   }
   atomic_init(&pool->refs, 2); /* the owner's and the loop's */
   pool->owner = getpid();
@@ -1261,8 +1273,12 @@ int ff_pool_create(ff_pool_t **out, const ff_pool_options_t *options) {
     w->shm.fd = -1;
     ff__list_init(&w->in_flight);
   }
-  rc = ff__zygote_fork(runtime, &pool->options, &pool->zygote_pid,
-                       &pool->zygote_pidfd, &pool->ctl_fd);
+  if (options->zygote.ctl >= 0)
+    rc = ff__zygote_adopt(&options->zygote, &pool->zygote_pid,
+                          &pool->zygote_pidfd, &pool->ctl_fd);
+  else
+    rc = ff__zygote_fork(runtime, &pool->options, &pool->zygote_pid,
+                         &pool->zygote_pidfd, &pool->ctl_fd);
   if (rc < 0) {
     pthread_mutex_destroy(&pool->lock);
     free(pool->workers);

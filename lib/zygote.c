@@ -219,6 +219,8 @@ static void zygote_spawn(zygote_t *z, uint32_t slot, int shm_fd,
   if (rc < 0) zygote_exit(z);
 }
 
+/* parent is the pool's creator when it forked this zygote, else 0: then
+ * only the end of the control socket ties the zygote to the pool. */
 static _Noreturn void zygote_main(const ff_pool_options_t *options, int ctl,
                                   pid_t parent, bool parent_is_main_thread) {
   zygote_t z = {.options = options, .ctl = ctl, .sigfd = -1};
@@ -227,6 +229,9 @@ static _Noreturn void zygote_main(const ff_pool_options_t *options, int ctl,
   signal(SIGINT, SIG_IGN);
   signal(SIGPIPE, SIG_IGN);
   signal(SIGTERM, SIG_DFL);
+  /* An ignored SIGCHLD (a fork server's habit) would reap the workers
+   * before their exit status could be reported. */
+  signal(SIGCHLD, SIG_DFL);
   sigset_t chld;
   sigemptyset(&chld);
   sigaddset(&chld, SIGCHLD);
@@ -236,8 +241,10 @@ static _Noreturn void zygote_main(const ff_pool_options_t *options, int ctl,
   /* The death signal follows the thread that forked us: it is only a
    * guarantee when that thread is the main thread. The end of the control
    * socket covers every case. */
-  if (parent_is_main_thread) prctl(PR_SET_PDEATHSIG, SIGKILL);
-  if (getppid() != parent) _exit(1);
+  if (parent != 0) {
+    if (parent_is_main_thread) prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent) _exit(1);
+  }
 
   for (;;) {
     struct pollfd polled[2] = {{ctl, POLLIN, 0}, {z.sigfd, POLLIN, 0}};
@@ -259,6 +266,39 @@ static _Noreturn void zygote_main(const ff_pool_options_t *options, int ctl,
         ff__sock_close_fds(fds, &nfds);
     }
   }
+}
+
+int ff_zygote_serve(const ff_pool_options_t *options, int ctl) {
+  if (options == NULL || options->work == NULL || ctl < 0) return -EINVAL;
+  int flags = fcntl(ctl, F_GETFL);
+  /* The zygote blocks in poll(), then reads what poll() announced. */
+  if (flags < 0 || fcntl(ctl, F_SETFL, flags & ~O_NONBLOCK) < 0)
+    return -EINVAL;
+  zygote_main(options, ctl, 0, false);
+}
+
+/* Makes a zygote started elsewhere the pool's, as ff__zygote_fork would
+ * have. The descriptors are the pool's from here on, and closed on error. */
+int ff__zygote_adopt(const ff_zygote_t *zygote, pid_t *pid_out,
+                     int *pidfd_out, int *ctl_out) {
+  int err = 0;
+  if (zygote->pid <= 0 || zygote->pidfd < 0) err = -EINVAL;
+  int flags = err ? -1 : fcntl(zygote->ctl, F_GETFL);
+  if (!err && (flags < 0 || fcntl(zygote->ctl, F_SETFL, flags | O_NONBLOCK) < 0 ||
+               fcntl(zygote->ctl, F_SETFD, FD_CLOEXEC) < 0 ||
+               fcntl(zygote->pidfd, F_SETFD, FD_CLOEXEC) < 0))
+    err = -errno;
+  if (err < 0) {
+    close(zygote->ctl);
+    if (zygote->pidfd >= 0) close(zygote->pidfd);
+    return err;
+  }
+  ff__fd_track(zygote->ctl);
+  ff__fd_track(zygote->pidfd);
+  *pid_out = zygote->pid;
+  *pidfd_out = zygote->pidfd;
+  *ctl_out = zygote->ctl;
+  return 0;
 }
 
 int ff__zygote_fork(ff__runtime_t *runtime, const ff_pool_options_t *options,

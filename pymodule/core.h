@@ -58,9 +58,17 @@ typedef struct {
   PyObject *dumps_by_value;
 } ffpy_worker_context_t;
 
-/* The attributes of the protocol module that fill a worker context, in
- * order (loads first). */
-#define FFPY_WORKER_CONTEXT_FIELDS 10
+/* Fills a worker context from the protocol module's attributes and the
+ * pool's initializer and initargs (a tuple): 0, or -1 with an exception. */
+int ffpy_worker_context_load(ffpy_worker_context_t *context,
+                             PyObject *protocol, PyObject *initializer,
+                             PyObject *initargs);
+void ffpy_worker_context_clear(ffpy_worker_context_t *context);
+
+/* _core.zygote_serve(ctl, protocol, initializer, initargs, max_tasks=0,
+ * max_memory=0): runs this process as a pool's zygote (a fork server's
+ * child); returns only on error. */
+PyObject *ffpy_zygote_serve(PyObject *module, PyObject *args);
 
 /* A map chunk's result that is a list of ints (each fitting 64 bits) or of
  * floats travels as a compact array rather than a pickle: a 16-byte header

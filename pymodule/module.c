@@ -150,6 +150,10 @@ static PyMethodDef core_methods[] = {
     {"encode_singletons", core_encode_singletons, METH_VARARGS,
      "encode_singletons(items, dumps, protocol) -> list[bytes]: one map "
      "chunk per item, compact for ints and floats."},
+    {"zygote_serve", ffpy_zygote_serve, METH_VARARGS,
+     "zygote_serve(ctl, protocol, initializer, initargs, max_tasks=0, "
+     "max_memory=0): serves a pool as its zygote until ctl's other end "
+     "closes, then exits. Only a single-threaded process may call it."},
     {"strerror", core_strerror, METH_O,
      "strerror(code) -> str: describes a runtime return code."},
     {NULL, NULL, 0, NULL},

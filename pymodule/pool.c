@@ -44,38 +44,26 @@ static void pool_on_complete(ff_task_t **tasks, size_t count, void *arg) {
   PyGILState_Release(gil);
 }
 
-/* The fields of a worker context: the protocol module's attributes first,
- * in the order pool_init reads them. */
-static void pool_context_fields(ffpy_worker_context_t *c, PyObject ***out) {
-  out[0] = &c->loads;
-  out[1] = &c->dumps;
-  out[2] = &c->protocol;
-  out[3] = &c->encode_error;
-  out[4] = &c->encode_result_error;
-  out[5] = &c->worker_setup;
-  out[6] = &c->worker_exit;
-  out[7] = &c->dumps_by_value;
-  out[8] = &c->initializer;
-  out[9] = &c->initargs;
-}
-
 static int pool_init(ffpy_pool_t *self, PyObject *args, PyObject *kw) {
   static char *names[] = {"processes", "protocol", "initializer", "initargs",
                           "maxtasksperchild", "task_timeout", "retries",
-                          "max_memory", NULL};
-  static const char *attributes[] = {
-      "loads",        "dumps",       "PROTOCOL",    "encode_error",
-      "encode_result_error", "worker_setup", "worker_exit", "dumps_by_value"};
+                          "max_memory", "zygote", NULL};
   int processes;
   unsigned int max_tasks = 0;
   double task_timeout = 0;
   unsigned int retries = 0;
   unsigned long long max_memory = 0;
-  PyObject *protocol, *initializer, *initargs;
-  if (!PyArg_ParseTupleAndKeywords(args, kw, "iOOO!|IdIK:Pool", names,
+  PyObject *protocol, *initializer, *initargs, *zygote = Py_None;
+  if (!PyArg_ParseTupleAndKeywords(args, kw, "iOOO!|IdIKO:Pool", names,
                                    &processes, &protocol, &initializer,
                                    &PyTuple_Type, &initargs, &max_tasks,
-                                   &task_timeout, &retries, &max_memory))
+                                   &task_timeout, &retries, &max_memory,
+                                   &zygote))
+    return -1;
+  ff_zygote_t adopted = {-1, 0, -1};
+  if (zygote != Py_None &&
+      !PyArg_ParseTuple(zygote, "iii;zygote must be (ctl, pid, pidfd)",
+                        &adopted.ctl, &adopted.pid, &adopted.pidfd))
     return -1;
   if (!(task_timeout >= 0)) {
     PyErr_SetString(PyExc_ValueError, "task_timeout must be 0 (none) or more");
@@ -89,14 +77,9 @@ static int pool_init(ffpy_pool_t *self, PyObject *args, PyObject *kw) {
     PyErr_SetString(PyExc_ValueError, "processes must be at least 1");
     return -1;
   }
-  PyObject **fields[FFPY_WORKER_CONTEXT_FIELDS];
-  pool_context_fields(&self->context, fields);
-  for (size_t i = 0; i < sizeof(attributes) / sizeof(attributes[0]); i++) {
-    *fields[i] = PyObject_GetAttrString(protocol, attributes[i]);
-    if (*fields[i] == NULL) return -1;
-  }
-  self->context.initializer = Py_NewRef(initializer);
-  self->context.initargs = Py_NewRef(initargs);
+  if (ffpy_worker_context_load(&self->context, protocol, initializer,
+                               initargs) < 0)
+    return -1;
 
   ff_pool_options_t options;
   ff_pool_options_init(&options);
@@ -106,6 +89,8 @@ static int pool_init(ffpy_pool_t *self, PyObject *args, PyObject *kw) {
   options.task_retries = retries;
   options.max_memory_per_worker = (size_t)max_memory;
   options.on_complete = pool_on_complete;
+  /* The descriptors are the pool's now: zygote() must not close them. */
+  options.zygote = adopted;
   ffpy_worker_options(&options, &self->context);
   int rc = ffpy_pool_create_released(&self->pool, &options);
   if (rc < 0) {
@@ -125,9 +110,7 @@ static void pool_dealloc(ffpy_pool_t *self) {
      * not wait for the loop. The loop terminates and reaps the pool. */
     ff_pool_abandon(pool);
   }
-  PyObject **fields[FFPY_WORKER_CONTEXT_FIELDS];
-  pool_context_fields(&self->context, fields);
-  for (size_t i = 0; i < FFPY_WORKER_CONTEXT_FIELDS; i++) Py_CLEAR(*fields[i]);
+  ffpy_worker_context_clear(&self->context);
   Py_TYPE(self)->tp_free((PyObject *)self);
 }
 

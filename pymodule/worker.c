@@ -33,6 +33,46 @@ static void fork_child(void *arg) {
   saved_thread_state = PyEval_SaveThread();
 }
 
+/* The fields of a worker context: the protocol module's attributes first,
+ * in the order of context_attributes. */
+#define CONTEXT_FIELDS 10
+static void context_fields(ffpy_worker_context_t *c, PyObject ***out) {
+  out[0] = &c->loads;
+  out[1] = &c->dumps;
+  out[2] = &c->protocol;
+  out[3] = &c->encode_error;
+  out[4] = &c->encode_result_error;
+  out[5] = &c->worker_setup;
+  out[6] = &c->worker_exit;
+  out[7] = &c->dumps_by_value;
+  out[8] = &c->initializer;
+  out[9] = &c->initargs;
+}
+
+static const char *context_attributes[] = {
+    "loads",        "dumps",       "PROTOCOL",    "encode_error",
+    "encode_result_error", "worker_setup", "worker_exit", "dumps_by_value"};
+
+int ffpy_worker_context_load(ffpy_worker_context_t *c, PyObject *protocol,
+                             PyObject *initializer, PyObject *initargs) {
+  PyObject **fields[CONTEXT_FIELDS];
+  context_fields(c, fields);
+  for (size_t i = 0; i < sizeof(context_attributes) / sizeof(char *); i++) {
+    Py_XSETREF(*fields[i], PyObject_GetAttrString(protocol,
+                                                  context_attributes[i]));
+    if (*fields[i] == NULL) return -1;
+  }
+  Py_XSETREF(c->initializer, Py_NewRef(initializer));
+  Py_XSETREF(c->initargs, Py_NewRef(initargs));
+  return 0;
+}
+
+void ffpy_worker_context_clear(ffpy_worker_context_t *c) {
+  PyObject **fields[CONTEXT_FIELDS];
+  context_fields(c, fields);
+  for (size_t i = 0; i < CONTEXT_FIELDS; i++) Py_CLEAR(*fields[i]);
+}
+
 int ffpy_pool_create_released(ff_pool_t **pool,
                               const ff_pool_options_t *options) {
   int rc;
@@ -268,4 +308,33 @@ void ffpy_worker_options(ff_pool_options_t *options,
   options->fork_hooks.parent = fork_parent;
   options->fork_hooks.child = fork_child;
   options->fork_hooks.arg = NULL;
+}
+
+PyObject *ffpy_zygote_serve(PyObject *module, PyObject *args) {
+  (void)module;
+  int ctl;
+  PyObject *protocol, *initializer, *initargs;
+  unsigned int max_tasks = 0;
+  unsigned long long max_memory = 0;
+  if (!PyArg_ParseTuple(args, "iOOO!|IK:zygote_serve", &ctl, &protocol,
+                        &initializer, &PyTuple_Type, &initargs, &max_tasks,
+                        &max_memory))
+    return NULL;
+  /* Lives as long as the process: the zygote never returns. */
+  static ffpy_worker_context_t context;
+  if (ffpy_worker_context_load(&context, protocol, initializer, initargs) < 0)
+    return NULL;
+  ff_pool_options_t options;
+  ff_pool_options_init(&options);
+  options.max_tasks_per_worker = max_tasks;
+  options.max_memory_per_worker = (size_t)max_memory;
+  ffpy_worker_options(&options, &context);
+  /* From here the zygote is a frozen image of this moment, as a forked
+   * zygote is of its parent's: the GIL and Python's fork locks are held,
+   * and each worker runs the child hook once. */
+  saved_thread_state = PyEval_SaveThread();
+  fork_prepare(NULL);
+  int rc = ff_zygote_serve(&options, ctl);
+  PyOS_AfterFork_Parent();
+  return ffpy_raise(rc);
 }

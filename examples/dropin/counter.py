@@ -10,17 +10,18 @@ to the counter under the lock; the map's results and the counter must agree.
 """
 
 import multiprocessing
+from typing import Any
 
-counter = None
-lock = None
+counter: Any = None
+lock: Any = None
 
 
-def init(shared_counter, shared_lock):
+def init(shared_counter: Any, shared_lock: Any) -> None:
     global counter, lock
     counter, lock = shared_counter, shared_lock
 
 
-def count_primes(block):
+def count_primes(block: tuple[int, int]) -> int:
     start, stop = block
     found = 0
     for n in range(max(start, 2), stop):
@@ -31,7 +32,7 @@ def count_primes(block):
     return found
 
 
-def main():
+def main() -> None:
     shared_counter = multiprocessing.Value("i", 0, lock=False)
     shared_lock = multiprocessing.Lock()
     blocks = [(i, i + 2000) for i in range(0, 100_000, 2000)]

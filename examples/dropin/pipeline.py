@@ -10,16 +10,17 @@ sentinels and prints what came back.
 """
 
 import multiprocessing
+from typing import Any
 
 STOP = None
 
 
-def produce(work, start, stop):
+def produce(work: Any, start: int, stop: int) -> None:
     for n in range(start, stop):
         work.put(n)
 
 
-def collatz_steps(n):
+def collatz_steps(n: int) -> int:
     steps = 0
     while n != 1:
         n = n // 2 if n % 2 == 0 else 3 * n + 1
@@ -27,7 +28,7 @@ def collatz_steps(n):
     return steps
 
 
-def consume(work, results):
+def consume(work: Any, results: Any) -> None:
     while True:
         n = work.get()
         if n is STOP:
@@ -37,9 +38,9 @@ def consume(work, results):
         work.task_done()
 
 
-def main():
-    work = multiprocessing.JoinableQueue()
-    results = multiprocessing.Queue()
+def main() -> None:
+    work: Any = multiprocessing.JoinableQueue()
+    results: Any = multiprocessing.Queue()
     producers = [
         multiprocessing.Process(target=produce, args=(work, 1, 5001)),
         multiprocessing.Process(target=produce, args=(work, 5001, 10001)),

@@ -11,6 +11,7 @@ with ``multiprocessing.connection.wait``.
 
 import multiprocessing
 from collections import Counter
+from typing import Any
 
 TEXT = """the quick brown fox jumps over the lazy dog
 a stitch in time saves nine
@@ -24,7 +25,7 @@ no man is an island
 fortune favours the bold""".splitlines()
 
 
-def shard_worker(conn, lines, parent_end):
+def shard_worker(conn: Any, lines: list[str], parent_end: Any) -> None:
     parent_end.close()  # inherited: only the main process keeps it open
     while True:
         try:
@@ -40,21 +41,23 @@ def shard_worker(conn, lines, parent_end):
             return
 
 
-def ask_all(connections, command, argument=None):
+def ask_all(connections: list[Any], command: str, argument: str | None = None) -> list[Any]:
     for conn in connections:
         conn.send((command, argument))
-    answers = {}
+    answers: dict[int, Any] = {}
     pending = list(connections)
     while pending:
-        for conn in multiprocessing.connection.wait(pending, timeout=30):
+        ready: list[Any] = multiprocessing.connection.wait(pending, timeout=30)
+        for conn in ready:
             answers[connections.index(conn)] = conn.recv()
             pending.remove(conn)
     return [answers[i] for i in range(len(connections))]
 
 
-def main():
+def main() -> None:
     shards = [TEXT[i::3] for i in range(3)]
-    connections, processes = [], []
+    connections: list[Any] = []
+    processes: list[Any] = []
     for lines in shards:
         mine, theirs = multiprocessing.Pipe()
         process = multiprocessing.Process(target=shard_worker, args=(theirs, lines, mine))
@@ -62,7 +65,7 @@ def main():
         theirs.close()
         connections.append(mine)
         processes.append(process)
-    counts = sum(ask_all(connections, "count"), Counter())
+    counts: Counter[str] = sum(ask_all(connections, "count"), Counter())
     print("most common:", counts.most_common(3))
     print("lines with 'is':", sorted(line for found in ask_all(connections, "grep", "is") for line in found))
     print("replies:", ask_all(connections, "stop"))

@@ -10,6 +10,7 @@ same runtime behind the concurrent.futures API.
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING, Any
 from multiprocessing import (
     AuthenticationError,
     BufferTooShort,
@@ -105,10 +106,13 @@ __all__ = [
 
 # The shared arrays need NumPy, which forkfarm itself does not: they load
 # on first use.
+if TYPE_CHECKING:
+    from .shared import SharedArray, as_shared, empty, full, shared_array, zeros
+
 _SHARED_NAMES = {"SharedArray", "as_shared", "empty", "full", "shared_array", "zeros"}
 
 
-def __getattr__(name: str) -> object:
+def __getattr__(name: str) -> Any:
     if name in _SHARED_NAMES:
         from . import shared
 

@@ -11,6 +11,21 @@ from typing import Any
 Progress = Any
 
 
+_quiet: dict[type, type] = {}
+
+
+def _quiet_class(tqdm: type) -> type:
+    """tqdm's class without its monitor thread, which would only nudge the
+    refresh of a stalled bar: a bar must not leave a thread behind, since a
+    process with threads makes its next pools take the fork server."""
+    if not isinstance(tqdm, type):
+        return tqdm
+    quiet = _quiet.get(tqdm)
+    if quiet is None:
+        quiet = _quiet[tqdm] = type(tqdm.__name__, (tqdm,), {"monitor_interval": 0})
+    return quiet
+
+
 def make_bar(progress: Progress, total: int | None) -> Any:
     """The bar for a map of `total` items (None: unknown), or None."""
     if progress is None or progress is False:
@@ -22,7 +37,7 @@ def make_bar(progress: Progress, total: int | None) -> Any:
             raise ImportError(
                 "progress=True shows a tqdm bar: install tqdm (pip install tqdm)"
             ) from None
-        return tqdm(total=total)
+        return _quiet_class(tqdm)(total=total)
     if not callable(getattr(progress, "update", None)):
         raise TypeError(
             f"progress must be True, False or an object with update(n) (a tqdm bar), "

@@ -24,8 +24,8 @@ import pickle
 import sys
 import traceback
 import types
-from collections.abc import Callable, Iterable, Mapping
-from multiprocessing.pool import MaybeEncodingError
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from multiprocessing.pool import MaybeEncodingError  # type: ignore[attr-defined]
 from typing import Any
 
 from . import _core
@@ -209,7 +209,7 @@ def encode_function(func: Callable[..., Any], star: bool) -> bytes:
     return dumps_or_by_value((STARMAP if star else MAP, func), oob=False)
 
 
-def encode_items(items: list[Any], memo: _core.BufferMemo | None = None) -> bytes:
+def encode_items(items: Sequence[Any], memo: _core.BufferMemo | None = None) -> bytes:
     """Encodes a chunk of a map. The chunks of one map share a memo, so that
     a large buffer they all carry is copied into the arena once."""
     try:

@@ -4,7 +4,9 @@ pool's lock."""
 
 from __future__ import annotations
 
+import html
 from dataclasses import dataclass
+from typing import ClassVar
 
 from . import _core
 
@@ -33,6 +35,46 @@ class PoolStats:
     done: int  #: finished with a result
     failed: int  #: finished with an error, a lost worker, a timeout, a cancellation
     workers: list[WorkerStats]
+
+    _COLUMNS: ClassVar[tuple[str, ...]] = ("pid", "tasks", "busy s", "idle s", "bytes out", "bytes back", "restarts", "current task", "for s")
+
+    def rows(self) -> list[tuple[str, ...]]:
+        """A row of text per worker, under :attr:`_COLUMNS`."""
+        return [
+            (
+                str(w.pid),
+                str(w.tasks),
+                f"{w.busy_seconds:.3f}",
+                f"{w.idle_seconds:.3f}",
+                str(w.bytes_sent),
+                str(w.bytes_received),
+                str(w.restarts),
+                "" if w.current_task is None else str(w.current_task),
+                "" if w.current_task is None else f"{w.current_seconds:.3f}",
+            )
+            for w in self.workers
+        ]
+
+    def summary(self) -> str:
+        return f"{self.queued} queued, {self.in_flight} in flight, {self.done} done, {self.failed} failed"
+
+    def __str__(self) -> str:
+        """The counts, then a table of the workers."""
+        rows = [self._COLUMNS, *self.rows()]
+        widths = [max(len(row[i]) for row in rows) for i in range(len(self._COLUMNS))]
+        lines = ["  ".join(cell.rjust(width) for cell, width in zip(row, widths)) for row in rows]
+        return "\n".join([self.summary(), *lines])
+
+    def _repr_html_(self) -> str:
+        """The same as an HTML table, for Jupyter."""
+        head = "".join(f"<th>{html.escape(name)}</th>" for name in self._COLUMNS)
+        body = "".join(
+            "<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>" for row in self.rows()
+        )
+        return (
+            f"<p>{html.escape(self.summary())}</p>"
+            f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+        )
 
 
 def read(core: _core.Pool) -> PoolStats:

@@ -6,10 +6,17 @@ library does it well. What changes is what children share: forkfarm's
 locks, queues and shared memory travel to a ``Process`` through its
 arguments by inheritance, as multiprocessing's do.
 
-forkfarm has one start method today, ``"fork"``: workers come from a zygote
-forked from the caller. ``get_context("fork")`` and
-``set_start_method("fork")`` work; the other methods raise ``ValueError``
-until the forkserver start method lands.
+A pool's start method says where its workers come from:
+
+- ``"fork"``: a zygote forked from the caller, so that workers see the
+  caller as it was when the pool was made;
+- ``"forkserver"`` (and its alias ``"spawn"``): a zygote forked by the fork
+  server, a fresh interpreter started once and kept for later pools; the
+  functions and classes of ``__main__`` travel by value.
+
+Unless one is set, or named by the context, a pool forks, except when the
+caller has other threads (a Jupyter kernel always has): then it takes the
+fork server, since a process with threads must not fork.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from __future__ import annotations
 import multiprocessing
 import multiprocessing.context
 import multiprocessing.managers
+import threading
 from collections.abc import Callable, Iterable
 from multiprocessing import active_children, current_process, parent_process
 from typing import Any
@@ -35,7 +43,7 @@ __all__ = [
     "set_start_method",
 ]
 
-START_METHODS = ["fork"]
+START_METHODS = ["fork", "forkserver", "spawn"]
 
 
 class Process(multiprocessing.context.ForkProcess):
@@ -59,13 +67,22 @@ def _check(method: str | None) -> str:
     if method is None:
         return "fork"
     if method not in START_METHODS:
-        if method in ("spawn", "forkserver"):
-            raise ValueError(
-                f"start method {method!r} is not supported yet: forkfarm forks its "
-                "workers from a zygote (the 'fork' method)"
-            )
         raise ValueError(f"cannot find context for {method!r}")
     return method
+
+
+def threaded() -> bool:
+    """Whether this process runs Python threads besides the caller's: then
+    a pool takes the fork server rather than fork. Threads the threading
+    module did not start (the runtime's own among them) are not counted:
+    they hold no lock of Python's."""
+    current = threading.current_thread()
+    if current is not threading.main_thread():
+        return True
+    return any(
+        thread is not current and not isinstance(thread, threading._DummyThread)
+        for thread in threading.enumerate()
+    )
 
 
 class ForkfarmContext:
@@ -135,8 +152,8 @@ _default = _DefaultContext()
 
 
 def get_context(method: str | None = None) -> ForkfarmContext:
-    """A context: forkfarm's API behind the start method named (``"fork"``,
-    the default)."""
+    """A context: forkfarm's API behind the start method named, or the
+    module's own context (whose method is chosen per pool unless set)."""
     return _default if method is None else ForkfarmContext(_check(method))
 
 
@@ -145,7 +162,9 @@ def get_start_method(allow_none: bool = False) -> str:
 
 
 def set_start_method(method: str | None, force: bool = False) -> None:
-    """Sets the start method, once (``force`` to change it): ``"fork"``."""
+    """Sets the start method of the pools made without a context, once
+    (``force`` to change it): ``"fork"``, ``"forkserver"`` or ``"spawn"``
+    (the fork server too)."""
     _default.set_start_method(method, force)
 
 

@@ -11,6 +11,7 @@ breaks entirely.
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import itertools
 import threading
 import time
@@ -28,12 +29,17 @@ from .pool import (
     check_retries,
     check_task_timeout,
     create_core,
+    start_method,
     task_value,
 )
 
 __all__ = ["Executor", "LimitedCalls"]
 
 _T = TypeVar("_T")
+
+
+def _advance(bar: Any, count: int, _future: object) -> None:
+    bar.update(count)
 
 
 class _Future(concurrent.futures.Future):  # type: ignore[type-arg]
@@ -139,8 +145,8 @@ class Executor(concurrent.futures.Executor):
         self._max_workers = max_workers
         self._lock = threading.Lock()
         self._pending: set[_Future] = set()
-        main_at_fork = _protocol.main_snapshot()
-        self._core = create_core(
+        self._start_method = start_method(mp_context)
+        self._core, main_at_fork = create_core(
             max_workers,
             initializer,
             initargs,
@@ -148,6 +154,7 @@ class Executor(concurrent.futures.Executor):
             self._timeout,
             retries,
             max_memory,
+            self._start_method,
         )
         self._calls = CallEncoder(self._core, main_at_fork)
         self._shutdown_requested = False
@@ -244,7 +251,7 @@ class Executor(concurrent.futures.Executor):
                     raise _errors.from_error(error, self._core) from None
             future = self._submit_payload(_protocol.encode_items(chunk, memo), context, len(chunk), limits)
             if bar is not None:
-                future.add_done_callback(lambda _, n=len(chunk): bar.update(n))
+                future.add_done_callback(functools.partial(_advance, bar, len(chunk)))
             futures.append(future)
 
         def results() -> Iterator[_T]:
@@ -262,6 +269,11 @@ class Executor(concurrent.futures.Executor):
                 _progress.finish(bar, progress is True)
 
         return results()
+
+    @property
+    def start_method(self) -> str:
+        """Where the workers come from: ``"fork"`` or ``"forkserver"``."""
+        return self._start_method
 
     def stats(self) -> _stats.PoolStats:
         """As :meth:`forkfarm.Pool.stats`."""

@@ -17,10 +17,10 @@ import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from multiprocessing import TimeoutError
-from multiprocessing.pool import MaybeEncodingError, ThreadPool
+from multiprocessing.pool import MaybeEncodingError, ThreadPool  # type: ignore[attr-defined]
 from typing import Any, Generic, NamedTuple, TypeVar
 
-from . import _core, _errors, _progress, _protocol, _stats
+from . import _core, _errors, _forkserver, _progress, _protocol, _stats
 
 __all__ = [
     "Pool",
@@ -77,19 +77,32 @@ def create_core(
     timeout: float | None = None,
     retries: int = 0,
     max_memory: int | None = None,
-) -> _core.Pool:
-    """Creates the runtime pool behind a Pool or an Executor."""
+    method: str = "fork",
+) -> tuple[_core.Pool, _protocol.MainSnapshot]:
+    """Creates the runtime pool behind a Pool or an Executor, with its
+    zygote forked from here (``"fork"``) or made by the fork server
+    (``"forkserver"``), and what its workers' ``__main__`` holds."""
     _flush_std_streams()
-    return _core.Pool(
+    initargs = tuple(initargs)
+    zygote = None
+    if method == "forkserver":
+        zygote, main_at_fork = _forkserver.zygote(initializer, initargs, max_tasks or 0, max_memory or 0)
+    else:
+        main_at_fork = _protocol.main_snapshot()
+    # With the fork server the zygote has its own copy of the initializer;
+    # the pool's keeps what it may refer to (a lock's segment) alive.
+    core = _core.Pool(
         processes,
         _protocol,
         initializer,
-        tuple(initargs),
+        initargs,
         max_tasks or 0,
         timeout or 0.0,
         retries,
         max_memory or 0,
+        zygote,
     )
+    return core, main_at_fork
 
 
 def check_max_memory(max_memory: object) -> int | None:
@@ -224,21 +237,27 @@ def check_pool_arguments(
         raise ValueError(max_tasks_error)
     if initializer is not None and not callable(initializer):
         raise TypeError("initializer must be a callable")
-    check_start_method(context)
     return count
 
 
-def check_start_method(context: Any) -> None:
-    """forkfarm forks its workers from a zygote; a context that asks for
-    another start method is refused, not silently ignored."""
+def start_method(context: Any) -> str:
+    """The start method a new pool uses: the one its context names, or the
+    one set with ``set_start_method``, or else ``"fork"``, unless the
+    caller has other threads: then ``"forkserver"``, since a process with
+    threads must not fork. ``"spawn"`` is the fork server too."""
+    from . import context as contexts
+
     if context is None:
-        return
-    method = context.get_start_method() if hasattr(context, "get_start_method") else context
-    if method not in (None, "fork"):
-        raise ValueError(
-            f"start method {method!r} is not supported yet: forkfarm forks its workers "
-            "(the 'fork' method)"
-        )
+        method = contexts.get_start_method(allow_none=True)
+    elif isinstance(context, str):
+        method = context
+    else:  # ours or multiprocessing's; a default one may have none set
+        method = context.get_start_method(allow_none=True)
+    if method is None:
+        return "forkserver" if contexts.threaded() else "fork"
+    if method not in contexts.START_METHODS:
+        raise ValueError(f"cannot find context for {method!r}")
+    return "forkserver" if method == "spawn" else method
 
 
 def _outcome_error(task: _core.Task) -> BaseException:
@@ -815,9 +834,16 @@ class Pool:
         self._processes = processes
         # Maps and imaps that still cut chunks as results come back.
         self._feeding: weakref.WeakSet[Any] = weakref.WeakSet()
-        main_at_fork = _protocol.main_snapshot()
-        self._core = create_core(
-            processes, initializer, initargs, maxtasksperchild, self._timeout, retries, max_memory
+        self._start_method = start_method(context)
+        self._core, main_at_fork = create_core(
+            processes,
+            initializer,
+            initargs,
+            maxtasksperchild,
+            self._timeout,
+            retries,
+            max_memory,
+            self._start_method,
         )
         self._calls = CallEncoder(self._core, main_at_fork)
         self._state = RUN
@@ -1078,6 +1104,12 @@ class Pool:
         return AsyncMapIterator(
             method(func, iterable, chunksize, timeout=timeout, retries=retries, progress=progress)
         )
+
+    @property
+    def start_method(self) -> str:
+        """Where the workers come from: ``"fork"`` (a zygote forked from
+        the caller) or ``"forkserver"`` (from the fork server)."""
+        return self._start_method
 
     def stats(self) -> _stats.PoolStats:
         """What the pool has done and is doing: tasks queued, in flight,

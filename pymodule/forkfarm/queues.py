@@ -61,11 +61,12 @@ class Queue(Generic[_T]):
 
     def _bind(self, channel: _core.Channel) -> None:
         self._channel = channel
-        self.put = channel.put
-        self.get = channel.get
-        self.qsize = channel.qsize
-        self.empty = channel.empty
-        self.full = channel.full
+        # The runtime's methods, bound here: no Python frame per call.
+        self.put = channel.put  # type: ignore[method-assign]
+        self.get = channel.get  # type: ignore[method-assign]
+        self.qsize = channel.qsize  # type: ignore[method-assign]
+        self.empty = channel.empty  # type: ignore[method-assign]
+        self.full = channel.full  # type: ignore[method-assign]
 
     def __reduce__(self) -> Any:
         if _core.pickling_for_pool() and self._segment.lendable:
@@ -126,7 +127,7 @@ class JoinableQueue(Queue[_T]):
 
     def _bind(self, channel: _core.Channel) -> None:
         super()._bind(channel)
-        self.task_done = channel.task_done
+        self.task_done = channel.task_done  # type: ignore[method-assign]
 
     def task_done(self) -> None:
         """Marks one message taken with get() as processed; ValueError when
@@ -148,7 +149,7 @@ class SimpleQueue(Generic[_T]):
 
     def _bind(self, channel: _core.Channel) -> None:
         self._channel = channel
-        self.empty = channel.empty
+        self.empty = channel.empty  # type: ignore[method-assign]
 
     def __reduce__(self) -> Any:
         if _core.pickling_for_pool() and self._segment.lendable:
@@ -179,7 +180,7 @@ class SimpleQueue(Generic[_T]):
 
 
 def _attach(cls: type[Any], segment_id: int, maxsize: int) -> Any:
-    obj = cls.__new__(cls)
+    obj = object.__new__(cls)
     obj._segment = _segments.find(segment_id)
     obj._maxsize = maxsize
     channel = _channel(obj._segment)

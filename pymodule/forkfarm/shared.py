@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any, SupportsIndex
+from typing import Any, Literal, SupportsIndex
 
 import numpy as np
 import numpy.typing as npt
@@ -98,15 +98,15 @@ def _rebuild(
     if math.prod(shape) == 0:
         array = np.ndarray(shape, dtype).view(SharedArray)
     else:
-        array = np.ndarray(shape, dtype, buffer=segment, offset=offset, strides=strides).view(
-            SharedArray
-        )
+        # A Segment exports its memory as a buffer; numpy's stubs know only the builtin ones.
+        plain = np.ndarray(shape, dtype, buffer=segment, offset=offset, strides=strides)  # type: ignore[arg-type]
+        array = plain.view(SharedArray)
     if not writeable:
         array.flags.writeable = False
     return array
 
 
-class SharedArray(np.ndarray):  # type: ignore[type-arg]
+class SharedArray(np.ndarray):  # type: ignore[type-arg, unused-ignore]
     """A ``numpy.ndarray`` in shared memory. Use it as any ndarray; passed
     to a pool's task it travels as a handle, not a copy. Results of
     arithmetic on it are plain ndarrays in private memory."""
@@ -143,7 +143,7 @@ def _normalize_shape(shape: int | Sequence[int]) -> tuple[int, ...]:
 
 
 def shared_array(
-    shape: int | Sequence[int], dtype: npt.DTypeLike = float, order: str = "C"
+    shape: int | Sequence[int], dtype: npt.DTypeLike = float, order: Literal["C", "F"] = "C"
 ) -> SharedArray:
     """A new array of zeros in shared memory, like ``numpy.zeros``.
 
@@ -160,15 +160,17 @@ def shared_array(
         raise ValueError(f"order must be 'C' or 'F', not {order!r}")
     # In a worker the parent makes it, so that it can come back as a handle.
     segment = _segments.new(math.prod(dims) * kind.itemsize)
-    return np.ndarray(dims, kind, buffer=segment, order=order).view(SharedArray)
+    # A Segment exports its memory as a buffer; numpy's stubs know only the builtin ones.
+    array = np.ndarray(dims, kind, buffer=segment, order=order)  # type: ignore[arg-type]
+    return array.view(SharedArray)
 
 
-def zeros(shape: int | Sequence[int], dtype: npt.DTypeLike = float, order: str = "C") -> SharedArray:
+def zeros(shape: int | Sequence[int], dtype: npt.DTypeLike = float, order: Literal["C", "F"] = "C") -> SharedArray:
     """A shared array of zeros (``numpy.zeros``)."""
     return shared_array(shape, dtype, order)
 
 
-def empty(shape: int | Sequence[int], dtype: npt.DTypeLike = float, order: str = "C") -> SharedArray:
+def empty(shape: int | Sequence[int], dtype: npt.DTypeLike = float, order: Literal["C", "F"] = "C") -> SharedArray:
     """A shared array (``numpy.empty``). New shared memory is zeroed by the
     kernel anyway, so this is :func:`zeros`."""
     return shared_array(shape, dtype, order)
@@ -178,7 +180,7 @@ def full(
     shape: int | Sequence[int],
     fill_value: Any,
     dtype: npt.DTypeLike | None = None,
-    order: str = "C",
+    order: Literal["C", "F"] = "C",
 ) -> SharedArray:
     """A shared array filled with ``fill_value`` (``numpy.full``)."""
     if dtype is None:
@@ -194,7 +196,7 @@ def as_shared(array: npt.ArrayLike) -> SharedArray:
     if isinstance(array, SharedArray) and _handle(array) is not None:
         return array
     source = np.asanyarray(array)
-    order = "F" if source.flags.f_contiguous and not source.flags.c_contiguous else "C"
+    order: Literal["C", "F"] = "F" if source.flags.f_contiguous and not source.flags.c_contiguous else "C"
     shared = shared_array(source.shape, source.dtype, order)
     np.copyto(shared, source)
     return shared

@@ -16,7 +16,7 @@ multiprocessing's): share them by inheritance (a global or the pool's
 from __future__ import annotations
 
 import ctypes
-from multiprocessing.sharedctypes import synchronized, typecode_to_type
+from multiprocessing.sharedctypes import synchronized, typecode_to_type  # type: ignore[attr-defined]
 from typing import Any
 
 from . import _core, _segments
@@ -27,7 +27,7 @@ __all__ = ["Array", "RawArray", "RawValue", "Value", "copy", "synchronized"]
 _shared_types: dict[Any, type] = {}
 
 
-def _shared_type(base: Any) -> type:
+def _shared_type(base: Any) -> Any:
     """A subclass of the ctypes type base whose instances pickle as handles
     inside a pool's messages."""
     kind = _shared_types.get(base)

@@ -175,8 +175,9 @@ class Lock(_Shared):
 
     def _bind(self) -> None:
         self._mutex = _core.Mutex(self._segment, self._offset, self._recursive)
-        self.acquire = self._mutex.acquire
-        self.release = self._mutex.release
+        # The runtime's methods, bound here: no Python frame per call.
+        self.acquire = self._mutex.acquire  # type: ignore[method-assign]
+        self.release = self._mutex.release  # type: ignore[method-assign]
 
     def __reduce__(self) -> Any:
         return _attached, (type(self), *self._handle())
@@ -243,8 +244,8 @@ class Semaphore(_Shared):
 
     def _bind(self) -> None:
         self._sem = _core.Semaphore(self._segment, self._offset)
-        self.acquire = self._sem.acquire
-        self.release = self._sem.release
+        self.acquire = self._sem.acquire  # type: ignore[method-assign]
+        self.release = self._sem.release  # type: ignore[method-assign]
 
     def __reduce__(self) -> Any:
         return _attached, (type(self), *self._handle())
@@ -430,7 +431,7 @@ class Barrier(threading.Barrier):
         action: Callable[[], object] | None,
         timeout: float | None,
     ) -> None:
-        self._cond = cond  # type: ignore[assignment]
+        self._cond = cond
         self._holder = holder
         view = memoryview(holder._segment).cast("B")
         self._shared = view[holder._offset + 16 : holder._offset + 24].cast("i")
@@ -441,7 +442,7 @@ class Barrier(threading.Barrier):
     def __reduce__(self) -> Any:
         return _rebuild_barrier, (self._cond, self._holder, self._parties, self._action, self._timeout)
 
-    @property  # type: ignore[override]
+    @property
     def _state(self) -> int:
         return int(self._shared[0])
 
@@ -449,7 +450,7 @@ class Barrier(threading.Barrier):
     def _state(self, value: int) -> None:
         self._shared[0] = value
 
-    @property  # type: ignore[override]
+    @property
     def _count(self) -> int:
         return int(self._shared[1])
 

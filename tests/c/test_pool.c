@@ -14,6 +14,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -639,6 +641,53 @@ static void test_wait_timeout(void **state) {
   ff_pool_destroy(pool);
 }
 
+/* A zygote started elsewhere (as the fork server starts one): the pool
+ * adopts it, runs tasks through it and learns how its workers die; the
+ * zygote exits when the pool is done. */
+static void test_adopted_zygote(void **state) {
+  (void)state;
+  assert_int_equal(ff_zygote_serve(NULL, -1), -EINVAL);
+  int sv[2];
+  assert_int_equal(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv), 0);
+  ff_pool_options_t o;
+  ff_pool_options_init(&o);
+  o.workers = 2;
+  o.work = test_work;
+  pid_t zygote = fork();
+  assert_true(zygote >= 0);
+  if (zygote == 0) {
+    close(sv[0]);
+    ff_zygote_serve(&o, sv[1]);
+    _exit(3); /* only on bad arguments */
+  }
+  close(sv[1]);
+  int pidfd = ff__pidfd_open(zygote);
+  assert_true(pidfd >= 0);
+  o.zygote = (ff_zygote_t){sv[0], zygote, pidfd};
+  exit_log_t log = {0};
+  o.on_worker_exit = log_exit;
+  o.notify_arg = &log;
+  ff_pool_t *pool = NULL;
+  assert_int_equal(ff_pool_create(&pool, &o), 0);
+  expect_result(pool, "sq 7", "49");
+  ff_task_t *task = submit(pool, "die 9");
+  assert_int_equal(ff_task_wait(task, 30), 0);
+  assert_int_equal(ff_task_status(task), FF_EWORKERLOST);
+  assert_int_equal(ff_task_exit(task)->term_signal, SIGKILL);
+  ff_task_release(task);
+  expect_result(pool, "sq 8", "64"); /* a replacement, from the same zygote */
+  ff_pool_destroy(pool);
+  assert_no_children(); /* the zygote exited, and the pool reaped it */
+
+  /* Bad zygote arguments fail, and the descriptors are closed anyway. */
+  assert_int_equal(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv), 0);
+  o.zygote = (ff_zygote_t){sv[0], 0, -1};
+  assert_int_equal(ff_pool_create(&pool, &o), -EINVAL);
+  assert_int_equal(fcntl(sv[0], F_GETFD), -1);
+  assert_int_equal(errno, EBADF);
+  close(sv[1]);
+}
+
 static int setup_alarm(void **state) {
   (void)state;
   alarm(120); /* a hang fails the run instead of stalling it */
@@ -830,6 +879,7 @@ int main(void) {
       cmocka_unit_test_setup(test_create_destroy, setup_alarm),
       cmocka_unit_test_setup(test_invalid_options, setup_alarm),
       cmocka_unit_test_setup(test_round_trip, setup_alarm),
+      cmocka_unit_test_setup(test_adopted_zygote, setup_alarm),
       cmocka_unit_test_setup(test_task_failure, setup_alarm),
       cmocka_unit_test_setup(test_many_messages, setup_alarm),
       cmocka_unit_test_setup(test_large_message, setup_alarm),

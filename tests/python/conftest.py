@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +22,7 @@ if HERE not in sys.path:
     sys.path.insert(0, HERE)
 
 import forkfarm  # noqa: E402  (needs sys.path set up first)
+from forkfarm import _forkserver  # noqa: E402
 
 # How long a test waits for child processes to go away after it ends.
 CHILD_EXIT_GRACE = 10.0
@@ -56,6 +58,10 @@ def no_leaked_children() -> Iterator[None]:
         return
     before = set(_children())
     yield
+    # The fork server is kept for later pools, by design.
+    server = _forkserver._server._process
+    if server is not None:
+        before.add(server.pid)
     deadline = time.monotonic() + CHILD_EXIT_GRACE
     leaked: dict[int, str] = {}
     while True:
@@ -64,6 +70,24 @@ def no_leaked_children() -> Iterator[None]:
             break
         time.sleep(0.05)
     assert not leaked, f"child processes outlived the test: {leaked}"
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_threads() -> Iterator[None]:
+    """Fail a test that leaves a Python thread running: a parent with
+    threads gives its later pools the fork server, so a leaked thread would
+    change what every later test runs on."""
+    before = set(threading.enumerate())
+    yield
+    deadline = time.monotonic() + CHILD_EXIT_GRACE
+    while True:
+        leaked = [
+            t for t in threading.enumerate() if t not in before and not isinstance(t, threading._DummyThread)
+        ]
+        if not leaked or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert not leaked, f"threads outlived the test: {[t.name for t in leaked]}"
 
 
 @pytest.fixture

@@ -639,3 +639,22 @@ def call_it(func: Any) -> Any:
 def sleep_then_square(x: int) -> int:
     time.sleep(0.02)
     return x * x
+
+
+def divide(a: float, b: float) -> float:
+    return a / b
+
+
+def parent_of(pid: int) -> int:
+    """The parent pid of a process, from /proc."""
+    with open(f"/proc/{pid}/stat") as stat:
+        return int(stat.read().rpartition(")")[2].split()[1])
+
+
+def alive(pid: int) -> bool:
+    """Whether pid runs (a zombie does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return False

@@ -81,17 +81,19 @@ def test_tqdm_bar(pool: forkfarm.Pool, monkeypatch: pytest.MonkeyPatch) -> None:
     import tqdm.auto
 
     made: list[Any] = []
-    original = tqdm.auto.tqdm
 
-    def tqdm_to_buffer(*args: Any, **kwargs: Any) -> Any:
-        bar = original(*args, file=io.StringIO(), **kwargs)
-        made.append(bar)
-        return bar
+    class BufferedBar(tqdm.auto.tqdm):  # type: ignore[misc, name-defined]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, file=io.StringIO(), **kwargs)
+            made.append(self)
 
-    monkeypatch.setattr(tqdm.auto, "tqdm", tqdm_to_buffer)
+    monkeypatch.setattr(tqdm.auto, "tqdm", BufferedBar)
+    threads = threading.active_count()
     assert pool.map(helpers.square, range(64), 8, progress=True) == [x * x for x in range(64)]
     assert made and made[0].total == 64 and made[0].n == 64
     assert made[0].disable or made[0].fp.getvalue()  # it drew itself
+    # No monitor thread: it would send the next pools to the fork server.
+    assert threading.active_count() == threads
 
 
 def test_bad_progress(pool: forkfarm.Pool) -> None:

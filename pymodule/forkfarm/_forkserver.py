@@ -1,0 +1,286 @@
+"""The fork server: where the pools of a threaded parent get their zygotes.
+
+A process with threads must not fork: the child of a fork made while another
+thread held a lock (malloc's, the import lock, a logging handler's) can
+deadlock on it. So when the parent has threads, as a Jupyter kernel always
+has, or asks for ``"forkserver"``, a pool's zygote comes from here: a fresh
+interpreter, started once with fork and exec and kept for later pools, that
+forks one single-threaded zygote per pool. The zygote then serves the pool
+exactly as a forked one would (``ff_zygote_serve``).
+
+A request carries the zygote's end of the pool's control socket and a memfd
+with the pool's spec; the answer carries the zygote's pid and a pidfd of it,
+through which the pool notices the zygote's exit. The spec holds the
+parent's ``sys.path`` and working directory, the pool's initializer and its
+arguments, and the functions and classes of ``__main__``, by value: the
+workers find them by name, as forked workers would find the ones defined
+before the pool was made.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import pickle
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import types
+from typing import Any
+
+from . import _core, _protocol
+
+_REPLY = struct.Struct("q")
+
+
+# -- in the parent -----------------------------------------------------------
+
+
+def main_by_value() -> tuple[list[bytes], _protocol.MainSnapshot]:
+    """The functions and classes __main__ defines, pickled by value, and
+    what of them was sent: the pool's snapshot of its workers' __main__.
+    They go in one pickle, so that functions sharing a global share it in
+    the workers too; if one of them cannot be pickled, each goes alone and
+    those that fail stay behind (they travel by value with each call, or
+    fail there with an error that names them)."""
+    import cloudpickle
+
+    main = sys.modules.get("__main__")
+    found = {
+        name: obj
+        for name, obj in (vars(main).items() if main is not None else ())
+        if isinstance(obj, (types.FunctionType, type))
+        and getattr(obj, "__module__", None) == "__main__"
+        and getattr(obj, "__qualname__", None) == name
+    }
+    try:
+        return [cloudpickle.dumps(found, protocol=_protocol.PROTOCOL)], found
+    except Exception:  # noqa: BLE001 - one of them does not pickle: find it
+        pass
+    chunks: list[bytes] = []
+    sent: _protocol.MainSnapshot = {}
+    for name, obj in found.items():
+        try:
+            chunks.append(cloudpickle.dumps({name: obj}, protocol=_protocol.PROTOCOL))
+        except Exception:  # noqa: BLE001, S112 - it stays behind
+            continue
+        sent[name] = obj
+    return chunks, sent
+
+
+class _Server:
+    """The parent's connection to its fork server, started on first use and
+    again after a fork of the parent (a child does not share its parent's)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._socket: socket.socket | None = None
+        self._process: subprocess.Popen[bytes] | None = None
+        self._owner = 0
+
+    def _connection(self) -> socket.socket:
+        if (
+            self._socket is None
+            or self._process is None
+            or self._owner != os.getpid()
+            or self._process.poll() is not None
+        ):
+            self._start()
+        assert self._socket is not None
+        return self._socket
+
+    def _start(self) -> None:
+        if self._socket is not None and self._owner == os.getpid():
+            self._socket.close()
+        if not sys.executable:
+            raise RuntimeError(
+                "the forkserver start method needs a Python executable to start, "
+                "and sys.executable is empty"
+            )
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        code = (
+            f"import sys; sys.path[:] = {sys.path!r}; "
+            f"from forkfarm._forkserver import serve; serve({theirs.fileno()})"
+        )
+        args = [sys.executable, *subprocess._args_from_interpreter_flags(), "-c", code]  # type: ignore[attr-defined]
+        try:
+            # subprocess forks and execs at once, in C: safe from threads.
+            self._process = subprocess.Popen(
+                args, pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL
+            )
+        finally:
+            theirs.close()
+        self._socket = ours
+        self._owner = os.getpid()
+
+    def zygote(self, spec: bytes) -> tuple[int, int, int]:
+        """A new zygote for a pool: (ctl, pid, pidfd), the pool's to own."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        spec_fd = os.memfd_create("forkfarm-pool-spec", os.MFD_CLOEXEC)
+        try:
+            with open(spec_fd, "wb", closefd=False) as file:
+                file.write(spec)
+            with self._lock:
+                connection = self._connection()
+                socket.send_fds(connection, [b"Z"], [theirs.fileno(), spec_fd])
+                reply, fds, _flags, _address = socket.recv_fds(connection, 256, 1)
+        finally:
+            os.close(spec_fd)
+            theirs.close()
+        if len(reply) != _REPLY.size or len(fds) != 1:
+            for fd in fds:
+                os.close(fd)
+            ours.close()
+            code = self._process.poll() if self._process is not None else None
+            why = reply.decode(errors="replace") if reply else f"it exited with code {code}"
+            raise RuntimeError(f"forkfarm's fork server could not start a zygote: {why}")
+        (pid,) = _REPLY.unpack(reply)
+        return ours.detach(), pid, fds[0]
+
+
+    def stop(self) -> None:
+        """Closes the connection, and waits for the server to see its end
+        and exit: at the interpreter's exit, so that nothing is left."""
+        if self._owner != os.getpid():
+            return
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None
+        if self._process is not None:
+            try:
+                self._process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+            self._process = None
+
+
+_server = _Server()
+atexit.register(_server.stop)
+
+
+def zygote(
+    initializer: Any, initargs: tuple[Any, ...], max_tasks: int, max_memory: int
+) -> tuple[tuple[int, int, int], _protocol.MainSnapshot]:
+    """A zygote from the fork server for a new pool, and the pool's snapshot
+    of its workers' __main__. The initializer and its arguments are pickled
+    for a pool, so that locks, queues and shared arrays travel as handles;
+    the pool must keep them alive as long as it lives."""
+    main, sent = main_by_value()
+    init = None
+    if initializer is not None:
+        init = _protocol.dumps_or_by_value(
+            (_protocol.sendable(initializer, sent), tuple(initargs)), oob=False
+        )
+    spec = {
+        "sys_path": list(sys.path),
+        "cwd": os.getcwd(),
+        "main": main,
+        "init": init,
+        "max_tasks": max_tasks,
+        "max_memory": max_memory,
+    }
+    return _server.zygote(pickle.dumps(spec, protocol=_protocol.PROTOCOL)), sent
+
+
+# -- in the fork server ------------------------------------------------------
+
+
+def serve(fd: int) -> None:
+    """The fork server's loop, until the parent closes its end (or dies)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's
+    signal.signal(signal.SIGCHLD, lambda *_: _reap())
+    connection = socket.socket(fileno=fd)
+    while True:
+        message, fds, _flags, _address = socket.recv_fds(connection, 16, 2)
+        if not message:
+            os._exit(0)
+        if message != b"Z" or len(fds) != 2:
+            for descriptor in fds:
+                os.close(descriptor)
+            continue
+        ctl, spec_fd = fds
+        # The pidfd must name this child: it is not reaped before it exists.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
+        try:
+            pid = os.fork()
+        except OSError as error:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
+            os.close(ctl)
+            os.close(spec_fd)
+            connection.send(f"fork failed: {error}".encode())
+            continue
+        if pid == 0:
+            connection.close()
+            _become_zygote(ctl, spec_fd)
+        os.close(ctl)
+        os.close(spec_fd)
+        try:
+            pidfd = os.pidfd_open(pid)
+        except OSError as error:
+            os.kill(pid, signal.SIGKILL)
+            connection.send(f"pidfd_open failed: {error}".encode())
+        else:
+            socket.send_fds(connection, [_REPLY.pack(pid)], [pidfd])
+            os.close(pidfd)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
+
+
+def _reap() -> None:
+    try:
+        while os.waitpid(-1, os.WNOHANG)[0] > 0:
+            pass
+    except ChildProcessError:
+        pass
+
+
+def _fail_to_start(text: str) -> None:
+    raise RuntimeError(text)
+
+
+def _run_initializer(init: bytes) -> None:
+    initializer, initargs = pickle.loads(init)
+    initializer(*initargs)
+
+
+def _become_zygote(ctl: int, spec_fd: int) -> None:
+    """In the child of the fork server: load the pool's spec and serve it.
+    A spec that cannot load still makes a zygote, whose workers fail to
+    start with the reason: the pool reports it as it reports any failing
+    initializer."""
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
+    initializer: Any = None
+    initargs: tuple[Any, ...] = ()
+    max_tasks = max_memory = 0
+    try:
+        with open(spec_fd, "rb") as file:
+            file.seek(0)  # the parent's writes moved the shared offset
+            spec = pickle.loads(file.read())
+        max_tasks, max_memory = spec["max_tasks"], spec["max_memory"]
+        sys.path[:] = spec["sys_path"]
+        try:
+            os.chdir(spec["cwd"])
+        except OSError:
+            pass
+        main = sys.modules["__main__"]
+        for chunk in spec["main"]:
+            try:
+                vars(main).update(pickle.loads(chunk))
+            except Exception:  # noqa: BLE001, S112 - what failed travels with each call
+                continue
+        if spec["init"] is not None:
+            # Unpickled in each worker, which can open the parent's segments.
+            initializer, initargs = _run_initializer, (spec["init"],)
+    except BaseException as error:  # noqa: BLE001 - reported by the workers
+        initializer = _fail_to_start
+        initargs = (f"the pool's zygote could not load what the pool sent it: {error!r}",)
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    try:
+        _core.zygote_serve(ctl, _protocol, initializer, initargs, max_tasks, max_memory)
+    finally:
+        os._exit(1)

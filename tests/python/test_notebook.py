@@ -1,0 +1,101 @@
+"""examples/notebook.ipynb runs in a Jupyter kernel (issue 7): a lambda map
+with a progress bar widget, functions and classes defined in cells, a NumPy
+farm over a shared array and the stats table, under the forkserver start
+method that a kernel's threads call for."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+nbformat = pytest.importorskip("nbformat")
+pytest.importorskip("nbclient")
+pytest.importorskip("ipykernel")
+
+pytestmark = pytest.mark.timeout(180)
+
+NOTEBOOK = Path(__file__).resolve().parents[2] / "examples" / "notebook.ipynb"
+
+# Runs in a child: nbclient's threads would outlive the test here, and a
+# parent with threads gives its later pools the fork server. The kernel
+# talks over Unix sockets (absolute paths: the kernel runs in examples/), so
+# nothing listens on a network address.
+EXECUTE = """
+import sys
+import nbclient, nbformat
+from jupyter_client.manager import KernelManager
+
+source, target, sockets, directory = sys.argv[1:]
+notebook = nbformat.read(source, as_version=4)
+manager = KernelManager(kernel_name="python3", transport="ipc", ip=sockets)
+client = nbclient.NotebookClient(
+    notebook, km=manager, timeout=120, resources={"metadata": {"path": directory}}
+)
+client.execute()
+nbformat.write(notebook, target)
+"""
+
+
+@pytest.fixture(scope="module")
+def executed(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    directory = tmp_path_factory.mktemp("notebook")
+    target = directory / "executed.ipynb"
+    done = subprocess.run(
+        [sys.executable, "-c", EXECUTE, str(NOTEBOOK), str(target), str(directory / "ipc"), str(NOTEBOOK.parent)],
+        capture_output=True,
+        text=True,
+        timeout=170,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    return nbformat.read(target, as_version=4)
+
+
+def _outputs(notebook: Any) -> list[Any]:
+    return [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs]
+
+
+def _text(notebook: Any) -> str:
+    return "".join(o.get("text", "") for o in _outputs(notebook) if o.output_type == "stream")
+
+
+def test_no_cell_fails(executed: Any) -> None:
+    errors = [o for o in _outputs(executed) if o.output_type == "error"]
+    assert not errors, errors
+
+
+def test_the_kernel_gets_the_fork_server(executed: Any) -> None:
+    assert "start method: forkserver\n" in _text(executed)
+
+
+def test_lambdas_and_cell_functions_and_classes(executed: Any) -> None:
+    text = _text(executed)
+    assert f"sum of squares: {sum(x * x for x in range(20_000))}\n" in text
+    assert "longest: 26623 307 True\n" in text  # the class came back as itself
+
+
+def test_progress_bars_are_widgets(executed: Any) -> None:
+    bars = [
+        o
+        for o in _outputs(executed)
+        if o.output_type == "display_data" and "application/vnd.jupyter.widget-view+json" in o.data
+    ]
+    assert len(bars) == 3
+    assert "0/20000" in bars[0].data["text/plain"]  # items, not chunks
+
+
+def test_the_numpy_farm_matches_serial(executed: Any) -> None:
+    assert "rows filled: 1024 matches serial: True\n" in _text(executed)
+
+
+def test_the_stats_table(executed: Any) -> None:
+    [table] = [o for o in _outputs(executed) if o.output_type == "execute_result"]
+    html = table.data["text/html"]
+    assert "0 failed" in html and html.count("<tr>") == 3  # a header and two workers
+    assert "busy s" in html and "restarts" in html
+    assert "failed: 0 workers: 2\n" in _text(executed)
+    json.dumps(table.data)  # the saved notebook can hold it
