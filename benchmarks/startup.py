@@ -81,11 +81,19 @@ def first(name: str) -> float:
     return float(done.stdout.strip())
 
 
-def calls(pool: Any) -> float:
-    start = time.perf_counter()
-    for _ in range(CALLS):
-        pool.apply(noop)
-    return (time.perf_counter() - start) / CALLS
+def calls(name: str) -> float:
+    """Alone in the process: multiprocessing's helper threads would slow
+    every pool's calls."""
+    with _context(name).Pool(2) as pool:
+        for _ in range(50):
+            pool.apply(noop)
+        start = time.perf_counter()
+        for _ in range(CALLS):
+            pool.apply(noop)
+        elapsed = time.perf_counter() - start
+        pool.terminate()
+        pool.join()
+    return elapsed / CALLS
 
 
 def main() -> None:
@@ -93,26 +101,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=9)
     rounds = parser.parse_args().rounds
     samples: dict[tuple[str, str], list[float]] = {}
-    pools = {name: _context(name).Pool(2) for name in METHODS}
-    try:
-        for pool in pools.values():
-            for _ in range(50):
-                pool.apply(noop)
-        life("forkfarm forkserver")  # the servers run from here on
-        life("multiprocessing forkserver")
-        measures: list[tuple[str, Callable[[str], float]]] = [
-            ("life", life),
-            ("first", first),
-            ("call", lambda name: calls(pools[name])),
-        ]
-        for _ in range(rounds):
-            for name in METHODS:
-                for measure, run in measures:
-                    samples.setdefault((measure, name), []).append(run(name))
-    finally:
-        for pool in pools.values():
-            pool.terminate()
-            pool.join()
+    life("forkfarm forkserver")  # the servers run from here on
+    life("multiprocessing forkserver")
+    measures: list[tuple[str, Callable[[str], float]]] = [("life", life), ("first", first), ("call", calls)]
+    for _ in range(rounds):
+        for name in METHODS:
+            for measure, run in measures:
+                samples.setdefault((measure, name), []).append(run(name))
     print(f"start methods, Pool(2), {rounds} interleaved rounds, medians")
     print(f"{'':28} {'life (ms)':>10} {'first (ms)':>11} {'call (us)':>10}")
     for name in METHODS:
