@@ -28,6 +28,8 @@ bench: $(INSTALL_STAMP)
 	$(VPY) benchmarks/bench.py
 	$(VPY) benchmarks/arrays.py
 	$(VPY) benchmarks/primitives.py
+	$(VPY) benchmarks/startup.py
+	$(VPY) benchmarks/progress.py
 
 setup: $(INSTALL_STAMP)
 
