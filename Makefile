@@ -8,7 +8,7 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-APT_PACKAGES := build-essential pkg-config libuv1-dev libcmocka-dev
+APT_PACKAGES := build-essential pkg-config libuv1-dev libcmocka-dev openmpi-bin libopenmpi-dev
 BUILD_DEPS := "meson-python>=0.15" "meson>=1.1" ninja
 SOURCES := $(shell find include lib pymodule -type f -not -name '*.pyc') \
            meson.build meson.options pyproject.toml
@@ -34,7 +34,7 @@ bench: $(INSTALL_STAMP)
 setup: $(INSTALL_STAMP)
 
 # Debian packages: installed only when one is missing.
-$(APT_STAMP):
+$(APT_STAMP): Makefile
 	@bash tools/ensure-system-deps.sh $(PYTHON) $(APT_PACKAGES)
 	@mkdir -p $(VENV) && touch $@
 

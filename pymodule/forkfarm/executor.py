@@ -129,11 +129,17 @@ class Executor(concurrent.futures.Executor):
         timeout: float | None = None,
         retries: int = 0,
         max_memory_per_child: int | None = None,
+        backend: str | None = None,
     ) -> None:
         self._shutdown_requested = True  # until the runtime pool exists
         self._timeout = check_task_timeout(timeout)
         retries = check_retries(retries)
         max_memory = check_max_memory(max_memory_per_child)
+        self._start_method = start_method(mp_context, backend)
+        if max_workers is None and self._start_method == "mpi":
+            from . import mpi
+
+            max_workers = mpi.ranks()
         max_workers = check_pool_arguments(
             max_workers,
             "max_workers must be greater than 0",
@@ -145,7 +151,6 @@ class Executor(concurrent.futures.Executor):
         self._max_workers = max_workers
         self._lock = threading.Lock()
         self._pending: set[_Future] = set()
-        self._start_method = start_method(mp_context)
         self._core, main_at_fork = create_core(
             max_workers,
             initializer,

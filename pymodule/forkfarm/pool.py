@@ -18,7 +18,7 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from multiprocessing import TimeoutError
 from multiprocessing.pool import MaybeEncodingError, ThreadPool  # type: ignore[attr-defined]
-from typing import Any, Generic, NamedTuple, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar, cast
 
 from . import _core, _errors, _forkserver, _progress, _protocol, _stats
 
@@ -85,6 +85,16 @@ def create_core(
     _flush_std_streams()
     initargs = tuple(initargs)
     zygote = None
+    if method == "mpi":
+        if initializer is not None or max_tasks or timeout or retries or max_memory:
+            raise NotImplementedError(
+                "an MPI pool takes no initializer, maxtasksperchild, timeout, retries or "
+                "max_memory_per_child yet"
+            )
+        from . import mpi
+
+        # Its core has the runtime pool's interface, in Python.
+        return cast("tuple[_core.Pool, _protocol.MainSnapshot]", mpi.core(processes))
     if method == "forkserver":
         zygote, main_at_fork = _forkserver.zygote(initializer, initargs, max_tasks or 0, max_memory or 0)
     else:
@@ -240,13 +250,17 @@ def check_pool_arguments(
     return count
 
 
-def start_method(context: Any) -> str:
+def start_method(context: Any, backend: str | None = None) -> str:
     """The start method a new pool uses: the one its context names, or the
     one set with ``set_start_method``, or else ``"fork"``, unless the
     caller has other threads: then ``"forkserver"``, since a process with
     threads must not fork. ``"spawn"`` is the fork server too."""
     from . import context as contexts
 
+    if backend not in (None, "local", "mpi"):
+        raise ValueError(f"backend must be 'local' or 'mpi', not {backend!r}")
+    if backend == "mpi" or (backend is None and context is None and _mpi_launched()):
+        return "mpi"
     if context is None:
         method = contexts.get_start_method(allow_none=True)
     elif isinstance(context, str):
@@ -258,6 +272,12 @@ def start_method(context: Any) -> str:
     if method not in contexts.START_METHODS:
         raise ValueError(f"cannot find context for {method!r}")
     return "forkserver" if method == "spawn" else method
+
+
+def _mpi_launched() -> bool:
+    """On rank 0 under ``python -m forkfarm.mpi``: pools farm to the ranks."""
+    mpi = sys.modules.get("forkfarm.mpi")
+    return mpi is not None and bool(mpi.launched())
 
 
 def _outcome_error(task: _core.Task) -> BaseException:
@@ -651,7 +671,7 @@ class IMapIterator(Iterator[_T]):
         self._bar = _progress.make_bar(progress, total)
         self._owns_bar = progress is True
         self._feed = feed = _ChunkFeed(pool, func, iterable, chunksize, star, limits)
-        self._queue = _core.CompletionQueue()
+        self._queue = pool._completion_queue()
         # task id -> (chunk index, item count), where ordering or adaptive
         # sizes need it.
         self._chunks: dict[int, tuple[int, int]] = {}
@@ -818,11 +838,17 @@ class Pool:
         timeout: float | None = None,
         retries: int = 0,
         max_memory_per_child: int | None = None,
+        backend: str | None = None,
     ) -> None:
         self._state = TERMINATE  # until the runtime pool exists
         self._timeout = check_task_timeout(timeout)
         retries = check_retries(retries)
         max_memory = check_max_memory(max_memory_per_child)
+        self._start_method = start_method(context, backend)
+        if processes is None and self._start_method == "mpi":
+            from . import mpi
+
+            processes = mpi.ranks()
         processes = check_pool_arguments(
             processes,
             "Number of processes must be at least 1",
@@ -834,7 +860,6 @@ class Pool:
         self._processes = processes
         # Maps and imaps that still cut chunks as results come back.
         self._feeding: weakref.WeakSet[Any] = weakref.WeakSet()
-        self._start_method = start_method(context)
         self._core, main_at_fork = create_core(
             processes,
             initializer,
@@ -1105,10 +1130,17 @@ class Pool:
             method(func, iterable, chunksize, timeout=timeout, retries=retries, progress=progress)
         )
 
+    def _completion_queue(self) -> _core.CompletionQueue:
+        """A queue of finished tasks, of the kind the pool's core fills."""
+        if self._start_method == "mpi":
+            return cast(_core.CompletionQueue, cast(Any, self._core).completion_queue())
+        return _core.CompletionQueue()
+
     @property
     def start_method(self) -> str:
         """Where the workers come from: ``"fork"`` (a zygote forked from
-        the caller) or ``"forkserver"`` (from the fork server)."""
+        the caller), ``"forkserver"`` (from the fork server) or ``"mpi"``
+        (the other MPI ranks, under ``python -m forkfarm.mpi``)."""
         return self._start_method
 
     def stats(self) -> _stats.PoolStats:

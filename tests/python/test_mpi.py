@@ -1,0 +1,137 @@
+"""forkfarm across MPI ranks (issue 8): ``mpiexec -n 3 python -m
+forkfarm.mpi script.py`` runs the script on rank 0 and its pools' tasks on
+the other ranks, on loopback. Skipped where Open MPI or mpi4py is missing;
+``make test`` installs both."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("mpi4py")
+MPIEXEC = shutil.which("mpiexec")
+pytestmark = [
+    pytest.mark.timeout(120),
+    pytest.mark.skipif(MPIEXEC is None, reason="mpiexec (Debian's openmpi-bin) is not installed"),
+]
+
+HERE = Path(__file__).resolve().parent
+# Root may run it; more ranks than cores; loopback only.
+FLAGS = ["--allow-run-as-root", "--oversubscribe", "--mca", "btl", "self,vader,tcp", "--mca", "btl_tcp_if_include", "lo"]
+
+
+def mpiexec(ranks: int, *args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
+    assert MPIEXEC is not None
+    return subprocess.run(
+        [MPIEXEC, *FLAGS, "-n", str(ranks), sys.executable, "-m", "forkfarm.mpi", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=HERE,
+        env={**os.environ, "OMPI_MCA_oob_tcp_if_include": "lo"},
+    )
+
+
+def test_a_script_farms_to_every_other_rank() -> None:
+    done = mpiexec(3, "mpi_farm_script.py", "one", "two")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "method mpi 2",
+        "ranks [1, 2]",
+        "classes True [0, 1, 4, 9, 16, 25]",
+        "lambda [1, 2, 3, 4, 5]",
+        f"arrays [{float(sum(range(1 << 20)))}, {2.0 * sum(range(1 << 20))}]",
+        "imap [1, 2, 3]",
+        "starmap [8, 9]",
+        "error ValueError True",
+        "executor 1024 [5, 6]",
+        "local fork 7",
+        "argv ['one', 'two']",
+    ]
+
+
+@pytest.fixture(autouse=True)
+def no_leftover_shared_memory() -> Any:
+    """Open MPI's shared-memory transport keeps files in /dev/shm while a
+    job runs: none may stay after it, even after an abort."""
+    before = set(os.listdir("/dev/shm"))
+    yield
+    assert set(os.listdir("/dev/shm")) - before == set()
+
+
+@pytest.mark.parametrize("mode", [[], ["--hybrid", "--workers", "1"]], ids=["ranks", "hybrid"])
+def test_a_shared_array_goes_to_each_rank_once(mode: list[str]) -> None:
+    done = mpiexec(3, *mode, "mpi_shared_script.py")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "sum True",
+        "shared on arrival True",
+        "workers 2",
+        "once True",
+        "tasks 16 16 0",
+    ]
+
+
+def test_hybrid_ranks_run_a_local_pool() -> None:
+    script = textwrap.dedent(
+        """
+        import os, forkfarm
+        with forkfarm.Pool() as pool:
+            found = pool.map(lambda _: (os.getppid(), os.getpid()), range(40), chunksize=1)
+        parents = {parent for parent, _ in found}
+        print(len({pid for _, pid in found}), len(parents))
+        """
+    )
+    done = mpiexec(3, "--hybrid", "--workers", "2", "-c", script)
+    assert done.returncode == 0, done.stderr
+    # Two ranks, each with a zygote of two workers: four workers.
+    assert done.stdout.split() == ["4", "2"]
+
+
+def test_module_and_command_forms() -> None:
+    done = mpiexec(2, "-c", "import forkfarm; p = forkfarm.Pool(); print(p.map(abs, [-1, -2])); p.close(); p.join()")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[1, 2]"
+    done = mpiexec(2, "-m", "mpi_farm_script")
+    assert done.returncode == 0, done.stderr
+    assert "ranks [1]" in done.stdout
+
+
+def test_an_exception_on_rank_0_ends_the_job() -> None:
+    done = mpiexec(3, "-c", "import forkfarm; p = forkfarm.Pool(); p.map(abs, [1]); raise SystemExit('boom')")
+    assert done.returncode != 0
+    assert "boom" in done.stderr
+
+
+def test_a_dead_rank_ends_the_job_instead_of_hanging() -> None:
+    """MPI's default error handling: a rank that dies takes the job down,
+    and mpiexec names it."""
+    script = textwrap.dedent(
+        """
+        import os, forkfarm
+        with forkfarm.Pool() as pool:
+            pool.map(os._exit, [3, 3], chunksize=1)
+        """
+    )
+    done = mpiexec(3, "-c", script, timeout=60)
+    assert done.returncode != 0
+    assert "exit" in (done.stdout + done.stderr).lower()
+
+
+def test_one_rank_is_not_enough() -> None:
+    done = mpiexec(1, "-c", "import forkfarm; forkfarm.Pool()")
+    assert done.returncode != 0
+    assert "at least 2 ranks" in done.stderr
+
+
+def test_usage() -> None:
+    done = subprocess.run([sys.executable, "-m", "forkfarm.mpi"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "usage: mpiexec" in done.stderr
