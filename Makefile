@@ -30,6 +30,7 @@ bench: $(INSTALL_STAMP)
 	$(VPY) benchmarks/primitives.py
 	$(VPY) benchmarks/startup.py
 	$(VPY) benchmarks/progress.py
+	$(VPY) benchmarks/mpi.py
 
 setup: $(INSTALL_STAMP)
 

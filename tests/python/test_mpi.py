@@ -110,19 +110,30 @@ def test_an_exception_on_rank_0_ends_the_job() -> None:
     assert "boom" in done.stderr
 
 
-def test_a_dead_rank_ends_the_job_instead_of_hanging() -> None:
-    """MPI's default error handling: a rank that dies takes the job down,
-    and mpiexec names it."""
-    script = textwrap.dedent(
-        """
-        import os, forkfarm
-        with forkfarm.Pool() as pool:
-            pool.map(os._exit, [3, 3], chunksize=1)
-        """
-    )
+@pytest.mark.parametrize(
+    ("death", "named"),
+    [
+        ("pool.map(os._exit, [3], chunksize=1)", "non-zero exit code"),
+        ("pool.apply(os.kill, (os.getpid(), 9))", "exited on signal 9"),
+    ],
+    ids=["exit", "sigkill"],
+)
+def test_a_dead_rank_ends_the_job_instead_of_hanging(death: str, named: str) -> None:
+    """What Open MPI does by default: a rank that dies takes the whole job
+    down, and mpiexec names it; rank 0 never waits for it."""
+    script = f"import os, forkfarm\nwith forkfarm.Pool() as pool:\n    {death}\n"
     done = mpiexec(3, "-c", script, timeout=60)
     assert done.returncode != 0
-    assert "exit" in (done.stdout + done.stderr).lower()
+    assert named in done.stdout + done.stderr
+
+
+def test_the_example_runs_with_the_readme_command() -> None:
+    example = str(HERE.parents[1] / "examples" / "mpi_farm.py")
+    for mode in ([], ["--hybrid"]):
+        done = mpiexec(3, *mode, example)
+        assert done.returncode == 0, done.stderr
+        assert "matches serial: True" in done.stdout
+        assert done.stdout.count("32.0 MiB sent to it") == 2  # the image, once per rank
 
 
 def test_one_rank_is_not_enough() -> None:
@@ -135,3 +146,24 @@ def test_usage() -> None:
     done = subprocess.run([sys.executable, "-m", "forkfarm.mpi"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert "usage: mpiexec" in done.stderr
+
+
+def test_a_crash_in_a_hybrid_rank_fails_its_task_alone() -> None:
+    script = textwrap.dedent(
+        """
+        import os, signal, forkfarm
+        with forkfarm.Pool() as pool:
+            try:
+                pool.map(lambda _: os.kill(os.getpid(), signal.SIGKILL), [1], chunksize=1)
+            except forkfarm.WorkerLostError as error:
+                print("lost", error.signal)
+            print("then", pool.apply(abs, (-3,)))
+            try:
+                pool.apply(abs, (forkfarm.Lock(),))
+            except RuntimeError as error:
+                print("lock refused", "inheritance" in str(error))
+        """
+    )
+    done = mpiexec(2, "--hybrid", "--workers", "1", "-c", script)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["lost 9", "then 3", "lock refused True"]
