@@ -31,6 +31,7 @@ bench: $(INSTALL_STAMP)
 	$(VPY) benchmarks/startup.py
 	$(VPY) benchmarks/progress.py
 	$(VPY) benchmarks/mpi.py
+	$(VPY) benchmarks/blas.py
 
 setup: $(INSTALL_STAMP)
 

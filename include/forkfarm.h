@@ -253,6 +253,10 @@ void ff_pool_abandon(ff_pool_t *pool);
  * are alive now. */
 size_t ff_pool_worker_pids(ff_pool_t *pool, pid_t *pids, size_t capacity);
 
+/* In a worker process: the slot it fills, from 0 to workers - 1, which a
+ * replacement inherits from the worker it replaces; -1 outside workers. */
+int ff_worker_slot(void);
+
 /* The pool's error, once it cannot run tasks any more (FF_EINITFAILED,
  * FF_EZYGOTELOST), else 0. */
 int ff_pool_error(ff_pool_t *pool);

@@ -347,11 +347,11 @@ int ff__zygote_adopt(const ff_zygote_t *zygote, pid_t *pid, int *pidfd,
 int ff__worker_rings(void *segment, ff__ring_t *tasks, ff__ring_t *results,
                      int init);
 
-/* The body of a worker process: never returns. It takes over the segment's
- * descriptor, the doorbell (the eventfd that wakes the parent's loop) and
- * its end of the lender socket (share.c). */
-_Noreturn void ff__worker_main(const ff_pool_options_t *options, int shm_fd,
-                               int doorbell_fd, int lender_fd);
+/* The body of the worker process of a slot: never returns. It takes over
+ * the segment's descriptor, the doorbell (the eventfd that wakes the
+ * parent's loop) and its end of the lender socket (share.c). */
+_Noreturn void ff__worker_main(const ff_pool_options_t *options, unsigned slot,
+                               int shm_fd, int doorbell_fd, int lender_fd);
 
 /* ---- share.c: segments this process lends to its workers -----------------
  * A table of the memfds this process created with ff_segment_create, by

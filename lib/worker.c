@@ -156,8 +156,14 @@ static void worker_run(worker_t *w, const ff__ring_msg_t *msg) {
   worker_report_forgotten(w);
 }
 
-_Noreturn void ff__worker_main(const ff_pool_options_t *o, int shm_fd,
-                               int doorbell_fd, int lender_fd) {
+/* The slot this process fills, in a worker; -1 elsewhere. */
+static int worker_slot = -1;
+
+int ff_worker_slot(void) { return worker_slot; }
+
+_Noreturn void ff__worker_main(const ff_pool_options_t *o, unsigned slot,
+                               int shm_fd, int doorbell_fd, int lender_fd) {
+  worker_slot = (int)slot;
   worker_t w;
   memset(&w, 0, sizeof(w));
   w.options = o;

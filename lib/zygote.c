@@ -200,7 +200,7 @@ static void zygote_spawn(zygote_t *z, uint32_t slot, int shm_fd,
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != zygote_pid) _exit(1);
     run_hook(o->fork_hooks.child, o->fork_hooks.arg);
-    ff__worker_main(o, shm_fd, doorbell_fd, lender_fd);
+    ff__worker_main(o, slot, shm_fd, doorbell_fd, lender_fd);
   }
   int err = pid < 0 ? -errno : 0;
   close(shm_fd);

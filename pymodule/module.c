@@ -104,6 +104,12 @@ static PyObject *core_trim_arena(PyObject *module, PyObject *arg) {
   return PyLong_FromSize_t(ffpy_trim_arena(keep));
 }
 
+static PyObject *core_worker_slot(PyObject *module, PyObject *unused) {
+  (void)module;
+  (void)unused;
+  return PyLong_FromLong(ff_worker_slot());
+}
+
 static PyObject *core_in_worker(PyObject *module, PyObject *unused) {
   (void)module;
   (void)unused;
@@ -143,6 +149,9 @@ static PyMethodDef core_methods[] = {
     {"trim_arena", core_trim_arena, METH_O,
      "trim_arena(keep) -> int: releases idle arena memory beyond keep "
      "bytes; returns the bytes released."},
+    {"worker_slot", core_worker_slot, METH_NOARGS,
+     "worker_slot() -> int: in a pool's worker, the slot it fills (a "
+     "replacement fills its predecessor's); -1 elsewhere."},
     {"in_worker", core_in_worker, METH_NOARGS,
      "in_worker() -> bool: True in a pool's worker process."},
     {"set_oob_threshold", core_set_oob_threshold, METH_O,

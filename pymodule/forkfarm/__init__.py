@@ -38,6 +38,7 @@ from ._errors import (
     TaskTimeoutError,
     WorkerLostError,
 )
+from ._node import available_cpus
 from .executor import Executor
 from .pool import Pool
 from .queues import JoinableQueue, Queue, SimpleQueue
@@ -90,6 +91,7 @@ __all__ = [
     "WorkerLostError",
     "active_children",
     "as_shared",
+    "available_cpus",
     "cpu_count",
     "current_process",
     "empty",
@@ -121,7 +123,9 @@ def __getattr__(name: str) -> Any:
 
 
 def cpu_count() -> int:
-    """The number of CPUs in the system, as multiprocessing.cpu_count()."""
+    """The number of CPUs in the system, as multiprocessing.cpu_count().
+    :func:`available_cpus` counts those this process may use, which is what
+    a pool starts by default."""
     count = os.cpu_count()
     if count is None:
         raise NotImplementedError("cannot determine number of cpus")

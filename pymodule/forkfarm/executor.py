@@ -18,12 +18,14 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
-from . import _core, _errors, _progress, _protocol, _stats
+from . import _core, _errors, _node, _progress, _protocol, _stats
 from .pool import (
     NO_LIMITS,
     CallEncoder,
     TaskLimits,
     _live_pools,
+    AUTO,
+    check_inner_threads,
     check_max_memory,
     check_pool_arguments,
     check_retries,
@@ -106,7 +108,8 @@ class _Future(concurrent.futures.Future):  # type: ignore[type-arg]
 class Executor(concurrent.futures.Executor):
     """An executor of worker processes, for concurrent.futures code.
 
-    ``max_workers`` defaults to the number of CPUs. ``initializer(*initargs)``
+    ``max_workers`` defaults to :func:`forkfarm.available_cpus`, the CPUs
+    this process may use. ``initializer(*initargs)``
     runs once in each worker; if it raises, the executor is broken and
     submit() raises :class:`concurrent.futures.process.BrokenProcessPool`.
     ``max_tasks_per_child`` replaces a worker after that many tasks.
@@ -115,7 +118,8 @@ class Executor(concurrent.futures.Executor):
     :class:`forkfarm.TaskTimeoutError`, a ``TimeoutError``. ``retries``
     runs a call whose worker died under it again, up to that many times.
     ``max_memory_per_child`` (bytes) replaces a worker whose resident memory
-    exceeds it after a call.
+    exceeds it after a call. ``inner_threads``, ``pin`` and ``backend`` are
+    :class:`forkfarm.Pool`'s.
     """
 
     def __init__(
@@ -130,8 +134,11 @@ class Executor(concurrent.futures.Executor):
         retries: int = 0,
         max_memory_per_child: int | None = None,
         backend: str | None = None,
+        inner_threads: int | str | None = AUTO,
+        pin: _node.Pin = None,
     ) -> None:
         self._shutdown_requested = True  # until the runtime pool exists
+        check_inner_threads(inner_threads)
         self._timeout = check_task_timeout(timeout)
         retries = check_retries(retries)
         max_memory = check_max_memory(max_memory_per_child)
@@ -160,6 +167,8 @@ class Executor(concurrent.futures.Executor):
             retries,
             max_memory,
             self._start_method,
+            inner_threads,
+            pin,
         )
         self._calls = CallEncoder(self._core, main_at_fork)
         self._shutdown_requested = False
@@ -279,6 +288,11 @@ class Executor(concurrent.futures.Executor):
     def start_method(self) -> str:
         """Where the workers come from: ``"fork"`` or ``"forkserver"``."""
         return self._start_method
+
+    def layout(self) -> list[_node.WorkerPlace]:
+        """Where each live worker runs: its pid, the CPUs it may use and
+        their NUMA nodes."""
+        return _node.layout(self._core.worker_pids())
 
     def stats(self) -> _stats.PoolStats:
         """As :meth:`forkfarm.Pool.stats`."""

@@ -20,7 +20,7 @@ from multiprocessing import TimeoutError
 from multiprocessing.pool import MaybeEncodingError, ThreadPool  # type: ignore[attr-defined]
 from typing import Any, Generic, NamedTuple, TypeVar, cast
 
-from . import _core, _errors, _forkserver, _progress, _protocol, _stats
+from . import _core, _errors, _forkserver, _node, _progress, _protocol, _stats
 
 __all__ = [
     "Pool",
@@ -69,6 +69,11 @@ def _flush_std_streams() -> None:
             pass
 
 
+# Pool(inner_threads=...) unless given: the available CPUs shared among the
+# workers.
+AUTO = "auto"
+
+
 def create_core(
     processes: int,
     initializer: Callable[..., object] | None,
@@ -78,12 +83,21 @@ def create_core(
     retries: int = 0,
     max_memory: int | None = None,
     method: str = "fork",
+    inner_threads: int | str | None = None,
+    pin: _node.Pin = None,
 ) -> tuple[_core.Pool, _protocol.MainSnapshot]:
     """Creates the runtime pool behind a Pool or an Executor, with its
     zygote forked from here (``"fork"``) or made by the fork server
-    (``"forkserver"``), and what its workers' ``__main__`` holds."""
+    (``"forkserver"``), and what its workers' ``__main__`` holds. Each
+    worker first takes its CPUs (``pin``) and caps its BLAS and OpenMP
+    threads (``inner_threads``), then runs the initializer."""
     _flush_std_streams()
     initargs = tuple(initargs)
+    inner = _node.default_inner_threads(processes) if inner_threads == AUTO else inner_threads
+    plan = _node.pin_plan(pin, processes)
+    if method != "mpi" and (inner is not None or plan is not None):
+        initargs = (inner, plan, initializer, *initargs)
+        initializer = _node.start_worker
     zygote = None
     if method == "mpi":
         if initializer is not None or max_tasks or timeout or retries or max_memory:
@@ -113,6 +127,18 @@ def create_core(
         zygote,
     )
     return core, main_at_fork
+
+
+def check_inner_threads(inner_threads: object) -> None:
+    """"auto", None, or a positive number of threads."""
+    if inner_threads is None or inner_threads == AUTO:
+        return
+    if isinstance(inner_threads, bool) or not isinstance(inner_threads, int):
+        raise TypeError(
+            f"inner_threads must be a number of threads, 'auto' or None, not {type(inner_threads).__name__}"
+        )
+    if inner_threads < 1:
+        raise ValueError(f"inner_threads must be at least 1, not {inner_threads}")
 
 
 def check_max_memory(max_memory: object) -> int | None:
@@ -238,7 +264,7 @@ def check_pool_arguments(
     """Validates the arguments Pool and Executor share, with the messages of
     the class they stand in for, and returns the worker count."""
     if count is None:
-        count = os.cpu_count() or 1
+        count = _node.available_cpus()
     if not _is_int(count):
         raise TypeError(f"the number of workers must be an int, not {type(count).__name__}")
     if count < 1:
@@ -825,6 +851,13 @@ class Pool:
     died under it again, up to that many times, before it fails.
     ``max_memory_per_child`` (bytes) replaces a worker whose resident memory
     exceeds it after a task, once the tasks it holds are done.
+
+    ``processes`` defaults to :func:`forkfarm.available_cpus`. Each worker
+    caps its BLAS and OpenMP threads at ``inner_threads`` (by default the
+    available CPUs shared among the workers; None leaves them alone), and
+    ``pin`` (True, "cores", "sockets" or a CPU list per worker) gives each
+    worker slot its own CPUs. ``backend="mpi"`` farms the tasks to MPI
+    ranks (see :mod:`forkfarm.mpi`).
     """
 
     def __init__(
@@ -839,8 +872,11 @@ class Pool:
         retries: int = 0,
         max_memory_per_child: int | None = None,
         backend: str | None = None,
+        inner_threads: int | str | None = AUTO,
+        pin: _node.Pin = None,
     ) -> None:
         self._state = TERMINATE  # until the runtime pool exists
+        check_inner_threads(inner_threads)
         self._timeout = check_task_timeout(timeout)
         retries = check_retries(retries)
         max_memory = check_max_memory(max_memory_per_child)
@@ -869,6 +905,8 @@ class Pool:
             retries,
             max_memory,
             self._start_method,
+            inner_threads,
+            pin,
         )
         self._calls = CallEncoder(self._core, main_at_fork)
         self._state = RUN
@@ -1142,6 +1180,11 @@ class Pool:
         the caller), ``"forkserver"`` (from the fork server) or ``"mpi"``
         (the other MPI ranks, under ``python -m forkfarm.mpi``)."""
         return self._start_method
+
+    def layout(self) -> list[_node.WorkerPlace]:
+        """Where each live worker runs: its pid, the CPUs it may use and
+        their NUMA nodes."""
+        return _node.layout(self._core.worker_pids())
 
     def stats(self) -> _stats.PoolStats:
         """What the pool has done and is doing: tasks queued, in flight,

@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +64,10 @@ def no_leftover_shared_memory() -> Any:
     job runs: none may stay after it, even after an abort."""
     before = set(os.listdir("/dev/shm"))
     yield
+    # After an abort, Open MPI removes them a moment after mpiexec returns.
+    deadline = time.monotonic() + 15
+    while set(os.listdir("/dev/shm")) - before and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert set(os.listdir("/dev/shm")) - before == set()
 
 

@@ -76,7 +76,27 @@ def core(processes: int | None) -> tuple[Any, dict[str, Any]]:
                 "(start mpiexec with one more rank than workers)"
             )
         main, sent = _forkserver.main_by_value()
-        return Core(comm, main, _active.release, _hybrid), sent
+        global _current
+        _current = Core(comm, main, _released, _hybrid)
+        return _current, sent
     except BaseException:
         _active.release()
         raise
+
+
+_current: Any = None
+
+
+def _released() -> None:
+    global _current
+    _current = None
+    _active.release()
+
+
+def shutdown() -> None:
+    """At the end of rank 0's program: a pool it left running is
+    terminated, so that its ranks are free before they are told to exit."""
+    core = _current
+    if core is not None:
+        core.terminate()
+        core.join()

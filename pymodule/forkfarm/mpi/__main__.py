@@ -75,12 +75,14 @@ def main(argv: list[str]) -> int:
             print(stop.code, file=sys.stderr, flush=True)
         if code:
             comm.Abort(code)
+        forkfarm.mpi.shutdown()
         transport.release_all(comm)
         return 0
     except BaseException:  # noqa: BLE001 - reported, then the whole job ends
         traceback.print_exc()
         sys.stderr.flush()
         comm.Abort(1)
+    forkfarm.mpi.shutdown()
     transport.release_all(comm)
     return 0
 
