@@ -13,6 +13,8 @@ import time
 
 import pytest
 
+import helpers
+
 pytestmark = pytest.mark.timeout(60)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -70,22 +72,14 @@ def _spawn(mode: str) -> tuple[subprocess.Popen[str], list[int]]:
     return child, [int(p) for p in line.split()[1:]]
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rpartition(")")[2].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 def _wait_gone(pids: list[int], seconds: float) -> list[int]:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        left = [pid for pid in pids if _alive(pid)]
+        left = [pid for pid in pids if helpers.alive(pid)]
         if not left:
             return []
         time.sleep(0.02)
-    return [pid for pid in pids if _alive(pid)]
+    return [pid for pid in pids if helpers.alive(pid)]
 
 
 @pytest.mark.parametrize("mode", ["main", "thread"])
@@ -93,7 +87,7 @@ def test_parent_sigkilled(mode: str) -> None:
     """Row 18: workers (and the zygote) exit within 2 s."""
     child, pids = _spawn(mode)
     try:
-        assert len(pids) == 2 and all(_alive(pid) for pid in pids)
+        assert len(pids) == 2 and all(helpers.alive(pid) for pid in pids)
         child.kill()
         child.wait(10)
         assert _wait_gone(pids, 2.0) == []
