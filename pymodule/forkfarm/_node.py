@@ -234,7 +234,59 @@ def layout(pids: Sequence[int]) -> list[WorkerPlace]:
 
 # -- in the worker ------------------------------------------------------------------
 
+
+def _stop_openblas_servers(controller: Any) -> None:
+    """OpenBLAS (pthreads) restarts its thread server when its thread count
+    is set in a forked child, and the server's threads spin for a while:
+    a worker capped at one thread would burn a CPU for nothing. OpenBLAS's
+    own fork handler stops them the same way; with one thread it runs
+    every call inline and never needs them."""
+    for lib in controller.lib_controllers:
+        if getattr(lib, "internal_api", "") != "openblas" or getattr(lib, "threading_layer", "") != "pthreads":
+            continue
+        shutdown = getattr(getattr(lib, "dynlib", None), "blas_thread_shutdown_", None)
+        if shutdown is not None:
+            shutdown()
+
+
 _limits: Any = None  # threadpoolctl's limiter, kept for the worker's life
+# threadpoolctl's view of the thread pools loaded in the parent, made when a
+# pool is created: forked workers inherit it and only apply the limit (tens
+# of µs, where importing threadpoolctl and scanning the libraries again in
+# every worker cost milliseconds).
+_controller: Any = None
+
+# Modules whose import loads a BLAS or OpenMP runtime.
+_THREADED_MODULES = ("numpy", "scipy", "torch", "sklearn", "numexpr", "numba")
+
+
+def _thread_pools_loaded() -> bool:
+    import sys
+
+    return any(name in sys.modules for name in _THREADED_MODULES)
+
+
+_controller_key = 0
+
+
+def prepare_parent() -> None:
+    """Before a pool with a thread cap forks: the controller its workers
+    will use, if this process has loaded a threaded library. It is made
+    again only when modules were imported since."""
+    global _controller, _controller_key
+    import sys
+
+    if not _thread_pools_loaded():
+        _controller = None
+        return
+    if _controller is not None and _controller_key == len(sys.modules):
+        return
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:
+        return
+    _controller = ThreadpoolController()
+    _controller_key = len(sys.modules)
 
 
 def default_inner_threads(processes: int) -> int:
@@ -257,13 +309,24 @@ def start_worker(
         if slot >= 0:
             os.sched_setaffinity(0, plan[slot % len(plan)])
     if inner_threads is not None:
+        # For what loads from here on.
         for name in THREAD_VARIABLES:
             os.environ[name] = str(inner_threads)
-        try:
-            from threadpoolctl import threadpool_limits
-        except ImportError:  # the variables still cover what loads later
-            pass
-        else:
-            _limits = threadpool_limits(limits=inner_threads)
+        # For what is loaded already: inherited from the parent, or loaded
+        # by the fork server's child.
+        if _controller is not None:
+            # Capping an OpenBLAS that a fork inherited restarts its thread
+            # server (about 2 ms): only where the cap changes something.
+            if any(lib.num_threads > inner_threads for lib in _controller.lib_controllers):
+                _limits = _controller.limit(limits=inner_threads)
+                if inner_threads == 1:
+                    _stop_openblas_servers(_controller)
+        elif _thread_pools_loaded():
+            try:
+                from threadpoolctl import threadpool_limits
+            except ImportError:  # the variables still cover what loads later
+                pass
+            else:
+                _limits = threadpool_limits(limits=inner_threads)
     if initializer is not None:
         initializer(*initargs)

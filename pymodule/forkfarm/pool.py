@@ -98,6 +98,8 @@ def create_core(
     if method != "mpi" and (inner is not None or plan is not None):
         initargs = (inner, plan, initializer, *initargs)
         initializer = _node.start_worker
+        if inner is not None and method == "fork":
+            _node.prepare_parent()
     zygote = None
     if method == "mpi":
         if initializer is not None or max_tasks or timeout or retries or max_memory:

@@ -157,7 +157,7 @@ class TestInnerThreads:
         pytest.importorskip("threadpoolctl")
         with forkfarm.Pool(1, inner_threads=3) as pool:
             variables, blas, _ = pool.apply(worker_threads)
-        assert set(variables.values()) == {"3"} and set(blas) <= {3}
+        assert set(variables.values()) == {"3"} and blas and max(blas) <= 3  # a cap
         with forkfarm.Executor(1, inner_threads=None) as executor:
             variables, _, _ = executor.submit(worker_threads).result(timeout=60)
         assert variables == {name: os.environ.get(name, "") for name in _node.THREAD_VARIABLES}
