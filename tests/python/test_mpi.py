@@ -24,8 +24,11 @@ pytestmark = [
 ]
 
 HERE = Path(__file__).resolve().parent
-# Root may run it; more ranks than cores; loopback only.
-FLAGS = ["--allow-run-as-root", "--oversubscribe", "--mca", "btl", "self,vader,tcp", "--mca", "btl_tcp_if_include", "lo"]
+# Root may run it; more ranks than cores; loopback only. TCP rather than
+# Open MPI's shared-memory transport, whose /dev/shm files an aborted job
+# can leave behind (seen under ASan); forkfarm's own shared memory is in
+# memfds either way.
+FLAGS = ["--allow-run-as-root", "--oversubscribe", "--mca", "btl", "self,tcp", "--mca", "btl_tcp_if_include", "lo"]
 
 
 def mpiexec(ranks: int, *args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
