@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -261,8 +262,6 @@ _THREADED_MODULES = ("numpy", "scipy", "torch", "sklearn", "numexpr", "numba")
 
 
 def _thread_pools_loaded() -> bool:
-    import sys
-
     return any(name in sys.modules for name in _THREADED_MODULES)
 
 
@@ -274,8 +273,6 @@ def prepare_parent() -> None:
     will use, if this process has loaded a threaded library. It is made
     again only when modules were imported since."""
     global _controller, _controller_key
-    import sys
-
     if not _thread_pools_loaded():
         _controller = None
         return

@@ -93,24 +93,24 @@ def create_core(
     threads (``inner_threads``), then runs the initializer."""
     _flush_std_streams()
     initargs = tuple(initargs)
-    inner = _node.default_inner_threads(processes) if inner_threads == AUTO else inner_threads
-    plan = _node.pin_plan(pin, processes)
-    if method != "mpi" and (inner is not None or plan is not None):
-        initargs = (inner, plan, initializer, *initargs)
-        initializer = _node.start_worker
-        if inner is not None and method == "fork":
-            _node.prepare_parent()
-    zygote = None
     if method == "mpi":
-        if initializer is not None or max_tasks or timeout or retries or max_memory:
+        if initializer is not None or max_tasks or timeout or retries or max_memory or pin:
             raise NotImplementedError(
-                "an MPI pool takes no initializer, maxtasksperchild, timeout, retries or "
-                "max_memory_per_child yet"
+                "an MPI pool takes no initializer, maxtasksperchild, timeout, retries, "
+                "max_memory_per_child or pin yet"
             )
         from . import mpi
 
         # Its core has the runtime pool's interface, in Python.
         return cast("tuple[_core.Pool, _protocol.MainSnapshot]", mpi.core(processes))
+    inner = _node.default_inner_threads(processes) if inner_threads == AUTO else inner_threads
+    plan = _node.pin_plan(pin, processes)
+    if inner is not None or plan is not None:
+        initargs = (inner, plan, initializer, *initargs)
+        initializer = _node.start_worker
+        if inner is not None and method == "fork":
+            _node.prepare_parent()
+    zygote = None
     if method == "forkserver":
         zygote, main_at_fork = _forkserver.zygote(initializer, initargs, max_tasks or 0, max_memory or 0)
     else:
