@@ -128,7 +128,11 @@ class TestAvailableCpus:
                 text=True,
             )
             procs = made / ("cgroup.procs" if (made / "cgroup.procs").exists() else "tasks")
-            procs.write_text(str(child.pid))
+            try:
+                procs.write_text(str(child.pid))
+            except OSError as error:
+                child.communicate("go", timeout=60)
+                pytest.skip(f"a process cannot be moved into the cgroup here: {error}")
             out, _ = child.communicate("go", timeout=60)
             assert out.strip() == "1"
         finally:
