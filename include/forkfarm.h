@@ -38,13 +38,31 @@ extern "C" {
   XX(PROTOCOL, -30007, "a corrupt or truncated message was received")     \
   XX(FOREIGN, -30008,                                                        \
      "the pool belongs to the process that created it, not to this fork "    \
-     "of it")
+     "of it")                                                                \
+  XX(PENDING, -30009, "the task has not finished yet")                       \
+  XX(MSGSIZE, -30010,                                                        \
+     "a message was larger than the pool's max_message_size")                \
+  XX(QUOTA, -30011,                                                          \
+     "the worker's quota of shared segments made through its parent is "     \
+     "used up")
 
 typedef enum {
 #define XX(name, value, text) FF_E##name = value,
   FF_ERRNO_MAP(XX)
 #undef XX
 } ff_errno_t;
+
+/* A process of the pool (the zygote or a worker) could not be started:
+ * fork, or a descriptor or memory it needed, failed with errno e. The code
+ * carries e, so that the caller can tell a process limit (EAGAIN) from a
+ * descriptor limit (EMFILE) or memory (ENOMEM). */
+#define FF_ESPAWN_BASE (-31000)
+#define FF_ESPAWN(e) (FF_ESPAWN_BASE - (e))
+/* The errno of an FF_ESPAWN code, else 0. */
+#define FF_SPAWN_ERRNO(code)                                                 \
+  ((code) < FF_ESPAWN_BASE && (code) > FF_ESPAWN_BASE - 4096                 \
+       ? FF_ESPAWN_BASE - (code)                                             \
+       : 0)
 
 /* Returns a static, human-readable description of a return code: one of the
  * FF_E codes above or a negative errno value. */
@@ -167,6 +185,11 @@ typedef struct ff_pool_options_s {
   /* The zygote to adopt (ctl >= 0); the pool owns its two descriptors from
    * ff_pool_create() on, whether it succeeds or not. */
   ff_zygote_t zygote;
+  /* The largest result a worker may send, in bytes (0: a quarter of the
+   * machine's memory). A worker's larger result fails its task with
+   * FF_EMSGSIZE; a worker that streams more than this kills itself in the
+   * parent's eyes: it is killed, and its task fails the same way. */
+  size_t max_message_size;
 } ff_pool_options_t;
 
 /* Fills options with the defaults: one worker per CPU and no callbacks. */
@@ -316,12 +339,15 @@ int ff_task_kill(ff_task_t *task);
 
 /* The outcome of a finished task: 0 when the worker returned a result, or an
  * error code (FF_EWORKERLOST, FF_ETASKFAILED, FF_ECANCELED, FF_EINITFAILED,
- * FF_EZYGOTELOST, -ETIMEDOUT when it ran past its timeout). -EAGAIN while it is still running. The outcome can be read
+ * FF_EZYGOTELOST, FF_EMSGSIZE, -ETIMEDOUT when it ran past its timeout),
+ * or FF_EPENDING while it is still running. The outcome can be read
  * from the completion callback on, just before waiters are woken. */
 int ff_task_status(const ff_task_t *task);
 
 /* The result bytes of a finished task (the error detail on FF_ETASKFAILED or
- * FF_EINITFAILED). Valid while the caller holds its reference. */
+ * FF_EINITFAILED; on FF_EMSGSIZE three uint64_t: the result's size, 1 if
+ * that is its whole size or 0 if only what had arrived when the worker was
+ * stopped, and the limit). Valid while the caller holds its reference. */
 const void *ff_task_result(const ff_task_t *task, size_t *length);
 
 /* How long the worker spent in work() for this task, in nanoseconds (0

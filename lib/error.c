@@ -15,6 +15,8 @@ const char *ff_strerror(int code) {
   default:
     break;
   }
+  if (FF_SPAWN_ERRNO(code) != 0)
+    return "a process of the pool could not be started";
   /* strerror() of a valid errno returns a string that lives as long as the
    * process in glibc; the error codes here are all errno values. */
   if (code < 0 && code > -4096) return strerror(-code);

@@ -151,6 +151,9 @@ enum ff__ring_type {
 };
 #define FF__RING_MORE 1u   /* the message continues in the next record */
 #define FF__RING_FAILED 2u /* a RESULT or READY that reports a failure */
+/* A RESULT too large for max_message_size: its payload is the result's
+ * size (uint64_t) instead of the result. */
+#define FF__RING_OVERSIZE 8u
 /* A TASK that runs with the context the worker keeps in slot flags >> 8 (a
  * DEFINE with the same slot in its flags put it there). */
 #define FF__RING_CONTEXT 4u
@@ -158,12 +161,16 @@ enum ff__ring_type {
 
 typedef struct ff__ring_shared_s ff__ring_shared_t;
 
-/* One process's view of a ring. */
+/* One process's view of a ring. The positions this process owns are kept
+ * here, in private memory, and only published to the shared header: what
+ * the other side writes there is never read back as this side's own. */
 typedef struct ff__ring_s {
   ff__ring_shared_t *shared;
   char *data;
   uint64_t capacity;
   uint64_t max_record; /* the largest payload of one record */
+  uint64_t tail;       /* the producer's position, when this side writes */
+  uint64_t head;       /* the consumer's position, when this side reads */
   int consumer_fd;     /* eventfd that wakes the consumer, or -1: futex */
   int producer_fd;     /* eventfd that wakes the producer, or -1: futex */
 } ff__ring_t;
@@ -178,7 +185,8 @@ int ff__ring_attach(ff__ring_t *ring, void *memory, size_t capacity,
 /* Appends the message (type, flags, id, data) from *offset on, as far as it
  * fits, and publishes what was written. Returns 1 once the whole message is
  * in (*offset == length), 0 when the ring filled first (call again with the
- * same *offset once there is space), or -EPIPE if the ring is broken.
+ * same *offset once there is space), -EPIPE if the ring is broken, or
+ * FF_EPROTOCOL when the consumer's position is impossible.
  * Nobody is woken: ff__ring_wake_consumer does that, once per batch. */
 int ff__ring_write(ff__ring_t *ring, uint16_t type, uint16_t flags,
                    uint64_t id, const void *data, size_t length,
@@ -207,6 +215,7 @@ typedef struct ff__ring_reader_s {
   char *buffer; /* the message being joined from fragments */
   size_t length;
   size_t capacity;
+  size_t limit; /* the largest message accepted (0: any) */
   uint16_t type;
   uint64_t id;
   bool joining;
@@ -214,15 +223,23 @@ typedef struct ff__ring_reader_s {
 
 /* Takes the next whole message: 1 and *msg, 0 when none is complete yet,
  * FF_EPROTOCOL when the ring holds something that is not a valid record
- * (the producer is broken or hostile), -ENOMEM. */
+ * (the producer is broken or hostile), FF_EMSGSIZE when a message grows
+ * past reader->limit (msg->id and msg->length then tell which and how much
+ * had come), -ENOMEM. At most *budget bytes of fragments are copied (it is
+ * decreased by what was; NULL: no bound), so that one producer that
+ * streams cannot keep the reader to itself: 0 comes back once it is
+ * spent. */
 int ff__ring_read(ff__ring_t *ring, ff__ring_reader_t *reader,
-                  ff__ring_msg_t *msg);
+                  ff__ring_msg_t *msg, size_t *budget);
 /* Gives the space of msg back to the producer. */
 void ff__ring_release(ff__ring_t *ring, const ff__ring_msg_t *msg);
 /* Takes a joined message's buffer from the reader (NULL for an in-place
  * message: the caller copies). */
 char *ff__ring_reader_take(ff__ring_reader_t *reader, const ff__ring_msg_t *msg);
 void ff__ring_reader_free(ff__ring_reader_t *reader);
+/* Frees the reader's buffer if it holds no message being joined and is
+ * larger than keep bytes: a big message's buffer is not kept for later. */
+void ff__ring_reader_trim(ff__ring_reader_t *reader, size_t keep);
 
 /* Bytes published and not yet released; cheap, for polling. */
 int ff__ring_readable(const ff__ring_t *ring);
@@ -343,6 +360,9 @@ int ff__zygote_adopt(const ff_zygote_t *zygote, pid_t *pid, int *pidfd,
 /* A RESULT payload starts with the time work() took (uint64_t ns). */
 #define FF__RESULT_PREFIX 8u
 
+/* max_message_size when the options leave it 0: a quarter of the memory. */
+size_t ff__default_max_message(void);
+
 /* Attaches the two rings of a worker segment (formatting them with init). */
 int ff__worker_rings(void *segment, ff__ring_t *tasks, ff__ring_t *results,
                      int init);
@@ -434,7 +454,8 @@ struct ff_task_s {
   size_t message_length;
   /* Once finished: */
   int status;
-  char *result;
+  char *result_block; /* the allocation that holds the result */
+  char *result;       /* inside result_block */
   size_t result_length;
   uint64_t run_ns;
   ff_exit_t exit;
@@ -453,9 +474,10 @@ struct ff_task_s {
 ff_task_t *ff__task_new(ff_pool_t *pool, ff_context_t *context,
                         const void *message, size_t length, unsigned flags,
                         ff_queue_t *queue, void *user_data);
-/* Records the outcome (taking ownership of result). Waiters are not woken
+/* Records the outcome: the result is result_length bytes at offset in
+ * block, which the task takes over (NULL: none). Waiters are not woken
  * yet: ff__task_publish does that, after any completion callback ran. */
-void ff__task_settle(ff_task_t *task, int status, char *result,
+void ff__task_settle(ff_task_t *task, int status, char *block, size_t offset,
                      size_t result_length, const ff_exit_t *exit);
 /* Marks a settled task finished, wakes its waiters, pushes it onto its
  * completion queue and drops the runtime's reference. */

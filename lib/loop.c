@@ -13,6 +13,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <unistd.h>
 
 typedef struct ff__call_s {
@@ -132,10 +133,34 @@ static void runtime_track_loop_fds(ff__runtime_t *rt, bool track) {
   }
 }
 
+/* The descriptors the runtime needs to start (libuv's epoll, eventfd and
+ * signal pipe) and to run a first pool (sockets, a pidfd, a segment), with
+ * room to spare. */
+#define RUNTIME_SPARE_FDS 16
+
+/* Whether RUNTIME_SPARE_FDS descriptors can still be opened: libuv aborts
+ * the process when it cannot make its signal pipe, so a process short of
+ * descriptors gets -EMFILE here instead. */
+static int runtime_check_spare_fds(void) {
+  int fds[RUNTIME_SPARE_FDS];
+  int rc = 0, n = 0;
+  for (; n < RUNTIME_SPARE_FDS; n++) {
+    fds[n] = eventfd(0, EFD_CLOEXEC);
+    if (fds[n] < 0) {
+      rc = -errno;
+      break;
+    }
+  }
+  while (n-- > 0) close(fds[n]);
+  return rc;
+}
+
 static int runtime_start(ff__runtime_t **out) {
+  int rc = runtime_check_spare_fds();
+  if (rc < 0) return rc;
   ff__runtime_t *rt = calloc(1, sizeof(*rt));
   if (rt == NULL) return -ENOMEM;
-  int rc = uv_loop_init(&rt->loop);
+  rc = uv_loop_init(&rt->loop);
   if (rc < 0) goto fail_free;
   rc = uv_async_init(&rt->loop, &rt->wakeup, runtime_on_wakeup);
   if (rc < 0) goto fail_loop;

@@ -111,6 +111,9 @@ struct ff__worker_s {
   bool stop_when_idle; /* it asked to retire: STOP once in_flight empties */
   bool doomed;  /* to be killed as soon as its pidfd arrives */
   bool corrupt; /* killed for a corrupt message: its task fails so */
+  /* Killed for a message past max_message_size: the bytes that had come,
+   * which its task fails with. */
+  uint64_t oversize;
   /* What ff_pool_stats reports of this slot, across its processes. */
   uint64_t tasks_done;
   uint64_t busy_ns;
@@ -169,6 +172,7 @@ struct ff_pool_s {
   int state;
   bool destroyed;
   unsigned spinners; /* threads polling the result rings themselves */
+  bool drain_again;  /* a drain left messages for the next round */
   /* Of recent tasks, for the prefetch depth and whether waiting threads
    * poll; written under the lock, read without it. */
   _Atomic uint64_t run_average_ns;
@@ -270,14 +274,20 @@ static void done_init(done_list_t *done) {
 }
 
 /* Settles a task under the lock; it is published once the lock is gone. */
-static void pool_settle(done_list_t *done, ff_task_t *task, int status,
-                        char *result, size_t length, const ff_exit_t *exit) {
+static void pool_settle_at(done_list_t *done, ff_task_t *task, int status,
+                           char *block, size_t offset, size_t length,
+                           const ff_exit_t *exit) {
   if (status == 0)
     task->pool->tasks_done++;
   else
     task->pool->tasks_failed++;
-  ff__task_settle(task, status, result, length, exit);
+  ff__task_settle(task, status, block, offset, length, exit);
   ff__list_push_back(&done->tasks, &task->link);
+}
+
+static void pool_settle(done_list_t *done, ff_task_t *task, int status,
+                        char *result, size_t length, const ff_exit_t *exit) {
+  pool_settle_at(done, task, status, result, 0, length, exit);
 }
 
 /* Runs the completion callback for the tasks that asked for one, then
@@ -309,7 +319,11 @@ static void pool_publish(ff_pool_t *pool, done_list_t *done) {
 }
 
 static void pool_unlock_publish(ff_pool_t *pool, done_list_t *done) {
+  /* A drain that stopped at its bounds goes on in the loop's next round. */
+  bool again = pool->drain_again;
+  pool->drain_again = false;
   pthread_mutex_unlock(&pool->lock);
+  if (again) uv_async_send(&pool->wakeup);
   pool_publish(pool, done);
 }
 
@@ -584,6 +598,58 @@ void ff__pool_kill_task(ff_pool_t *pool, ff_task_t *task) {
   pthread_mutex_unlock(&pool->lock);
 }
 
+/* The longest run a worker's report is believed: the figure comes from
+ * the worker, and a garbage one must not overflow the averages. */
+#define FF__RUN_NS_MAX (UINT64_C(1) << 50)
+
+/* Settles the task at the head of the worker's in-flight list with the
+ * result in msg: the joined buffer itself when the message came in
+ * fragments (no copy), else a copy of the record. */
+static void worker_settle_result(ff__worker_t *w, ff_task_t *task,
+                                 const ff__ring_msg_t *msg,
+                                 done_list_t *done) {
+  ff_pool_t *pool = w->pool;
+  uint64_t run_ns;
+  memcpy(&run_ns, msg->data, sizeof(run_ns));
+  if (run_ns > FF__RUN_NS_MAX) run_ns = FF__RUN_NS_MAX;
+  size_t length = msg->length - FF__RESULT_PREFIX;
+  ff__list_remove(&task->link);
+  w->in_flight_count--;
+  task->run_ns = run_ns;
+  w->tasks_done++;
+  w->busy_ns += run_ns;
+  w->bytes_received += length;
+  /* A moving average over about the last eight tasks. */
+  int64_t average = (int64_t)atomic_load_explicit(&pool->run_average_ns,
+                                                  memory_order_relaxed);
+  average += ((int64_t)run_ns - average) / 8;
+  atomic_store_explicit(&pool->run_average_ns,
+                        average > 0 ? (uint64_t)average : 1,
+                        memory_order_relaxed);
+  if (msg->flags & FF__RING_OVERSIZE) {
+    /* The worker found its own result too large to send: it sent the
+     * size instead. */
+    uint64_t size = 0;
+    if (length >= sizeof(size)) memcpy(&size, msg->data + FF__RESULT_PREFIX, sizeof(size));
+    uint64_t detail[3] = {size, 1, pool->options.max_message_size};
+    pool_settle(done, task, FF_EMSGSIZE,
+                copy_bytes(detail, sizeof(detail)), sizeof(detail), NULL);
+    return;
+  }
+  size_t offset = FF__RESULT_PREFIX;
+  char *block = ff__ring_reader_take(&w->reader, msg);
+  if (block == NULL) {
+    block = copy_bytes(msg->data + FF__RESULT_PREFIX, length);
+    offset = 0;
+  }
+  if (block == NULL) {
+    pool_settle(done, task, -ENOMEM, NULL, 0, NULL);
+    return;
+  }
+  int status = (msg->flags & FF__RING_FAILED) ? FF_ETASKFAILED : 0;
+  pool_settle_at(done, task, status, block, offset, length, NULL);
+}
+
 /* Takes one message off the worker's result ring. */
 static void worker_on_message(ff__worker_t *w, const ff__ring_msg_t *msg,
                               done_list_t *done) {
@@ -603,27 +669,7 @@ static void worker_on_message(ff__worker_t *w, const ff__ring_msg_t *msg,
       msg->length >= FF__RESULT_PREFIX) {
     ff_task_t *task = FF__CONTAINER_OF(w->in_flight.next, ff_task_t, link);
     if (task->id == msg->id && task != w->sending) {
-      size_t length = msg->length - FF__RESULT_PREFIX;
-      char *result = copy_bytes(msg->data + FF__RESULT_PREFIX, length);
-      ff__list_remove(&task->link);
-      w->in_flight_count--;
-      memcpy(&task->run_ns, msg->data, sizeof(task->run_ns));
-      w->tasks_done++;
-      w->busy_ns += task->run_ns;
-      w->bytes_received += length;
-      /* A moving average over about the last eight tasks. */
-      int64_t average = (int64_t)atomic_load_explicit(&pool->run_average_ns,
-                                                      memory_order_relaxed);
-      average += ((int64_t)task->run_ns - average) / 8;
-      atomic_store_explicit(&pool->run_average_ns,
-                            average > 0 ? (uint64_t)average : 1,
-                            memory_order_relaxed);
-      if (result == NULL) {
-        pool_settle(done, task, -ENOMEM, NULL, 0, NULL);
-        return;
-      }
-      int status = (msg->flags & FF__RING_FAILED) ? FF_ETASKFAILED : 0;
-      pool_settle(done, task, status, result, length, NULL);
+      worker_settle_result(w, task, msg, done);
       if (!ff__list_empty(&w->in_flight))
         FF__CONTAINER_OF(w->in_flight.next, ff_task_t, link)->started_ns =
             ff__now_ns();
@@ -653,14 +699,46 @@ static void worker_on_message(ff__worker_t *w, const ff__ring_msg_t *msg,
   worker_kill(w);
 }
 
-/* Reads every whole message the worker has pushed. */
-static void worker_drain(ff__worker_t *w, done_list_t *done) {
-  if (w->shm.base == NULL || w->state == WORKER_EMPTY) return;
-  bool freed = false;
-  for (;;) {
+/* What one drain takes from one worker at most, so that a worker that
+ * streams results cannot keep the thread that drains (the loop thread,
+ * which serves every pool) or the pool's lock to itself: the rest waits
+ * for the next round, after the other workers and pools had theirs. */
+#define FF__DRAIN_MESSAGES 256u
+#define FF__DRAIN_BYTES ((size_t)4 << 20)
+/* A reassembly buffer larger than this is freed once its message is
+ * taken: a big result's memory is not kept for the next one. */
+#define FF__READER_KEEP ((size_t)1 << 20)
+
+/* Reads the whole messages the worker has pushed, within the drain's
+ * bounds (all of them with unbounded, for a worker that exited: what it
+ * left is all there will be). Returns true if some were left. */
+static bool worker_drain_some(ff__worker_t *w, done_list_t *done,
+                              bool unbounded) {
+  if (w->shm.base == NULL || w->state == WORKER_EMPTY || w->corrupt ||
+      w->oversize)
+    return false;
+  bool freed = false, more = false;
+  size_t budget = FF__DRAIN_BYTES;
+  for (unsigned count = 0;; count++) {
+    if (!unbounded && count == FF__DRAIN_MESSAGES) {
+      more = ff__ring_readable(&w->results);
+      break;
+    }
     ff__ring_msg_t msg;
-    int rc = ff__ring_read(&w->results, &w->reader, &msg);
-    if (rc == 0) break;
+    int rc = ff__ring_read(&w->results, &w->reader, &msg,
+                           unbounded ? NULL : &budget);
+    if (rc == 0) {
+      more = !unbounded && ff__ring_readable(&w->results);
+      break;
+    }
+    if (rc == FF_EMSGSIZE) {
+      /* A message past the limit: the worker is stopped, and its task
+       * fails with how much had come. */
+      w->oversize = msg.length > 0 ? msg.length : 1;
+      ff__ring_reader_free(&w->reader);
+      worker_kill(w);
+      break;
+    }
     if (rc < 0) {
       /* Nothing more of this ring can be trusted. */
       w->corrupt = true;
@@ -669,10 +747,16 @@ static void worker_drain(ff__worker_t *w, done_list_t *done) {
     }
     worker_on_message(w, &msg, done);
     ff__ring_release(&w->results, &msg);
+    ff__ring_reader_trim(&w->reader, FF__READER_KEEP);
     freed = true;
-    if (w->shm.base == NULL) return; /* the pool failed and let it go */
+    if (w->shm.base == NULL) return false; /* the pool failed and let it go */
   }
   if (freed) ff__ring_wake_producer(&w->results);
+  return more;
+}
+
+static void worker_drain(ff__worker_t *w, done_list_t *done) {
+  if (worker_drain_some(w, done, false)) w->pool->drain_again = true;
 }
 
 static void pool_drain(ff_pool_t *pool, done_list_t *done) {
@@ -708,6 +792,7 @@ static void worker_flush(ff__worker_t *w) {
   while (w->sending) {
     int rc = worker_write(w);
     if (rc < 0) {
+      if (rc == FF_EPROTOCOL) w->corrupt = true;
       worker_kill(w);
       return;
     }
@@ -774,7 +859,7 @@ static void worker_spawn(ff__worker_t *w, done_list_t *done) {
     w->restarts++;
   int rc = ff__shm_create(&w->shm, "forkfarm-worker", FF__WORKER_SEGMENT_SIZE);
   if (rc < 0) {
-    pool_fail(pool, rc, NULL, 0, NULL, done);
+    pool_fail(pool, FF_ESPAWN(-rc), NULL, 0, NULL, done);
     return;
   }
   /* Other forks of this process (other pools' zygotes, the user's) have no
@@ -792,7 +877,7 @@ static void worker_spawn(ff__worker_t *w, done_list_t *done) {
     if (lender[0] >= 0) close(lender[0]);
     if (lender[1] >= 0) close(lender[1]);
     ff__shm_close(&w->shm);
-    pool_fail(pool, rc, NULL, 0, NULL, done);
+    pool_fail(pool, FF_ESPAWN(-rc), NULL, 0, NULL, done);
     return;
   }
   ff__ctl_msg_t msg = {FF__CTL_SPAWN, w->slot, 0, 0};
@@ -826,19 +911,21 @@ static void worker_spawn(ff__worker_t *w, done_list_t *done) {
       w->lender = NULL;
     }
     ff__shm_close(&w->shm);
-    pool_fail(pool, rc, NULL, 0, NULL, done);
+    pool_fail(pool, rc > -4096 ? FF_ESPAWN(-rc) : rc, NULL, 0, NULL, done);
     return;
   }
   w->doorbell = d;
   w->tasks.producer_fd = -1;
   w->results.consumer_fd = -1;
   memset(&w->reader, 0, sizeof(w->reader));
+  w->reader.limit = (size_t)pool->options.max_message_size + FF__RESULT_PREFIX;
   memset(w->context_keys, 0, sizeof(w->context_keys));
   w->context_next = 0;
   w->sending = NULL;
   w->state = WORKER_STARTING;
   w->doomed = false;
   w->corrupt = false;
+  w->oversize = 0;
   w->stop_when_idle = false;
   w->pid = 0;
   w->pidfd = -1;
@@ -854,7 +941,7 @@ static void worker_exited(ff__worker_t *w, int wstatus, done_list_t *done) {
   /* What the worker pushed before it exited (results, or how its start
    * went) is still in its ring. */
   w->exiting = true;
-  worker_drain(w, done);
+  worker_drain_some(w, done, true);
   bool expected = w->state == WORKER_RETIRING;
   bool was_ready = w->state == WORKER_READY || w->state == WORKER_RETIRING;
   w->exiting = false;
@@ -888,6 +975,10 @@ static void worker_exited(ff__worker_t *w, int wstatus, done_list_t *done) {
       atomic_store(&lost->stage, FF__TASK_QUEUED);
       ff__list_push_front(&pool->pending, &lost->link);
       pool->pending_count++;
+    } else if (w->oversize && !killed) {
+      uint64_t detail[3] = {w->oversize, 0, pool->options.max_message_size};
+      pool_settle(done, lost, FF_EMSGSIZE, copy_bytes(detail, sizeof(detail)),
+                  sizeof(detail), &how);
     } else {
       pool_settle(done, lost,
                   killed      ? killed
@@ -962,8 +1053,10 @@ static void pool_on_ctl(uv_poll_t *handle, int status, int events) {
         ff__sock_close_fds(fds, &nfds);
         if (msg.pid > 0) kill(msg.pid, SIGKILL); /* reported as it exits */
         worker_release_process(w);
-        pool_fail(pool, msg.status < 0 ? msg.status : -EIO, NULL, 0, NULL,
-                  &done);
+        /* The zygote's fork failed (a process limit, say): the pool cannot
+         * run, and says why, with the errno. */
+        int err = msg.status < 0 && msg.status > -4096 ? -msg.status : EIO;
+        pool_fail(pool, FF_ESPAWN(err), NULL, 0, NULL, &done);
       } else {
         ff__fd_track(fds[0]);
         w->pidfd = fds[0];
@@ -1258,6 +1351,8 @@ int ff_pool_create(ff_pool_t **out, const ff_pool_options_t *options) {
   pool->owner = getpid();
   pool->runtime = runtime;
   pool->options = *options;
+  if (pool->options.max_message_size == 0)
+    pool->options.max_message_size = ff__default_max_message();
   pool->zygote_pidfd = -1;
   pool->ctl_fd = -1;
   pthread_mutex_init(&pool->lock, NULL);

@@ -87,6 +87,10 @@ int ff__ring_attach(ff__ring_t *ring, void *memory, size_t capacity,
   ring->max_record = capacity / 4 - FF__RING_RECORD_HEADER;
   ring->consumer_fd = -1;
   ring->producer_fd = -1;
+  /* A side that attaches to a ring in use takes the positions it finds:
+   * after this, it only ever writes its own. */
+  ring->tail = atomic_load_explicit(&s->tail, memory_order_acquire);
+  ring->head = atomic_load_explicit(&s->head, memory_order_acquire);
   return 0;
 }
 
@@ -114,8 +118,12 @@ int ff__ring_write2(ff__ring_t *ring, uint16_t type, uint16_t flags,
   if (atomic_load_explicit(&s->broken, memory_order_acquire)) return -EPIPE;
   size_t length = prefix_length + data_length;
   uint64_t cap = ring->capacity;
-  uint64_t tail = atomic_load_explicit(&s->tail, memory_order_relaxed);
+  uint64_t tail = ring->tail;
   uint64_t head = atomic_load_explicit(&s->head, memory_order_acquire);
+  /* The consumer's position comes from the other process: one that is
+   * ahead of what was written, or further behind than the ring holds,
+   * was not written by a working consumer. */
+  if (head > tail || tail - head > cap) return FF_EPROTOCOL;
   bool complete = false;
   while (!complete) {
     size_t chunk = length - *offset;
@@ -125,6 +133,7 @@ int ff__ring_write2(ff__ring_t *ring, uint16_t type, uint16_t flags,
     uint64_t pad = cap - index < need ? cap - index : 0;
     if (tail + pad + need - head > cap) {
       head = atomic_load_explicit(&s->head, memory_order_acquire);
+      if (head > tail || tail - head > cap) return FF_EPROTOCOL;
       if (tail + pad + need - head > cap) break;
     }
     if (pad) {
@@ -144,6 +153,7 @@ int ff__ring_write2(ff__ring_t *ring, uint16_t type, uint16_t flags,
     *offset += chunk;
     complete = !more;
   }
+  ring->tail = tail;
   atomic_store_explicit(&s->tail, tail, memory_order_release);
   return complete ? 1 : 0;
 }
@@ -185,6 +195,11 @@ static int reader_append(ff__ring_reader_t *reader, const char *data,
   if (reader->length + length > reader->capacity) {
     size_t capacity = reader->capacity ? reader->capacity : 65536;
     while (capacity < reader->length + length) capacity *= 2;
+    /* Past the limit, grow only to the limit: the buffer of a message
+     * that may not grow further is never larger than one. */
+    if (reader->limit && capacity > reader->limit &&
+        reader->length + length <= reader->limit)
+      capacity = reader->limit;
     char *grown = realloc(reader->buffer, capacity);
     if (grown == NULL) return -ENOMEM;
     reader->buffer = grown;
@@ -195,19 +210,25 @@ static int reader_append(ff__ring_reader_t *reader, const char *data,
   return 0;
 }
 
+/* Gives the space up to head back to the producer. */
+static void consumer_advance(ff__ring_t *ring, uint64_t head) {
+  ring->head = head;
+  atomic_store_explicit(&ring->shared->head, head, memory_order_release);
+}
+
 int ff__ring_read(ff__ring_t *ring, ff__ring_reader_t *reader,
-                  ff__ring_msg_t *msg) {
+                  ff__ring_msg_t *msg, size_t *budget) {
   ff__ring_shared_t *s = ring->shared;
   uint64_t cap = ring->capacity;
-  uint64_t head = atomic_load_explicit(&s->head, memory_order_relaxed);
+  uint64_t head = ring->head;
   for (;;) {
     uint64_t tail = atomic_load_explicit(&s->tail, memory_order_acquire);
     if (tail == head) return 0;
     uint64_t available = tail - head;
-    /* head lives in shared memory too: a record header read at an
-     * unaligned head could run past the end of the data area. */
-    if (available > cap || available % FF__RING_ALIGN != 0 ||
-        head % FF__RING_ALIGN != 0)
+    /* tail comes from the other process: one that went backwards, or ran
+     * further ahead than the ring holds, or stopped off a record's
+     * boundary, was not written by a working producer. */
+    if (tail < head || available > cap || available % FF__RING_ALIGN != 0)
       return FF_EPROTOCOL;
     uint64_t index = head & (cap - 1);
     /* One copy of the header: the other side may scribble on shared
@@ -220,13 +241,18 @@ int ff__ring_read(ff__ring_t *ring, ff__ring_reader_t *reader,
     if (h.type == FF__RING_PAD) {
       if (index + size != cap) return FF_EPROTOCOL;
       head += size;
-      atomic_store_explicit(&s->head, head, memory_order_release);
+      consumer_advance(ring, head);
       continue;
     }
     if (h.length > ring->max_record) return FF_EPROTOCOL;
     const char *payload = ring->data + index + FF__RING_RECORD_HEADER;
     uint16_t flags = h.flags & (uint16_t)~FF__RING_MORE;
     if (!(h.flags & FF__RING_MORE) && !reader->joining) {
+      if (reader->limit && h.length > reader->limit) {
+        msg->id = h.id;
+        msg->length = h.length;
+        return FF_EMSGSIZE;
+      }
       msg->type = h.type;
       msg->flags = flags;
       msg->id = h.id;
@@ -239,6 +265,13 @@ int ff__ring_read(ff__ring_t *ring, ff__ring_reader_t *reader,
      * producer waiting to write the next one can go on. */
     if (reader->joining && (h.type != reader->type || h.id != reader->id))
       return FF_EPROTOCOL;
+    if (budget != NULL && *budget < h.length) return 0;
+    size_t joined = reader->joining ? reader->length : 0;
+    if (reader->limit && joined + h.length > reader->limit) {
+      msg->id = h.id;
+      msg->length = joined + h.length;
+      return FF_EMSGSIZE;
+    }
     if (!reader->joining) {
       reader->joining = true;
       reader->type = h.type;
@@ -246,8 +279,9 @@ int ff__ring_read(ff__ring_t *ring, ff__ring_reader_t *reader,
       reader->length = 0;
     }
     if (reader_append(reader, payload, h.length) < 0) return -ENOMEM;
+    if (budget != NULL) *budget -= h.length;
     head += size;
-    atomic_store_explicit(&s->head, head, memory_order_release);
+    consumer_advance(ring, head);
     ff__ring_wake_producer(ring);
     if (!(h.flags & FF__RING_MORE)) {
       reader->joining = false;
@@ -263,9 +297,7 @@ int ff__ring_read(ff__ring_t *ring, ff__ring_reader_t *reader,
 }
 
 void ff__ring_release(ff__ring_t *ring, const ff__ring_msg_t *msg) {
-  ff__ring_shared_t *s = ring->shared;
-  if (atomic_load_explicit(&s->head, memory_order_relaxed) < msg->end)
-    atomic_store_explicit(&s->head, msg->end, memory_order_release);
+  if (ring->head < msg->end) consumer_advance(ring, msg->end);
 }
 
 char *ff__ring_reader_take(ff__ring_reader_t *reader,
@@ -279,23 +311,35 @@ char *ff__ring_reader_take(ff__ring_reader_t *reader,
 }
 
 void ff__ring_reader_free(ff__ring_reader_t *reader) {
+  size_t limit = reader->limit;
   free(reader->buffer);
   memset(reader, 0, sizeof(*reader));
+  reader->limit = limit;
+}
+
+void ff__ring_reader_trim(ff__ring_reader_t *reader, size_t keep) {
+  if (reader->joining || reader->capacity <= keep) return;
+  free(reader->buffer);
+  reader->buffer = NULL;
+  reader->capacity = 0;
+  reader->length = 0;
 }
 
 /* ---- waiting ------------------------------------------------------------- */
 
 int ff__ring_readable(const ff__ring_t *ring) {
   ff__ring_shared_t *s = ring->shared;
-  return atomic_load_explicit(&s->tail, memory_order_acquire) !=
-         atomic_load_explicit(&s->head, memory_order_relaxed);
+  return atomic_load_explicit(&s->tail, memory_order_acquire) != ring->head;
 }
 
 static uint64_t ring_free(const ff__ring_t *ring) {
   ff__ring_shared_t *s = ring->shared;
-  uint64_t used = atomic_load_explicit(&s->tail, memory_order_relaxed) -
-                  atomic_load_explicit(&s->head, memory_order_acquire);
-  return used > ring->capacity ? 0 : ring->capacity - used;
+  uint64_t head = atomic_load_explicit(&s->head, memory_order_acquire);
+  /* An impossible head counts as room: the write that follows finds it
+   * impossible and says so. */
+  if (head > ring->tail || ring->tail - head > ring->capacity)
+    return ring->capacity;
+  return ring->capacity - (ring->tail - head);
 }
 
 /* Room that certainly takes the next record of a message with length bytes

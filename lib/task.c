@@ -60,7 +60,7 @@ ff_task_t *ff__task_new(ff_pool_t *pool, ff_context_t *context,
   task->context = context;
   if (context) ff__context_retain(context);
   task->user_data = user_data;
-  task->status = -EAGAIN;
+  task->status = FF_EPENDING;
   task->exit.pid = 0;
   task->exit.exit_code = -1;
   task->exit.term_signal = 0;
@@ -81,12 +81,14 @@ static void task_drop_message(ff_task_t *task) {
   task->message = NULL;
 }
 
-void ff__task_settle(ff_task_t *task, int status, char *result,
+void ff__task_settle(ff_task_t *task, int status, char *block, size_t offset,
                      size_t result_length, const ff_exit_t *exit) {
   task_drop_message(task);
   ff_context_release(task->context);
   task->context = NULL;
   task->status = status;
+  task->result_block = block;
+  char *result = block != NULL ? block + offset : NULL;
   task->result = result;
   task->result_length = result_length;
   /* The segments a result names stay lendable while it may be decoded. */
@@ -144,7 +146,7 @@ static int task_settled(const ff_task_t *task) {
 }
 
 int ff_task_status(const ff_task_t *task) {
-  if (!task_settled(task)) return -EAGAIN;
+  if (!task_settled(task)) return FF_EPENDING;
   return task->status;
 }
 
@@ -178,7 +180,7 @@ void ff_task_release(ff_task_t *task) {
     ff__arena_discard_message(task->result, task->result_length);
     ff__share_unpin_message(task->result, task->result_length);
   }
-  free(task->result);
+  free(task->result_block);
   ff_context_release(task->context);
   if (task->queue) queue_release(task->queue);
   ff__pool_release(task->pool);

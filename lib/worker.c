@@ -23,6 +23,7 @@ typedef struct context_slot_s {
 
 typedef struct worker_s {
   const ff_pool_options_t *options;
+  size_t max_message; /* the largest result the parent accepts */
   bool retiring; /* asked the parent for a STOP */
   uint64_t memory_checked_ns;
   ff__ring_t tasks;
@@ -39,6 +40,12 @@ int ff__worker_rings(void *segment, ff__ring_t *tasks, ff__ring_t *results,
   return ff__ring_attach(
       results, (char *)segment + ff__ring_size(FF__TASK_RING_CAPACITY),
       FF__RESULT_RING_CAPACITY, init);
+}
+
+size_t ff__default_max_message(void) {
+  long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+  if (pages <= 0 || page <= 0) return (size_t)1 << 30;
+  return (size_t)pages * (size_t)page / 4;
 }
 
 static _Noreturn void worker_exit(worker_t *w, int code) {
@@ -151,8 +158,16 @@ static void worker_run(worker_t *w, const ff__ring_msg_t *msg) {
    * the parent can queue more while this result travels. */
   ff__ring_release(&w->tasks, msg);
   ff__ring_wake_producer(&w->tasks);
-  worker_send(w, FF__RING_RESULT, rc != 0 ? FF__RING_FAILED : 0, id, &took,
-              sizeof(took), w->out.base ? w->out.base : "", w->out.len);
+  uint16_t flags = rc != 0 ? FF__RING_FAILED : 0;
+  if (w->out.len > w->max_message) {
+    /* The parent would refuse it: only its size goes. */
+    uint64_t size = w->out.len;
+    worker_send(w, FF__RING_RESULT, FF__RING_OVERSIZE, id, &took,
+                sizeof(took), &size, sizeof(size));
+  } else {
+    worker_send(w, FF__RING_RESULT, flags, id, &took, sizeof(took),
+                w->out.base ? w->out.base : "", w->out.len);
+  }
   worker_report_forgotten(w);
 }
 
@@ -167,6 +182,8 @@ _Noreturn void ff__worker_main(const ff_pool_options_t *o, unsigned slot,
   worker_t w;
   memset(&w, 0, sizeof(w));
   w.options = o;
+  w.max_message = o->max_message_size ? o->max_message_size
+                                      : ff__default_max_message();
   ff__shm_t shm;
   if (ff__shm_attach(&shm, shm_fd) < 0 ||
       ff__worker_rings(shm.base, &w.tasks, &w.results, 0) < 0)
@@ -187,7 +204,7 @@ _Noreturn void ff__worker_main(const ff_pool_options_t *o, unsigned slot,
   unsigned done = 0;
   for (;;) {
     ff__ring_msg_t msg;
-    rc = ff__ring_read(&w.tasks, &w.reader, &msg);
+    rc = ff__ring_read(&w.tasks, &w.reader, &msg, NULL);
     if (rc < 0) worker_exit(&w, FF__EXIT_PROTOCOL);
     if (rc == 0) {
       worker_report_forgotten(&w);

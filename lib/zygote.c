@@ -305,7 +305,7 @@ int ff__zygote_fork(ff__runtime_t *runtime, const ff_pool_options_t *options,
                     pid_t *pid_out, int *pidfd_out, int *ctl_out) {
   int sv[2];
   if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
-    return -errno;
+    return FF_ESPAWN(errno);
   pid_t parent = getpid();
   bool main_thread = (pid_t)syscall(SYS_gettid) == parent;
 
@@ -321,7 +321,7 @@ int ff__zygote_fork(ff__runtime_t *runtime, const ff_pool_options_t *options,
     close(sv[0]);
     zygote_main(options, sv[1], parent, main_thread);
   }
-  int err = pid < 0 ? -errno : 0;
+  int err = pid < 0 ? FF_ESPAWN(errno) : 0;
   ff__share_fork_parent();
   run_hook(options->fork_hooks.parent, options->fork_hooks.arg);
   ff__runtime_unpark(runtime);

@@ -14,6 +14,9 @@ extern PyObject *ffpy_error_type;
 /* Raises _core.Error for a runtime return code (MemoryError for -ENOMEM),
  * and returns NULL for the caller to return. */
 PyObject *ffpy_raise(int code);
+/* _core.register_errors(*, WorkerStartError): the package's classes. */
+PyObject *ffpy_register_errors(PyObject *module, PyObject *args,
+                               PyObject *kw);
 
 extern PyTypeObject ffpy_task_type;
 extern PyTypeObject ffpy_queue_type;

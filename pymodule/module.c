@@ -161,10 +161,14 @@ static PyMethodDef core_methods[] = {
      "chunk per item, compact for ints and floats."},
     {"zygote_serve", ffpy_zygote_serve, METH_VARARGS,
      "zygote_serve(ctl, protocol, initializer, initargs, max_tasks=0, "
-     "max_memory=0): serves a pool as its zygote until ctl's other end "
+     "max_memory=0, max_message=0): serves a pool as its zygote until ctl's other end "
      "closes, then exits. Only a single-threaded process may call it."},
     {"strerror", core_strerror, METH_O,
      "strerror(code) -> str: describes a runtime return code."},
+    {"register_errors", (PyCFunction)(void (*)(void))ffpy_register_errors,
+     METH_VARARGS | METH_KEYWORDS,
+     "register_errors(*, WorkerStartError): the package's exception classes, "
+     "which runtime codes are raised as."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -188,6 +192,7 @@ static int core_exec(PyObject *m) {
   if (PyModule_AddIntConstant(m, "E" #name, value) < 0) return -1;
   FF_ERRNO_MAP(XX)
 #undef XX
+  if (PyModule_AddIntConstant(m, "ESPAWN_BASE", FF_ESPAWN_BASE) < 0) return -1;
   return 0;
 }
 

@@ -47,18 +47,18 @@ static void pool_on_complete(ff_task_t **tasks, size_t count, void *arg) {
 static int pool_init(ffpy_pool_t *self, PyObject *args, PyObject *kw) {
   static char *names[] = {"processes", "protocol", "initializer", "initargs",
                           "maxtasksperchild", "task_timeout", "retries",
-                          "max_memory", "zygote", NULL};
+                          "max_memory", "zygote", "max_message", NULL};
   int processes;
   unsigned int max_tasks = 0;
   double task_timeout = 0;
   unsigned int retries = 0;
-  unsigned long long max_memory = 0;
+  unsigned long long max_memory = 0, max_message = 0;
   PyObject *protocol, *initializer, *initargs, *zygote = Py_None;
-  if (!PyArg_ParseTupleAndKeywords(args, kw, "iOOO!|IdIKO:Pool", names,
+  if (!PyArg_ParseTupleAndKeywords(args, kw, "iOOO!|IdIKOK:Pool", names,
                                    &processes, &protocol, &initializer,
                                    &PyTuple_Type, &initargs, &max_tasks,
                                    &task_timeout, &retries, &max_memory,
-                                   &zygote))
+                                   &zygote, &max_message))
     return -1;
   ff_zygote_t adopted = {-1, 0, -1};
   if (zygote != Py_None &&
@@ -88,6 +88,7 @@ static int pool_init(ffpy_pool_t *self, PyObject *args, PyObject *kw) {
   options.task_timeout = task_timeout;
   options.task_retries = retries;
   options.max_memory_per_worker = (size_t)max_memory;
+  options.max_message_size = (size_t)max_message;
   options.on_complete = pool_on_complete;
   /* The descriptors are the pool's now: zygote() must not close them. */
   options.zygote = adopted;

@@ -114,7 +114,7 @@ static PyObject *task_kill(ffpy_task_t *self, PyObject *unused) {
 static PyObject *task_outcome(ffpy_task_t *self, PyObject *unused) {
   (void)unused;
   int status = ff_task_status(self->task);
-  if (status == -EAGAIN) Py_RETURN_NONE;
+  if (status == FF_EPENDING) Py_RETURN_NONE;
   size_t length = 0;
   const void *data = ff_task_result(self->task, &length);
   const ff_exit_t *how = ff_task_exit(self->task);

@@ -315,10 +315,10 @@ PyObject *ffpy_zygote_serve(PyObject *module, PyObject *args) {
   int ctl;
   PyObject *protocol, *initializer, *initargs;
   unsigned int max_tasks = 0;
-  unsigned long long max_memory = 0;
-  if (!PyArg_ParseTuple(args, "iOOO!|IK:zygote_serve", &ctl, &protocol,
+  unsigned long long max_memory = 0, max_message = 0;
+  if (!PyArg_ParseTuple(args, "iOOO!|IKK:zygote_serve", &ctl, &protocol,
                         &initializer, &PyTuple_Type, &initargs, &max_tasks,
-                        &max_memory))
+                        &max_memory, &max_message))
     return NULL;
   /* Lives as long as the process: the zygote never returns. */
   static ffpy_worker_context_t context;
@@ -328,6 +328,7 @@ PyObject *ffpy_zygote_serve(PyObject *module, PyObject *args) {
   ff_pool_options_init(&options);
   options.max_tasks_per_worker = max_tasks;
   options.max_memory_per_worker = (size_t)max_memory;
+  options.max_message_size = (size_t)max_message;
   ffpy_worker_options(&options, &context);
   /* From here the zygote is a frozen image of this moment, as a forked
    * zygote is of its parent's: the GIL and Python's fork locks are held,

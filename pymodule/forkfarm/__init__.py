@@ -33,10 +33,13 @@ from .context import (
 )
 from ._errors import (
     InitializerError,
+    MessageTooLargeError,
     PoolTerminatedError,
+    RemoteError,
     RemoteTraceback,
     TaskTimeoutError,
     WorkerLostError,
+    WorkerStartError,
 )
 from ._node import available_cpus
 from .executor import Executor
@@ -72,6 +75,7 @@ __all__ = [
     "JoinableQueue",
     "Lock",
     "Manager",
+    "MessageTooLargeError",
     "Pipe",
     "Pool",
     "PoolTerminatedError",
@@ -81,6 +85,7 @@ __all__ = [
     "RLock",
     "RawArray",
     "RawValue",
+    "RemoteError",
     "RemoteTraceback",
     "Semaphore",
     "SimpleQueue",
@@ -89,6 +94,7 @@ __all__ = [
     "TimeoutError",
     "Value",
     "WorkerLostError",
+    "WorkerStartError",
     "active_children",
     "as_shared",
     "available_cpus",

@@ -11,7 +11,11 @@ ECANCELED: int
 ECLOSED: int
 EFOREIGN: int
 EINITFAILED: int
+EMSGSIZE: int
+EPENDING: int
 EPROTOCOL: int
+EQUOTA: int
+ESPAWN_BASE: int
 ETASKFAILED: int
 EWORKERLOST: int
 EZYGOTELOST: int
@@ -60,6 +64,7 @@ class Pool:
         retries: int = 0,
         max_memory: int = 0,
         zygote: tuple[int, int, int] | None = None,
+        max_message: int = 0,
     ) -> None: ...
     def submit(
         self,
@@ -220,6 +225,7 @@ def set_lock_warning(cls: type[Warning]) -> None: ...
 def set_oob_threshold(n: int) -> None: ...
 def slot_refs(segment: Segment, offset: int, delta: int) -> int: ...
 def strerror(code: int) -> str: ...
+def register_errors(*, WorkerStartError: type[BaseException] = ...) -> None: ...
 def trim_arena(keep: int) -> int: ...
 def zygote_serve(
     ctl: int,
@@ -228,4 +234,5 @@ def zygote_serve(
     initargs: tuple[Any, ...],
     max_tasks: int = 0,
     max_memory: int = 0,
+    max_message: int = 0,
 ) -> None: ...

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import errno
 import multiprocessing
+import os
 import pickle
 import signal as _signal
+import struct
 from concurrent.futures import CancelledError
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
@@ -111,6 +113,101 @@ class TaskTimeoutError(multiprocessing.TimeoutError, TimeoutError):
         return type(self), (str(self), self.pid, self.signal)
 
 
+class WorkerStartError(BrokenProcessPool):
+    """A process of the pool (a worker, or the pool's zygote) could not be
+    started: fork, or a descriptor or memory it needed, failed. ``.errno``
+    says why: ``EAGAIN`` is a limit on processes (``RLIMIT_NPROC``, a
+    cgroup's ``pids.max``), ``EMFILE`` one on descriptors."""
+
+    def __init__(self, errno_: int, message: str | None = None) -> None:
+        if message is None:
+            message = _start_message(errno_)
+        super().__init__(message)
+        self.errno = errno_
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.errno, str(self))
+
+
+def _start_message(err: int) -> str:
+    name = errno.errorcode.get(err, str(err))
+    text = f"a process of the pool could not be started: {name} ({os.strerror(err)})"
+    if err == errno.EAGAIN:
+        text += ": the limit on processes (RLIMIT_NPROC, or the cgroup's pids.max) was reached, so fork failed"
+    elif err in (errno.EMFILE, errno.ENFILE):
+        text += ": no descriptor was left for it"
+    return text
+
+
+class MessageTooLargeError(ValueError):
+    """A task's result was larger than the pool's ``max_message_size``: the
+    task fails with this, and the pool goes on. ``.size`` is the result's
+    size in bytes (a lower bound when ``.exact`` is false: a worker that
+    kept sending past the limit was stopped), ``.limit`` the pool's
+    limit."""
+
+    def __init__(self, size: int, limit: int, exact: bool = True) -> None:
+        if exact:
+            text = (
+                f"the task's result is {size:,} bytes, over the pool's "
+                f"max_message_size of {limit:,} bytes"
+            )
+        else:
+            text = (
+                f"the task's worker sent more than the pool's max_message_size of "
+                f"{limit:,} bytes ({size:,} had arrived), so it was stopped and replaced"
+            )
+        super().__init__(text)
+        self.size = size
+        self.limit = limit
+        self.exact = exact
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.size, self.limit, self.exact)
+
+
+class RemoteError(Exception):
+    """An exception raised in a worker that could not travel as itself: it
+    could not be pickled there, or not unpickled here. ``.type_name`` is
+    its qualified class name, ``.message`` its text, ``.traceback`` the
+    worker's formatted traceback; when unpickling failed here, that error
+    is the ``__cause__``."""
+
+    def __init__(self, type_name: str, message: str, traceback: str = "", reason: str = "") -> None:
+        text = f"{type_name}: {message}" if message else type_name
+        if reason:
+            text += f" ({reason})"
+        super().__init__(text)
+        self.type_name = type_name
+        self.message = message
+        self.traceback = traceback
+        self.reason = reason
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.type_name, self.message, self.traceback, self.reason)
+
+
+def decode_error(detail: bytes) -> BaseException:
+    """The exception a worker encoded (``_protocol.encode_error``): itself,
+    with the worker's traceback as its ``__cause__``, or a
+    :class:`RemoteError` naming it when it does not unpickle here."""
+    try:
+        _ok, pickled, (type_name, message, tb) = pickle.loads(detail)
+    except Exception:  # noqa: BLE001 - not what a worker encodes
+        return RuntimeError(f"the worker failed: {detail[:200].decode(errors='replace')}")
+    try:
+        exc = pickle.loads(pickled)
+    except Exception as unpickling:  # noqa: BLE001 - anything may fail to unpickle
+        err = RemoteError(
+            type_name, message, tb, f"raised in a worker; it could not be unpickled here: {unpickling!r}"
+        )
+        err.__cause__ = unpickling
+        return err
+    if not isinstance(exc, BaseException):
+        return RemoteError(type_name, message, tb, "raised in a worker")
+    return exc
+
+
 class InitializerError(BrokenProcessPool):
     """A worker's initializer failed, so the pool cannot run tasks. The
     initializer's exception is the ``__cause__``."""
@@ -123,10 +220,7 @@ class PoolTerminatedError(CancelledError):
 def _initializer_error(detail: bytes, pid: int, exit_code: int, signum: int) -> BaseException:
     cause: BaseException | None = None
     if detail:
-        try:
-            ok, cause = pickle.loads(detail)
-        except BaseException as exc:  # noqa: BLE001
-            cause = exc
+        cause = decode_error(detail)
     elif pid:
         cause = WorkerLostError.from_exit(pid, exit_code, signum, starting=True)
     message = (
@@ -144,6 +238,12 @@ def _initializer_error(detail: bytes, pid: int, exit_code: int, signum: int) -> 
 def from_outcome(status: int, detail: bytes, exit: tuple[int, int, int]) -> BaseException:
     """The exception for a task that did not return a result."""
     pid, exit_code, signum = exit
+    spawn_errno = _core.ESPAWN_BASE - status
+    if 0 < spawn_errno < 4096:
+        return WorkerStartError(spawn_errno)
+    if status == _core.EMSGSIZE:
+        size, exact, limit = struct.unpack("=QQQ", detail)
+        return MessageTooLargeError(size, limit, bool(exact))
     if status == _core.EWORKERLOST:
         return WorkerLostError.from_exit(pid, exit_code, signum)
     if status == _core.EPROTOCOL:
@@ -171,14 +271,7 @@ def from_outcome(status: int, detail: bytes, exit: tuple[int, int, int]) -> Base
             f"the pool's zygote process (pid {pid}) exited, so the pool cannot run tasks"
         )
     if status == _core.ETASKFAILED:
-        # The worker's own machinery failed, with an encoded exception or text.
-        try:
-            ok, exc = pickle.loads(detail)
-            if isinstance(exc, BaseException):
-                return exc
-        except BaseException:  # noqa: BLE001
-            pass
-        return RuntimeError(f"the worker failed: {detail.decode(errors='replace')}")
+        return decode_error(detail)
     return OSError(-status, _core.strerror(status))
 
 
@@ -195,3 +288,6 @@ def from_error(error: _core.Error, pool: _core.Pool | None = None) -> BaseExcept
     if code < 0 and -code < 4096:
         return OSError(-code, message)
     return RuntimeError(message)
+
+
+_core.register_errors(WorkerStartError=WorkerStartError)

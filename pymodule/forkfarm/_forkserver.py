@@ -163,7 +163,11 @@ atexit.register(_server.stop)
 
 
 def zygote(
-    initializer: Any, initargs: tuple[Any, ...], max_tasks: int, max_memory: int
+    initializer: Any,
+    initargs: tuple[Any, ...],
+    max_tasks: int,
+    max_memory: int,
+    max_message: int = 0,
 ) -> tuple[tuple[int, int, int], _protocol.MainSnapshot]:
     """A zygote from the fork server for a new pool, and the pool's snapshot
     of its workers' __main__. The initializer and its arguments are pickled
@@ -182,6 +186,7 @@ def zygote(
         "init": init,
         "max_tasks": max_tasks,
         "max_memory": max_memory,
+        "max_message": max_message,
     }
     return _server.zygote(pickle.dumps(spec, protocol=_protocol.PROTOCOL)), sent
 
@@ -255,12 +260,12 @@ def _become_zygote(ctl: int, spec_fd: int) -> None:
     signal.pthread_sigmask(signal.SIG_SETMASK, set())
     initializer: Any = None
     initargs: tuple[Any, ...] = ()
-    max_tasks = max_memory = 0
+    max_tasks = max_memory = max_message = 0
     try:
         with open(spec_fd, "rb") as file:
             file.seek(0)  # the parent's writes moved the shared offset
             spec = pickle.loads(file.read())
-        max_tasks, max_memory = spec["max_tasks"], spec["max_memory"]
+        max_tasks, max_memory, max_message = spec["max_tasks"], spec["max_memory"], spec["max_message"]
         sys.path[:] = spec["sys_path"]
         try:
             os.chdir(spec["cwd"])
@@ -281,6 +286,6 @@ def _become_zygote(ctl: int, spec_fd: int) -> None:
     for stream in (sys.stdout, sys.stderr):
         stream.flush()
     try:
-        _core.zygote_serve(ctl, _protocol, initializer, initargs, max_tasks, max_memory)
+        _core.zygote_serve(ctl, _protocol, initializer, initargs, max_tasks, max_memory, max_message)
     finally:
         os._exit(1)

@@ -29,7 +29,7 @@ from multiprocessing.pool import MaybeEncodingError  # type: ignore[attr-defined
 from typing import Any
 
 from . import _core
-from ._errors import RemoteTraceback
+from ._errors import RemoteError, RemoteTraceback
 
 CALL = 0
 MAP = 1
@@ -229,31 +229,36 @@ class _ExceptionWithTraceback:
     """Pickles an exception so that it arrives with the remote traceback as
     its ``__cause__``."""
 
-    def __init__(self, exc: BaseException) -> None:
-        text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    def __init__(self, exc: BaseException, tb: str) -> None:
         self.exc = exc
-        self.tb = '\n"""\n' + text + '"""'
+        self.tb = tb
 
     def __reduce__(self) -> tuple[Any, ...]:
         return _rebuild_exception, (self.exc, self.tb)
 
 
 def encode_error(exc: BaseException) -> bytes:
-    """Encodes a failure. An exception that cannot be pickled is replaced by
-    one that can, naming the original."""
+    """Encodes a failure: the exception pickled on its own, with its type's
+    name, its message and the traceback beside it in plain strings, so that
+    the parent can name it even when it cannot unpickle it
+    (``_errors.decode_error``). An exception that cannot be pickled here
+    travels as those strings alone."""
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    tb = '\n"""\n' + text + '"""'
+    cls = type(exc)
+    type_name = cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
     try:
-        return pickle.dumps((False, _ExceptionWithTraceback(exc)), protocol=PROTOCOL)
+        message = str(exc)
+    except Exception:  # noqa: BLE001 - a broken __str__ is still reported
+        message = "<the exception's str() failed>"
+    try:
+        pickled = pickle.dumps(_ExceptionWithTraceback(exc, tb), protocol=PROTOCOL)
     except BaseException as pickling_error:  # noqa: BLE001 - anything may fail to pickle
-        text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-        substitute = RuntimeError(
-            f"{type(exc).__qualname__}: {exc!s} (the exception could not be "
-            f"pickled: {pickling_error!r})"
+        substitute = RemoteError(
+            type_name, message, tb, f"raised in a worker; it could not be pickled there: {pickling_error!r}"
         )
-        substitute.__traceback__ = None
-        return pickle.dumps(
-            (False, _rebuild_exception(substitute, '\n"""\n' + text + '"""')),
-            protocol=PROTOCOL,
-        )
+        pickled = pickle.dumps(_rebuild_exception(substitute, tb), protocol=PROTOCOL)
+    return pickle.dumps((False, pickled, (type_name, message, tb)), protocol=PROTOCOL)
 
 
 def encode_result_error(exc: BaseException, value: Any) -> bytes:

@@ -27,6 +27,7 @@ from .pool import (
     AUTO,
     check_inner_threads,
     check_max_memory,
+    check_max_message,
     check_pool_arguments,
     check_retries,
     check_task_timeout,
@@ -118,8 +119,8 @@ class Executor(concurrent.futures.Executor):
     :class:`forkfarm.TaskTimeoutError`, a ``TimeoutError``. ``retries``
     runs a call whose worker died under it again, up to that many times.
     ``max_memory_per_child`` (bytes) replaces a worker whose resident memory
-    exceeds it after a call. ``inner_threads``, ``pin`` and ``backend`` are
-    :class:`forkfarm.Pool`'s.
+    exceeds it after a call. ``max_message_size``, ``inner_threads``,
+    ``pin`` and ``backend`` are :class:`forkfarm.Pool`'s.
     """
 
     def __init__(
@@ -136,12 +137,14 @@ class Executor(concurrent.futures.Executor):
         backend: str | None = None,
         inner_threads: int | str | None = AUTO,
         pin: _node.Pin = None,
+        max_message_size: int | None = None,
     ) -> None:
         self._shutdown_requested = True  # until the runtime pool exists
         check_inner_threads(inner_threads)
         self._timeout = check_task_timeout(timeout)
         retries = check_retries(retries)
         max_memory = check_max_memory(max_memory_per_child)
+        max_message = check_max_message(max_message_size)
         self._start_method = start_method(mp_context, backend)
         if max_workers is None and self._start_method == "mpi":
             from . import mpi
@@ -169,6 +172,7 @@ class Executor(concurrent.futures.Executor):
             self._start_method,
             inner_threads,
             pin,
+            max_message,
         )
         self._calls = CallEncoder(self._core, main_at_fork)
         self._shutdown_requested = False

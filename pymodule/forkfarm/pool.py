@@ -85,6 +85,7 @@ def create_core(
     method: str = "fork",
     inner_threads: int | str | None = None,
     pin: _node.Pin = None,
+    max_message: int | None = None,
 ) -> tuple[_core.Pool, _protocol.MainSnapshot]:
     """Creates the runtime pool behind a Pool or an Executor, with its
     zygote forked from here (``"fork"``) or made by the fork server
@@ -112,7 +113,9 @@ def create_core(
             _node.prepare_parent()
     zygote = None
     if method == "forkserver":
-        zygote, main_at_fork = _forkserver.zygote(initializer, initargs, max_tasks or 0, max_memory or 0)
+        zygote, main_at_fork = _forkserver.zygote(
+            initializer, initargs, max_tasks or 0, max_memory or 0, max_message or 0
+        )
     else:
         main_at_fork = _protocol.main_snapshot()
     # With the fork server the zygote has its own copy of the initializer;
@@ -127,6 +130,7 @@ def create_core(
         retries,
         max_memory or 0,
         zygote,
+        max_message or 0,
     )
     return core, main_at_fork
 
@@ -154,6 +158,20 @@ def check_max_memory(max_memory: object) -> int | None:
     if max_memory < 1:
         raise ValueError(f"max_memory_per_child must be a positive number of bytes, not {max_memory}")
     return max_memory
+
+
+def check_max_message(max_message: object) -> int | None:
+    """None (the default: a quarter of the memory), or a positive number of
+    bytes: the largest result a worker may send."""
+    if max_message is None:
+        return None
+    if isinstance(max_message, bool) or not isinstance(max_message, int):
+        raise TypeError(
+            f"max_message_size must be a number of bytes or None, not {type(max_message).__name__}"
+        )
+    if max_message < 1:
+        raise ValueError(f"max_message_size must be a positive number of bytes, not {max_message}")
+    return max_message
 
 
 def check_retries(retries: object) -> int:
@@ -853,6 +871,9 @@ class Pool:
     died under it again, up to that many times, before it fails.
     ``max_memory_per_child`` (bytes) replaces a worker whose resident memory
     exceeds it after a task, once the tasks it holds are done.
+    ``max_message_size`` (bytes; by default a quarter of the memory) is the
+    largest result a worker may send: a larger one fails its task with
+    :class:`forkfarm.MessageTooLargeError`.
 
     ``processes`` defaults to :func:`forkfarm.available_cpus`. Each worker
     caps its BLAS and OpenMP threads at ``inner_threads`` (by default the
@@ -876,12 +897,14 @@ class Pool:
         backend: str | None = None,
         inner_threads: int | str | None = AUTO,
         pin: _node.Pin = None,
+        max_message_size: int | None = None,
     ) -> None:
         self._state = TERMINATE  # until the runtime pool exists
         check_inner_threads(inner_threads)
         self._timeout = check_task_timeout(timeout)
         retries = check_retries(retries)
         max_memory = check_max_memory(max_memory_per_child)
+        max_message = check_max_message(max_message_size)
         self._start_method = start_method(context, backend)
         if processes is None and self._start_method == "mpi":
             from . import mpi
@@ -909,6 +932,7 @@ class Pool:
             self._start_method,
             inner_threads,
             pin,
+            max_message,
         )
         self._calls = CallEncoder(self._core, main_at_fork)
         self._state = RUN

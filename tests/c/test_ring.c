@@ -74,7 +74,7 @@ static void test_empty_and_full(void **state) {
   ff__ring_reader_t reader = {0};
   ff__ring_msg_t msg;
   assert_int_equal(ff__ring_readable(&t.ring), 0);
-  assert_int_equal(ff__ring_read(&t.ring, &reader, &msg), 0);
+  assert_int_equal(ff__ring_read(&t.ring, &reader, &msg, NULL), 0);
 
   /* 48 bytes of payload make 64-byte records: 64 of them fill 4 KiB. */
   char payload[48];
@@ -93,7 +93,7 @@ static void test_empty_and_full(void **state) {
   assert_int_equal(ff__ring_readable(&t.ring), 1);
 
   for (uint64_t i = 0; i < written; i++) {
-    assert_int_equal(ff__ring_read(&t.ring, &reader, &msg), 1);
+    assert_int_equal(ff__ring_read(&t.ring, &reader, &msg, NULL), 1);
     assert_int_equal(msg.type, FF__RING_TASK);
     assert_int_equal(msg.flags, 0);
     assert_int_equal(msg.id, i);
@@ -101,7 +101,7 @@ static void test_empty_and_full(void **state) {
     expect_pattern(msg.data, msg.length, i);
     ff__ring_release(&t.ring, &msg);
   }
-  assert_int_equal(ff__ring_read(&t.ring, &reader, &msg), 0);
+  assert_int_equal(ff__ring_read(&t.ring, &reader, &msg, NULL), 0);
   assert_int_equal(ff__ring_readable(&t.ring), 0);
   assert_int_equal(ff__ring_check(&t.ring), 0);
   ff__ring_reader_free(&reader);
@@ -132,7 +132,7 @@ static void test_wrap_around(void **state) {
     int reads = 1 + (round * 7) % 4;
     for (int i = 0; i < reads; i++) {
       ff__ring_msg_t msg;
-      int rc = ff__ring_read(&t.ring, &reader, &msg);
+      int rc = ff__ring_read(&t.ring, &reader, &msg, NULL);
       if (rc == 0) break;
       assert_int_equal(rc, 1);
       assert_int_equal(msg.id, next_read);
@@ -156,7 +156,7 @@ static void test_zero_length_and_largest_record(void **state) {
   ff__ring_reader_t reader = {0};
   ff__ring_msg_t msg;
   assert_int_equal(write_all(&t.ring, FF__RING_STOP, 7, NULL, 0), 1);
-  assert_int_equal(ff__ring_read(&t.ring, &reader, &msg), 1);
+  assert_int_equal(ff__ring_read(&t.ring, &reader, &msg, NULL), 1);
   assert_int_equal(msg.type, FF__RING_STOP);
   assert_int_equal(msg.id, 7);
   assert_int_equal(msg.length, 0);
@@ -168,7 +168,7 @@ static void test_zero_length_and_largest_record(void **state) {
   assert_non_null(buf);
   pattern(buf, largest, 1);
   assert_int_equal(write_all(&t.ring, FF__RING_TASK, 1, buf, largest), 1);
-  assert_int_equal(ff__ring_read(&t.ring, &reader, &msg), 1);
+  assert_int_equal(ff__ring_read(&t.ring, &reader, &msg, NULL), 1);
   assert_int_equal(msg.length, largest);
   assert_ptr_equal(ff__ring_reader_take(&reader, &msg), NULL);
   expect_pattern(msg.data, largest, 1);
@@ -177,7 +177,7 @@ static void test_zero_length_and_largest_record(void **state) {
   /* One byte more takes two records, joined again. */
   pattern(buf, largest + 1, 2);
   assert_int_equal(write_all(&t.ring, FF__RING_TASK, 2, buf, largest + 1), 1);
-  assert_int_equal(ff__ring_read(&t.ring, &reader, &msg), 1);
+  assert_int_equal(ff__ring_read(&t.ring, &reader, &msg, NULL), 1);
   assert_int_equal(msg.length, largest + 1);
   expect_pattern(msg.data, largest + 1, 2);
   ff__ring_release(&t.ring, &msg);
@@ -209,7 +209,7 @@ static void test_message_larger_than_ring(void **state) {
       done = rc == 1;
     }
     assert_int_equal(ff__ring_check(&t.ring), 0);
-    got = ff__ring_read(&t.ring, &reader, &msg);
+    got = ff__ring_read(&t.ring, &reader, &msg, NULL);
     assert_true(got == 0 || got == 1);
     rounds++;
     assert_true(rounds < 1000);
@@ -246,7 +246,7 @@ static void test_message_with_prefix(void **state) {
     if (rc != 1)
       rc = ff__ring_write2(&t.ring, FF__RING_RESULT, 0, 9, &prefix,
                            sizeof(prefix), data, sizeof(data), &offset);
-    got = ff__ring_read(&t.ring, &reader, &msg);
+    got = ff__ring_read(&t.ring, &reader, &msg, NULL);
   }
   assert_int_equal(msg.length, sizeof(prefix) + sizeof(data));
   assert_memory_equal(msg.data, &prefix, sizeof(prefix));
@@ -286,7 +286,7 @@ static void test_two_process_stress(void **state) {
     int ok = 1;
     while (expected < STRESS_MESSAGES) {
       ff__ring_msg_t msg;
-      int rc = ff__ring_read(&t.ring, &reader, &msg);
+      int rc = ff__ring_read(&t.ring, &reader, &msg, NULL);
       if (rc < 0) _exit(2);
       if (rc == 0) {
         ff__ring_wake_producer(&t.ring);
@@ -383,9 +383,9 @@ static void test_consumer_killed_mid_read(void **state) {
      * the second. */
     ff__ring_reader_t reader = {0};
     ff__ring_msg_t msg;
-    if (ff__ring_read(&t.ring, &reader, &msg) != 1) _exit(2);
+    if (ff__ring_read(&t.ring, &reader, &msg, NULL) != 1) _exit(2);
     ff__ring_release(&t.ring, &msg);
-    if (ff__ring_read(&t.ring, &reader, &msg) != 1) _exit(3);
+    if (ff__ring_read(&t.ring, &reader, &msg, NULL) != 1) _exit(3);
     if (write(ready[1], "r", 1) != 1) _exit(4);
     for (;;) pause();
   }
@@ -399,11 +399,13 @@ static void test_consumer_killed_mid_read(void **state) {
   close(ready[1]);
 
   /* Not corrupt: every invariant holds, and the message the consumer was
-   * reading is still there, whole, at the head. */
+   * reading is still there, whole, at the head, for a consumer that takes
+   * over (attaching, it starts where the dead one had published). */
   assert_int_equal(ff__ring_check(&t.ring), 0);
+  assert_int_equal(ff__ring_attach(&t.ring, t.shm.base, 4096, 0), 0);
   ff__ring_reader_t reader = {0};
   ff__ring_msg_t msg;
-  assert_int_equal(ff__ring_read(&t.ring, &reader, &msg), 1);
+  assert_int_equal(ff__ring_read(&t.ring, &reader, &msg, NULL), 1);
   assert_int_equal(msg.id, 1);
   expect_pattern(msg.data, msg.length, 1);
   assert_int_equal(ff__ring_broken(&t.ring), 0);
@@ -439,7 +441,7 @@ static void test_corrupt_record_detected(void **state) {
   uint16_t bad_type = 99;
   memcpy(t.ring.data + 4, &bad_type, sizeof(bad_type));
   assert_int_equal(ff__ring_check(&t.ring), FF_EPROTOCOL);
-  assert_int_equal(ff__ring_read(&t.ring, &reader, &msg), FF_EPROTOCOL);
+  assert_int_equal(ff__ring_read(&t.ring, &reader, &msg, NULL), FF_EPROTOCOL);
   /* ...or a length that runs past what was published. */
   uint16_t good_type = FF__RING_TASK;
   memcpy(t.ring.data + 4, &good_type, sizeof(good_type));
@@ -447,7 +449,7 @@ static void test_corrupt_record_detected(void **state) {
   uint32_t long_length = 4000;
   memcpy(t.ring.data, &long_length, sizeof(long_length));
   assert_int_equal(ff__ring_check(&t.ring), FF_EPROTOCOL);
-  assert_int_equal(ff__ring_read(&t.ring, &reader, &msg), FF_EPROTOCOL);
+  assert_int_equal(ff__ring_read(&t.ring, &reader, &msg, NULL), FF_EPROTOCOL);
   ring_close(&t);
 }
 
@@ -486,7 +488,7 @@ static void test_eventfd_wake_only_when_armed(void **state) {
   assert_int_equal(ff__ring_arm_consumer(&t.ring), 1);
   ff__ring_reader_t reader = {0};
   ff__ring_msg_t msg;
-  assert_int_equal(ff__ring_read(&t.ring, &reader, &msg), 1);
+  assert_int_equal(ff__ring_read(&t.ring, &reader, &msg, NULL), 1);
   ff__ring_release(&t.ring, &msg);
   /* Armed on an empty ring: the next batch rings the eventfd once. */
   assert_int_equal(ff__ring_arm_consumer(&t.ring), 0);

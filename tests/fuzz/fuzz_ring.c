@@ -30,7 +30,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   unsigned sum = 0;
   for (int i = 0; i < 64; i++) {
     ff__ring_msg_t msg;
-    int rc = ff__ring_read(&ring, &reader, &msg);
+    int rc = ff__ring_read(&ring, &reader, &msg, NULL);
     if (rc <= 0) break;
     /* Every byte of a message the reader hands out must be readable. */
     for (size_t j = 0; j < msg.length; j++) sum += (unsigned char)msg.data[j];
