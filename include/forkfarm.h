@@ -138,9 +138,12 @@ typedef struct ff_exit_s {
 typedef void (*ff_worker_exit_notify_cb)(ff_pool_t *pool, const ff_exit_t *how,
                                          int expected, void *arg);
 
-/* Runs in the loop thread for a batch of finished tasks that were submitted
- * with FF_SUBMIT_NOTIFY, before their waiters are woken: the place to run
- * completion callbacks under one lock of an embedding runtime. */
+/* Runs for a batch of finished tasks that were submitted with
+ * FF_SUBMIT_NOTIFY, before their waiters are woken: the place to run
+ * completion callbacks under one lock of an embedding runtime. It runs on
+ * the runtime's callback thread, in the order the tasks finished, or, for
+ * a task a thread waits for in ff_task_wait, in that thread; never on the
+ * loop thread, so a slow callback delays only other callbacks. */
 typedef void (*ff_complete_cb)(ff_task_t **tasks, size_t count, void *arg);
 
 /* A zygote started by someone else, for a pool to adopt instead of forking
@@ -190,6 +193,12 @@ typedef struct ff_pool_options_s {
    * FF_EMSGSIZE; a worker that streams more than this kills itself in the
    * parent's eyes: it is killed, and its task fails the same way. */
   size_t max_message_size;
+  /* Segments every worker of the pool may open from its creator, besides
+   * those the messages it is given name and those made for it: what the
+   * initializer's arguments name, for workers that did not inherit them
+   * (a fork server's). The pool copies the list. */
+  const uint64_t *lendable;
+  size_t lendable_count;
 } ff_pool_options_t;
 
 /* Fills options with the defaults: one worker per CPU and no callbacks. */
@@ -406,11 +415,17 @@ void ff_segment_release(uint64_t id);
 /* ---- The arena: large buffers out of band --------------------------------
  * A sender copies a large buffer into its arena once, and its message
  * carries an ff_arena_ref_t instead of the bytes; the receiver reads the
- * bytes in place. Arena memory is reused, so its pages stay faulted in. A
- * reference is claimed once (ff_arena_receive) and freed by its receiver
- * (ff_arena_release); one never received is freed by ff_arena_cancel
- * (sender) or ff_arena_discard (would-be receiver). Slots of a receiver
- * that died are reclaimed by the sender. */
+ * bytes in place. Arena memory is reused, so its pages stay faulted in.
+ *
+ * The sender keeps its slots in private memory, never trusting what
+ * receivers can write. A reference is taken by its receiver
+ * (ff_arena_receive) and given back (ff_arena_release) in one of two ways:
+ * FF_ARENA_CLAIM, through the slot's word in the chunk, for a sender that
+ * trusts its receivers (FF_ARENA_TRUST_RECEIVERS: a worker's results, read
+ * by its parent); or FF_ARENA_REPORT, by a record to the sender, which
+ * counts it only for the receiver the slot was given to (a parent's
+ * messages, read by its workers). One never received is freed by
+ * ff_arena_cancel (sender) or ff_arena_discard (would-be receiver). */
 
 typedef struct ff_arena_s ff_arena_t;
 
@@ -423,11 +438,19 @@ typedef struct ff_arena_ref_s {
   uint32_t generation;
 } ff_arena_ref_t;
 
-/* An arena whose chunks are made with segment_flags (FF_SEGMENT_PARENT in
- * a worker, so that the parent can read them), at least chunk_size bytes
- * each, and at most limit bytes in all. */
-int ff_arena_create(ff_arena_t **arena, unsigned segment_flags,
-                    size_t chunk_size, size_t limit);
+/* Receivers claim and free slots through the chunk's slot words, and the
+ * sender believes them (with FF_SEGMENT_PARENT: a worker's result arena). */
+#define FF_ARENA_TRUST_RECEIVERS 2u
+/* How a receiver takes and gives back a reference. */
+#define FF_ARENA_CLAIM 0u
+#define FF_ARENA_REPORT 1u
+
+/* An arena whose chunks are made with the segment flags in flags
+ * (FF_SEGMENT_PARENT in a worker, so that the parent can read them), and
+ * FF_ARENA_TRUST_RECEIVERS or not; at least chunk_size bytes each, and at
+ * most limit bytes in all. */
+int ff_arena_create(ff_arena_t **arena, unsigned flags, size_t chunk_size,
+                    size_t limit);
 /* Unmaps the arena's chunks and stops lending them; receivers keep what
  * they hold. */
 void ff_arena_destroy(ff_arena_t *arena);
@@ -439,21 +462,24 @@ size_t ff_arena_trim(ff_arena_t *arena, size_t keep);
  * -ENOSPC when the arena is at its limit (send the bytes in band). */
 int ff_arena_alloc(ff_arena_t *arena, size_t length, ff_arena_ref_t *ref,
                    void **data);
-/* Another message's reference to the bytes of ref, which must not have
- * been freed: the bytes are copied once for all the messages. */
+/* Another message's reference to the bytes of ref, which must still be
+ * held (-ESTALE otherwise): the bytes are copied once for all the
+ * messages. */
 int ff_arena_share(ff_arena_t *arena, const ff_arena_ref_t *ref,
                    ff_arena_ref_t *another);
-/* The message of ref will never be received: frees its slot, unless a
- * receiver took it. */
+/* The message of ref will never be received: frees its slot, unless it was
+ * given to a receiver. */
 void ff_arena_cancel(ff_arena_t *arena, const ff_arena_ref_t *ref);
-/* Receiver: claims ref and points *data at its bytes, mapping the chunk the
- * first time. -ESTALE if it was claimed or cancelled already, -ENOENT if
- * the chunk cannot be found, FF_EPROTOCOL if ref is out of bounds. */
-int ff_arena_receive(const ff_arena_ref_t *ref, void **data);
-/* Receiver: done with the bytes of a claimed ref. */
-void ff_arena_release(const ff_arena_ref_t *ref);
-/* Receiver: ref will never be claimed here; frees it. */
-void ff_arena_discard(const ff_arena_ref_t *ref);
+/* Receiver: takes ref (how: FF_ARENA_CLAIM or FF_ARENA_REPORT) and points
+ * *data at its bytes, mapping the chunk the first time. -ESTALE if it was
+ * claimed or cancelled already (FF_ARENA_CLAIM), -ENOENT if the chunk
+ * cannot be found, FF_EPROTOCOL if ref is out of bounds or the chunk is not
+ * an arena chunk. */
+int ff_arena_receive(const ff_arena_ref_t *ref, unsigned how, void **data);
+/* Receiver: done with the bytes of a received ref. */
+void ff_arena_release(const ff_arena_ref_t *ref, unsigned how);
+/* Receiver: ref will never be received here; frees it. */
+void ff_arena_discard(const ff_arena_ref_t *ref, unsigned how);
 
 /* A message that carries arena references or shared segments starts with a
  * frame: the magic, a uint32_t count of references, a uint32_t count of

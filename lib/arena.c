@@ -8,16 +8,27 @@
  * both sides: a fresh page fault costs tens of times more than copying into
  * a warm one.
  *
- * An arena is a list of chunks, each a segment (share.c) whose first
- * FF__ARENA_HEADER bytes hold its slots. A slot is one message's claim on
- * a region of the chunk; its 64-bit word, in shared memory, is the slot's
- * generation (high half) and its state (low half): FREE, SENT (written by
- * the sender, not yet taken), or the pid of the receiver that holds it.
- * Only the sender allocates; the receiver frees its slot when it lets go of
- * the last view. A region stays allocated while any slot on it is not FREE,
- * so a view that outlives its task keeps its memory. A receiver that dies
- * holding a slot cannot free it: the sender reclaims slots whose holder no
- * longer exists. */
+ * An arena is a list of chunks, each a segment (share.c). A slot is one
+ * message's claim on a region of a chunk; a region stays allocated while
+ * any slot on it is in use, so a view that outlives its task keeps its
+ * memory.
+ *
+ * The sender keeps its slots in private memory: offsets, lengths,
+ * generations and states are never read back from the chunk, which every
+ * receiver maps and may scribble on. A slot is FREE, SENT (in a message
+ * not given to a receiver yet), or ASSIGNED to the receiver a pool
+ * dispatched its message to. How it becomes free again depends on whom the
+ * sender trusts:
+ *
+ * - A parent does not trust its workers. Its receivers report what they
+ *   let go (FF_ARENA_REPORT: a RELEASE record on the worker's result ring,
+ *   which the pool hands to ff__arena_reported), and a report counts only
+ *   for a slot assigned to that very worker; a worker's death frees what it
+ *   held. A worker can waste its own slots, never free another's.
+ * - A worker trusts its parent (FF_ARENA_TRUST_RECEIVERS): the parent
+ *   claims and frees a result's slot through the slot's word in the chunk
+ *   header (FF_ARENA_CLAIM), generation and state in one 64-bit word: SENT,
+ *   or the receiver's pid while it holds the bytes, or FREE. */
 #define _GNU_SOURCE
 #include "internal.h"
 
@@ -36,6 +47,8 @@
  * line between two messages). */
 #define REGION_ALIGN 64u
 
+/* A slot's word in the chunk header, for receivers that claim (see above):
+ * the offset and length beside it let a receiver check a reference. */
 typedef struct arena_slot_s {
   _Atomic uint64_t word; /* generation << 32 | state */
   uint64_t offset;
@@ -44,6 +57,8 @@ typedef struct arena_slot_s {
 
 #define ARENA_SLOTS ((FF__ARENA_HEADER - 64u) / sizeof(arena_slot_t))
 
+/* The chunk header in shared memory: what receivers read. The sender
+ * writes it and never trusts it. */
 typedef struct arena_header_s {
   uint64_t magic;
   uint64_t id;
@@ -59,24 +74,44 @@ typedef struct arena_header_s {
 _Static_assert(sizeof(arena_header_t) <= FF__ARENA_HEADER,
                "the slots fit the header");
 
+enum slot_state {
+  SLOT_FREE = 0,
+  SLOT_SENT = 1,     /* in a message no receiver has been given */
+  SLOT_ASSIGNED = 2, /* given to receiver; freed by its report or death */
+};
+
+/* A slot as the sender knows it, in private memory. */
+typedef struct slot_s {
+  uint64_t offset;
+  uint64_t length;
+  uint64_t receiver; /* while ASSIGNED */
+  uint32_t generation;
+  uint32_t state;
+} slot_t;
+
 typedef struct arena_chunk_s {
   uint64_t id;
   char *base;
   size_t size;
+  slot_t slot[ARENA_SLOTS];
 } arena_chunk_t;
 
 struct ff_arena_s {
   pthread_mutex_t lock;
-  unsigned segment_flags;
+  unsigned flags;
   size_t chunk_size;
   size_t limit;
   size_t total;
-  arena_chunk_t *chunks;
+  arena_chunk_t **chunks;
   size_t chunk_count;
 };
 
 static uint64_t make_word(uint32_t generation, uint32_t state) {
   return (uint64_t)generation << 32 | state;
+}
+
+static arena_header_t *header_of(const arena_chunk_t *c) {
+  return (arena_header_t *)c->base;
 }
 
 static int map_segment(uint64_t id, char **base, size_t *size) {
@@ -85,24 +120,22 @@ static int map_segment(uint64_t id, char **base, size_t *size) {
   if (rc < 0) return rc;
   ff__shm_t shm;
   rc = ff__shm_attach(&shm, fd);
-  if (rc < 0) {
-    close(fd);
-    return rc;
-  }
   close(fd);
+  if (rc < 0) return rc;
   *base = shm.base;
   *size = shm.size;
   return 0;
 }
 
 static void chunk_release(arena_chunk_t *c) {
-  atomic_store(&((arena_header_t *)c->base)->retired, 1);
+  atomic_store(&header_of(c)->retired, 1);
   munmap(c->base, c->size);
   ff_segment_forget(c->id);
+  free(c);
 }
 
-/* Every sender arena of this process, so that a finished task's message
- * can give back what was never received without knowing its arena. */
+/* Every sender arena of this process, so that a task's message can give
+ * back what was never received without knowing its arena. */
 static pthread_mutex_t arenas_lock = PTHREAD_MUTEX_INITIALIZER;
 static ff_arena_t **arenas;
 static size_t arena_count;
@@ -124,12 +157,12 @@ static void arenas_remove(ff_arena_t *a) {
   pthread_mutex_unlock(&arenas_lock);
 }
 
-int ff_arena_create(ff_arena_t **arena, unsigned segment_flags,
-                    size_t chunk_size, size_t limit) {
+int ff_arena_create(ff_arena_t **arena, unsigned flags, size_t chunk_size,
+                    size_t limit) {
   ff_arena_t *a = calloc(1, sizeof(*a));
   if (a == NULL) return -ENOMEM;
   pthread_mutex_init(&a->lock, NULL);
-  a->segment_flags = segment_flags;
+  a->flags = flags;
   a->chunk_size = chunk_size < 2 * FF__ARENA_HEADER ? 2 * FF__ARENA_HEADER
                                                     : chunk_size;
   a->limit = limit;
@@ -142,7 +175,7 @@ void ff_arena_destroy(ff_arena_t *arena) {
   if (arena == NULL) return;
   arenas_remove(arena);
   for (size_t i = 0; i < arena->chunk_count; i++)
-    chunk_release(&arena->chunks[i]);
+    chunk_release(arena->chunks[i]);
   free(arena->chunks);
   pthread_mutex_destroy(&arena->lock);
   free(arena);
@@ -153,68 +186,79 @@ void ff_arena_destroy(ff_arena_t *arena) {
 
 static int chunk_add(ff_arena_t *a, size_t need) {
   size_t size = a->chunk_size;
+  if (need > SIZE_MAX - FF__ARENA_HEADER - CHUNK_STEP) return -ENOSPC;
   if (need + FF__ARENA_HEADER > size)
     size = (need + FF__ARENA_HEADER + CHUNK_STEP - 1) / CHUNK_STEP * CHUNK_STEP;
   if (a->total + size > a->limit) return -ENOSPC;
-  arena_chunk_t *grown =
+  arena_chunk_t **grown =
       realloc(a->chunks, (a->chunk_count + 1) * sizeof(*a->chunks));
   if (grown == NULL) return -ENOMEM;
   a->chunks = grown;
-  uint64_t id;
+  arena_chunk_t *c = calloc(1, sizeof(*c));
+  if (c == NULL) return -ENOMEM;
   int fd;
-  int rc = ff_segment_create(size, a->segment_flags, &id, &fd);
-  if (rc < 0) return rc;
-  ff__shm_t shm;
-  rc = ff__shm_attach(&shm, fd);
+  int rc = ff_segment_create(size, a->flags & FF_SEGMENT_PARENT, &c->id, &fd);
   if (rc < 0) {
-    close(fd);
-    ff_segment_forget(id);
+    free(c);
     return rc;
   }
+  ff__shm_t shm;
+  rc = ff__shm_attach(&shm, fd);
   close(fd);
-  arena_header_t *h = (arena_header_t *)shm.base;
+  if (rc < 0 || shm.size != size) {
+    if (rc == 0) munmap(shm.base, shm.size);
+    ff_segment_forget(c->id);
+    free(c);
+    return rc < 0 ? rc : FF_EPROTOCOL;
+  }
+  c->base = shm.base;
+  c->size = size;
+  arena_header_t *h = header_of(c);
   h->magic = ARENA_MAGIC;
-  h->id = id;
+  h->id = c->id;
   h->size = size;
   h->slots = (uint32_t)ARENA_SLOTS;
-  a->chunks[a->chunk_count++] = (arena_chunk_t){id, shm.base, size};
+  a->chunks[a->chunk_count++] = c;
   a->total += size;
   return 0;
 }
 
-static bool holder_gone(uint32_t state) {
-  return state > STATE_SENT && kill((pid_t)state, 0) < 0 && errno == ESRCH;
+/* Whether slot i is taken. A SENT slot of an arena that trusts its
+ * receivers is free once its word says a receiver freed it (or, with
+ * reclaim, that the receiver holding it is gone). */
+static bool slot_busy(const ff_arena_t *a, arena_chunk_t *c, uint32_t i,
+                      bool reclaim) {
+  slot_t *s = &c->slot[i];
+  if (s->state == SLOT_FREE) return false;
+  if (s->state != SLOT_SENT || !(a->flags & FF_ARENA_TRUST_RECEIVERS))
+    return true;
+  uint64_t word = atomic_load(&header_of(c)->slot[i].word);
+  uint32_t state = (uint32_t)word;
+  bool freed = (uint32_t)(word >> 32) != s->generation || state == STATE_FREE;
+  if (!freed && reclaim && state > STATE_SENT)
+    freed = kill((pid_t)state, 0) < 0 && errno == ESRCH;
+  if (freed) s->state = SLOT_FREE;
+  return !freed;
 }
 
-/* The regions in use in a chunk, sorted by offset. With reclaim, slots of
- * receivers that died are freed first. */
 typedef struct span_s {
   uint64_t offset, end;
 } span_t;
-
-/* The regions of one chunk, sorted: scratch for the allocator, which runs
- * under its arena's lock, per thread since several arenas may allocate. */
-static _Thread_local span_t scratch_spans[ARENA_SLOTS];
 
 static int span_cmp(const void *x, const void *y) {
   const span_t *a = x, *b = y;
   return a->offset < b->offset ? -1 : a->offset > b->offset;
 }
 
-static size_t used_spans(arena_header_t *h, span_t *spans, bool reclaim) {
+/* The regions in use in a chunk, sorted by offset, into spans (room for
+ * ARENA_SLOTS); their number. */
+static size_t used_spans(const ff_arena_t *a, arena_chunk_t *c, span_t *spans,
+                         bool reclaim) {
   size_t n = 0;
-  for (uint32_t i = 0; i < h->slots; i++) {
-    uint64_t word = atomic_load(&h->slot[i].word);
-    uint32_t state = (uint32_t)word;
-    if (state == STATE_FREE) continue;
-    if (reclaim && holder_gone(state) &&
-        atomic_compare_exchange_strong(&h->slot[i].word, &word,
-                                       make_word((uint32_t)(word >> 32),
-                                                 STATE_FREE)))
-      continue;
-    spans[n++] = (span_t){h->slot[i].offset,
-                          h->slot[i].offset + h->slot[i].length};
-  }
+  for (uint32_t i = 0; i < ARENA_SLOTS; i++)
+    if (slot_busy(a, c, i, reclaim))
+      spans[n++] = (span_t){c->slot[i].offset,
+                            c->slot[i].offset + c->slot[i].length};
   qsort(spans, n, sizeof(*spans), span_cmp);
   return n;
 }
@@ -223,30 +267,46 @@ static uint64_t align_up(uint64_t x) {
   return (x + REGION_ALIGN - 1) & ~(uint64_t)(REGION_ALIGN - 1);
 }
 
-/* Claims a free slot of chunk c for length bytes at a free place. */
-static int chunk_alloc(arena_chunk_t *c, size_t length, bool reclaim,
-                       ff_arena_ref_t *ref) {
-  arena_header_t *h = (arena_header_t *)c->base;
-  span_t *spans = scratch_spans;
-  size_t n = used_spans(h, spans, reclaim);
-  uint32_t free_slot = UINT32_MAX;
-  for (uint32_t i = 0; i < h->slots && free_slot == UINT32_MAX; i++)
-    if ((uint32_t)atomic_load(&h->slot[i].word) == STATE_FREE) free_slot = i;
-  if (free_slot == UINT32_MAX) return -ENOSPC;
-  uint64_t at = FF__ARENA_HEADER;
-  for (size_t i = 0; i <= n; i++) {
-    uint64_t limit = i < n ? spans[i].offset : c->size;
-    if (limit >= at && limit - at >= length) break;
-    if (i == n) return -ENOSPC;
-    if (spans[i].end > at) at = align_up(spans[i].end);
+/* Takes a free slot of chunk c for the region [offset, offset + length):
+ * SENT, with its word set for a receiver that claims. */
+static int slot_take(arena_chunk_t *c, uint64_t offset, uint64_t length,
+                     ff_arena_ref_t *ref) {
+  for (uint32_t i = 0; i < ARENA_SLOTS; i++) {
+    slot_t *s = &c->slot[i];
+    if (s->state != SLOT_FREE) continue;
+    s->generation++;
+    s->offset = offset;
+    s->length = length;
+    s->state = SLOT_SENT;
+    s->receiver = 0;
+    arena_slot_t *shared = &header_of(c)->slot[i];
+    shared->offset = offset;
+    shared->length = length;
+    atomic_store(&shared->word, make_word(s->generation, STATE_SENT));
+    *ref = (ff_arena_ref_t){c->id, offset, length, i, s->generation};
+    return 0;
   }
-  arena_slot_t *s = &h->slot[free_slot];
-  uint32_t generation = (uint32_t)(atomic_load(&s->word) >> 32) + 1;
-  s->offset = at;
-  s->length = length;
-  atomic_store(&s->word, make_word(generation, STATE_SENT));
-  *ref = (ff_arena_ref_t){c->id, at, length, free_slot, generation};
-  return 0;
+  return -ENOSPC;
+}
+
+/* Claims a free slot of chunk c for length bytes at a free place. */
+static int chunk_alloc(const ff_arena_t *a, arena_chunk_t *c, size_t length,
+                       bool reclaim, ff_arena_ref_t *ref) {
+  span_t spans[ARENA_SLOTS];
+  size_t n = used_spans(a, c, spans, reclaim);
+  int rc = -ENOSPC;
+  if (n < ARENA_SLOTS) {
+    uint64_t at = FF__ARENA_HEADER;
+    for (size_t i = 0; i <= n; i++) {
+      uint64_t limit = i < n ? spans[i].offset : c->size;
+      if (limit >= at && limit - at >= length) {
+        rc = slot_take(c, at, length, ref);
+        break;
+      }
+      if (i < n && spans[i].end > at) at = align_up(spans[i].end);
+    }
+  }
+  return rc;
 }
 
 int ff_arena_alloc(ff_arena_t *arena, size_t length, ff_arena_ref_t *ref,
@@ -258,7 +318,7 @@ int ff_arena_alloc(ff_arena_t *arena, size_t length, ff_arena_ref_t *ref,
    * only looked for when nothing fits without them. */
   for (int reclaim = 0; reclaim < 2 && rc == -ENOSPC; reclaim++)
     for (size_t i = arena->chunk_count; i-- > 0 && rc == -ENOSPC;)
-      rc = chunk_alloc(&arena->chunks[i], length, reclaim, ref);
+      rc = chunk_alloc(arena, arena->chunks[i], length, reclaim, ref);
   if (rc == -ENOSPC) {
     rc = chunk_add(arena, length);
     if (rc == -ENOSPC) {
@@ -269,37 +329,39 @@ int ff_arena_alloc(ff_arena_t *arena, size_t length, ff_arena_ref_t *ref,
       rc = chunk_add(arena, length);
     }
     if (rc == 0)
-      rc = chunk_alloc(&arena->chunks[arena->chunk_count - 1], length, false,
-                       ref);
+      rc = chunk_alloc(arena, arena->chunks[arena->chunk_count - 1], length,
+                       false, ref);
   }
   if (rc == 0) {
+    /* Where the private slot says: inside the chunk by construction. */
     for (size_t i = 0; i < arena->chunk_count; i++)
-      if (arena->chunks[i].id == ref->chunk)
-        *data = arena->chunks[i].base + ref->offset;
+      if (arena->chunks[i]->id == ref->chunk)
+        *data = arena->chunks[i]->base + ref->offset;
   }
   pthread_mutex_unlock(&arena->lock);
   return rc;
 }
 
-static bool chunk_idle(arena_chunk_t *c) {
-  return used_spans((arena_header_t *)c->base, scratch_spans, true) == 0;
+static bool chunk_idle(const ff_arena_t *a, arena_chunk_t *c) {
+  for (uint32_t i = 0; i < ARENA_SLOTS; i++)
+    if (slot_busy(a, c, i, true)) return false;
+  return true;
 }
-
 
 size_t ff_arena_trim(ff_arena_t *arena, size_t keep) {
   pthread_mutex_lock(&arena->lock);
   size_t released = 0, kept = 0;
   for (size_t i = 0; i < arena->chunk_count;) {
-    arena_chunk_t *c = &arena->chunks[i];
-    if (kept + c->size <= keep || !chunk_idle(c)) {
+    arena_chunk_t *c = arena->chunks[i];
+    if (kept + c->size <= keep || !chunk_idle(arena, c)) {
       kept += c->size;
       i++;
       continue;
     }
     released += c->size;
     arena->total -= c->size;
-    chunk_release(c);
     arena->chunks[i] = arena->chunks[--arena->chunk_count];
+    chunk_release(c);
   }
   pthread_mutex_unlock(&arena->lock);
   return released;
@@ -307,46 +369,46 @@ size_t ff_arena_trim(ff_arena_t *arena, size_t keep) {
 
 static arena_chunk_t *chunk_find(ff_arena_t *arena, uint64_t id) {
   for (size_t i = 0; i < arena->chunk_count; i++)
-    if (arena->chunks[i].id == id) return &arena->chunks[i];
+    if (arena->chunks[i]->id == id) return arena->chunks[i];
   return NULL;
+}
+
+/* The private slot a reference names, if it is still the one the
+ * reference was made for. */
+static slot_t *slot_of(arena_chunk_t *c, const ff_arena_ref_t *ref) {
+  if (c == NULL || ref->slot >= ARENA_SLOTS) return NULL;
+  slot_t *s = &c->slot[ref->slot];
+  if (s->state == SLOT_FREE || s->generation != ref->generation) return NULL;
+  return s;
 }
 
 int ff_arena_share(ff_arena_t *arena, const ff_arena_ref_t *ref,
                    ff_arena_ref_t *another) {
   pthread_mutex_lock(&arena->lock);
   arena_chunk_t *c = chunk_find(arena, ref->chunk);
-  int rc = c == NULL ? -ENOENT : -ENOSPC;
-  if (c != NULL) {
-    arena_header_t *h = (arena_header_t *)c->base;
-    for (uint32_t i = 0; i < h->slots; i++) {
-      arena_slot_t *s = &h->slot[i];
-      uint64_t word = atomic_load(&s->word);
-      if ((uint32_t)word != STATE_FREE) continue;
-      uint32_t generation = (uint32_t)(word >> 32) + 1;
-      s->offset = ref->offset;
-      s->length = ref->length;
-      atomic_store(&s->word, make_word(generation, STATE_SENT));
-      *another = (ff_arena_ref_t){ref->chunk, ref->offset, ref->length, i,
-                                  generation};
-      rc = 0;
-      break;
-    }
-  }
+  slot_t *s = slot_of(c, ref);
+  /* The region must still be held, by ref's own slot, or its bytes may be
+   * another message's by now. */
+  int rc = c == NULL ? -ENOENT : s == NULL ? -ESTALE : 0;
+  if (rc == 0) rc = slot_take(c, s->offset, s->length, another);
   pthread_mutex_unlock(&arena->lock);
   return rc;
 }
 
-static void slot_cancel(arena_header_t *h, const ff_arena_ref_t *ref) {
-  if (ref->slot >= h->slots) return;
+/* Frees a slot that is still SENT: its message was never received. */
+static void slot_cancel(arena_chunk_t *c, const ff_arena_ref_t *ref) {
+  slot_t *s = slot_of(c, ref);
+  if (s == NULL || s->state != SLOT_SENT) return;
+  s->state = SLOT_FREE;
   uint64_t expected = make_word(ref->generation, STATE_SENT);
-  atomic_compare_exchange_strong(&h->slot[ref->slot].word, &expected,
+  atomic_compare_exchange_strong(&header_of(c)->slot[ref->slot].word,
+                                 &expected,
                                  make_word(ref->generation, STATE_FREE));
 }
 
 void ff_arena_cancel(ff_arena_t *arena, const ff_arena_ref_t *ref) {
   pthread_mutex_lock(&arena->lock);
-  arena_chunk_t *c = chunk_find(arena, ref->chunk);
-  if (c != NULL) slot_cancel((arena_header_t *)c->base, ref);
+  slot_cancel(chunk_find(arena, ref->chunk), ref);
   pthread_mutex_unlock(&arena->lock);
 }
 
@@ -382,65 +444,122 @@ uint64_t ff_arena_frame_pin(const void *message, const ff_arena_frame_t *frame,
   return id;
 }
 
-void ff__arena_cancel_message(const void *message, size_t length) {
+/* Calls fn(chunk, ref, arg) for each reference of a framed message, with
+ * the chunk it names among this process's arenas (NULL if none), under
+ * the arenas' locks. */
+static void for_each_ref(const void *message, size_t length,
+                         void (*fn)(arena_chunk_t *c, const ff_arena_ref_t *ref,
+                                    void *arg),
+                         void *arg) {
   ff_arena_frame_t frame;
-  if (message == NULL || ff_arena_frame(message, length, &frame) != 1)
-    return;
+  if (message == NULL || ff_arena_frame(message, length, &frame) != 1) return;
   pthread_mutex_lock(&arenas_lock);
   for (size_t i = 0; i < frame.refs; i++) {
     ff_arena_ref_t ref;
     ff_arena_frame_ref(message, i, &ref);
-    for (size_t j = 0; j < arena_count; j++) ff_arena_cancel(arenas[j], &ref);
-  }
-  pthread_mutex_unlock(&arenas_lock);
-}
-
-int ff__arena_resend_message(const void *message, size_t length,
-                             pid_t receiver) {
-  ff_arena_frame_t frame;
-  if (message == NULL || ff_arena_frame(message, length, &frame) != 1)
-    return 1;
-  int ok = 1;
-  pthread_mutex_lock(&arenas_lock);
-  for (size_t i = 0; i < frame.refs && ok; i++) {
-    ff_arena_ref_t ref;
-    ff_arena_frame_ref(message, i, &ref);
-    bool restored = false;
-    for (size_t j = 0; j < arena_count && !restored; j++) {
+    arena_chunk_t *c = NULL;
+    size_t j = 0;
+    for (; j < arena_count && c == NULL; j++) {
       pthread_mutex_lock(&arenas[j]->lock);
-      arena_chunk_t *c = chunk_find(arenas[j], ref.chunk);
-      arena_header_t *h = c ? (arena_header_t *)c->base : NULL;
-      uint64_t expected = make_word(ref.generation, (uint32_t)receiver);
-      /* Only bytes the dead receiver still held are sure to be intact. */
-      restored = h != NULL && ref.slot < h->slots &&
-                 atomic_compare_exchange_strong(
-                     &h->slot[ref.slot].word, &expected,
-                     make_word(ref.generation, STATE_SENT));
-      pthread_mutex_unlock(&arenas[j]->lock);
+      c = chunk_find(arenas[j], ref.chunk);
+      if (c == NULL) pthread_mutex_unlock(&arenas[j]->lock);
     }
-    ok = restored;
+    fn(c, &ref, arg);
+    if (c != NULL) pthread_mutex_unlock(&arenas[j - 1]->lock);
   }
   pthread_mutex_unlock(&arenas_lock);
-  return ok;
 }
 
-void ff__arena_discard_message(const void *message, size_t length) {
-  ff_arena_frame_t frame;
-  if (message == NULL || ff_arena_frame(message, length, &frame) != 1)
-    return;
-  for (size_t i = 0; i < frame.refs; i++) {
-    ff_arena_ref_t ref;
-    ff_arena_frame_ref(message, i, &ref);
-    ff_arena_discard(&ref);
+static void cancel_ref(arena_chunk_t *c, const ff_arena_ref_t *ref,
+                       void *arg) {
+  (void)arg;
+  slot_cancel(c, ref);
+}
+
+void ff__arena_cancel_message(const void *message, size_t length) {
+  for_each_ref(message, length, cancel_ref, NULL);
+}
+
+static void assign_ref(arena_chunk_t *c, const ff_arena_ref_t *ref,
+                       void *arg) {
+  slot_t *s = slot_of(c, ref);
+  if (s != NULL && s->state == SLOT_SENT) {
+    s->state = SLOT_ASSIGNED;
+    s->receiver = *(const uint64_t *)arg;
   }
+}
+
+void ff__arena_assign_message(const void *message, size_t length,
+                              uint64_t receiver) {
+  for_each_ref(message, length, assign_ref, &receiver);
+}
+
+typedef struct unassign_s {
+  uint64_t receiver;
+  bool all;
+} unassign_t;
+
+static void unassign_ref(arena_chunk_t *c, const ff_arena_ref_t *ref,
+                         void *arg) {
+  unassign_t *u = arg;
+  slot_t *s = slot_of(c, ref);
+  if (s != NULL && s->state == SLOT_ASSIGNED && s->receiver == u->receiver)
+    s->state = SLOT_SENT;
+  else
+    u->all = false;
+}
+
+int ff__arena_unassign_message(const void *message, size_t length,
+                               uint64_t receiver) {
+  unassign_t u = {receiver, true};
+  for_each_ref(message, length, unassign_ref, &u);
+  return u.all ? 1 : 0;
+}
+
+void ff__arena_reported(uint64_t receiver, const void *records,
+                        size_t length) {
+  size_t n = length / sizeof(ff__arena_report_t);
+  pthread_mutex_lock(&arenas_lock);
+  for (size_t i = 0; i < n; i++) {
+    ff__arena_report_t r;
+    memcpy(&r, (const char *)records + i * sizeof(r), sizeof(r));
+    for (size_t j = 0; j < arena_count; j++) {
+      pthread_mutex_lock(&arenas[j]->lock);
+      arena_chunk_t *c = chunk_find(arenas[j], r.chunk);
+      ff_arena_ref_t ref = {r.chunk, 0, 0, r.slot, r.generation};
+      slot_t *s = slot_of(c, &ref);
+      /* Only the receiver it was given to can give it back. */
+      if (s != NULL && s->state == SLOT_ASSIGNED && s->receiver == receiver)
+        s->state = SLOT_FREE;
+      pthread_mutex_unlock(&arenas[j]->lock);
+      if (c != NULL) break;
+    }
+  }
+  pthread_mutex_unlock(&arenas_lock);
+}
+
+void ff__arena_drop_receiver(uint64_t receiver) {
+  pthread_mutex_lock(&arenas_lock);
+  for (size_t j = 0; j < arena_count; j++) {
+    ff_arena_t *a = arenas[j];
+    pthread_mutex_lock(&a->lock);
+    for (size_t i = 0; i < a->chunk_count; i++)
+      for (uint32_t k = 0; k < ARENA_SLOTS; k++) {
+        slot_t *s = &a->chunks[i]->slot[k];
+        if (s->state == SLOT_ASSIGNED && s->receiver == receiver)
+          s->state = SLOT_FREE;
+      }
+    pthread_mutex_unlock(&a->lock);
+  }
+  pthread_mutex_unlock(&arenas_lock);
 }
 
 /* ---- the receiving side ------------------------------------------------- */
 
 /* The chunks this process has mapped as a receiver, kept mapped while it
  * holds slots in them and afterwards too, so that the next message finds
- * them warm. A chunk whose owner is gone is unmapped once nothing here
- * holds it and nothing sent in it waits to be received. */
+ * them warm. A chunk is unmapped once nothing here holds it and its sender
+ * retired it, or it can no longer be opened (its worker is gone). */
 typedef struct view_s {
   uint64_t id;
   char *base;
@@ -453,21 +572,17 @@ static pthread_mutex_t views_lock = PTHREAD_MUTEX_INITIALIZER;
 static view_t *views;
 static size_t view_count;
 
-static bool chunk_pending(const arena_header_t *h) {
-  if (h->magic != ARENA_MAGIC) return false;
-  for (uint32_t i = 0; i < h->slots && i < ARENA_SLOTS; i++)
-    if ((uint32_t)atomic_load(&((arena_header_t *)h)->slot[i].word) ==
-        STATE_SENT)
-      return true;
-  return false;
-}
+/* In a worker: what it let go of its parent's messages, not yet reported
+ * (under views_lock). */
+static ff__arena_report_t *reports;
+static size_t report_count;
+static size_t report_capacity;
 
 static void views_sweep(void) {
   for (size_t i = 0; i < view_count;) {
     view_t *v = &views[i];
     const arena_header_t *h = (const arena_header_t *)v->base;
-    if (v->refs == 0 &&
-        ((v->gone && !chunk_pending(h)) || atomic_load(&h->retired))) {
+    if (v->refs == 0 && (v->gone || atomic_load(&h->retired))) {
       munmap(v->base, v->size);
       views[i] = views[--view_count];
     } else {
@@ -493,9 +608,11 @@ static int view_get(uint64_t id, view_t **out) {
     size_t size;
     int rc = map_segment(id, &base, &size);
     if (rc < 0) return rc;
-    const arena_header_t *h = (const arena_header_t *)base;
-    if (size < FF__ARENA_HEADER || h->magic != ARENA_MAGIC || h->id != id ||
-        h->size != size || h->slots != ARENA_SLOTS) {
+    /* One look at the header, copied: its sender may be hostile. */
+    arena_header_t h;
+    if (size >= FF__ARENA_HEADER) memcpy(&h, base, offsetof(arena_header_t, pad));
+    if (size < FF__ARENA_HEADER || h.magic != ARENA_MAGIC || h.id != id ||
+        h.size != size || h.slots != ARENA_SLOTS) {
       munmap(base, size);
       return FF_EPROTOCOL;
     }
@@ -507,6 +624,7 @@ static int view_get(uint64_t id, view_t **out) {
   return 0;
 }
 
+/* A reference checked against what this process mapped. */
 static int ref_check(const view_t *v, const ff_arena_ref_t *ref) {
   if (ref->slot >= ARENA_SLOTS || ref->offset < FF__ARENA_HEADER ||
       ref->offset > v->size || ref->length > v->size - ref->offset)
@@ -514,21 +632,51 @@ static int ref_check(const view_t *v, const ff_arena_ref_t *ref) {
   return 0;
 }
 
-int ff_arena_receive(const ff_arena_ref_t *ref, void **data) {
+/* Queues ref for the parent (under views_lock). Without memory for it, the
+ * parent frees the slot when this worker exits. */
+static void report(const ff_arena_ref_t *ref) {
+  if (report_count == report_capacity) {
+    size_t capacity = report_capacity * 2 + 16;
+    ff__arena_report_t *grown = realloc(reports, capacity * sizeof(*grown));
+    if (grown == NULL) return;
+    reports = grown;
+    report_capacity = capacity;
+  }
+  reports[report_count++] =
+      (ff__arena_report_t){ref->chunk, ref->slot, ref->generation};
+}
+
+size_t ff__arena_take_reports(ff__arena_report_t *out, size_t max) {
+  pthread_mutex_lock(&views_lock);
+  size_t n = report_count < max ? report_count : max;
+  if (n > 0) {
+    memcpy(out, reports + report_count - n, n * sizeof(*out));
+    report_count -= n;
+  }
+  pthread_mutex_unlock(&views_lock);
+  return n;
+}
+
+void ff__arena_forget_reports(void) {
+  pthread_mutex_init(&views_lock, NULL);
+  report_count = 0;
+}
+
+int ff_arena_receive(const ff_arena_ref_t *ref, unsigned how, void **data) {
   pthread_mutex_lock(&views_lock);
   view_t *v;
   int rc = view_get(ref->chunk, &v);
   if (rc == 0) {
     rc = ref_check(v, ref);
-    arena_slot_t *s = rc == 0 ? &((arena_header_t *)v->base)->slot[ref->slot]
-                              : NULL;
-    uint64_t expected = make_word(ref->generation, STATE_SENT);
-    if (s != NULL &&
-        (s->offset != ref->offset || s->length != ref->length ||
-         !atomic_compare_exchange_strong(
-             &s->word, &expected,
-             make_word(ref->generation, (uint32_t)getpid()))))
-      rc = -ESTALE; /* taken already, or freed by its sender */
+    if (rc == 0 && how == FF_ARENA_CLAIM) {
+      arena_slot_t *s = &((arena_header_t *)v->base)->slot[ref->slot];
+      uint64_t expected = make_word(ref->generation, STATE_SENT);
+      if (s->offset != ref->offset || s->length != ref->length ||
+          !atomic_compare_exchange_strong(
+              &s->word, &expected,
+              make_word(ref->generation, (uint32_t)getpid())))
+        rc = -ESTALE; /* taken already, or freed by its sender */
+    }
     if (rc == 0)
       *data = v->base + ref->offset;
     else
@@ -539,60 +687,59 @@ int ff_arena_receive(const ff_arena_ref_t *ref, void **data) {
   return rc;
 }
 
-void ff_arena_release(const ff_arena_ref_t *ref) {
+void ff_arena_release(const ff_arena_ref_t *ref, unsigned how) {
   pthread_mutex_lock(&views_lock);
   view_t *v = view_find(ref->chunk);
-  if (v != NULL) {
-    arena_slot_t *s = &((arena_header_t *)v->base)->slot[ref->slot];
-    uint64_t expected = make_word(ref->generation, (uint32_t)getpid());
-    atomic_compare_exchange_strong(&s->word, &expected,
-                                   make_word(ref->generation, STATE_FREE));
+  if (v != NULL && ref->slot < ARENA_SLOTS) {
+    if (how == FF_ARENA_CLAIM) {
+      arena_slot_t *s = &((arena_header_t *)v->base)->slot[ref->slot];
+      uint64_t expected = make_word(ref->generation, (uint32_t)getpid());
+      atomic_compare_exchange_strong(&s->word, &expected,
+                                     make_word(ref->generation, STATE_FREE));
+    } else {
+      report(ref);
+    }
     v->refs--;
   }
   views_sweep();
   pthread_mutex_unlock(&views_lock);
 }
 
-void ff_arena_discard(const ff_arena_ref_t *ref) {
+void ff_arena_discard(const ff_arena_ref_t *ref, unsigned how) {
   pthread_mutex_lock(&views_lock);
-  view_t *v;
-  if (view_get(ref->chunk, &v) == 0) {
-    if (ref_check(v, ref) == 0)
-      slot_cancel((arena_header_t *)v->base, ref);
-    v->refs--;
-  }
-  views_sweep();
-  pthread_mutex_unlock(&views_lock);
-}
-
-void ff__arena_adopt(uint64_t id, int fd) {
-  /* A look at the header first: most segments dropped with their worker
-   * (its shared arrays, its idle chunks) have nothing waiting. */
-  static _Thread_local arena_header_t header;
-  if (pread(fd, &header, sizeof(header), 0) != (ssize_t)sizeof(header) ||
-      header.magic != ARENA_MAGIC || !chunk_pending(&header))
-    return;
-  pthread_mutex_lock(&views_lock);
-  view_t *v = view_find(id);
-  if (v == NULL) {
-    /* Messages sent in it still wait to be read here: map it before its
-     * last descriptor goes. */
-    ff__shm_t shm;
-    int copy = fcntl(fd, F_DUPFD_CLOEXEC, 0);
-    view_t *grown = realloc(views, (view_count + 1) * sizeof(*views));
-    if (grown != NULL) views = grown;
-    if (copy >= 0 && grown != NULL && ff__shm_attach(&shm, copy) == 0) {
-      close(copy);
-      if (shm.size >= FF__ARENA_HEADER) {
-        v = &views[view_count++];
-        *v = (view_t){id, shm.base, shm.size, 0, false};
-      } else {
-        munmap(shm.base, shm.size);
+  if (how == FF_ARENA_REPORT) {
+    /* Given to this process: the sender waits for it back. */
+    report(ref);
+  } else {
+    view_t *v;
+    if (view_get(ref->chunk, &v) == 0) {
+      if (ref_check(v, ref) == 0) {
+        arena_slot_t *s = &((arena_header_t *)v->base)->slot[ref->slot];
+        uint64_t expected = make_word(ref->generation, STATE_SENT);
+        atomic_compare_exchange_strong(&s->word, &expected,
+                                       make_word(ref->generation, STATE_FREE));
       }
-    } else if (copy >= 0) {
-      close(copy);
+      v->refs--;
     }
   }
+  views_sweep();
+  pthread_mutex_unlock(&views_lock);
+}
+
+void ff__arena_discard_message(const void *message, size_t length) {
+  ff_arena_frame_t frame;
+  if (message == NULL || ff_arena_frame(message, length, &frame) != 1)
+    return;
+  for (size_t i = 0; i < frame.refs; i++) {
+    ff_arena_ref_t ref;
+    ff_arena_frame_ref(message, i, &ref);
+    ff_arena_discard(&ref, FF_ARENA_CLAIM);
+  }
+}
+
+void ff__arena_segment_gone(uint64_t id) {
+  pthread_mutex_lock(&views_lock);
+  view_t *v = view_find(id);
   if (v != NULL) v->gone = true;
   views_sweep();
   pthread_mutex_unlock(&views_lock);

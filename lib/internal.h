@@ -147,7 +147,9 @@ enum ff__ring_type {
                           made for it that it let go */
   FF__RING_RETIRE = 7, /* worker -> parent: over its memory limit, it wants
                           a STOP once its tasks are done */
-  FF__RING_TYPE_MAX = 7,
+  FF__RING_RELEASE = 8, /* worker -> parent: arena references of the
+                           parent's it let go (ff__arena_report_t) */
+  FF__RING_TYPE_MAX = 8,
 };
 #define FF__RING_MORE 1u   /* the message continues in the next record */
 #define FF__RING_FAILED 2u /* a RESULT or READY that reports a failure */
@@ -380,39 +382,80 @@ _Noreturn void ff__worker_main(const ff_pool_options_t *options, unsigned slot,
  * on it: OPEN an id (the reply carries the descriptor, SCM_RIGHTS), or
  * CREATE a segment that both can open (the worker's outgoing arena). */
 
-/* Answers the requests waiting on the lender socket of one worker; owner
- * names that worker for the segments created on its behalf. 0, or a
- * negative errno / 0-length end of stream as -EPIPE: stop watching. */
-int ff__share_serve(int socket, uintptr_t owner);
-/* Forgets the segments created on behalf of owner (its worker is gone). */
-void ff__share_drop_owner(uintptr_t owner);
+/* The most segments made for one worker (its shared arrays and arena
+ * chunks) that may be alive at once: a worker past it gets FF_EQUOTA. */
+#define FF__SHARE_QUOTA 1024u
+
+/* A worker (owner: its receiver id, 2 or more) is lent to: it may open the
+ * count segments of lendable (its pool's initializer's), the segments
+ * named by messages given to it, and those made for it. */
+int ff__share_add_owner(uint64_t owner, const uint64_t *lendable,
+                        size_t count);
+/* A task message goes to owner: it may open what the message names. */
+void ff__share_allow_message(uint64_t owner, const void *message,
+                             size_t length);
+/* Answers the requests waiting on the lender socket of one worker (a
+ * bounded batch of them). 0, or a negative errno / 0-length end of stream
+ * as -EPIPE: stop watching. */
+int ff__share_serve(int socket, uint64_t owner);
+/* Forgets the segments created on behalf of owner (its worker is gone),
+ * and what it was allowed to open. */
+void ff__share_drop_owner(uint64_t owner);
 /* A task holds the segments its message's frame pins from its submission
  * until it finishes. */
 void ff__share_pin_message(const void *message, size_t length);
 void ff__share_unpin_message(const void *message, size_t length);
 /* Parent: the worker owner let segment id go (a FORGET record). */
-void ff__share_forget_owned(uint64_t id, uintptr_t owner);
+void ff__share_forget_owned(uint64_t id, uint64_t owner);
 /* Worker: the ids of parent-made segments it let go since the last call,
  * up to max of them; their number. */
 size_t ff__share_take_forgotten(uint64_t *ids, size_t max);
 /* In a worker: its end of the lender socket. */
 void ff__share_set_lender(int socket);
+/* Worker: 1 once a request to its parent went wrong (timed out, or a reply
+ * that did not match): the socket is closed and the worker must be
+ * replaced. */
+int ff__share_lender_lost(void);
 /* ---- arena.c ---------------------------------------------------------- */
 
 /* The slot table at the start of each arena chunk. */
 #define FF__ARENA_HEADER 8192u
-/* The owner of chunk id (fd) is gone: keep it mapped here while messages
- * sent in it wait to be received, then let it go. */
-void ff__arena_adopt(uint64_t id, int fd);
+
+/* What a worker reports of a reference of its parent's that it let go (a
+ * RELEASE record carries these). */
+typedef struct ff__arena_report_s {
+  uint64_t chunk;
+  uint32_t slot;
+  uint32_t generation;
+} ff__arena_report_t;
+
 /* A task message (sender side) or a result (receiver side) that will not
  * be received: frees the arena references of its frame, if it has one. */
 void ff__arena_cancel_message(const void *message, size_t length);
 void ff__arena_discard_message(const void *message, size_t length);
-/* A task message whose receiver died is sent again: its references, which
- * the dead receiver held, are marked sent once more. 1, or 0 if any was
- * not held by receiver any more (its bytes may have been reused). */
-int ff__arena_resend_message(const void *message, size_t length,
-                             pid_t receiver);
+/* A task message goes to the worker known as receiver: its references are
+ * given to it, and only its reports or its death free them. */
+void ff__arena_assign_message(const void *message, size_t length,
+                              uint64_t receiver);
+/* A task message given to receiver, which died before it ran the task
+ * (or died running it, and the task is retried), goes back to the queue:
+ * its references are SENT again. 1, or 0 if any was not held by receiver
+ * any more (it let the bytes go, and they may have been reused). */
+int ff__arena_unassign_message(const void *message, size_t length,
+                               uint64_t receiver);
+/* A RELEASE record of receiver's: frees the slots it names that were
+ * given to receiver; the others are ignored. */
+void ff__arena_reported(uint64_t receiver, const void *records,
+                        size_t length);
+/* receiver is gone: whatever was given to it is free. */
+void ff__arena_drop_receiver(uint64_t receiver);
+/* Worker: up to max of the reports not yet sent; their number. */
+size_t ff__arena_take_reports(ff__arena_report_t *out, size_t max);
+/* In a new worker: the reports and the lock are this process's own. */
+void ff__arena_forget_reports(void);
+/* Segment id can no longer be opened here (its worker is gone): a view of
+ * it is unmapped once nothing holds it. */
+void ff__arena_segment_gone(uint64_t id);
 
 /* Around the zygote's fork: the table is consistent in the child. */
 void ff__share_fork_prepare(void);
@@ -434,13 +477,21 @@ enum ff__task_stage {
   FF__TASK_FINISHED = 3,   /* has its outcome; waiters are being woken */
 };
 
+/* The values of a task's done word. */
+#define FF__TASK_RUNNING 0u
+#define FF__TASK_PUBLISHED 1u /* finished; waiters may go */
+#define FF__TASK_CALLBACK 2u  /* finished; its callback has yet to run */
+
 struct ff_task_s {
-  ff__link_t link; /* in the pool's incoming/pending list or a worker's */
+  /* In the pool's pending list, a worker's in-flight list, a list of tasks
+   * to publish, or the callback thread's queue. */
+  ff__link_t link;
   ff__link_t queue_link; /* in a completion queue */
   _Atomic uint32_t refs;
   _Atomic uint32_t stage;
   _Atomic uint32_t done; /* the futex word waiters sleep on */
   _Atomic uint32_t sleepers;
+  _Atomic uint32_t callback_claimed; /* a thread took its callback */
   uint64_t id;
   unsigned flags;
   ff_pool_t *pool; /* holds a reference to the pool while the task lives */
@@ -482,11 +533,20 @@ void ff__task_settle(ff_task_t *task, int status, char *block, size_t offset,
 /* Marks a settled task finished, wakes its waiters, pushes it onto its
  * completion queue and drops the runtime's reference. */
 void ff__task_publish(ff_task_t *task);
+/* Settled tasks (linked through link) whose completion callbacks are to
+ * run: on the callback thread, in order, unless a waiter claims one; each
+ * is published after its callback. Empties tasks. */
+void ff__task_defer_callbacks(ff__link_t *tasks);
+/* In a forked child: the callback thread is the parent's. */
+void ff__task_callbacks_atfork_child(void);
 void ff__queue_push(ff_queue_t *queue, ff_task_t *task);
 
 /* ---- pool.c -------------------------------------------------------------- */
 
 void ff__pool_retain(ff_pool_t *pool);
+/* The options the pool was made with (its callbacks, for the callback
+ * thread). */
+const ff_pool_options_t *ff__pool_options(ff_pool_t *pool);
 void ff__pool_release(ff_pool_t *pool);
 void ff__context_retain(ff_context_t *context);
 /* Waits until *word != value or the deadline: first polling the pool's

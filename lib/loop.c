@@ -76,6 +76,7 @@ void ff__fd_close_tracked_in_child(int keep) {
 static void runtime_atfork_child(void) {
   pthread_mutex_init(&runtime_lock, NULL);
   runtime_current = NULL;
+  ff__task_callbacks_atfork_child();
   ff__fd_close_tracked_in_child(-1);
 }
 

@@ -77,17 +77,20 @@ typedef struct doorbell_s {
 } doorbell_t;
 
 /* The loop's watch on a worker's lender socket (share.c), in its own
- * allocation for the same reason; its address names the worker's segments
- * in the lending table. */
+ * allocation for the same reason. */
 typedef struct lender_s {
   uv_poll_t poll;
   int fd;
+  uint64_t owner; /* the worker's receiver id */
 } lender_t;
 
 struct ff__worker_s {
   ff_pool_t *pool;
   unsigned slot;
   int state;
+  /* Names this worker process (never reused) to the arena and the lender:
+   * what was given to it, and what only it may give back. */
+  uint64_t receiver;
   pid_t pid;
   int pidfd;
   ff__shm_t shm;
@@ -220,6 +223,7 @@ void ff__pool_release(ff_pool_t *pool) {
   pthread_mutex_destroy(&pool->lock);
   free(pool->workers);
   free(pool->error_detail);
+  free((void *)pool->options.lendable);
   free(pool);
 }
 
@@ -290,32 +294,30 @@ static void pool_settle(done_list_t *done, ff_task_t *task, int status,
   pool_settle_at(done, task, status, result, 0, length, exit);
 }
 
-/* Runs the completion callback for the tasks that asked for one, then
- * wakes every waiter. Called without the lock. */
+const ff_pool_options_t *ff__pool_options(ff_pool_t *pool) {
+  return &pool->options;
+}
+
+/* Wakes the waiters of the tasks without a completion callback, and hands
+ * the others to the callback thread (task.c): a callback never runs here,
+ * where the loop thread serves every pool. Called without the lock. */
 static void pool_publish(ff_pool_t *pool, done_list_t *done) {
   for (unsigned i = 0; i < done->exit_count; i++)
     if (pool->options.on_worker_exit)
       pool->options.on_worker_exit(pool, &done->exits[i], done->expected[i],
                                    pool->options.notify_arg);
   done->exit_count = 0;
-  if (ff__list_empty(&done->tasks)) return;
-  if (pool->options.on_complete) {
-    ff_task_t *batch[64];
-    size_t count = 0;
-    for (ff__link_t *l = done->tasks.next; l != &done->tasks; l = l->next) {
-      ff_task_t *task = FF__CONTAINER_OF(l, ff_task_t, link);
-      if (!(task->flags & FF_SUBMIT_NOTIFY)) continue;
-      batch[count++] = task;
-      if (count == sizeof(batch) / sizeof(batch[0])) {
-        pool->options.on_complete(batch, count, pool->options.notify_arg);
-        count = 0;
-      }
-    }
-    if (count) pool->options.on_complete(batch, count, pool->options.notify_arg);
-  }
+  ff__link_t deferred;
+  ff__list_init(&deferred);
   ff__link_t *l;
-  while ((l = ff__list_pop_front(&done->tasks)) != NULL)
-    ff__task_publish(FF__CONTAINER_OF(l, ff_task_t, link));
+  while ((l = ff__list_pop_front(&done->tasks)) != NULL) {
+    ff_task_t *task = FF__CONTAINER_OF(l, ff_task_t, link);
+    if ((task->flags & FF_SUBMIT_NOTIFY) && pool->options.on_complete)
+      ff__list_push_back(&deferred, &task->link);
+    else
+      ff__task_publish(task);
+  }
+  ff__task_defer_callbacks(&deferred);
 }
 
 static void pool_unlock_publish(ff_pool_t *pool, done_list_t *done) {
@@ -406,7 +408,7 @@ static void doorbell_on_closed(uv_handle_t *handle) {
 
 static void lender_on_closed(uv_handle_t *handle) {
   lender_t *l = handle->data;
-  ff__share_drop_owner((uintptr_t)l);
+  ff__share_drop_owner(l->owner);
   ff__fd_untrack(l->fd);
   close(l->fd);
   free(l);
@@ -416,7 +418,7 @@ static void lender_on_request(uv_poll_t *handle, int status, int events) {
   FF__UNUSED(events);
   lender_t *l = handle->data;
   /* A worker that is gone, or that sends nonsense, is not served again. */
-  if (status < 0 || ff__share_serve(l->fd, (uintptr_t)l) < 0)
+  if (status < 0 || ff__share_serve(l->fd, l->owner) < 0)
     uv_poll_stop(handle);
 }
 
@@ -424,12 +426,17 @@ static void lender_on_request(uv_poll_t *handle, int status, int events) {
 static int lender_start(ff__worker_t *w, int fd) {
   lender_t *l = calloc(1, sizeof(*l));
   if (l == NULL) return -ENOMEM;
-  int rc = uv_poll_init(ff__runtime_loop(w->pool->runtime), &l->poll, fd);
+  ff_pool_t *pool = w->pool;
+  int rc = ff__share_add_owner(w->receiver, pool->options.lendable,
+                               pool->options.lendable_count);
+  if (rc == 0) rc = uv_poll_init(ff__runtime_loop(pool->runtime), &l->poll, fd);
   if (rc < 0) {
+    ff__share_drop_owner(w->receiver);
     free(l);
     return rc;
   }
   l->fd = fd;
+  l->owner = w->receiver;
   l->poll.data = l;
   ff__fd_track(fd);
   uv_poll_start(&l->poll, UV_READABLE, lender_on_request);
@@ -453,6 +460,9 @@ static void worker_release_process(ff__worker_t *w) {
     ff__shm_close(&w->shm);
   }
   ff__ring_reader_free(&w->reader);
+  /* What was given to it and not given back is free again. */
+  if (w->receiver) ff__arena_drop_receiver(w->receiver);
+  w->receiver = 0;
   if (w->pidfd >= 0) {
     ff__fd_untrack(w->pidfd);
     close(w->pidfd);
@@ -690,8 +700,13 @@ static void worker_on_message(ff__worker_t *w, const ff__ring_msg_t *msg,
     for (size_t i = 0; i < msg->length / sizeof(uint64_t); i++) {
       uint64_t id;
       memcpy(&id, msg->data + i * sizeof(id), sizeof(id));
-      if (w->lender) ff__share_forget_owned(id, (uintptr_t)w->lender);
+      ff__share_forget_owned(id, w->receiver);
     }
+    return;
+  }
+  if (msg->type == FF__RING_RELEASE &&
+      msg->length % sizeof(ff__arena_report_t) == 0) {
+    ff__arena_reported(w->receiver, msg->data, msg->length);
     return;
   }
   /* Anything else breaks the protocol: the worker cannot be trusted. It is
@@ -853,10 +868,12 @@ static void doorbell_on_ring(uv_poll_t *handle, int status, int events) {
 
 static void worker_spawn(ff__worker_t *w, done_list_t *done) {
   ff_pool_t *pool = w->pool;
+  static _Atomic uint64_t next_receiver = 2; /* 0 and 1 mean none */
   if (w->first_spawn_ns == 0)
     w->first_spawn_ns = ff__now_ns();
   else
     w->restarts++;
+  w->receiver = atomic_fetch_add(&next_receiver, 1);
   int rc = ff__shm_create(&w->shm, "forkfarm-worker", FF__WORKER_SEGMENT_SIZE);
   if (rc < 0) {
     pool_fail(pool, FF_ESPAWN(-rc), NULL, 0, NULL, done);
@@ -960,6 +977,13 @@ static void worker_exited(ff__worker_t *w, int wstatus, done_list_t *done) {
       ff_task_t *task =
           FF__CONTAINER_OF(w->in_flight.prev, ff_task_t, link);
       ff__list_remove(&task->link);
+      if (!ff__arena_unassign_message(task->message, task->message_length,
+                                      w->receiver)) {
+        /* The worker let its bytes go before it died: they may be
+         * another message's by now, so the task is not sent again. */
+        pool_settle(done, task, FF_EWORKERLOST, NULL, 0, &how);
+        continue;
+      }
       atomic_store(&task->stage, FF__TASK_QUEUED);
       ff__list_push_front(&pool->pending, &task->link);
       pool->pending_count++;
@@ -968,8 +992,8 @@ static void worker_exited(ff__worker_t *w, int wstatus, done_list_t *done) {
     int killed = atomic_load(&lost->kill_status);
     if (!killed && !w->corrupt && lost->retries > 0 &&
         (pool->state == POOL_RUNNING || pool->state == POOL_CLOSING) &&
-        ff__arena_resend_message(lost->message, lost->message_length,
-                                 w->pid)) {
+        ff__arena_unassign_message(lost->message, lost->message_length,
+                                   w->receiver)) {
       /* Retried: it goes first, to the next worker free. */
       lost->retries--;
       atomic_store(&lost->stage, FF__TASK_QUEUED);
@@ -1131,6 +1155,11 @@ static void pool_dispatch(ff_pool_t *pool, done_list_t *done) {
     }
     task->started_ns = ff__list_empty(&w->in_flight) ? ff__now_ns() : 0;
     task->stopped_ns = 0;
+    /* Given to this worker: it may open what the message names, and only
+     * it may give its arena bytes back. */
+    ff__arena_assign_message(task->message, task->message_length,
+                             w->receiver);
+    ff__share_allow_message(w->receiver, task->message, task->message_length);
     /* The loop thread starts watching it (uv handles are its alone). */
     if (task->timeout_ns && !atomic_exchange(&pool->timeouts_wanted, true))
       uv_async_send(&pool->wakeup);
@@ -1353,6 +1382,21 @@ int ff_pool_create(ff_pool_t **out, const ff_pool_options_t *options) {
   pool->options = *options;
   if (pool->options.max_message_size == 0)
     pool->options.max_message_size = ff__default_max_message();
+  pool->options.lendable = NULL;
+  if (options->lendable_count > 0) {
+    uint64_t *copy = malloc(options->lendable_count * sizeof(*copy));
+    if (copy == NULL) {
+      free(pool->workers);
+      free(pool);
+      if (options->zygote.ctl >= 0) {
+        close(options->zygote.ctl);
+        if (options->zygote.pidfd >= 0) close(options->zygote.pidfd);
+      }
+      return -ENOMEM;
+    }
+    memcpy(copy, options->lendable, options->lendable_count * sizeof(*copy));
+    pool->options.lendable = copy;
+  }
   pool->zygote_pidfd = -1;
   pool->ctl_fd = -1;
   pthread_mutex_init(&pool->lock, NULL);
@@ -1377,6 +1421,7 @@ int ff_pool_create(ff_pool_t **out, const ff_pool_options_t *options) {
   if (rc < 0) {
     pthread_mutex_destroy(&pool->lock);
     free(pool->workers);
+    free((void *)pool->options.lendable);
     free(pool);
     return rc;
   }
@@ -1390,6 +1435,7 @@ int ff_pool_create(ff_pool_t **out, const ff_pool_options_t *options) {
     close(pool->zygote_pidfd);
     pthread_mutex_destroy(&pool->lock);
     free(pool->workers);
+    free((void *)pool->options.lendable);
     free(pool);
     return rc;
   }

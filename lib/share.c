@@ -10,9 +10,17 @@
  * open it when results point into it; those segments belong to the worker
  * and are forgotten when it goes.
  *
- * Ids are the creating pid in the high half and a counter in the low one:
- * unique among live processes, and a worker's inherited table never names a
- * segment of its own under a parent's id. */
+ * The creator does not trust its workers (see the trust boundary in
+ * docs/failures.md):
+ * - Ids are random 64-bit values, and a worker may open only what it was
+ *   given: the segments named by the messages sent to it, those made for
+ *   it, and those its pool lends every worker (its initializer's).
+ * - A worker may hold FF__SHARE_QUOTA segments made for it at a time, and
+ *   the creator keeps half its descriptor limit for itself.
+ * - Every request carries an id that its reply echoes, and the worker
+ *   checks the reply against its request. A worker whose request times out
+ *   closes its socket and asks to be replaced: a late reply must never
+ *   answer a later request. */
 #define _GNU_SOURCE
 #include "internal.h"
 
@@ -21,6 +29,8 @@
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -35,19 +45,30 @@ typedef struct share_msg_s {
   int32_t status;
   uint64_t id;
   uint64_t size;
+  uint64_t request; /* the worker's count of requests; echoed */
 } share_msg_t;
 
 typedef struct share_entry_s {
   uint64_t id;
   int fd;
-  uintptr_t owner; /* 0: this process; else the worker it was made for */
-  unsigned pins;   /* tasks in flight that carry it */
-  bool forgotten;  /* its creator let it go: removed with the last pin */
+  uint64_t owner; /* 0: this process; else the worker it was made for */
+  unsigned pins;  /* tasks in flight that carry it */
+  bool forgotten; /* its creator let it go: removed with the last pin */
 } share_entry_t;
 
 /* In a worker, the owner of the entries of segments its parent made for it:
  * forgetting one tells the parent. */
-#define OWNER_PARENT ((uintptr_t)1)
+#define OWNER_PARENT ((uint64_t)1)
+
+/* A worker of this process's pools, as the lender knows it: the segments
+ * it may open, and how many made for it are alive. */
+typedef struct share_owner_s {
+  uint64_t owner;
+  uint64_t *allowed; /* an open-addressed set; 0 marks an empty place */
+  size_t allowed_count;
+  size_t allowed_capacity; /* a power of two, or 0 */
+  unsigned created;
+} share_owner_t;
 
 /* In a worker: parent-made segments let go, not yet reported. */
 static uint64_t *forgotten_ids;
@@ -58,15 +79,25 @@ static pthread_mutex_t table_lock = PTHREAD_MUTEX_INITIALIZER;
 static share_entry_t *table;
 static size_t table_length;
 static size_t table_capacity;
-static uint32_t next_serial;
+static share_owner_t *owners;
+static size_t owner_count;
+/* Ids of entries removed, whose views the arena is told of once the lock
+ * is released (it takes its own lock, then this one). */
+static uint64_t *gone_ids;
+static size_t gone_count;
+static size_t gone_capacity;
 
-/* A worker's end of its lender socket (-1 elsewhere), and the lock that
- * keeps one request and its reply together. */
+/* A worker's end of its lender socket (-1 elsewhere, or once lost), the
+ * lock that keeps one request and its reply together, and the count that
+ * numbers the requests. */
 static int lender = -1;
+static bool lender_lost;
+static uint64_t lender_requests;
 static pthread_mutex_t lender_lock = PTHREAD_MUTEX_INITIALIZER;
 
 /* How long a worker waits for its parent's answer: the loop thread answers
- * in microseconds, so this only bounds a parent that stopped. */
+ * in microseconds (no user code runs there), so this only bounds a parent
+ * that stopped. */
 #define SHARE_REPLY_TIMEOUT_MS 30000
 
 static share_entry_t *table_find(uint64_t id) {
@@ -75,7 +106,7 @@ static share_entry_t *table_find(uint64_t id) {
   return NULL;
 }
 
-static int table_add(uint64_t id, int fd, uintptr_t owner) {
+static int table_add(uint64_t id, int fd, uint64_t owner) {
   if (table_length == table_capacity) {
     size_t capacity = table_capacity ? table_capacity * 2 : 16;
     share_entry_t *grown = realloc(table, capacity * sizeof(*table));
@@ -87,17 +118,70 @@ static int table_add(uint64_t id, int fd, uintptr_t owner) {
   return 0;
 }
 
+static share_owner_t *owner_find(uint64_t owner) {
+  for (size_t i = 0; i < owner_count; i++)
+    if (owners[i].owner == owner) return &owners[i];
+  return NULL;
+}
+
+/* Notes id for the arena (under table_lock); see flush_gone. */
+static void note_gone(uint64_t id) {
+  if (gone_count == gone_capacity) {
+    size_t capacity = gone_capacity * 2 + 16;
+    uint64_t *grown = realloc(gone_ids, capacity * sizeof(*grown));
+    /* Without room, the arena keeps its view until the chunk retires. */
+    if (grown == NULL) return;
+    gone_ids = grown;
+    gone_capacity = capacity;
+  }
+  gone_ids[gone_count++] = id;
+}
+
+/* Tells the arena of the entries removed (without table_lock). */
+static void flush_gone(void) {
+  for (;;) {
+    pthread_mutex_lock(&table_lock);
+    uint64_t id = gone_count > 0 ? gone_ids[--gone_count] : 0;
+    pthread_mutex_unlock(&table_lock);
+    if (id == 0) return;
+    ff__arena_segment_gone(id);
+  }
+}
+
 static void table_remove_at(size_t i) {
   close(table[i].fd);
+  share_owner_t *o = table[i].owner > OWNER_PARENT ? owner_find(table[i].owner)
+                                                  : NULL;
+  if (o != NULL && o->created > 0) o->created--;
+  note_gone(table[i].id);
   table[i] = table[--table_length];
 }
 
+/* A random id that names no segment here (under table_lock): ids cannot be
+ * guessed, and 0 and 1 are never one. */
 static uint64_t new_id(void) {
-  return (uint64_t)(uint32_t)getpid() << 32 | ++next_serial;
+  for (;;) {
+    uint64_t id = 0;
+    if (getrandom(&id, sizeof(id), 0) != (ssize_t)sizeof(id)) {
+      /* No entropy yet (early boot): the clock and the pid still differ
+       * between processes. */
+      id = ff__now_ns() * UINT64_C(0x9E3779B97F4A7C15) ^ (uint64_t)getpid();
+    }
+    if (id > OWNER_PARENT && table_find(id) == NULL) return id;
+  }
+}
+
+/* The descriptors the table may hold: half of this process's limit, so
+ * that its own queues, arrays and pools always find one. */
+static size_t table_fd_budget(void) {
+  struct rlimit limit;
+  if (getrlimit(RLIMIT_NOFILE, &limit) < 0 || limit.rlim_cur == RLIM_INFINITY)
+    return 1u << 20;
+  return limit.rlim_cur / 2 > 64 ? (size_t)(limit.rlim_cur / 2) : 64;
 }
 
 /* Keeps a copy of fd in the table under id (under table_lock). */
-static int table_keep_copy(uint64_t id, int fd, uintptr_t owner) {
+static int table_keep_copy(uint64_t id, int fd, uint64_t owner) {
   int copy = fcntl(fd, F_DUPFD_CLOEXEC, 0);
   if (copy < 0) return -errno;
   int rc = table_add(id, copy, owner);
@@ -114,13 +198,24 @@ static int table_dup(uint64_t id) {
 }
 
 /* Makes a segment and keeps it in the table: its id, and a descriptor for
- * the caller. */
-static int share_create(size_t size, uintptr_t owner, uint64_t *id, int *fd) {
+ * the caller. A segment made for a worker counts against its quota and the
+ * table's share of descriptors: FF_EQUOTA past either. */
+static int share_create(size_t size, uint64_t owner, uint64_t *id, int *fd) {
+  if (owner > OWNER_PARENT) {
+    pthread_mutex_lock(&table_lock);
+    share_owner_t *o = owner_find(owner);
+    bool over = o == NULL || o->created >= FF__SHARE_QUOTA ||
+                table_length >= table_fd_budget();
+    pthread_mutex_unlock(&table_lock);
+    if (over) return FF_EQUOTA;
+  }
   int made = ff__memfd("forkfarm-segment", size);
   if (made < 0) return made;
   pthread_mutex_lock(&table_lock);
   uint64_t new = new_id();
   int rc = table_keep_copy(new, made, owner);
+  share_owner_t *o = rc == 0 && owner > OWNER_PARENT ? owner_find(owner) : NULL;
+  if (o != NULL) o->created++;
   pthread_mutex_unlock(&table_lock);
   if (rc < 0) {
     close(made);
@@ -131,15 +226,31 @@ static int share_create(size_t size, uintptr_t owner, uint64_t *id, int *fd) {
   return 0;
 }
 
-/* One request and its reply over the lender socket. */
+/* Gives up the lender socket after a request went wrong: no later request
+ * may read this one's late reply. The worker asks to be replaced. */
+static void lender_give_up(void) {
+  if (lender >= 0) close(lender);
+  lender = -1;
+  lender_lost = true;
+}
+
+/* One request and its reply over the lender socket: the reply must echo
+ * the request's number, and answer what was asked (the id for OPEN, the
+ * size for CREATE). */
 static int lender_request(share_msg_t *msg, int *fd) {
   pthread_mutex_lock(&lender_lock);
-  int rc = lender < 0 ? -ENOENT : ff__sock_send(lender, msg, sizeof(*msg), NULL, 0);
+  msg->request = ++lender_requests;
+  share_msg_t request = *msg;
+  int rc = lender < 0 ? (lender_lost ? -EPIPE : -ENOENT)
+                      : ff__sock_send(lender, msg, sizeof(*msg), NULL, 0);
   int fds[FF__SOCK_MAX_FDS];
   unsigned nfds = 0;
+  uint64_t deadline = ff__deadline(SHARE_REPLY_TIMEOUT_MS / 1000.0);
   while (rc == 0) {
+    uint64_t now = ff__now_ns();
+    int left = now >= deadline ? 0 : (int)((deadline - now) / 1000000 + 1);
     struct pollfd p = {lender, POLLIN, 0};
-    int n = poll(&p, 1, SHARE_REPLY_TIMEOUT_MS);
+    int n = poll(&p, 1, left);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) {
       rc = n == 0 ? -ETIMEDOUT : -errno;
@@ -149,13 +260,20 @@ static int lender_request(share_msg_t *msg, int *fd) {
     rc = rc == 1 ? 0 : rc == 0 ? -EPIPE : rc;
     break;
   }
+  if (rc == 0 &&
+      (msg->type != SHARE_REPLY || msg->request != request.request ||
+       msg->status > 0 || (msg->status == 0 && nfds != 1) ||
+       (msg->status == 0 && request.type == SHARE_OPEN &&
+        msg->id != request.id) ||
+       (msg->status == 0 && request.type == SHARE_CREATE &&
+        msg->size != request.size))) {
+    ff__sock_close_fds(fds, &nfds);
+    rc = FF_EPROTOCOL;
+  }
+  if (rc < 0 && rc != -ENOENT && (lender >= 0 || rc != -EPIPE))
+    lender_give_up();
   pthread_mutex_unlock(&lender_lock);
   if (rc < 0) return rc;
-  if (msg->type != SHARE_REPLY || msg->status > 0 ||
-      (msg->status == 0 && nfds != 1)) {
-    ff__sock_close_fds(fds, &nfds);
-    return FF_EPROTOCOL;
-  }
   if (msg->status < 0) {
     ff__sock_close_fds(fds, &nfds);
     return msg->status;
@@ -164,10 +282,12 @@ static int lender_request(share_msg_t *msg, int *fd) {
   return 0;
 }
 
+int ff__share_lender_lost(void) { return lender_lost ? 1 : 0; }
+
 int ff_segment_create(size_t size, unsigned flags, uint64_t *id, int *fd) {
   if (size == 0 || size > (size_t)INT64_MAX) return -EINVAL;
   if ((flags & FF_SEGMENT_PARENT) && lender >= 0) {
-    share_msg_t msg = {SHARE_CREATE, 0, 0, size};
+    share_msg_t msg = {SHARE_CREATE, 0, 0, size, 0};
     int rc = lender_request(&msg, fd);
     if (rc < 0) return rc;
     /* Lent on to this worker's own workers, should it run a pool. */
@@ -193,7 +313,7 @@ int ff_segment_open(uint64_t id, int *fd) {
     return 0;
   }
   if (rc != -ENOENT || lender < 0) return rc;
-  share_msg_t msg = {SHARE_OPEN, 0, id, 0};
+  share_msg_t msg = {SHARE_OPEN, 0, id, 0, 0};
   return lender_request(&msg, fd);
 }
 
@@ -230,6 +350,10 @@ static void entry_unpin(size_t i) {
 /* Lets entry i go: removed now, or marked and removed with its last pin. */
 static void entry_forget(size_t i) {
   if (table[i].pins > 0) {
+    share_owner_t *o = table[i].owner > OWNER_PARENT
+                           ? owner_find(table[i].owner)
+                           : NULL;
+    if (o != NULL && o->created > 0) o->created--;
     table[i].forgotten = true;
     table[i].owner = 0;
   } else {
@@ -250,10 +374,11 @@ int ff_segment_forget(uint64_t id) {
     }
   }
   pthread_mutex_unlock(&table_lock);
+  flush_gone();
   return rc;
 }
 
-void ff__share_forget_owned(uint64_t id, uintptr_t owner) {
+void ff__share_forget_owned(uint64_t id, uint64_t owner) {
   pthread_mutex_lock(&table_lock);
   for (size_t i = 0; i < table_length; i++) {
     if (table[i].id == id && table[i].owner == owner && owner > OWNER_PARENT) {
@@ -262,6 +387,7 @@ void ff__share_forget_owned(uint64_t id, uintptr_t owner) {
     }
   }
   pthread_mutex_unlock(&table_lock);
+  flush_gone();
 }
 
 int ff_segment_retain(uint64_t id) {
@@ -281,17 +407,30 @@ void ff_segment_release(uint64_t id) {
     }
   }
   pthread_mutex_unlock(&table_lock);
+  flush_gone();
 }
 
-/* Adds delta to the pins of the segments a framed message names. */
+/* The i-th segment a framed message names: its pins, then the chunks of
+ * its arena references. */
+static uint64_t message_segment(const void *message,
+                                const ff_arena_frame_t *frame, size_t i) {
+  if (i < frame->pins) return ff_arena_frame_pin(message, frame, i);
+  ff_arena_ref_t ref;
+  ff_arena_frame_ref(message, i - frame->pins, &ref);
+  return ref.chunk;
+}
+
+/* Adds delta to the pins of the segments a framed message names (its
+ * pins, and the chunks its references point into: a worker's chunk stays
+ * open for its result even after the worker goes). */
 static void pin_message(const void *message, size_t length, int delta) {
   ff_arena_frame_t frame;
   if (message == NULL || ff_arena_frame(message, length, &frame) != 1 ||
-      frame.pins == 0)
+      frame.pins + frame.refs == 0)
     return;
   pthread_mutex_lock(&table_lock);
-  for (size_t p = 0; p < frame.pins; p++) {
-    uint64_t id = ff_arena_frame_pin(message, &frame, p);
+  for (size_t p = 0; p < frame.pins + frame.refs; p++) {
+    uint64_t id = message_segment(message, &frame, p);
     for (size_t i = 0; i < table_length; i++) {
       if (table[i].id != id) continue;
       if (delta > 0)
@@ -301,6 +440,80 @@ static void pin_message(const void *message, size_t length, int delta) {
       break;
     }
   }
+  pthread_mutex_unlock(&table_lock);
+  flush_gone();
+}
+
+/* Adds id to the segments owner o may open (under table_lock). */
+static int owner_allow(share_owner_t *o, uint64_t id) {
+  if (id <= OWNER_PARENT) return 0;
+  if (2 * (o->allowed_count + 1) > o->allowed_capacity) {
+    size_t capacity = o->allowed_capacity ? o->allowed_capacity * 2 : 16;
+    uint64_t *grown = calloc(capacity, sizeof(*grown));
+    if (grown == NULL) return -ENOMEM;
+    for (size_t i = 0; i < o->allowed_capacity; i++) {
+      uint64_t kept = o->allowed[i];
+      if (kept == 0) continue;
+      size_t at = (size_t)(kept * UINT64_C(0x9E3779B97F4A7C15)) & (capacity - 1);
+      while (grown[at] != 0) at = (at + 1) & (capacity - 1);
+      grown[at] = kept;
+    }
+    free(o->allowed);
+    o->allowed = grown;
+    o->allowed_capacity = capacity;
+  }
+  size_t mask = o->allowed_capacity - 1;
+  size_t at = (size_t)(id * UINT64_C(0x9E3779B97F4A7C15)) & mask;
+  while (o->allowed[at] != 0 && o->allowed[at] != id) at = (at + 1) & mask;
+  if (o->allowed[at] == 0) {
+    o->allowed[at] = id;
+    o->allowed_count++;
+  }
+  return 0;
+}
+
+static bool owner_allows(const share_owner_t *o, uint64_t id) {
+  if (o->allowed_capacity == 0) return false;
+  size_t mask = o->allowed_capacity - 1;
+  size_t at = (size_t)(id * UINT64_C(0x9E3779B97F4A7C15)) & mask;
+  while (o->allowed[at] != 0) {
+    if (o->allowed[at] == id) return true;
+    at = (at + 1) & mask;
+  }
+  return false;
+}
+
+int ff__share_add_owner(uint64_t owner, const uint64_t *lendable,
+                        size_t count) {
+  if (owner <= OWNER_PARENT) return -EINVAL;
+  pthread_mutex_lock(&table_lock);
+  int rc = 0;
+  share_owner_t *grown = realloc(owners, (owner_count + 1) * sizeof(*owners));
+  if (grown == NULL) {
+    rc = -ENOMEM;
+  } else {
+    owners = grown;
+    share_owner_t *o = &owners[owner_count++];
+    *o = (share_owner_t){owner, NULL, 0, 0, 0};
+    for (size_t i = 0; i < count && rc == 0; i++)
+      rc = owner_allow(o, lendable[i]);
+  }
+  pthread_mutex_unlock(&table_lock);
+  return rc;
+}
+
+void ff__share_allow_message(uint64_t owner, const void *message,
+                             size_t length) {
+  ff_arena_frame_t frame;
+  if (message == NULL || ff_arena_frame(message, length, &frame) != 1 ||
+      frame.pins + frame.refs == 0)
+    return;
+  pthread_mutex_lock(&table_lock);
+  share_owner_t *o = owner_find(owner);
+  /* Without memory for it, the worker is refused the segment and its task
+   * fails: never given more than it was sent. */
+  for (size_t p = 0; o != NULL && p < frame.pins + frame.refs; p++)
+    owner_allow(o, message_segment(message, &frame, p));
   pthread_mutex_unlock(&table_lock);
 }
 
@@ -313,19 +526,26 @@ void ff__share_unpin_message(const void *message, size_t length) {
 }
 
 /* The answer to one request: a reply, and the descriptor to attach (the
- * caller closes it), or -1. */
-static int share_answer(const share_msg_t *request, uintptr_t owner,
+ * caller closes it), or -1. A worker may open only what it was given or
+ * what was made for it; anything else is unknown to it (-ENOENT). */
+static int share_answer(const share_msg_t *request, uint64_t owner,
                         share_msg_t *reply) {
-  *reply = (share_msg_t){SHARE_REPLY, 0, request->id, 0};
+  *reply = (share_msg_t){SHARE_REPLY, 0, request->id, 0, request->request};
   int fd = -1;
   int rc;
   if (request->type == SHARE_OPEN) {
     pthread_mutex_lock(&table_lock);
-    rc = table_dup(request->id);
+    share_entry_t *e = table_find(request->id);
+    share_owner_t *o = owner_find(owner);
+    bool allowed = e != NULL && o != NULL &&
+                   (e->owner == owner || owner_allows(o, request->id));
+    rc = allowed ? table_dup(request->id) : -ENOENT;
     pthread_mutex_unlock(&table_lock);
     if (rc >= 0) fd = rc;
   } else if (request->type == SHARE_CREATE) {
-    rc = share_create((size_t)request->size, owner, &reply->id, &fd);
+    rc = request->size == 0 || request->size > (uint64_t)INT64_MAX
+             ? -EINVAL
+             : share_create((size_t)request->size, owner, &reply->id, &fd);
     reply->size = request->size;
   } else {
     rc = FF_EPROTOCOL;
@@ -334,8 +554,12 @@ static int share_answer(const share_msg_t *request, uintptr_t owner,
   return fd;
 }
 
-int ff__share_serve(int socket, uintptr_t owner) {
-  for (;;) {
+/* Requests answered per call: a worker that keeps asking waits for the
+ * next round of the loop, after the other workers and pools. */
+#define SHARE_SERVE_BATCH 32
+
+int ff__share_serve(int socket, uint64_t owner) {
+  for (int served = 0; served < SHARE_SERVE_BATCH; served++) {
     share_msg_t request;
     int fds[FF__SOCK_MAX_FDS];
     unsigned nfds;
@@ -353,38 +577,43 @@ int ff__share_serve(int socket, uintptr_t owner) {
     if (fd >= 0) close(fd);
     if (rc < 0) return rc;
   }
+  return 0;
 }
 
-void ff__share_drop_owner(uintptr_t owner) {
-  for (;;) {
-    /* One at a time, outside the table's lock: the arena takes its own
-     * lock, and holds it while it opens segments from this table. */
-    share_entry_t dropped = {0, -1, 0, 0, false};
-    pthread_mutex_lock(&table_lock);
-    for (size_t i = 0; i < table_length; i++) {
-      if (table[i].owner != owner) continue;
-      if (table[i].pins > 0) {
-        /* Held here (a result not yet read, an array the parent uses):
-         * lent on until the last pin goes. */
-        table[i].owner = 0;
-        table[i].forgotten = true;
-        continue;
-      }
-      dropped = table[i];
-      table[i] = table[--table_length];
-      break;
+void ff__share_drop_owner(uint64_t owner) {
+  pthread_mutex_lock(&table_lock);
+  for (size_t i = 0; i < table_length;) {
+    if (table[i].owner != owner) {
+      i++;
+    } else if (table[i].pins > 0) {
+      /* Held here (a result not yet read, an array the parent uses):
+       * lent on until the last pin goes. */
+      table[i].owner = 0;
+      table[i].forgotten = true;
+      i++;
+    } else {
+      table_remove_at(i);
     }
-    pthread_mutex_unlock(&table_lock);
-    if (dropped.fd < 0) return;
-    ff__arena_adopt(dropped.id, dropped.fd);
-    close(dropped.fd);
   }
+  share_owner_t *o = owner_find(owner);
+  if (o != NULL) {
+    free(o->allowed);
+    *o = owners[--owner_count];
+  }
+  pthread_mutex_unlock(&table_lock);
+  flush_gone();
 }
 
 void ff__share_set_lender(int socket) {
   lender = socket;
-  /* What the parent reported forgetting is the parent's business. */
+  lender_lost = false;
+  lender_requests = 0;
+  /* What the parent reported forgetting, and the workers it lent to, are
+   * the parent's business. */
   forgotten_count = 0;
+  gone_count = 0;
+  for (size_t i = 0; i < owner_count; i++) free(owners[i].allowed);
+  owner_count = 0;
   /* Forked while another thread may have held them: this process has one
    * thread now. */
   pthread_mutex_init(&lender_lock, NULL);

@@ -1,12 +1,22 @@
-/* Tasks and completion queues.
+/* Tasks, completion queues, and the callback thread.
  *
  * A task is shared by the caller and the runtime, each holding a reference.
  * Its outcome is written by the loop thread before the task is published;
  * waiters sleep on a futex word that publication flips, so a caller that
- * waits costs no lock and no thread in between. */
+ * waits costs no lock and no thread in between.
+ *
+ * A task submitted with FF_SUBMIT_NOTIFY has a completion callback (a
+ * Pool's callback=, a Future's completion), which runs before the task's
+ * waiters are woken. Callbacks never run on the loop thread, which serves
+ * every pool's workers and their requests: one slow callback would stall
+ * them all. They run on the callback thread, one per process, in the order
+ * the tasks finished; or, when a thread waits for the task itself, in that
+ * thread, at once (it "claims" the callback), so that a caller waiting for
+ * its own result pays no hop through another thread. */
 #include "internal.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -98,23 +108,159 @@ void ff__task_settle(ff_task_t *task, int status, char *block, size_t offset,
 }
 
 void ff__task_publish(ff_task_t *task) {
-  ff__futex_publish(&task->done, 1, &task->sleepers);
+  ff__futex_publish(&task->done, FF__TASK_PUBLISHED, &task->sleepers);
   if (task->queue) ff__queue_push(task->queue, task);
   ff_task_release(task);
 }
 
+/* ---- the callback thread ------------------------------------------------- */
+
+static pthread_mutex_t callbacks_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t callbacks_ready = PTHREAD_COND_INITIALIZER;
+static ff__link_t callbacks = {&callbacks, &callbacks};
+static bool callbacks_started;
+
+/* Takes the task's callback for the calling thread: true once, for the
+ * first thread that asks. */
+static bool callback_claim(ff_task_t *task) {
+  uint32_t none = 0;
+  return atomic_compare_exchange_strong(&task->callback_claimed, &none, 1);
+}
+
+/* Runs the callback of tasks[0..count) (one pool's, claimed), then wakes
+ * their waiters. */
+static void callbacks_run(ff_task_t **tasks, size_t count) {
+  const ff_pool_options_t *o = ff__pool_options(tasks[0]->pool);
+  o->on_complete(tasks, count, o->notify_arg);
+  for (size_t i = 0; i < count; i++) ff__task_publish(tasks[i]);
+}
+
+static void *callbacks_main(void *arg) {
+  (void)arg;
+  for (;;) {
+    ff__link_t taken;
+    ff__list_init(&taken);
+    pthread_mutex_lock(&callbacks_lock);
+    while (ff__list_empty(&callbacks))
+      pthread_cond_wait(&callbacks_ready, &callbacks_lock);
+    ff__list_splice(&taken, &callbacks);
+    pthread_mutex_unlock(&callbacks_lock);
+    /* In order, one batch per run of tasks of the same pool. */
+    ff_task_t *batch[64];
+    size_t count = 0;
+    ff__link_t *l;
+    while ((l = ff__list_pop_front(&taken)) != NULL) {
+      ff_task_t *task = FF__CONTAINER_OF(l, ff_task_t, link);
+      if (count > 0 &&
+          (batch[0]->pool != task->pool ||
+           count == sizeof(batch) / sizeof(batch[0]))) {
+        callbacks_run(batch, count);
+        for (size_t i = 0; i < count; i++) ff_task_release(batch[i]);
+        count = 0;
+      }
+      if (callback_claim(task))
+        batch[count++] = task;
+      else
+        ff_task_release(task); /* a waiter ran it */
+    }
+    if (count > 0) {
+      callbacks_run(batch, count);
+      for (size_t i = 0; i < count; i++) ff_task_release(batch[i]);
+    }
+  }
+  return NULL;
+}
+
+/* Starts the callback thread (under callbacks_lock), with every signal
+ * blocked: signals are the application's threads' to take. */
+static int callbacks_start(void) {
+  if (callbacks_started) return 0;
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  pthread_t thread;
+  int rc = pthread_create(&thread, &attr, callbacks_main, NULL);
+  pthread_attr_destroy(&attr);
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  if (rc != 0) return -rc;
+  callbacks_started = true;
+  return 0;
+}
+
+void ff__task_defer_callbacks(ff__link_t *tasks) {
+  if (ff__list_empty(tasks)) return;
+  /* Settled, with a callback to run: waiters wake up to claim it. */
+  for (ff__link_t *l = tasks->next; l != tasks; l = l->next) {
+    ff_task_t *task = FF__CONTAINER_OF(l, ff_task_t, link);
+    ff_task_retain(task); /* the queue's */
+    ff__futex_publish(&task->done, FF__TASK_CALLBACK, &task->sleepers);
+  }
+  pthread_mutex_lock(&callbacks_lock);
+  int rc = callbacks_start();
+  if (rc == 0) {
+    ff__list_splice(&callbacks, tasks);
+    pthread_cond_signal(&callbacks_ready);
+  }
+  pthread_mutex_unlock(&callbacks_lock);
+  if (rc == 0) return;
+  /* No thread for them: they run here rather than never. */
+  ff__link_t *l;
+  while ((l = ff__list_pop_front(tasks)) != NULL) {
+    ff_task_t *task = FF__CONTAINER_OF(l, ff_task_t, link);
+    if (callback_claim(task)) callbacks_run(&task, 1);
+    ff_task_release(task);
+  }
+}
+
+void ff__task_callbacks_atfork_child(void) {
+  /* The thread does not exist here; its queue held the parent's tasks. */
+  pthread_mutex_init(&callbacks_lock, NULL);
+  pthread_cond_init(&callbacks_ready, NULL);
+  ff__list_init(&callbacks);
+  callbacks_started = false;
+}
+
 int ff_task_wait(ff_task_t *task, double timeout) {
-  if (atomic_load_explicit(&task->done, memory_order_acquire)) return 0;
+  if (atomic_load_explicit(&task->done, memory_order_acquire) ==
+      FF__TASK_PUBLISHED)
+    return 0;
   /* The loop thread finishes tasks: waiting there would never end, and
    * neither would waiting in a fork, where no loop thread runs. */
   if (ff__pool_is_foreign(task->pool)) return FF_EFOREIGN;
   if (ff__pool_loop_thread_is_current(task->pool)) return -EDEADLK;
-  return ff__pool_wait(task->pool, &task->done, 0, &task->sleepers,
-                       ff__deadline(timeout));
+  uint64_t deadline = ff__deadline(timeout);
+  for (;;) {
+    uint32_t done = atomic_load_explicit(&task->done, memory_order_acquire);
+    if (done == FF__TASK_PUBLISHED) return 0;
+    int rc;
+    if (done == FF__TASK_CALLBACK) {
+      /* Its callback waits to run: this thread runs it, unless the
+       * callback thread took it first. */
+      if (callback_claim(task)) {
+        callbacks_run(&task, 1);
+        return 0;
+      }
+      rc = ff__futex_sleep(&task->done, FF__TASK_CALLBACK, &task->sleepers,
+                           deadline);
+    } else {
+      rc = ff__pool_wait(task->pool, &task->done, 0, &task->sleepers,
+                         deadline);
+    }
+    if (rc == -ETIMEDOUT || rc == -EINTR) {
+      if (atomic_load(&task->done) == FF__TASK_PUBLISHED) return 0;
+      if (rc == -EINTR || ff__now_ns() >= deadline) return rc;
+    }
+  }
 }
 
 int ff_task_done(const ff_task_t *task) {
-  return atomic_load_explicit(&task->done, memory_order_acquire) ? 1 : 0;
+  return atomic_load_explicit(&task->done, memory_order_acquire) ==
+                 FF__TASK_PUBLISHED
+             ? 1
+             : 0;
 }
 
 int ff_task_cancel(ff_task_t *task) {

@@ -74,8 +74,24 @@ static void worker_send(worker_t *w, uint16_t type, uint16_t flags,
   }
 }
 
-/* Tells the parent which segments it made for this worker were let go, after
- * the results that may name them. */
+/* Tells the parent which of its arena bytes this worker is done with:
+ * before the task's result, so that a caller that sends again at once
+ * finds the bytes free. A worker that lost its lender socket asks to be
+ * replaced. */
+static void worker_report_releases(worker_t *w) {
+  ff__arena_report_t reports[64];
+  size_t n;
+  while ((n = ff__arena_take_reports(reports, 64)) > 0)
+    worker_send(w, FF__RING_RELEASE, 0, 0, NULL, 0, reports,
+                n * sizeof(reports[0]));
+  if (ff__share_lender_lost() && !w->retiring) {
+    w->retiring = true;
+    worker_send(w, FF__RING_RETIRE, 0, 0, NULL, 0, "", 0);
+  }
+}
+
+/* Tells the parent which segments it made for this worker were let go,
+ * after the results that may name them. */
 static void worker_report_forgotten(worker_t *w) {
   uint64_t ids[64];
   size_t n;
@@ -158,6 +174,7 @@ static void worker_run(worker_t *w, const ff__ring_msg_t *msg) {
    * the parent can queue more while this result travels. */
   ff__ring_release(&w->tasks, msg);
   ff__ring_wake_producer(&w->tasks);
+  worker_report_releases(w);
   uint16_t flags = rc != 0 ? FF__RING_FAILED : 0;
   if (w->out.len > w->max_message) {
     /* The parent would refuse it: only its size goes. */
@@ -191,6 +208,7 @@ _Noreturn void ff__worker_main(const ff_pool_options_t *o, unsigned slot,
   /* Both of the parent's sides sleep in its event loop. */
   w.results.consumer_fd = doorbell_fd;
   w.tasks.producer_fd = doorbell_fd;
+  ff__arena_forget_reports();
   ff__share_set_lender(lender_fd);
 
   int rc = o->worker_init ? o->worker_init(o->worker_arg, &w.out) : 0;
@@ -207,6 +225,7 @@ _Noreturn void ff__worker_main(const ff_pool_options_t *o, unsigned slot,
     rc = ff__ring_read(&w.tasks, &w.reader, &msg, NULL);
     if (rc < 0) worker_exit(&w, FF__EXIT_PROTOCOL);
     if (rc == 0) {
+      worker_report_releases(&w);
       worker_report_forgotten(&w);
       rc = ff__ring_wait_readable(&w.tasks, FF__WORKER_SPIN_NS, UINT64_MAX);
       if (rc == -EPIPE) worker_exit(&w, 0);

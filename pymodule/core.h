@@ -31,7 +31,7 @@ typedef struct {
 typedef struct {
   PyObject_HEAD
   ff_task_t *task;
-  PyObject *notify; /* called with the task in the loop thread, or NULL */
+  PyObject *notify; /* called with the task when it finishes, or NULL */
 } ffpy_task_t;
 
 typedef struct {
@@ -127,6 +127,9 @@ extern PyTypeObject ffpy_memo_type;
  * of a buffer they all carry. */
 PyObject *ffpy_dumps(PyObject *value, PyObject *protocol, int oob,
                      PyObject *memo);
+/* The segment ids pickling value for a pool would pin (the shared arrays,
+ * queues and locks it names), as a list. */
+PyObject *ffpy_pins_of(PyObject *value, PyObject *protocol);
 /* Decodes a framed message: loads(body, buffers=[regions]). */
 PyObject *ffpy_decode_framed(const char *data, size_t length,
                              PyObject *loads);
@@ -142,6 +145,9 @@ int ffpy_set_oob_threshold(Py_ssize_t threshold);
 size_t ffpy_trim_arena(size_t keep);
 /* In a new worker: its own arena, made through the parent. */
 void ffpy_shared_after_fork_in_worker(void);
+/* In a worker, while it decodes a message from its parent or encodes a
+ * result for it (on), and otherwise (off). */
+void ffpy_set_upstream(int on);
 
 /* Fills the runtime's options with the worker callbacks and fork hooks. */
 void ffpy_worker_options(ff_pool_options_t *options,

@@ -83,6 +83,13 @@ static PyObject *core_loads(PyObject *module, PyObject *args) {
   return value;
 }
 
+static PyObject *core_pins_of(PyObject *module, PyObject *value) {
+  (void)module;
+  static PyObject *five;
+  if (five == NULL && (five = PyLong_FromLong(5)) == NULL) return NULL;
+  return ffpy_pins_of(value, five);
+}
+
 static PyObject *core_pickling_for_pool(PyObject *module, PyObject *unused) {
   (void)module;
   (void)unused;
@@ -141,6 +148,9 @@ static PyMethodDef core_methods[] = {
      "slot_refs(segment, offset, delta) -> the count after adding delta"},
     {"loads", core_loads, METH_VARARGS,
      "loads(data, loads=pickle.loads): decodes what dumps made"},
+    {"pins_of", core_pins_of, METH_O,
+     "pins_of(value) -> list[int]: the segments a pool's message carrying "
+     "value would name (its shared arrays, queues and locks)."},
     {"pickling_for_pool", core_pickling_for_pool, METH_NOARGS,
      "pickling_for_pool() -> bool: True inside dumps() in this thread."},
     {"pin", core_pin, METH_O,

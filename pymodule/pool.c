@@ -1,8 +1,9 @@
 /* _core.Pool: a runtime pool whose workers run Python.
  *
- * The pool's completion callback runs in the runtime's loop thread; it takes
- * the GIL once per batch of finished tasks and calls each task's notify
- * callable. Tasks without one never touch the GIL outside their caller. */
+ * The pool's completion callback runs on the runtime's callback thread (a C
+ * thread), or in the thread that waits for the task; it takes the GIL once
+ * per batch of finished tasks and calls each task's notify callable. Tasks
+ * without one never touch the GIL outside their caller. */
 #include "core.h"
 
 #include <errno.h>
@@ -47,18 +48,21 @@ static void pool_on_complete(ff_task_t **tasks, size_t count, void *arg) {
 static int pool_init(ffpy_pool_t *self, PyObject *args, PyObject *kw) {
   static char *names[] = {"processes", "protocol", "initializer", "initargs",
                           "maxtasksperchild", "task_timeout", "retries",
-                          "max_memory", "zygote", "max_message", NULL};
+                          "max_memory", "zygote", "max_message", "lendable",
+                          NULL};
   int processes;
   unsigned int max_tasks = 0;
   double task_timeout = 0;
   unsigned int retries = 0;
   unsigned long long max_memory = 0, max_message = 0;
   PyObject *protocol, *initializer, *initargs, *zygote = Py_None;
-  if (!PyArg_ParseTupleAndKeywords(args, kw, "iOOO!|IdIKOK:Pool", names,
+  PyObject *lendable = NULL;
+  if (!PyArg_ParseTupleAndKeywords(args, kw, "iOOO!|IdIKOKO!:Pool", names,
                                    &processes, &protocol, &initializer,
                                    &PyTuple_Type, &initargs, &max_tasks,
                                    &task_timeout, &retries, &max_memory,
-                                   &zygote, &max_message))
+                                   &zygote, &max_message, &PyList_Type,
+                                   &lendable))
     return -1;
   ff_zygote_t adopted = {-1, 0, -1};
   if (zygote != Py_None &&
@@ -90,10 +94,28 @@ static int pool_init(ffpy_pool_t *self, PyObject *args, PyObject *kw) {
   options.max_memory_per_worker = (size_t)max_memory;
   options.max_message_size = (size_t)max_message;
   options.on_complete = pool_on_complete;
+  /* The segments every worker may open (the initializer's, for a fork
+   * server's workers, which did not inherit them). */
+  Py_ssize_t count = lendable ? PyList_GET_SIZE(lendable) : 0;
+  uint64_t *ids = count ? PyMem_Malloc((size_t)count * sizeof(*ids)) : NULL;
+  if (count && ids == NULL) {
+    PyErr_NoMemory();
+    return -1;
+  }
+  for (Py_ssize_t i = 0; i < count; i++) {
+    ids[i] = PyLong_AsUnsignedLongLong(PyList_GET_ITEM(lendable, i));
+    if (ids[i] == (uint64_t)-1 && PyErr_Occurred()) {
+      PyMem_Free(ids);
+      return -1;
+    }
+  }
+  options.lendable = ids;
+  options.lendable_count = (size_t)count;
   /* The descriptors are the pool's now: zygote() must not close them. */
   options.zygote = adopted;
   ffpy_worker_options(&options, &self->context);
   int rc = ffpy_pool_create_released(&self->pool, &options);
+  PyMem_Free(ids);
   if (rc < 0) {
     self->pool = NULL;
     ffpy_raise(rc);
@@ -107,8 +129,8 @@ static void pool_dealloc(ffpy_pool_t *self) {
     ff_pool_t *pool = self->pool;
     self->pool = NULL;
     /* A finalizer may run anywhere, for instance in a thread that holds a
-     * lock a completion callback is waiting for in the loop thread: it must
-     * not wait for the loop. The loop terminates and reaps the pool. */
+     * lock a completion callback is waiting for: it must not wait for the
+     * loop. The loop terminates and reaps the pool. */
     ff_pool_abandon(pool);
   }
   ffpy_worker_context_clear(&self->context);

@@ -243,10 +243,11 @@ typedef struct {
   PyObject_HEAD
   ff_arena_ref_t ref;
   char *data;
+  unsigned how; /* FF_ARENA_CLAIM or FF_ARENA_REPORT: how it goes back */
 } ffpy_region_t;
 
 static void region_dealloc(ffpy_region_t *self) {
-  if (self->data) ff_arena_release(&self->ref);
+  if (self->data) ff_arena_release(&self->ref, self->how);
   PyObject_Free(self);
 }
 
@@ -270,13 +271,14 @@ PyTypeObject ffpy_region_type = {
               "arena; they go back to it when the last view goes.",
 };
 
-static PyObject *region_receive(const ff_arena_ref_t *ref) {
+static PyObject *region_receive(const ff_arena_ref_t *ref, unsigned how) {
   ffpy_region_t *self = PyObject_New(ffpy_region_t, &ffpy_region_type);
   if (self == NULL) return NULL;
   self->ref = *ref;
   self->data = NULL;
+  self->how = how;
   void *data;
-  int rc = ff_arena_receive(ref, &data);
+  int rc = ff_arena_receive(ref, how, &data);
   if (rc < 0) {
     Py_DECREF(self);
     PyErr_Format(PyExc_RuntimeError,
@@ -295,34 +297,49 @@ static PyObject *region_receive(const ff_arena_ref_t *ref) {
  * less than an arena slot and a mapping lookup. */
 static Py_ssize_t oob_threshold = 64 * 1024;
 
-/* This process's arena, made on first use (again in each worker: a forked
- * copy of the parent's would allocate in the parent's chunks). */
+/* This process's arenas, made on first use (again in each worker: a
+ * forked copy of the parent's would allocate in the parent's chunks): one
+ * for the messages it sends its own pools' workers, which it does not
+ * trust, and, in a worker, one for the results it sends its parent, which
+ * the parent makes and claims from. */
 static ff_arena_t *arena;
+static ff_arena_t *result_arena;
 static pid_t arena_pid;
 /* Set while _core.dumps runs in this thread: shared arrays then pickle as
  * handles (forkfarm/shared.py asks with pickling_for_pool()). */
 static _Thread_local int pickling_for_pool;
+/* Set while a worker encodes a result for its parent, or decodes a message
+ * from it. */
+static _Thread_local int upstream;
 static int in_worker;
 
 void ffpy_shared_after_fork_in_worker(void) {
   arena = NULL;
+  result_arena = NULL;
   arena_pid = 0;
   in_worker = 1;
 }
 
+void ffpy_set_upstream(int on) { upstream = on; }
+
 static ff_arena_t *process_arena(void) {
-  if (arena != NULL && arena_pid == getpid()) return arena;
+  if (arena_pid != getpid()) {
+    arena = NULL;
+    result_arena = NULL;
+    arena_pid = getpid();
+  }
+  int results = in_worker && upstream;
+  ff_arena_t **slot = results ? &result_arena : &arena;
+  if (*slot != NULL) return *slot;
   /* At most a quarter of the memory, and 64 MiB chunks. */
   long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
   size_t limit = pages > 0 && page > 0 ? (size_t)pages * (size_t)page / 4
                                        : (size_t)1 << 30;
+  unsigned flags = results ? FF_SEGMENT_PARENT | FF_ARENA_TRUST_RECEIVERS : 0;
   ff_arena_t *made;
-  if (ff_arena_create(&made, in_worker ? FF_SEGMENT_PARENT : 0,
-                      (size_t)64 << 20, limit) < 0)
-    return NULL;
-  arena = made;
-  arena_pid = getpid();
-  return arena;
+  if (ff_arena_create(&made, flags, (size_t)64 << 20, limit) < 0) return NULL;
+  *slot = made;
+  return made;
 }
 
 /* ---- BufferMemo: one copy of a buffer for all the messages of a map ---- */
@@ -338,11 +355,12 @@ typedef struct {
   PyObject_HEAD
   memo_entry_t *entries;
   size_t count;
+  ff_arena_t *arena; /* the arena of its entries */
 } ffpy_memo_t;
 
 static void memo_dealloc(ffpy_memo_t *self) {
   for (size_t i = 0; i < self->count; i++) {
-    if (arena != NULL) ff_arena_cancel(arena, &self->entries[i].ref);
+    if (self->arena != NULL) ff_arena_cancel(self->arena, &self->entries[i].ref);
     Py_DECREF(self->entries[i].buffer);
   }
   PyMem_Free(self->entries);
@@ -358,6 +376,7 @@ static PyObject *memo_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
   if (self == NULL) return NULL;
   self->entries = NULL;
   self->count = 0;
+  self->arena = NULL;
   return (PyObject *)self;
 }
 
@@ -389,7 +408,9 @@ static void memo_add(ffpy_memo_t *memo, ff_arena_t *a, const void *address,
   if (grown == NULL) return; /* only the sharing is lost */
   memo->entries = grown;
   memo_entry_t *e = &memo->entries[memo->count];
+  if (memo->arena != NULL && memo->arena != a) return;
   if (ff_arena_share(a, ref, &e->ref) != 0) return;
+  memo->arena = a;
   e->address = address;
   e->length = length;
   Py_INCREF(buffer);
@@ -401,6 +422,7 @@ typedef struct {
   char *refs; /* the frame's references so far */
   size_t count;
   size_t capacity;
+  ff_arena_t *arena; /* where they are */
   ffpy_memo_t *memo; /* or NULL */
   uint64_t *pins;    /* the segments its handles name */
   size_t pin_count;
@@ -433,7 +455,7 @@ static void collector_cancel(oob_collector_t *c) {
   for (size_t i = 0; i < c->count; i++) {
     ff_arena_ref_t ref;
     memcpy(&ref, c->refs + i * sizeof(ref), sizeof(ref));
-    ff_arena_cancel(arena, &ref);
+    ff_arena_cancel(c->arena, &ref);
   }
 }
 
@@ -449,6 +471,7 @@ static PyObject *oob_collect(PyObject *unused, PyObject *buffer) {
     Py_RETURN_TRUE;
   }
   ff_arena_t *a = view.len >= oob_threshold ? process_arena() : NULL;
+  if (a != NULL) c->arena = a;
   ff_arena_ref_t ref;
   void *data;
   int sent = 0;
@@ -465,7 +488,7 @@ static PyObject *oob_collect(PyObject *unused, PyObject *buffer) {
   if (a != NULL) {
     int rc;
     memo_entry_t *seen = memo_find(c->memo, view.buf, (size_t)view.len);
-    if (seen != NULL) {
+    if (seen != NULL && c->memo->arena == a) {
       rc = ff_arena_share(a, &seen->ref, &ref);
     } else {
       Py_BEGIN_ALLOW_THREADS
@@ -520,7 +543,8 @@ PyObject *ffpy_dumps(PyObject *value, PyObject *protocol, int oob,
     return NULL;
   }
   oob_collector_t collector = {
-      NULL, 0, 0, memo == Py_None ? NULL : (ffpy_memo_t *)memo, NULL, 0, 0};
+      NULL, 0, 0, NULL, memo == Py_None ? NULL : (ffpy_memo_t *)memo,
+      NULL, 0, 0};
   int outer = pickling_for_pool;
   oob_collector_t *outer_collector = current_collector;
   pickling_for_pool = 1;
@@ -568,17 +592,20 @@ PyObject *ffpy_decode_framed(const char *data, size_t length,
   int rc = ff_arena_frame(data, length, &frame);
   if (rc < 0) return ffpy_raise(rc);
   size_t count = frame.refs, body = frame.body;
+  /* A worker's message from its parent is given back by report; results
+   * from this process's workers are claimed. */
+  unsigned how = in_worker && upstream ? FF_ARENA_REPORT : FF_ARENA_CLAIM;
   PyObject *buffers = PyList_New((Py_ssize_t)count);
   if (buffers == NULL) return NULL;
   for (size_t i = 0; i < count; i++) {
     ff_arena_ref_t ref;
     ff_arena_frame_ref(data, i, &ref);
-    PyObject *region = region_receive(&ref);
+    PyObject *region = region_receive(&ref, how);
     if (region == NULL) {
-      /* The ones not reached are never claimed: give them back. */
+      /* The ones not reached are never taken: give them back. */
       for (size_t j = i + 1; j < count; j++) {
         ff_arena_frame_ref(data, j, &ref);
-        ff_arena_discard(&ref);
+        ff_arena_discard(&ref, how);
       }
       Py_DECREF(buffers);
       return NULL;
@@ -600,11 +627,38 @@ PyObject *ffpy_decode_framed(const char *data, size_t length,
   return value;
 }
 
+PyObject *ffpy_pins_of(PyObject *value, PyObject *protocol) {
+  if (dumps_init() < 0) return NULL;
+  oob_collector_t collector = {NULL, 0, 0, NULL, NULL, NULL, 0, 0};
+  int outer = pickling_for_pool;
+  oob_collector_t *outer_collector = current_collector;
+  pickling_for_pool = 1;
+  current_collector = &collector;
+  /* No buffer callback: buffers stay in band, only the pins are noted. */
+  PyObject *args[2] = {value, protocol};
+  PyObject *pickled = PyObject_Vectorcall(pickle_dumps, args, 2, NULL);
+  pickling_for_pool = outer;
+  current_collector = outer_collector;
+  PyObject *pins = NULL;
+  if (pickled != NULL) {
+    Py_DECREF(pickled);
+    pins = PyList_New((Py_ssize_t)collector.pin_count);
+    for (size_t i = 0; pins != NULL && i < collector.pin_count; i++) {
+      PyObject *id = PyLong_FromUnsignedLongLong(collector.pins[i]);
+      if (id == NULL) Py_CLEAR(pins);
+      else PyList_SET_ITEM(pins, (Py_ssize_t)i, id);
+    }
+  }
+  PyMem_Free(collector.pins);
+  return pins;
+}
+
 size_t ffpy_trim_arena(size_t keep) {
-  if (arena == NULL || arena_pid != getpid()) return 0;
-  size_t released;
+  if (arena_pid != getpid()) return 0;
+  size_t released = 0;
   Py_BEGIN_ALLOW_THREADS
-  released = ff_arena_trim(arena, keep);
+  if (arena != NULL) released += ff_arena_trim(arena, keep);
+  if (result_arena != NULL) released += ff_arena_trim(result_arena, keep);
   Py_END_ALLOW_THREADS
   return released;
 }

@@ -174,7 +174,10 @@ static PyObject *run_chunk(PyObject *func, long kind, PyObject *items) {
 /* Runs a task message: the value, or NULL with an exception set. */
 static PyObject *run_task(ffpy_worker_context_t *c, PyObject *context,
                           const void *input, size_t length) {
+  /* The parent's arena bytes in it go back by report (see lib/arena.c). */
+  ffpy_set_upstream(1);
   PyObject *message = ffpy_decode(input, length, c->loads);
+  ffpy_set_upstream(0);
   if (message == NULL) return NULL;
   PyObject *value = NULL;
   long kind = context_kind(context);
@@ -215,6 +218,8 @@ static int worker_work(void *arg, void *context, const void *input,
       return compact > 0 ? 0 : -1;
     }
   }
+  /* Large buffers of the result go into the arena the parent claims from. */
+  ffpy_set_upstream(1);
   if (value != NULL) {
     PyObject *args[2] = {value, c->protocol};
     encoded = PyObject_Vectorcall(c->dumps, args, 2, NULL);
@@ -243,6 +248,7 @@ static int worker_work(void *arg, void *context, const void *input,
     }
     Py_DECREF(value);
   }
+  ffpy_set_upstream(0);
   if (encoded != NULL && PyBytes_Check(encoded)) {
     if (ff_buf_set(out, PyBytes_AS_STRING(encoded),
                    (size_t)PyBytes_GET_SIZE(encoded)) < 0)

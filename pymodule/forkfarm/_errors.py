@@ -149,13 +149,14 @@ class MessageTooLargeError(ValueError):
     def __init__(self, size: int, limit: int, exact: bool = True) -> None:
         if exact:
             text = (
-                f"the task's result is {size:,} bytes, over the pool's "
-                f"max_message_size of {limit:,} bytes"
+                f"the task's result is {size} bytes ({_mib(size)}), over the pool's "
+                f"max_message_size of {limit} bytes ({_mib(limit)})"
             )
         else:
             text = (
                 f"the task's worker sent more than the pool's max_message_size of "
-                f"{limit:,} bytes ({size:,} had arrived), so it was stopped and replaced"
+                f"{limit} bytes ({_mib(limit)}; {size} bytes had arrived), so it was "
+                "stopped and replaced"
             )
         super().__init__(text)
         self.size = size
@@ -164,6 +165,10 @@ class MessageTooLargeError(ValueError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return type(self), (self.size, self.limit, self.exact)
+
+
+def _mib(size: int) -> str:
+    return f"{size / 2**20:.1f} MiB"
 
 
 class RemoteError(Exception):

@@ -1,8 +1,10 @@
 """``forkfarm.Executor``: a :class:`concurrent.futures.Executor` on the
 forkfarm runtime.
 
-Futures are completed by the runtime's loop thread, under the GIL, as the
-results arrive: there is no management thread. A worker that dies fails only
+Futures are completed as the results arrive, by the runtime's callback thread
+(a C thread that takes the GIL), or by the thread that waits for the future:
+there is no management thread, and a slow done-callback delays only other
+callbacks, never the workers. A worker that dies fails only
 the future it was running, with :class:`forkfarm.WorkerLostError`; the
 executor replaces the worker and keeps going, where ProcessPoolExecutor
 breaks entirely.

@@ -112,7 +112,12 @@ def create_core(
         if inner is not None and method == "fork":
             _node.prepare_parent()
     zygote = None
+    lendable: list[int] = []
     if method == "forkserver":
+        # A fork server's workers did not inherit what the initializer's
+        # arguments name: they may open those segments from here.
+        if initializer is not None:
+            lendable = _core.pins_of((initializer, initargs))
         zygote, main_at_fork = _forkserver.zygote(
             initializer, initargs, max_tasks or 0, max_memory or 0, max_message or 0
         )
@@ -131,6 +136,7 @@ def create_core(
         max_memory or 0,
         zygote,
         max_message or 0,
+        lendable,
     )
     return core, main_at_fork
 

@@ -60,7 +60,7 @@ static void test_segment_open_and_forget(void **state) {
 }
 
 /* Answers the child's requests until it closes its end. */
-static void serve_until_eof(int socket, uintptr_t owner) {
+static void serve_until_eof(int socket, uint64_t owner) {
   for (;;) {
     struct pollfd p = {socket, POLLIN, 0};
     assert_true(poll(&p, 1, 10000) == 1);
@@ -78,8 +78,10 @@ static void test_worker_asks_the_lender(void **state) {
   if (pid == 0) {
     close(sv[0]);
     ff__share_set_lender(sv[1]);
-    uint64_t id;
-    if (read(ids[0], &id, sizeof(id)) != sizeof(id)) _exit(10);
+    uint64_t id, secret;
+    if (read(ids[0], &id, sizeof(id)) != sizeof(id) ||
+        read(ids[0], &secret, sizeof(secret)) != sizeof(secret))
+      _exit(10);
     int fd;
     /* Made after the fork: only the lender has it. */
     if (ff_segment_open(id, &fd) != 0) _exit(11);
@@ -87,6 +89,8 @@ static void test_worker_asks_the_lender(void **state) {
     if (p == MAP_FAILED || p[0] != 'x') _exit(12);
     p[1] = 'y';
     if (ff_segment_open(UINT64_C(12345), &fd) != -ENOENT) _exit(13);
+    /* It exists, but was never given to this worker. */
+    if (ff_segment_open(secret, &fd) != -ENOENT) _exit(17);
     /* One the parent makes for this worker, so that it can read it too. */
     uint64_t made;
     if (ff_segment_create(4096, FF_SEGMENT_PARENT, &made, &fd) != 0) _exit(14);
@@ -100,13 +104,19 @@ static void test_worker_asks_the_lender(void **state) {
   close(sv[1]);
   int socket = sv[0];
   assert_int_equal(fcntl(socket, F_SETFL, O_NONBLOCK), 0);
-  uint64_t id;
+  uint64_t id, secret;
   int fd;
   assert_int_equal(ff_segment_create(4096, 0, &id, &fd), 0);
   char *p = map_fd(fd, 4096);
   p[0] = 'x';
+  assert_int_equal(ff_segment_create(4096, 0, &secret, &fd), 0);
+  close(fd);
+  /* Random ids: neither guessable nor in sequence. */
+  assert_true(secret != id + 1 && secret > 1 && id > 1);
   assert_int_equal(write(ids[1], &id, sizeof(id)), sizeof(id));
-  uintptr_t owner = 77;
+  assert_int_equal(write(ids[1], &secret, sizeof(secret)), sizeof(secret));
+  uint64_t owner = 77;
+  assert_int_equal(ff__share_add_owner(owner, &id, 1), 0);
   serve_until_eof(socket, owner);
   int status;
   assert_int_equal(waitpid(pid, &status, 0), pid);
@@ -129,6 +139,7 @@ static void test_worker_asks_the_lender(void **state) {
   munmap(q, 4096);
   munmap(p, 4096);
   ff_segment_forget(id);
+  ff_segment_forget(secret);
   close(socket);
   close(ids[0]);
   close(ids[1]);
@@ -137,21 +148,21 @@ static void test_worker_asks_the_lender(void **state) {
 static void test_arena_round_trip_and_reuse(void **state) {
   (void)state;
   ff_arena_t *arena;
-  assert_int_equal(ff_arena_create(&arena, 0, 1 << 20, 4 << 20), 0);
+  assert_int_equal(ff_arena_create(&arena, FF_ARENA_TRUST_RECEIVERS, 1 << 20, 4 << 20), 0);
   ff_arena_ref_t ref, again;
   void *data, *seen;
   assert_int_equal(ff_arena_alloc(arena, 0, &ref, &data), -EINVAL);
   assert_int_equal(ff_arena_alloc(arena, 1000, &ref, &data), 0);
   memset(data, 0xab, 1000);
-  assert_int_equal(ff_arena_receive(&ref, &seen), 0);
+  assert_int_equal(ff_arena_receive(&ref, FF_ARENA_CLAIM, &seen), 0);
   assert_int_equal(((unsigned char *)seen)[999], 0xab);
   /* A reference is claimed once. */
-  assert_int_equal(ff_arena_receive(&ref, &seen), -ESTALE);
+  assert_int_equal(ff_arena_receive(&ref, FF_ARENA_CLAIM, &seen), -ESTALE);
   /* While it is held its bytes are not given out again. */
   assert_int_equal(ff_arena_alloc(arena, 1000, &again, &data), 0);
   assert_true(again.chunk != ref.chunk || again.offset >= ref.offset + 1000);
   ff_arena_cancel(arena, &again);
-  ff_arena_release(&ref);
+  ff_arena_release(&ref, FF_ARENA_CLAIM);
   /* Released: the same warm bytes serve the next message. */
   assert_int_equal(ff_arena_alloc(arena, 1000, &again, &data), 0);
   assert_int_equal(again.chunk, ref.chunk);
@@ -164,15 +175,15 @@ static void test_arena_round_trip_and_reuse(void **state) {
 static void test_arena_cancel_and_discard(void **state) {
   (void)state;
   ff_arena_t *arena;
-  assert_int_equal(ff_arena_create(&arena, 0, 1 << 20, 4 << 20), 0);
+  assert_int_equal(ff_arena_create(&arena, FF_ARENA_TRUST_RECEIVERS, 1 << 20, 4 << 20), 0);
   ff_arena_ref_t ref;
   void *data;
   assert_int_equal(ff_arena_alloc(arena, 4096, &ref, &data), 0);
   ff_arena_cancel(arena, &ref);
-  assert_int_equal(ff_arena_receive(&ref, &data), -ESTALE);
+  assert_int_equal(ff_arena_receive(&ref, FF_ARENA_CLAIM, &data), -ESTALE);
   assert_int_equal(ff_arena_alloc(arena, 4096, &ref, &data), 0);
-  ff_arena_discard(&ref);
-  assert_int_equal(ff_arena_receive(&ref, &data), -ESTALE);
+  ff_arena_discard(&ref, FF_ARENA_CLAIM);
+  assert_int_equal(ff_arena_receive(&ref, FF_ARENA_CLAIM, &data), -ESTALE);
   /* A frame's references, cancelled as a task's message would be. */
   assert_int_equal(ff_arena_alloc(arena, 4096, &ref, &data), 0);
   char message[FF_ARENA_FRAME_HEADER + sizeof(ref) + 3];
@@ -182,27 +193,27 @@ static void test_arena_cancel_and_discard(void **state) {
   memcpy(message + FF_ARENA_FRAME_HEADER, &ref, sizeof(ref));
   memcpy(message + FF_ARENA_FRAME_HEADER + sizeof(ref), "abc", 3);
   ff__arena_cancel_message(message, sizeof(message));
-  assert_int_equal(ff_arena_receive(&ref, &data), -ESTALE);
+  assert_int_equal(ff_arena_receive(&ref, FF_ARENA_CLAIM, &data), -ESTALE);
   ff_arena_destroy(arena);
 }
 
 static void test_arena_share_keeps_bytes(void **state) {
   (void)state;
   ff_arena_t *arena;
-  assert_int_equal(ff_arena_create(&arena, 0, 1 << 20, 1 << 20), 0);
+  assert_int_equal(ff_arena_create(&arena, FF_ARENA_TRUST_RECEIVERS, 1 << 20, 1 << 20), 0);
   ff_arena_ref_t first, second, other;
   void *data, *a, *b;
   assert_int_equal(ff_arena_alloc(arena, 600 << 10, &first, &data), 0);
   memset(data, 1, 600 << 10);
   assert_int_equal(ff_arena_share(arena, &first, &second), 0);
   assert_int_equal(second.offset, first.offset);
-  assert_int_equal(ff_arena_receive(&first, &a), 0);
-  assert_int_equal(ff_arena_receive(&second, &b), 0);
+  assert_int_equal(ff_arena_receive(&first, FF_ARENA_CLAIM, &a), 0);
+  assert_int_equal(ff_arena_receive(&second, FF_ARENA_CLAIM, &b), 0);
   assert_ptr_equal(a, b);
-  ff_arena_release(&first);
+  ff_arena_release(&first, FF_ARENA_CLAIM);
   /* One message still holds the bytes: the one chunk allowed has no room. */
   assert_int_equal(ff_arena_alloc(arena, 600 << 10, &other, &data), -ENOSPC);
-  ff_arena_release(&second);
+  ff_arena_release(&second, FF_ARENA_CLAIM);
   assert_int_equal(ff_arena_alloc(arena, 600 << 10, &other, &data), 0);
   assert_int_equal(other.offset, first.offset);
   ff_arena_cancel(arena, &other);
@@ -212,7 +223,7 @@ static void test_arena_share_keeps_bytes(void **state) {
 static void test_arena_reclaims_dead_receiver(void **state) {
   (void)state;
   ff_arena_t *arena;
-  assert_int_equal(ff_arena_create(&arena, 0, 1 << 20, 1 << 20), 0);
+  assert_int_equal(ff_arena_create(&arena, FF_ARENA_TRUST_RECEIVERS, 1 << 20, 1 << 20), 0);
   ff_arena_ref_t ref, next;
   void *data;
   assert_int_equal(ff_arena_alloc(arena, 600 << 10, &ref, &data), 0);
@@ -221,12 +232,12 @@ static void test_arena_reclaims_dead_receiver(void **state) {
   if (pid == 0) {
     void *seen;
     /* Claims the bytes and dies without letting go. */
-    _exit(ff_arena_receive(&ref, &seen) == 0 ? 0 : 1);
+    _exit(ff_arena_receive(&ref, FF_ARENA_CLAIM, &seen) == 0 ? 0 : 1);
   }
   int status;
   assert_int_equal(waitpid(pid, &status, 0), pid);
   assert_int_equal(WEXITSTATUS(status), 0);
-  assert_int_equal(ff_arena_receive(&ref, &data), -ESTALE);
+  assert_int_equal(ff_arena_receive(&ref, FF_ARENA_CLAIM, &data), -ESTALE);
   assert_int_equal(ff_arena_alloc(arena, 600 << 10, &next, &data), 0);
   assert_int_equal(next.chunk, ref.chunk);
   assert_int_equal(next.offset, ref.offset);
@@ -237,7 +248,7 @@ static void test_arena_reclaims_dead_receiver(void **state) {
 static void test_arena_limit_and_bad_references(void **state) {
   (void)state;
   ff_arena_t *arena;
-  assert_int_equal(ff_arena_create(&arena, 0, 1 << 20, 2 << 20), 0);
+  assert_int_equal(ff_arena_create(&arena, FF_ARENA_TRUST_RECEIVERS, 1 << 20, 2 << 20), 0);
   ff_arena_ref_t ref;
   void *data;
   assert_int_equal(ff_arena_alloc(arena, 3 << 20, &ref, &data), -ENOSPC);
@@ -245,13 +256,13 @@ static void test_arena_limit_and_bad_references(void **state) {
   ff_arena_ref_t bad = ref;
   bad.offset = 1 << 20;
   bad.length = 4096;
-  assert_int_equal(ff_arena_receive(&bad, &data), FF_EPROTOCOL);
+  assert_int_equal(ff_arena_receive(&bad, FF_ARENA_CLAIM, &data), FF_EPROTOCOL);
   bad = ref;
   bad.slot = 1u << 30;
-  assert_int_equal(ff_arena_receive(&bad, &data), FF_EPROTOCOL);
+  assert_int_equal(ff_arena_receive(&bad, FF_ARENA_CLAIM, &data), FF_EPROTOCOL);
   bad = ref;
   bad.chunk = UINT64_C(0x7fffffff00000009);
-  assert_int_equal(ff_arena_receive(&bad, &data), -ENOENT);
+  assert_int_equal(ff_arena_receive(&bad, FF_ARENA_CLAIM, &data), -ENOENT);
   ff_arena_cancel(arena, &ref);
   ff_arena_destroy(arena);
 }
@@ -259,14 +270,14 @@ static void test_arena_limit_and_bad_references(void **state) {
 static void test_arena_trim_releases_idle_chunks(void **state) {
   (void)state;
   ff_arena_t *arena;
-  assert_int_equal(ff_arena_create(&arena, 0, 1 << 20, 64 << 20), 0);
+  assert_int_equal(ff_arena_create(&arena, FF_ARENA_TRUST_RECEIVERS, 1 << 20, 64 << 20), 0);
   ff_arena_ref_t big, small;
   void *data;
   assert_int_equal(ff_arena_alloc(arena, 3 << 20, &big, &data), 0);
-  assert_int_equal(ff_arena_receive(&big, &data), 0);
+  assert_int_equal(ff_arena_receive(&big, FF_ARENA_CLAIM, &data), 0);
   /* Held: nothing to release. */
   assert_int_equal(ff_arena_trim(arena, 0), 0);
-  ff_arena_release(&big);
+  ff_arena_release(&big, FF_ARENA_CLAIM);
   /* A chunk for 3 MiB and its header: 4 MiB in steps of 2 MiB. */
   assert_int_equal(ff_arena_trim(arena, 0), 4 << 20);
   int fd;

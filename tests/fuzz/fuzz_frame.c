@@ -19,7 +19,7 @@ static void setup(void) {
   if (arena != NULL) return;
   ff_arena_ref_t ref;
   void *data;
-  if (ff_arena_create(&arena, 0, 1 << 20, 4 << 20) != 0 ||
+  if (ff_arena_create(&arena, FF_ARENA_TRUST_RECEIVERS, 1 << 20, 4 << 20) != 0 ||
       ff_arena_alloc(arena, 4096, &ref, &data) != 0)
     abort();
   chunk = ref.chunk;
@@ -40,12 +40,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       ff_arena_frame_ref(message, i, &ref);
       if (ref.chunk & 1) ref.chunk = chunk;
       void *bytes;
-      if (ff_arena_receive(&ref, &bytes) == 0) {
+      if (ff_arena_receive(&ref, FF_ARENA_CLAIM, &bytes) == 0) {
         volatile uint8_t first = ((uint8_t *)bytes)[0];
         volatile uint8_t last = ((uint8_t *)bytes)[ref.length ? ref.length - 1 : 0];
         (void)first;
         (void)last;
-        ff_arena_release(&ref);
+        ff_arena_release(&ref, FF_ARENA_CLAIM);
       }
     }
     for (size_t i = 0; i < frame.pins; i++) ff_arena_frame_pin(message, &frame, i);
