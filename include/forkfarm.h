@@ -218,6 +218,12 @@ int ff_pool_create(ff_pool_t **pool, const ff_pool_options_t *options);
 int ff_zygote_serve(const ff_pool_options_t *options, int ctl);
 
 #define FF_SUBMIT_NOTIFY 1u /* call options.on_complete when it finishes */
+/* With FF_SUBMIT_NOTIFY: a thread that waits for the task (ff_task_wait)
+ * may run its on_complete itself, at once, instead of waiting for the
+ * callback thread to get to it. Its callback then runs out of completion
+ * order, in that thread: for a future whose result a caller waits for, not
+ * for callbacks whose order is promised. */
+#define FF_SUBMIT_CLAIMABLE 2u
 
 /* Queues a message for the workers. The runtime copies the message. When
  * context is not NULL, the task runs with it: its bytes travel to each
@@ -595,9 +601,11 @@ unsigned ff_cond_notify(ff_cond_t *cond, unsigned count);
  * mapping holds. Filled by ff_channel_attach; the fields are the
  * runtime's. */
 typedef struct ff_channel_s {
-  void *region;
-  uint64_t limit;
+  void *region;   /* the header, then the ring, as mapped here */
+  uint64_t limit; /* the largest ring the region holds */
   uint64_t base;
+  uint64_t window; /* the ring bytes mapped at region */
+  void *windows;   /* ff_channel_map's: how to map more, and what it did */
 } ff_channel_t;
 
 /* The bytes at the start of a region that the channel's header takes. */
@@ -609,9 +617,19 @@ int ff_channel_init(void *region, size_t size, size_t capacity,
 /* A handle of the channel ff_channel_init made in this region (mapped here
  * too, at any address). */
 int ff_channel_attach(void *region, size_t size, ff_channel_t *channel);
+/* A handle of the channel in the size bytes at offset (a multiple of 4096)
+ * of segment id, mapping only the header and the first window bytes of the
+ * ring here, and larger windows as the ring grows: a channel costs this
+ * process the address space its messages need, not size. With init, makes
+ * the channel first (see ff_channel_init). ff_channel_unmap undoes it. */
+int ff_channel_map(ff_channel_t *channel, uint64_t segment, uint64_t offset,
+                   size_t size, size_t window, int init, size_t capacity,
+                   unsigned maxsize);
+void ff_channel_unmap(ff_channel_t *channel);
 /* Appends a copy of the message: 0, -ETIMEDOUT when still full at the
- * timeout, -EMSGSIZE when it could never fit, -EINTR. *recovered (may be
- * NULL) is set to a dead lock holder's pid. */
+ * timeout, -EMSGSIZE when it could never fit, -EINTR, -ENOMEM when a larger
+ * window cannot be mapped. *recovered (may be NULL) is set to a dead lock
+ * holder's pid. */
 int ff_channel_put(ff_channel_t *channel, const void *data, size_t length,
                    double timeout, int *recovered);
 /* Takes the oldest message: alloc(arg, length) returns where to copy it

@@ -3,20 +3,29 @@
  * No feeder thread: put copies the message into the region under a
  * process-shared mutex (sync.c) and returns; get copies one out.
  *
- * The region is mapped whole by every process but used as a ring of a few
- * pages that doubles when a message does not fit (an unbounded queue must
- * not block its producers) and falls back to its first size when the
- * channel empties, giving the pages above back to the kernel. Growing
- * copies the live bytes into the half it adds, never over themselves, so a
- * process killed mid-way leaves the channel as it was; a holder that died
- * at any other point is noticed through the mutex, and the channel's
- * positions are checked, against what this process mapped, before every
- * use: a channel left in a state no put or get makes is emptied. */
+ * The region (its segment sealed at its full size, so nobody can shrink
+ * it under another's mapping) is used as a ring of a few pages that
+ * doubles when a message does not fit (an unbounded queue must not block
+ * its producers) and falls back to its first size when the channel
+ * empties, giving the pages above back to the kernel. Growing copies the
+ * live bytes into the half it adds, never over themselves, so a process
+ * killed mid-way leaves the channel as it was; a holder that died at any
+ * other point is noticed through the mutex, and the channel's positions
+ * are checked, against what this process knows of the region, before every
+ * use: a channel left in a state no put or get makes is emptied.
+ *
+ * A process maps only the part of the region the ring uses (its window),
+ * and a larger window when the ring grows: a channel costs a few pages of
+ * address space, not its largest size, so thousands of queues fit under a
+ * limit on address space. Older windows stay mapped while the handle
+ * lives: another thread of this process may still be reading through
+ * one, and they add up to less than the largest. */
 #include "internal.h"
 
 #include <errno.h>
 #include <limits.h>
 #include <linux/futex.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
@@ -59,13 +68,40 @@ typedef struct state_s {
   uint64_t head, tail, capacity;
 } state_t;
 
-static channel_shared_t *shared_of(const ff_channel_t *ch) {
-  return (channel_shared_t *)ch->region;
+/* The windows of a handle made by ff_channel_map: how to map a larger one,
+ * and the older ones, kept until ff_channel_unmap. */
+typedef struct channel_windows_s {
+  pthread_mutex_t lock;
+  uint64_t segment;
+  uint64_t offset;
+  void **old;
+  size_t *old_sizes;
+  size_t count;
+} channel_windows_t;
+
+/* What one operation uses of a handle: its region and the ring bytes
+ * mapped there, read once (another thread may map a larger window). */
+typedef struct view_s {
+  char *region;
+  uint64_t window;
+} view_t;
+
+static view_t view_of(const ff_channel_t *ch) {
+  view_t v;
+  /* A larger window is published after its region (channel_view): the
+   * region read after the window maps at least that much. */
+  v.window = __atomic_load_n(&ch->window, __ATOMIC_ACQUIRE);
+  v.region = __atomic_load_n((char **)&ch->region, __ATOMIC_ACQUIRE);
+  return v;
 }
 
-static char *data_of(const ff_channel_t *ch) {
-  return (char *)ch->region + FF_CHANNEL_HEADER;
+static channel_shared_t *shared_of(const ff_channel_t *ch) {
+  /* The header is the same in every window. */
+  return (channel_shared_t *)__atomic_load_n((char **)&ch->region,
+                                             __ATOMIC_ACQUIRE);
 }
+
+static char *data_of(const view_t *v) { return v->region + FF_CHANNEL_HEADER; }
 
 static uint64_t record_size(size_t length) {
   return (sizeof(uint32_t) + (uint64_t)length + RECORD_ALIGN - 1) &
@@ -110,11 +146,105 @@ int ff_channel_attach(void *region, size_t size, ff_channel_t *channel) {
   channel->region = region;
   /* What this mapping holds, whatever the header says. */
   channel->limit = floor_pow2(size - FF_CHANNEL_HEADER);
+  channel->window = channel->limit;
+  channel->windows = NULL;
   channel->base = c->base_capacity;
   if (!is_pow2(channel->base) || channel->base < 4096 ||
       channel->base > channel->limit)
     channel->base = 4096;
   return 0;
+}
+
+/* Maps the header and the first window bytes of the ring of segment id's
+ * region at offset: a new mapping, or a negative errno. */
+static int window_map(uint64_t id, uint64_t offset, uint64_t window,
+                      void **out) {
+  int fd;
+  int rc = ff_segment_open(id, &fd);
+  if (rc < 0) return rc;
+  void *p = mmap(NULL, FF_CHANNEL_HEADER + window, PROT_READ | PROT_WRITE,
+                 MAP_SHARED, fd, (off_t)offset);
+  rc = p == MAP_FAILED ? -errno : 0;
+  close(fd);
+  if (rc == 0) *out = p;
+  return rc;
+}
+
+int ff_channel_map(ff_channel_t *channel, uint64_t segment, uint64_t offset,
+                   size_t size, size_t window, int init, size_t capacity,
+                   unsigned maxsize) {
+  if (channel == NULL || offset % 4096 != 0 ||
+      size < FF_CHANNEL_HEADER + 4096)
+    return -EINVAL;
+  uint64_t limit = floor_pow2(size - FF_CHANNEL_HEADER);
+  uint64_t first = window < 4096 ? 4096 : floor_pow2(window);
+  if (first > limit) first = limit;
+  channel_windows_t *w = calloc(1, sizeof(*w));
+  if (w == NULL) return -ENOMEM;
+  pthread_mutex_init(&w->lock, NULL);
+  w->segment = segment;
+  w->offset = offset;
+  void *region;
+  int rc = window_map(segment, offset, first, &region);
+  if (rc < 0) {
+    free(w);
+    return rc;
+  }
+  if (init) rc = ff_channel_init(region, size, capacity, maxsize);
+  if (rc == 0) rc = ff_channel_attach(region, size, channel);
+  if (rc < 0) {
+    munmap(region, FF_CHANNEL_HEADER + first);
+    free(w);
+    return rc;
+  }
+  channel->window = first;
+  channel->windows = w;
+  return 0;
+}
+
+void ff_channel_unmap(ff_channel_t *channel) {
+  channel_windows_t *w = channel->windows;
+  if (w == NULL) return;
+  for (size_t i = 0; i < w->count; i++) munmap(w->old[i], w->old_sizes[i]);
+  munmap(channel->region, FF_CHANNEL_HEADER + channel->window);
+  free(w->old);
+  free(w->old_sizes);
+  pthread_mutex_destroy(&w->lock);
+  free(w);
+  channel->windows = NULL;
+  channel->region = NULL;
+}
+
+/* A view of the handle that maps at least capacity ring bytes: mapping a
+ * larger window if needed. 0, or a negative errno (-ENOMEM when the
+ * address space is exhausted). */
+static int channel_view(ff_channel_t *ch, uint64_t capacity, view_t *v) {
+  *v = view_of(ch);
+  if (v->window >= capacity) return 0;
+  channel_windows_t *w = ch->windows;
+  if (w == NULL || capacity > ch->limit) return FF_EPROTOCOL;
+  pthread_mutex_lock(&w->lock);
+  int rc = 0;
+  if (ch->window < capacity) {
+    void **old = realloc(w->old, (w->count + 1) * sizeof(*old));
+    size_t *sizes = old ? realloc(w->old_sizes, (w->count + 1) * sizeof(*sizes))
+                        : NULL;
+    if (old) w->old = old;
+    if (sizes) w->old_sizes = sizes;
+    void *region = NULL;
+    rc = old && sizes ? window_map(w->segment, w->offset, capacity, &region)
+                      : -ENOMEM;
+    if (rc == 0) {
+      w->old[w->count] = ch->region;
+      w->old_sizes[w->count] = FF_CHANNEL_HEADER + ch->window;
+      w->count++;
+      __atomic_store_n((void **)&ch->region, region, __ATOMIC_RELEASE);
+      __atomic_store_n(&ch->window, capacity, __ATOMIC_RELEASE);
+    }
+  }
+  pthread_mutex_unlock(&w->lock);
+  if (rc == 0) *v = view_of(ch);
+  return rc;
 }
 
 /* Copies between the ring and a flat buffer, across the ring's end. */
@@ -155,12 +285,13 @@ static bool channel_state(const ff_channel_t *ch, state_t *st) {
 
 /* Doubles the ring: the live bytes are copied into the half it adds,
  * [capacity, capacity + used), where positions modulo the new capacity
- * find them. */
-static void channel_grow(const ff_channel_t *ch, state_t *st) {
+ * find them. v maps the doubled ring. */
+static void channel_grow(const ff_channel_t *ch, const view_t *v,
+                         state_t *st) {
   channel_shared_t *c = shared_of(ch);
   uint64_t used = st->tail - st->head;
   uint64_t old = st->capacity;
-  char *data = data_of(ch);
+  char *data = data_of(v);
   uint64_t at = st->head & (old - 1);
   uint64_t first = used < old - at ? used : old - at;
   memcpy(data + old, data + at, first);
@@ -173,18 +304,21 @@ static void channel_grow(const ff_channel_t *ch, state_t *st) {
   c->capacity = st->capacity;
 }
 
-/* Back to the first size once empty, and the pages above to the kernel. */
-static void channel_shrink(const ff_channel_t *ch, uint64_t capacity) {
+/* Back to the first size once empty, and the pages above to the kernel
+ * (v maps them). */
+static void channel_shrink(const ff_channel_t *ch, const view_t *v,
+                           uint64_t capacity) {
   channel_reset(ch);
-  madvise(data_of(ch) + ch->base, capacity - ch->base, MADV_REMOVE);
+  madvise(data_of(v) + ch->base, capacity - ch->base, MADV_REMOVE);
 }
 
-/* Takes the channel's lock and reads its state: 0, or FF_EPROTOCOL when
- * the state is impossible (a process died half-way through moving it, or
- * wrote where it should not), in which case the channel is emptied and the
- * lock released. *recovered tells of a holder that died. */
-static int channel_lock(const ff_channel_t *ch, double timeout, state_t *st,
-                        int *recovered) {
+/* Takes the channel's lock and reads its state, with a view that maps the
+ * ring: 0, or FF_EPROTOCOL when the state is impossible (a process died
+ * half-way through moving it, or wrote where it should not), in which case
+ * the channel is emptied and the lock released, or the error of mapping a
+ * larger window. *recovered tells of a holder that died. */
+static int channel_lock(ff_channel_t *ch, double timeout, state_t *st,
+                        view_t *v, int *recovered) {
   channel_shared_t *c = shared_of(ch);
   pid_t dead = 0;
   int rc = ff_mutex_acquire(&c->lock, timeout, &dead);
@@ -199,7 +333,9 @@ static int channel_lock(const ff_channel_t *ch, double timeout, state_t *st,
     ff_mutex_release(&c->lock);
     return FF_EPROTOCOL;
   }
-  return 0;
+  rc = channel_view(ch, st->capacity, v);
+  if (rc < 0) ff_mutex_release(&c->lock);
+  return rc;
 }
 
 /* The wait for the lock itself: held only for a copy, so a caller that
@@ -239,7 +375,8 @@ int ff_channel_put(ff_channel_t *ch, const void *data, size_t length,
   uint64_t deadline = ff__deadline(timeout);
   for (;;) {
     state_t st;
-    int rc = channel_lock(ch, lock_timeout(deadline), &st, recovered);
+    view_t v;
+    int rc = channel_lock(ch, lock_timeout(deadline), &st, &v, recovered);
     if (rc < 0) return rc;
     uint32_t seen = atomic_load(&c->gets);
     bool full = c->maxsize != 0 && atomic_load(&c->count) >= c->maxsize;
@@ -248,12 +385,17 @@ int ff_channel_put(ff_channel_t *ch, const void *data, size_t length,
         full = true;
         break;
       }
-      channel_grow(ch, &st);
+      rc = channel_view(ch, st.capacity * 2, &v);
+      if (rc < 0) {
+        ff_mutex_release(&c->lock);
+        return rc;
+      }
+      channel_grow(ch, &v, &st);
     }
     if (!full) {
       uint32_t header = (uint32_t)length;
-      ring_write(data_of(ch), st.capacity, st.tail, &header, sizeof(header));
-      ring_write(data_of(ch), st.capacity, st.tail + sizeof(header), data,
+      ring_write(data_of(&v), st.capacity, st.tail, &header, sizeof(header));
+      ring_write(data_of(&v), st.capacity, st.tail + sizeof(header), data,
                  length);
       /* Published only now: a putter killed above leaves no half record. */
       c->tail = st.tail + need;
@@ -279,11 +421,12 @@ int ff_channel_get(ff_channel_t *ch, double timeout,
     uint32_t seen = atomic_load(&c->puts);
     if (atomic_load(&c->count) > 0) {
       state_t st;
-      int rc = channel_lock(ch, lock_timeout(deadline), &st, recovered);
+      view_t v;
+      int rc = channel_lock(ch, lock_timeout(deadline), &st, &v, recovered);
       if (rc < 0) return rc;
       if (atomic_load(&c->count) > 0) {
         uint32_t length;
-        ring_read(data_of(ch), st.capacity, st.head, &length, sizeof(length));
+        ring_read(data_of(&v), st.capacity, st.head, &length, sizeof(length));
         uint64_t size = record_size(length);
         if (size > st.tail - st.head) {
           /* Only a process writing where it should not gets here. */
@@ -296,11 +439,11 @@ int ff_channel_get(ff_channel_t *ch, double timeout,
           ff_mutex_release(&c->lock);
           return -ENOMEM;
         }
-        ring_read(data_of(ch), st.capacity, st.head + sizeof(length), out,
+        ring_read(data_of(&v), st.capacity, st.head + sizeof(length), out,
                   length);
         c->head = st.head + size;
         if (atomic_fetch_sub(&c->count, 1) == 1 && st.capacity > ch->base)
-          channel_shrink(ch, st.capacity);
+          channel_shrink(ch, &v, st.capacity);
         atomic_fetch_add(&c->gets, 1);
         ff_mutex_release(&c->lock);
         if (atomic_load(&c->putters_asleep)) futex_wake(&c->gets);

@@ -1455,7 +1455,7 @@ int ff_pool_submit_with(ff_pool_t *pool, ff_context_t *context,
                         const ff_submit_options_t *options, ff_queue_t *queue,
                         void *user_data, ff_task_t **task_out) {
   if (pool == NULL || task_out == NULL || (message == NULL && length > 0) ||
-      (flags & ~FF_SUBMIT_NOTIFY) ||
+      (flags & ~(FF_SUBMIT_NOTIFY | FF_SUBMIT_CLAIMABLE)) ||
       (options != NULL && options->timeout != options->timeout))
     return -EINVAL;
   double timeout = options == NULL || options->timeout < 0

@@ -10,9 +10,10 @@
  * waiters are woken. Callbacks never run on the loop thread, which serves
  * every pool's workers and their requests: one slow callback would stall
  * them all. They run on the callback thread, one per process, in the order
- * the tasks finished; or, when a thread waits for the task itself, in that
- * thread, at once (it "claims" the callback), so that a caller waiting for
- * its own result pays no hop through another thread. */
+ * the tasks finished; or, for a task submitted FF_SUBMIT_CLAIMABLE (a
+ * future) that a thread waits for, in that thread, at once (it "claims"
+ * the callback), so that a caller waiting for its own result pays no hop
+ * through another thread. */
 #include "internal.h"
 
 #include <errno.h>
@@ -237,9 +238,9 @@ int ff_task_wait(ff_task_t *task, double timeout) {
     if (done == FF__TASK_PUBLISHED) return 0;
     int rc;
     if (done == FF__TASK_CALLBACK) {
-      /* Its callback waits to run: this thread runs it, unless the
-       * callback thread took it first. */
-      if (callback_claim(task)) {
+      /* Its callback waits to run: this thread runs it, if it may, unless
+       * the callback thread took it first. */
+      if ((task->flags & FF_SUBMIT_CLAIMABLE) && callback_claim(task)) {
         callbacks_run(&task, 1);
         return 0;
       }

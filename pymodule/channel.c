@@ -10,9 +10,9 @@
 
 typedef struct {
   PyObject_HEAD
-  Py_buffer view; /* of the segment: keeps it mapped */
+  PyObject *segment; /* the _core.Segment it lives in: keeps it open */
   ff_channel_t handle;
-  ff_channel_t *channel; /* &handle once attached, else NULL */
+  ff_channel_t *channel; /* &handle once mapped, else NULL */
   PyObject *dumps; /* dumps(obj) -> bytes */
   PyObject *loads; /* loads(buffer) -> obj */
   PyObject *empty; /* queue.Empty */
@@ -21,21 +21,22 @@ typedef struct {
   int closed;      /* close() was called on this handle */
 } ffpy_channel_t;
 
+/* The channel's region: the whole of the segment's bytes, after its
+ * header page. */
+#define CHANNEL_OFFSET 4096u
+
 static PyObject *channel_new(PyTypeObject *type, PyObject *args,
                              PyObject *kw) {
   static char *names[] = {"segment", "dumps", "loads", "empty",
                           "full",    "warning", NULL};
   PyObject *segment, *dumps, *loads, *empty, *full, *warning;
-  if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOOO:Channel", names, &segment,
-                                   &dumps, &loads, &empty, &full, &warning))
+  if (!PyArg_ParseTupleAndKeywords(args, kw, "O!OOOOO:Channel", names,
+                                   &ffpy_segment_type, &segment, &dumps,
+                                   &loads, &empty, &full, &warning))
     return NULL;
   ffpy_channel_t *self = (ffpy_channel_t *)type->tp_alloc(type, 0);
   if (self == NULL) return NULL;
-  if (PyObject_GetBuffer(segment, &self->view, PyBUF_WRITABLE) < 0) {
-    self->view.obj = NULL;
-    Py_DECREF(self);
-    return NULL;
-  }
+  self->segment = Py_NewRef(segment);
   self->dumps = Py_NewRef(dumps);
   self->loads = Py_NewRef(loads);
   self->empty = Py_NewRef(empty);
@@ -45,7 +46,8 @@ static PyObject *channel_new(PyTypeObject *type, PyObject *args,
 }
 
 static void channel_dealloc(ffpy_channel_t *self) {
-  if (self->view.obj != NULL) PyBuffer_Release(&self->view);
+  if (self->channel != NULL) ff_channel_unmap(self->channel);
+  Py_XDECREF(self->segment);
   Py_XDECREF(self->dumps);
   Py_XDECREF(self->loads);
   Py_XDECREF(self->empty);
@@ -60,33 +62,48 @@ static int channel_ready(ffpy_channel_t *self) {
   return -1;
 }
 
+/* Maps the channel in the segment, making it first with init. */
+static PyObject *channel_map(ffpy_channel_t *self, int init, size_t capacity,
+                             unsigned maxsize) {
+  if (self->channel != NULL) {
+    PyErr_SetString(PyExc_ValueError, "the channel is mapped already");
+    return NULL;
+  }
+  uint64_t id = ffpy_segment_id(self->segment);
+  size_t size = ffpy_segment_size(self->segment);
+  int rc = ff_channel_map(&self->handle, id, CHANNEL_OFFSET, size, capacity,
+                          init, capacity, maxsize);
+  if (rc == -EINVAL) {
+    PyErr_SetString(PyExc_ValueError,
+                    init ? "the segment cannot hold a channel"
+                         : "the segment holds no channel");
+    return NULL;
+  }
+  if (rc < 0) return ffpy_raise(rc);
+  self->channel = &self->handle;
+  Py_RETURN_NONE;
+}
+
+/* The first ring a queue maps, and shrinks back to, when it attaches to a
+ * channel another process made: the address space it starts with. */
+#define ATTACH_WINDOW (64u << 10)
+
 /* init(capacity, maxsize): makes the channel in the segment. */
 static PyObject *channel_init(ffpy_channel_t *self, PyObject *args) {
   Py_ssize_t capacity;
   unsigned int maxsize;
   if (!PyArg_ParseTuple(args, "nI:init", &capacity, &maxsize)) return NULL;
-  if (capacity < 0 ||
-      ff_channel_init(self->view.buf, (size_t)self->view.len,
-                      (size_t)capacity, maxsize) < 0 ||
-      ff_channel_attach(self->view.buf, (size_t)self->view.len,
-                        &self->handle) < 0) {
+  if (capacity < 0) {
     PyErr_SetString(PyExc_ValueError, "the segment cannot hold a channel");
     return NULL;
   }
-  self->channel = &self->handle;
-  Py_RETURN_NONE;
+  return channel_map(self, 1, (size_t)capacity, maxsize);
 }
 
 /* attach(): uses the channel another process made in the segment. */
 static PyObject *channel_attach_method(ffpy_channel_t *self, PyObject *unused) {
   (void)unused;
-  if (ff_channel_attach(self->view.buf, (size_t)self->view.len,
-                        &self->handle) < 0) {
-    PyErr_SetString(PyExc_ValueError, "the segment holds no channel");
-    return NULL;
-  }
-  self->channel = &self->handle;
-  Py_RETURN_NONE;
+  return channel_map(self, 0, ATTACH_WINDOW, 0);
 }
 
 /* The channel's shared state was impossible (a process died half-way

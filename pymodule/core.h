@@ -118,6 +118,9 @@ PyObject *ffpy_set_lock_warning(PyObject *module, PyObject *cls);
 
 /* ---- shared.c: segments and out-of-band buffers ---- */
 extern PyTypeObject ffpy_segment_type;
+/* A _core.Segment's id and size (its bytes after the header page). */
+uint64_t ffpy_segment_id(PyObject *segment);
+size_t ffpy_segment_size(PyObject *segment);
 extern PyTypeObject ffpy_region_type;
 extern PyTypeObject ffpy_memo_type;
 /* Pickles value with protocol; with oob, large out-of-band buffers go

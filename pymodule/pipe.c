@@ -21,6 +21,11 @@
 
 /* How long a receiver spins on an empty channel before it sleeps. */
 #define PIPE_SPIN_NS 50000ull
+/* The ring each direction starts with: the address space it maps. */
+#define PIPE_FIRST_RING (64u << 10)
+/* How long a sender blocked on a full pipe waits before it looks whether
+ * the receiver is still there. */
+#define PIPE_SEND_CHECK 0.05
 
 typedef struct {
   _Atomic uint32_t asleep[2]; /* per direction: its receiver sleeps */
@@ -68,8 +73,10 @@ static PyObject *pipe_end_new(PyTypeObject *type, PyObject *args,
     Py_DECREF(self);
     return NULL;
   }
-  if (region < 8192 || region % 4096 != 0 ||
-      self->view.len < 4096 + 2 * region || in_index > 1 || out_index > 1) {
+  if (!PyObject_TypeCheck(segment, &ffpy_segment_type) || region < 8192 ||
+      region % 4096 != 0 || self->view.len < 4096 ||
+      ffpy_segment_size(segment) < 4096 + 2 * (size_t)region ||
+      in_index > 1 || out_index > 1) {
     PyErr_SetString(PyExc_ValueError, "the segment cannot hold a pipe");
     Py_DECREF(self);
     return NULL;
@@ -80,10 +87,17 @@ static PyObject *pipe_end_new(PyTypeObject *type, PyObject *args,
   ff_channel_t **channels[2] = {&self->in, &self->out};
   for (int i = 0; i < 2; i++) {
     if (indices[i] < 0) continue;
-    char *at = base + 4096 + (size_t)indices[i] * (size_t)region;
-    if ((init && ff_channel_init(at, (size_t)region, 64 << 10, 0) < 0) ||
-        ff_channel_attach(at, (size_t)region, &self->handles[i]) < 0) {
-      PyErr_SetString(PyExc_ValueError, "the segment holds no pipe");
+    /* After the segment's header page and the flags page; only the ring a
+     * direction uses is mapped, and grows with it. */
+    uint64_t at = 2 * 4096 + (uint64_t)indices[i] * (uint64_t)region;
+    int rc = ff_channel_map(&self->handles[i], ffpy_segment_id(segment), at,
+                            (size_t)region, PIPE_FIRST_RING, init,
+                            PIPE_FIRST_RING, 0);
+    if (rc < 0) {
+      if (rc == -EINVAL)
+        PyErr_SetString(PyExc_ValueError, "the segment holds no pipe");
+      else
+        ffpy_raise(rc);
       Py_DECREF(self);
       return NULL;
     }
@@ -105,6 +119,8 @@ static void pipe_end_close_fd(ffpy_pipe_end_t *self) {
 }
 
 static void pipe_end_dealloc(ffpy_pipe_end_t *self) {
+  if (self->in) ff_channel_unmap(self->in);
+  if (self->out) ff_channel_unmap(self->out);
   if (self->view.obj != NULL) {
     pipe_end_close_fd(self);
     PyBuffer_Release(&self->view);
@@ -149,7 +165,22 @@ static int pipe_send_raw(ffpy_pipe_end_t *self, const char *data,
                     "the other end of the pipe is closed");
     return -1;
   }
-  int rc = ff_channel_put(self->out, data, length, -1, NULL);
+  int rc = ff_channel_put(self->out, data, length, 0, NULL);
+  /* Full: wait for room without the GIL, in short steps, looking between
+   * them whether the receiver died (its end of the socket closes). */
+  while (rc == -ETIMEDOUT) {
+    if (peer_hung_up(self)) {
+      PyErr_SetString(PyExc_BrokenPipeError,
+                      "the other end of the pipe is closed");
+      return -1;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    rc = ff_channel_put(self->out, data, length, PIPE_SEND_CHECK, NULL);
+    Py_END_ALLOW_THREADS
+    if ((rc == -ETIMEDOUT || rc == -EINTR) && PyErr_CheckSignals() < 0)
+      return -1;
+    if (rc == -EINTR) rc = -ETIMEDOUT;
+  }
   if (rc == -EMSGSIZE) {
     PyErr_Format(PyExc_ValueError,
                  "a message of %zu bytes is larger than the pipe can hold",

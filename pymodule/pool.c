@@ -174,15 +174,17 @@ static ffpy_task_t *task_object_new(void) {
 
 static PyObject *pool_submit(ffpy_pool_t *self, PyObject *args, PyObject *kw) {
   static char *names[] = {"payload", "notify",  "queue", "context",
-                          "timeout", "retries", NULL};
+                          "timeout", "retries", "claimable", NULL};
   Py_buffer payload;
   PyObject *notify = Py_None;
   PyObject *queue = Py_None;
   PyObject *context = Py_None;
+  int claimable = 0;
   ff_submit_options_t options = FF_SUBMIT_OPTIONS_DEFAULT;
-  if (!PyArg_ParseTupleAndKeywords(args, kw, "y*|OOOdi:submit", names,
+  if (!PyArg_ParseTupleAndKeywords(args, kw, "y*|OOOdip:submit", names,
                                    &payload, &notify, &queue, &context,
-                                   &options.timeout, &options.retries))
+                                   &options.timeout, &options.retries,
+                                   &claimable))
     return NULL;
   ff_queue_t *q;
   ff_context_t *ctx;
@@ -196,7 +198,7 @@ static PyObject *pool_submit(ffpy_pool_t *self, PyObject *args, PyObject *kw) {
   if (obj == NULL) goto fail;
   unsigned flags = 0;
   if (notify != Py_None) {
-    flags |= FF_SUBMIT_NOTIFY;
+    flags |= FF_SUBMIT_NOTIFY | (claimable ? FF_SUBMIT_CLAIMABLE : 0);
     obj->notify = Py_NewRef(notify);
     Py_INCREF(obj); /* held until the completion callback runs */
   }
@@ -413,7 +415,10 @@ static PyMethodDef pool_methods[] = {
     {"submit", (PyCFunction)(void (*)(void))pool_submit,
      METH_VARARGS | METH_KEYWORDS,
      "submit(payload, notify=None, queue=None, context=None, timeout=-1, "
-     "retries=-1) -> Task\n\nA negative timeout or retries is the pool's."},
+     "retries=-1, claimable=False) -> Task\n\nA negative timeout or "
+     "retries is the pool's. notify runs on the runtime's callback thread, "
+     "in completion order; with claimable, a thread that waits for the task "
+     "runs it itself if it gets there first."},
     {"submit_many", (PyCFunction)pool_submit_many, METH_VARARGS,
      "submit_many(payloads, queue, context, timeout=-1, retries=-1) -> "
      "list[Task]"},

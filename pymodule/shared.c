@@ -34,6 +34,7 @@ typedef struct {
   uint64_t id;
   char *base; /* the header; the bytes follow at SEGMENT_HEADER */
   size_t size;
+  size_t mapped; /* the bytes mapped here (a queue maps its own windows) */
   int creator;  /* made here (or for here, by the parent): lent until this
                    object goes */
   int parent;   /* in a worker: made by the parent, which can open it */
@@ -52,13 +53,19 @@ static int segment_map(ffpy_segment_t *self, int fd, size_t mapped) {
   return 0;
 }
 
+/* The bytes of a segment of size to map: all, or the first `mapped`
+ * (negative: all). */
+static size_t mapped_bytes(size_t size, Py_ssize_t mapped) {
+  return mapped < 0 || (size_t)mapped > size ? size : (size_t)mapped;
+}
+
 static PyObject *segment_new(PyTypeObject *type, PyObject *args,
                              PyObject *kw) {
-  static char *names[] = {"size", "parent", NULL};
-  Py_ssize_t size;
+  static char *names[] = {"size", "parent", "mapped", NULL};
+  Py_ssize_t size, mapped = -1;
   int parent = 0;
-  if (!PyArg_ParseTupleAndKeywords(args, kw, "n|p:Segment", names, &size,
-                                   &parent))
+  if (!PyArg_ParseTupleAndKeywords(args, kw, "n|pn:Segment", names, &size,
+                                   &parent, &mapped))
     return NULL;
   if (size < 0) {
     PyErr_SetString(PyExc_ValueError, "a segment's size cannot be negative");
@@ -66,15 +73,15 @@ static PyObject *segment_new(PyTypeObject *type, PyObject *args,
   }
   ffpy_segment_t *self = (ffpy_segment_t *)type->tp_alloc(type, 0);
   if (self == NULL) return NULL;
-  size_t mapped = SEGMENT_HEADER + (size_t)size;
+  self->mapped = mapped_bytes((size_t)size, mapped);
   int fd;
-  int rc = ff_segment_create(mapped, parent ? FF_SEGMENT_PARENT : 0,
-                             &self->id, &fd);
+  int rc = ff_segment_create(SEGMENT_HEADER + (size_t)size,
+                             parent ? FF_SEGMENT_PARENT : 0, &self->id, &fd);
   if (rc < 0) {
     Py_DECREF(self);
     return ffpy_raise(rc);
   }
-  if (segment_map(self, fd, mapped) < 0) {
+  if (segment_map(self, fd, SEGMENT_HEADER + self->mapped) < 0) {
     ff_segment_forget(self->id);
     Py_DECREF(self);
     return NULL;
@@ -89,9 +96,13 @@ static PyObject *segment_new(PyTypeObject *type, PyObject *args,
   return (PyObject *)self;
 }
 
-static PyObject *segment_open(PyObject *cls, PyObject *arg) {
-  unsigned long long id = PyLong_AsUnsignedLongLong(arg);
-  if (id == (unsigned long long)-1 && PyErr_Occurred()) return NULL;
+static PyObject *segment_open(PyObject *cls, PyObject *args,
+                              PyObject *kw) {
+  static char *names[] = {"id", "mapped", NULL};
+  unsigned long long id;
+  Py_ssize_t mapped = -1;
+  if (!PyArg_ParseTupleAndKeywords(args, kw, "K|n:open", names, &id, &mapped))
+    return NULL;
   int fd;
   int rc = ff_segment_open((uint64_t)id, &fd);
   if (rc == -ENOENT) {
@@ -103,6 +114,8 @@ static PyObject *segment_open(PyObject *cls, PyObject *arg) {
     return NULL;
   }
   if (rc < 0) return ffpy_raise(rc);
+  /* The file's size is what counts (segments are sealed at it); the header
+   * is written by whoever made the segment, and checked against it. */
   off_t end = lseek(fd, 0, SEEK_END);
   ffpy_segment_t *self =
       (ffpy_segment_t *)((PyTypeObject *)cls)->tp_alloc((PyTypeObject *)cls, 0);
@@ -116,7 +129,9 @@ static PyObject *segment_open(PyObject *cls, PyObject *arg) {
     PyErr_Format(PyExc_ValueError, "segment %llu is not a shared array", id);
     return NULL;
   }
-  if (segment_map(self, fd, (size_t)end) < 0) {
+  size_t size = (size_t)end - SEGMENT_HEADER;
+  self->mapped = mapped_bytes(size, mapped);
+  if (segment_map(self, fd, SEGMENT_HEADER + self->mapped) < 0) {
     Py_DECREF(self);
     return NULL;
   }
@@ -124,16 +139,16 @@ static PyObject *segment_open(PyObject *cls, PyObject *arg) {
   /* A segment a worker made (and returned) stays lendable to other workers
    * while this process holds it. */
   self->retained = ff_segment_retain(self->id) == 0;
-  const segment_header_t *h = (const segment_header_t *)self->base;
-  if (h->magic != SEGMENT_MAGIC || h->id != id ||
-      h->size != (uint64_t)end - SEGMENT_HEADER) {
-    munmap(self->base, (size_t)end);
+  segment_header_t h;
+  memcpy(&h, self->base, offsetof(segment_header_t, released));
+  if (h.magic != SEGMENT_MAGIC || h.id != id || h.size != size) {
+    munmap(self->base, SEGMENT_HEADER + self->mapped);
     self->base = NULL;
     Py_DECREF(self);
     PyErr_Format(PyExc_ValueError, "segment %llu is not a shared array", id);
     return NULL;
   }
-  self->size = (size_t)h->size;
+  self->size = size;
   return (PyObject *)self;
 }
 
@@ -147,7 +162,7 @@ static void segment_dealloc(ffpy_segment_t *self) {
         atomic_store(&((segment_header_t *)self->base)->released, 1);
       ff_segment_forget(self->id);
     }
-    munmap(self->base, SEGMENT_HEADER + self->size);
+    munmap(self->base, SEGMENT_HEADER + self->mapped);
   }
   if (self->retained) ff_segment_release(self->id);
   Py_TYPE(self)->tp_free((PyObject *)self);
@@ -157,13 +172,21 @@ static int segment_getbuffer(ffpy_segment_t *self, Py_buffer *view,
                              int flags) {
   return PyBuffer_FillInfo(view, (PyObject *)self,
                            self->base + SEGMENT_HEADER,
-                           (Py_ssize_t)self->size, 0, flags);
+                           (Py_ssize_t)self->mapped, 0, flags);
 }
 
 static PyBufferProcs segment_as_buffer = {
     (getbufferproc)segment_getbuffer,
     NULL,
 };
+
+uint64_t ffpy_segment_id(PyObject *segment) {
+  return ((ffpy_segment_t *)segment)->id;
+}
+
+size_t ffpy_segment_size(PyObject *segment) {
+  return ((ffpy_segment_t *)segment)->size;
+}
 
 static PyObject *segment_get_id(ffpy_segment_t *self, void *closure) {
   (void)closure;
@@ -215,9 +238,10 @@ static PyGetSetDef segment_getset[] = {
 };
 
 static PyMethodDef segment_methods[] = {
-    {"open", (PyCFunction)segment_open, METH_O | METH_CLASS,
-     "open(id) -> Segment: maps a segment made by this process, its parent, "
-     "or one of its workers."},
+    {"open", (PyCFunction)(void (*)(void))segment_open,
+     METH_VARARGS | METH_KEYWORDS | METH_CLASS,
+     "open(id, mapped=-1) -> Segment: maps (the first mapped bytes of) a "
+     "segment made by this process, its parent, or one of its workers."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -227,10 +251,11 @@ PyTypeObject ffpy_segment_type = {
     .tp_dealloc = (destructor)segment_dealloc,
     .tp_as_buffer = &segment_as_buffer,
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "Segment(size, parent=False): shared memory (an anonymous "
-              "memfd) that this process lends to its workers by id; with "
-              "parent, in a worker, the parent makes it. Exports its bytes "
-              "with the buffer protocol.",
+    .tp_doc = "Segment(size, parent=False, mapped=-1): shared memory (an "
+              "anonymous memfd) that this process lends to its workers by "
+              "id; with parent, in a worker, the parent makes it. Exports its "
+              "bytes (the first mapped of them, when mapped >= 0) with the "
+              "buffer protocol.",
     .tp_weaklistoffset = offsetof(ffpy_segment_t, weakrefs),
     .tp_methods = segment_methods,
     .tp_getset = segment_getset,

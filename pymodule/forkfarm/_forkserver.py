@@ -34,6 +34,9 @@ from typing import Any
 from . import _core, _protocol
 
 _REPLY = struct.Struct("q")
+# How long the fork server may take to make a zygote: a fork and a pickle.
+# One that takes longer is stuck, and is replaced.
+REQUEST_TIMEOUT = 30.0
 
 
 # -- in the parent -----------------------------------------------------------
@@ -57,18 +60,18 @@ def main_by_value() -> tuple[list[bytes], _protocol.MainSnapshot]:
         and getattr(obj, "__qualname__", None) == name
     }
     try:
-        return [cloudpickle.dumps(found, protocol=_protocol.PROTOCOL)], found
+        return [cloudpickle.dumps(found, protocol=_protocol.PROTOCOL)], _protocol.snapshot_of(found)
     except Exception:  # noqa: BLE001 - one of them does not pickle: find it
         pass
     chunks: list[bytes] = []
-    sent: _protocol.MainSnapshot = {}
+    sent: dict[str, Any] = {}
     for name, obj in found.items():
         try:
             chunks.append(cloudpickle.dumps({name: obj}, protocol=_protocol.PROTOCOL))
         except Exception:  # noqa: BLE001, S112 - it stays behind
             continue
         sent[name] = obj
-    return chunks, sent
+    return chunks, _protocol.snapshot_of(sent)
 
 
 class _Server:
@@ -113,6 +116,7 @@ class _Server:
             )
         finally:
             theirs.close()
+        ours.settimeout(REQUEST_TIMEOUT)
         self._socket = ours
         self._owner = os.getpid()
 
@@ -125,8 +129,16 @@ class _Server:
                 file.write(spec)
             with self._lock:
                 connection = self._connection()
-                socket.send_fds(connection, [b"Z"], [theirs.fileno(), spec_fd])
-                reply, fds, _flags, _address = socket.recv_fds(connection, 256, 1)
+                try:
+                    socket.send_fds(connection, [b"Z"], [theirs.fileno(), spec_fd])
+                    reply, fds, _flags, _address = socket.recv_fds(connection, 256, 1)
+                except TimeoutError:
+                    # Its late answer must not be taken for the next one's.
+                    self._abandon()
+                    raise RuntimeError(
+                        f"forkfarm's fork server did not answer within {REQUEST_TIMEOUT:g} s; "
+                        "it was stopped, and the next pool starts another"
+                    ) from None
         finally:
             os.close(spec_fd)
             theirs.close()
@@ -140,6 +152,26 @@ class _Server:
         (pid,) = _REPLY.unpack(reply)
         return ours.detach(), pid, fds[0]
 
+
+    def _abandon(self) -> None:
+        """Stops a fork server that no longer answers."""
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None
+        if self._process is not None:
+            self._process.kill()
+            self._process.wait()
+            self._process = None
+
+    def forget_in_child(self) -> None:
+        """In a forked child: the connection is the parent's. The child's
+        copy of its socket is closed, so that the server sees its end when
+        the parent dies, however long the child lives."""
+        if self._socket is not None:
+            self._socket.close()
+        self._socket = None
+        self._process = None
+        self._owner = 0
 
     def stop(self) -> None:
         """Closes the connection, and waits for the server to see its end
@@ -160,6 +192,7 @@ class _Server:
 
 _server = _Server()
 atexit.register(_server.stop)
+os.register_at_fork(after_in_child=_server.forget_in_child)
 
 
 def zygote(

@@ -24,6 +24,7 @@ import pickle
 import sys
 import traceback
 import types
+import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from multiprocessing.pool import MaybeEncodingError  # type: ignore[attr-defined]
 from typing import Any
@@ -53,14 +54,26 @@ dumps = _core.dumps
 # cannot work, and for anything else only when plain pickle fails, so that
 # importable functions keep the fast path.
 
-MainSnapshot = dict[str, Any]
+# The functions and classes a pool's workers have in their __main__, by
+# name, held weakly: the snapshot keeps nothing alive, so a global the
+# program deletes is freed while its pools live.
+MainSnapshot = dict[str, "weakref.ref[Any]"]
+
+
+def snapshot_of(names: Mapping[str, Any]) -> MainSnapshot:
+    """A snapshot of the functions and classes among names."""
+    return {
+        name: weakref.ref(obj)
+        for name, obj in names.items()
+        if isinstance(obj, (types.FunctionType, type))
+    }
 
 
 def main_snapshot() -> MainSnapshot:
     """What __main__ holds now: taken when a pool forks its zygote, so that
     what __main__ defines later is known to be missing in the workers."""
     main = sys.modules.get("__main__")
-    return dict(vars(main)) if main is not None else {}
+    return snapshot_of(vars(main)) if main is not None else {}
 
 
 def by_reference(obj: Any, main_at_fork: MainSnapshot) -> bool:
@@ -74,7 +87,8 @@ def by_reference(obj: Any, main_at_fork: MainSnapshot) -> bool:
     top = qualname.split(".")[0]
     main = sys.modules.get("__main__")
     now = getattr(main, top, None)
-    return now is not None and main_at_fork.get(top) is now
+    then = main_at_fork.get(top)
+    return now is not None and then is not None and then() is now
 
 
 class ByValue:

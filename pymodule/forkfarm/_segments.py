@@ -17,22 +17,24 @@ mapped: weakref.WeakValueDictionary[int, _core.Segment] = weakref.WeakValueDicti
 _opened: dict[int, _core.Segment] = {}
 
 
-def new(size: int) -> _core.Segment:
-    """A new segment of size bytes, registered. In a worker the parent makes
-    it, so that it can travel back as a handle."""
-    segment = _core.Segment(size, parent=_core.in_worker())
+def new(size: int, map_bytes: int = -1) -> _core.Segment:
+    """A new segment of size bytes, registered, with its first ``map_bytes``
+    bytes mapped here (all of them when negative: a queue maps its own
+    windows). In a worker the parent makes it, so that it can travel back as
+    a handle."""
+    segment = _core.Segment(size, parent=_core.in_worker(), mapped=map_bytes)
     mapped[segment.id] = segment
     return segment
 
 
-def find(segment_id: int) -> _core.Segment:
+def find(segment_id: int, map_bytes: int = -1) -> _core.Segment:
     """The segment of an id: mapped already, inherited, or opened from the
-    parent."""
+    parent, with its first ``map_bytes`` bytes mapped (all when negative)."""
     for key in [k for k, s in _opened.items() if s.released]:
         del _opened[key]
     segment = mapped.get(segment_id)
     if segment is None:
-        segment = _core.Segment.open(segment_id)
+        segment = _core.Segment.open(segment_id, map_bytes)
         mapped[segment_id] = segment
         if _core.in_worker():
             # The next task will likely bring it again: keep it mapped.

@@ -32,7 +32,9 @@ from . import _core, _segments
 
 __all__ = ["Client", "Connection", "Listener", "Pipe", "wait"]
 
-# Each direction's region: address space, used only as messages need it.
+# Each direction's region: the most it holds of pickled messages. Memory
+# is used only as messages need it, and each end maps only the part its
+# ring uses.
 PIPE_REGION = 256 << 20
 
 _dumps = partial(pickle.dumps, protocol=pickle.HIGHEST_PROTOCOL)
@@ -117,7 +119,8 @@ def Pipe(duplex: bool = True) -> tuple[Connection, Connection]:  # noqa: N802 - 
     left, right = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     left.setblocking(False)
     right.setblocking(False)
-    segment = _segments.new(4096 + 2 * PIPE_REGION)
+    # Mapped here: the page of flags; the ends map their rings themselves.
+    segment = _segments.new(4096 + 2 * PIPE_REGION, map_bytes=4096)
     left_fd, right_fd = left.detach(), right.detach()
     try:
         if duplex:

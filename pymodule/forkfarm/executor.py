@@ -2,9 +2,10 @@
 forkfarm runtime.
 
 Futures are completed as the results arrive, by the runtime's callback thread
-(a C thread that takes the GIL), or by the thread that waits for the future:
-there is no management thread, and a slow done-callback delays only other
-callbacks, never the workers. A worker that dies fails only
+(a C thread that takes the GIL), in completion order, or by the thread that
+waits for a future's result, if it gets there first: there is no management
+thread, and a slow done-callback delays only other callbacks, never the
+workers. A worker that dies fails only
 the future it was running, with :class:`forkfarm.WorkerLostError`; the
 executor replaces the worker and keeps going, where ProcessPoolExecutor
 breaks entirely.
@@ -195,8 +196,15 @@ class Executor(concurrent.futures.Executor):
             # Tracked before it can finish, so its completion always finds it.
             self._pending.add(future)
             try:
+                # The thread that waits for this future completes it itself
+                # if it gets there before the callback thread.
                 future._task = self._core.submit(
-                    payload, future._on_done, None, context, *limits.submit_args(self._timeout, items)
+                    payload,
+                    future._on_done,
+                    None,
+                    context,
+                    *limits.submit_args(self._timeout, items),
+                    claimable=True,
                 )
             except _core.Error as error:
                 self._pending.discard(future)

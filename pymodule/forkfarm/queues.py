@@ -32,9 +32,12 @@ __all__ = ["JoinableQueue", "Queue", "SimpleQueue"]
 
 _T = TypeVar("_T")
 
-# The address space a queue maps; pages are used only as messages need them.
+# The most a queue holds, in bytes of pickled messages: its segment's size.
+# Memory is used only as messages need it, and each process maps only the
+# part its ring uses, so this costs neither memory nor address space.
 QUEUE_BYTES = 1 << 30
-# The ring a queue starts with, and shrinks back to when it empties.
+# The ring a queue starts with, and shrinks back to when it empties: what
+# it maps of address space until messages pile up.
 FIRST_RING = 64 << 10
 
 _dumps = partial(pickle.dumps, protocol=pickle.HIGHEST_PROTOCOL)
@@ -55,7 +58,7 @@ class Queue(Generic[_T]):
         if not isinstance(maxsize, int) or isinstance(maxsize, bool):
             raise TypeError(f"maxsize must be an int, not {type(maxsize).__name__}")
         self._maxsize = max(0, maxsize)
-        self._segment = _segments.new(QUEUE_BYTES)
+        self._segment = _segments.new(QUEUE_BYTES, map_bytes=0)
         self._bind(_channel(self._segment))
         self._channel.init(FIRST_RING, min(self._maxsize, 0xFFFFFFFF))
 
@@ -143,7 +146,7 @@ class SimpleQueue(Generic[_T]):
     ``close``, as ``multiprocessing.SimpleQueue``."""
 
     def __init__(self, *, ctx: Any = None) -> None:
-        self._segment = _segments.new(QUEUE_BYTES)
+        self._segment = _segments.new(QUEUE_BYTES, map_bytes=0)
         self._bind(_channel(self._segment))
         self._channel.init(FIRST_RING, 0)
 
@@ -181,7 +184,7 @@ class SimpleQueue(Generic[_T]):
 
 def _attach(cls: type[Any], segment_id: int, maxsize: int) -> Any:
     obj = object.__new__(cls)
-    obj._segment = _segments.find(segment_id)
+    obj._segment = _segments.find(segment_id, 0)
     obj._maxsize = maxsize
     channel = _channel(obj._segment)
     channel.attach()

@@ -628,7 +628,9 @@ def forkfarm_lock_of(q: Any) -> Any:
     """The forkfarm Lock at the start of a queue's channel: its mutex."""
     from forkfarm import _core
 
-    return _core.Mutex(q._segment, 0)
+    # A queue maps its ring itself, not through its segment object: the
+    # channel's first page, which starts with the mutex, is mapped here.
+    return _core.Mutex(_core.Segment.open(q._segment.id, 4096), 0)
 
 
 def call_it(func: Any) -> Any:

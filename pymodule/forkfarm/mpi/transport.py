@@ -304,7 +304,10 @@ class Core:
         context: Context | None = None,
         timeout: float = -1,
         retries: int = -1,
+        claimable: bool = False,
     ) -> Task:
+        # claimable changes nothing here: notify runs in the thread that
+        # receives the result.
         if timeout > 0 or retries > 0:
             raise NotImplementedError("timeout= and retries= are not supported across MPI ranks")
         task = Task(self, encode(_core.loads(payload)), context, notify, queue)
