@@ -92,7 +92,8 @@ test-python-asan: $(DEPS_STAMP)
 # over its committed corpus (the regressions included); new inputs go to a
 # scratch directory, crashes to build/fuzz/artifacts/.
 FUZZ_SECONDS ?= 20
-FUZZ_TARGETS := fuzz_ring fuzz_frame fuzz_lender fuzz_channel
+FUZZ_TARGETS := fuzz_ring fuzz_ring_producer fuzz_frame fuzz_arena fuzz_lender \
+                fuzz_lender_client fuzz_channel fuzz_compact fuzz_dispatch
 fuzz: $(DEPS_STAMP)
 	@bash tools/ensure-fuzz-deps.sh $(PYTHON)
 	@[ -f build/fuzz/build.ninja ] || CC=clang meson setup build/fuzz -Dpython=false \

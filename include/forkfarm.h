@@ -514,6 +514,23 @@ void ff_arena_frame_ref(const void *message, size_t i, ff_arena_ref_t *ref);
 uint64_t ff_arena_frame_pin(const void *message, const ff_arena_frame_t *frame,
                             size_t i);
 
+/* ---- The compact encoding (compact.c) --------------------------------------
+ * A map chunk's result that is a list of 64-bit ints or of floats travels
+ * as a 16-byte header (the magic, the kind at byte 4, three zero bytes, the
+ * count as a uint64_t at byte 8) and the 8-byte values. A pickle never
+ * starts with the magic (pickles start with the PROTO opcode), nor does a
+ * frame. */
+#define FF_COMPACT_MAGIC "\xff" "FFL"
+#define FF_COMPACT_HEADER 16u
+#define FF_COMPACT_INTS 'i'
+#define FF_COMPACT_FLOATS 'd'
+
+/* If data starts with the magic: 1, with the kind and the count of values
+ * it holds (its length is exactly the header and count values); 0 without
+ * the magic; FF_EPROTOCOL for a truncated or malformed one. */
+int ff_compact_parse(const void *data, size_t length, char *kind,
+                     uint64_t *count);
+
 /* ---- process-shared synchronization (sync.c) ------------------------------
  *
  * Locks, semaphores, events and conditions that live in memory the caller

@@ -1189,10 +1189,12 @@ static void pool_dispatch(ff_pool_t *pool, done_list_t *done) {
  * a timeout is in flight. */
 static void pool_on_timeouts(uv_timer_t *handle) {
   ff_pool_t *pool = handle->data;
-  uint64_t now = ff__now_ns();
   uint64_t grace = (uint64_t)(pool->options.kill_grace * 1e9);
   bool any = false;
   pthread_mutex_lock(&pool->lock);
+  /* Read under the lock: a task a caller started in between would
+   * otherwise look as if it started after now. */
+  uint64_t now = ff__now_ns();
   for (unsigned i = 0; i < pool->options.workers; i++) {
     ff__worker_t *w = &pool->workers[i];
     if (w->state == WORKER_EMPTY) continue;
@@ -1201,7 +1203,7 @@ static void pool_on_timeouts(uv_timer_t *handle) {
       if (task->timeout_ns == 0) continue;
       any = true;
       if (l != w->in_flight.next || task->started_ns == 0 ||
-          now - task->started_ns < task->timeout_ns)
+          now < task->started_ns || now - task->started_ns < task->timeout_ns)
         continue;
       int none = 0;
       atomic_compare_exchange_strong(&task->kill_status, &none, -ETIMEDOUT);
@@ -1626,8 +1628,8 @@ int ff_pool_error(ff_pool_t *pool) { return atomic_load(&pool->error); }
 
 size_t ff_pool_stats(ff_pool_t *pool, ff_pool_stats_t *stats,
                      ff_worker_stats_t *workers, size_t capacity) {
-  uint64_t now = ff__now_ns();
   pthread_mutex_lock(&pool->lock);
+  uint64_t now = ff__now_ns(); /* after every start recorded so far */
   stats->queued = pool->pending_count;
   stats->in_flight = 0;
   stats->done = pool->tasks_done;

@@ -286,7 +286,7 @@ int ff__share_lender_lost(void) { return lender_lost ? 1 : 0; }
 
 int ff_segment_create(size_t size, unsigned flags, uint64_t *id, int *fd) {
   if (size == 0 || size > (size_t)INT64_MAX) return -EINVAL;
-  if ((flags & FF_SEGMENT_PARENT) && lender >= 0) {
+  if ((flags & FF_SEGMENT_PARENT) && (lender >= 0 || lender_lost)) {
     share_msg_t msg = {SHARE_CREATE, 0, 0, size, 0};
     int rc = lender_request(&msg, fd);
     if (rc < 0) return rc;
@@ -312,7 +312,7 @@ int ff_segment_open(uint64_t id, int *fd) {
     *fd = rc;
     return 0;
   }
-  if (rc != -ENOENT || lender < 0) return rc;
+  if (rc != -ENOENT || (lender < 0 && !lender_lost)) return rc;
   share_msg_t msg = {SHARE_OPEN, 0, id, 0, 0};
   return lender_request(&msg, fd);
 }

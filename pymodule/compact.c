@@ -28,16 +28,16 @@ int ffpy_compact_encode(PyObject *value, ff_buf_t *out) {
   if (n < FFPY_COMPACT_MIN_ITEMS) return 0;
   char kind;
   if (all_ints(value, n))
-    kind = FFPY_COMPACT_INTS;
+    kind = FF_COMPACT_INTS;
   else if (all_floats(value, n))
-    kind = FFPY_COMPACT_FLOATS;
+    kind = FF_COMPACT_FLOATS;
   else
     return 0;
-  size_t size = FFPY_COMPACT_HEADER + (size_t)n * 8;
+  size_t size = FF_COMPACT_HEADER + (size_t)n * 8;
   char *base = ff_buf_reserve(out, size);
   if (base == NULL) return -1;
-  int64_t *values = (int64_t *)(base + FFPY_COMPACT_HEADER);
-  if (kind == FFPY_COMPACT_INTS) {
+  int64_t *values = (int64_t *)(base + FF_COMPACT_HEADER);
+  if (kind == FF_COMPACT_INTS) {
     for (Py_ssize_t i = 0; i < n; i++) {
       int overflow = 0;
       long long v =
@@ -55,7 +55,7 @@ int ffpy_compact_encode(PyObject *value, ff_buf_t *out) {
       memcpy(&values[i], &d, sizeof(d));
     }
   }
-  memcpy(base, FFPY_COMPACT_MAGIC, 4);
+  memcpy(base, FF_COMPACT_MAGIC, 4);
   memset(base + 4, 0, 4);
   base[4] = kind;
   uint64_t count = (uint64_t)n;
@@ -63,14 +63,13 @@ int ffpy_compact_encode(PyObject *value, ff_buf_t *out) {
   return 1;
 }
 
-/* Checks a compact payload's header: its count, or -1 with ValueError. */
+/* Checks a compact payload's header (ff_compact_parse): its count, or -1
+ * with ValueError. */
 static Py_ssize_t compact_count(const char *data, size_t length) {
+  char kind;
   uint64_t count;
-  memcpy(&count, data + 8, sizeof(count));
-  char kind = data[4];
-  if ((kind != FFPY_COMPACT_INTS && kind != FFPY_COMPACT_FLOATS) ||
-      count > (length - FFPY_COMPACT_HEADER) / 8 ||
-      length != FFPY_COMPACT_HEADER + count * 8) {
+  if (ff_compact_parse(data, length, &kind, &count) != 1 ||
+      count > (uint64_t)PY_SSIZE_T_MAX) {
     PyErr_SetString(PyExc_ValueError, "a corrupt compact result");
     return -1;
   }
@@ -80,16 +79,16 @@ static Py_ssize_t compact_count(const char *data, size_t length) {
 /* Item i of a checked compact payload, as a new object. */
 static PyObject *compact_item(const char *data, Py_ssize_t i) {
   int64_t v;
-  memcpy(&v, data + FFPY_COMPACT_HEADER + (size_t)i * 8, sizeof(v));
-  if (data[4] == FFPY_COMPACT_INTS) return PyLong_FromLongLong((long long)v);
+  memcpy(&v, data + FF_COMPACT_HEADER + (size_t)i * 8, sizeof(v));
+  if (data[4] == FF_COMPACT_INTS) return PyLong_FromLongLong((long long)v);
   double d;
   memcpy(&d, &v, sizeof(d));
   return PyFloat_FromDouble(d);
 }
 
 static int is_compact(const char *data, size_t length) {
-  return length >= FFPY_COMPACT_HEADER &&
-         memcmp(data, FFPY_COMPACT_MAGIC, 4) == 0;
+  return length >= FF_COMPACT_HEADER &&
+         memcmp(data, FF_COMPACT_MAGIC, 4) == 0;
 }
 
 static PyObject *compact_decode(const char *data, size_t length) {
@@ -154,22 +153,22 @@ static PyObject *compact_singleton(PyObject *item) {
     int overflow = 0;
     long long v = PyLong_AsLongLongAndOverflow(item, &overflow);
     if (overflow) return NULL;
-    kind = FFPY_COMPACT_INTS;
+    kind = FF_COMPACT_INTS;
     raw = (int64_t)v;
   } else if (PyFloat_CheckExact(item)) {
     double d = PyFloat_AS_DOUBLE(item);
     memcpy(&raw, &d, sizeof(raw));
-    kind = FFPY_COMPACT_FLOATS;
+    kind = FF_COMPACT_FLOATS;
   } else {
     return NULL;
   }
-  char buf[FFPY_COMPACT_HEADER + 8];
-  memcpy(buf, FFPY_COMPACT_MAGIC, 4);
+  char buf[FF_COMPACT_HEADER + 8];
+  memcpy(buf, FF_COMPACT_MAGIC, 4);
   memset(buf + 4, 0, 4);
   buf[4] = kind;
   uint64_t count = 1;
   memcpy(buf + 8, &count, sizeof(count));
-  memcpy(buf + FFPY_COMPACT_HEADER, &raw, sizeof(raw));
+  memcpy(buf + FF_COMPACT_HEADER, &raw, sizeof(raw));
   return PyBytes_FromStringAndSize(buf, (Py_ssize_t)sizeof(buf));
 }
 

@@ -74,14 +74,8 @@ void ffpy_worker_context_clear(ffpy_worker_context_t *context);
 PyObject *ffpy_zygote_serve(PyObject *module, PyObject *args);
 
 /* A map chunk's result that is a list of ints (each fitting 64 bits) or of
- * floats travels as a compact array rather than a pickle: a 16-byte header
- * (FFPY_COMPACT_MAGIC, the kind, the count) and the 8-byte values. A pickle
- * never starts with the magic (pickles start with the PROTO opcode). */
-#define FFPY_COMPACT_MAGIC "\xff" "FFL"
-#define FFPY_COMPACT_HEADER 16u
-#define FFPY_COMPACT_INTS 'i'
-#define FFPY_COMPACT_FLOATS 'd'
-/* Lists shorter than this are pickled. */
+ * floats travels in the compact encoding (FF_COMPACT_MAGIC, forkfarm.h)
+ * rather than as a pickle. Lists shorter than this are pickled. */
 #define FFPY_COMPACT_MIN_ITEMS 1
 
 /* Writes value into out in the compact encoding if it applies: 1, else 0

@@ -1,7 +1,7 @@
 /* libFuzzer harness: what a worker can send on its lender socket.
  *
  * The parent's loop thread serves OPEN and CREATE requests from workers it
- * does not trust. The input is cut into messages of 24 bytes (and a shorter
+ * does not trust. The input is cut into messages of 32 bytes (and a shorter
  * last one), sent on a socket pair and served; every reply's descriptor is
  * closed, and the segments made for the fake worker are dropped after each
  * input, so neither memory nor descriptors may grow. */
@@ -16,8 +16,8 @@
 
 #include "../../lib/internal.h"
 
-#define MESSAGE 24u
-#define OWNER ((uintptr_t)0x4242)
+#define MESSAGE 32u
+#define OWNER ((uint64_t)0x4242)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   int sv[2];
@@ -25,6 +25,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (fcntl(sv[0], F_SETFL, O_NONBLOCK) != 0 ||
       fcntl(sv[1], F_SETFL, O_NONBLOCK) != 0)
     abort();
+  if (ff__share_add_owner(OWNER, NULL, 0) != 0) abort();
   for (size_t at = 0; at < size; at += MESSAGE) {
     size_t n = size - at < MESSAGE ? size - at : MESSAGE;
     if (send(sv[1], data + at, n, MSG_NOSIGNAL) < 0) break;
