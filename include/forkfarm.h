@@ -423,15 +423,14 @@ void ff_segment_release(uint64_t id);
  * carries an ff_arena_ref_t instead of the bytes; the receiver reads the
  * bytes in place. Arena memory is reused, so its pages stay faulted in.
  *
- * The sender keeps its slots in private memory, never trusting what
- * receivers can write. A reference is taken by its receiver
- * (ff_arena_receive) and given back (ff_arena_release) in one of two ways:
- * FF_ARENA_CLAIM, through the slot's word in the chunk, for a sender that
- * trusts its receivers (FF_ARENA_TRUST_RECEIVERS: a worker's results, read
- * by its parent); or FF_ARENA_REPORT, by a record to the sender, which
- * counts it only for the receiver the slot was given to (a parent's
- * messages, read by its workers). One never received is freed by
- * ff_arena_cancel (sender) or ff_arena_discard (would-be receiver). */
+ * The sender keeps its slots in private memory and never reads anything a
+ * receiver can write. A receiver maps a reference (ff_arena_receive) and
+ * gives it back (ff_arena_release) by reporting it to its sender through
+ * the pool: how says which way, FF_ARENA_FROM_PARENT in a worker reading
+ * its parent's message, FF_ARENA_FROM_WORKER in a parent reading a
+ * worker's result. A report counts only from the receiver the slot was
+ * given to. One never received is freed by ff_arena_cancel (sender) or
+ * ff_arena_discard (would-be receiver). */
 
 typedef struct ff_arena_s ff_arena_t;
 
@@ -444,17 +443,18 @@ typedef struct ff_arena_ref_s {
   uint32_t generation;
 } ff_arena_ref_t;
 
-/* Receivers claim and free slots through the chunk's slot words, and the
- * sender believes them (with FF_SEGMENT_PARENT: a worker's result arena). */
-#define FF_ARENA_TRUST_RECEIVERS 2u
-/* How a receiver takes and gives back a reference. */
-#define FF_ARENA_CLAIM 0u
-#define FF_ARENA_REPORT 1u
+/* A worker's result arena: its one receiver is the parent, whose reports
+ * free what it sent (with FF_SEGMENT_PARENT, so that the parent can map
+ * the chunks). */
+#define FF_ARENA_TO_PARENT 2u
+/* Where a receiver's reference came from, and so where its report goes. */
+#define FF_ARENA_FROM_WORKER 0u
+#define FF_ARENA_FROM_PARENT 1u
 
 /* An arena whose chunks are made with the segment flags in flags
  * (FF_SEGMENT_PARENT in a worker, so that the parent can read them), and
- * FF_ARENA_TRUST_RECEIVERS or not; at least chunk_size bytes each, and at
- * most limit bytes in all. */
+ * FF_ARENA_TO_PARENT or not; at least chunk_size bytes each, and at most
+ * limit bytes in all. */
 int ff_arena_create(ff_arena_t **arena, unsigned flags, size_t chunk_size,
                     size_t limit);
 /* Unmaps the arena's chunks and stops lending them; receivers keep what
@@ -476,11 +476,10 @@ int ff_arena_share(ff_arena_t *arena, const ff_arena_ref_t *ref,
 /* The message of ref will never be received: frees its slot, unless it was
  * given to a receiver. */
 void ff_arena_cancel(ff_arena_t *arena, const ff_arena_ref_t *ref);
-/* Receiver: takes ref (how: FF_ARENA_CLAIM or FF_ARENA_REPORT) and points
- * *data at its bytes, mapping the chunk the first time. -ESTALE if it was
- * claimed or cancelled already (FF_ARENA_CLAIM), -ENOENT if the chunk
- * cannot be found, FF_EPROTOCOL if ref is out of bounds or the chunk is not
- * an arena chunk. */
+/* Receiver: points *data at the bytes of ref (how: FF_ARENA_FROM_WORKER or
+ * FF_ARENA_FROM_PARENT), mapping the chunk the first time. -ENOENT if the
+ * chunk cannot be found, FF_EPROTOCOL if ref is out of bounds or the chunk
+ * is not an arena chunk. */
 int ff_arena_receive(const ff_arena_ref_t *ref, unsigned how, void **data);
 /* Receiver: done with the bytes of a received ref. */
 void ff_arena_release(const ff_arena_ref_t *ref, unsigned how);

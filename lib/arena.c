@@ -13,22 +13,22 @@
  * any slot on it is in use, so a view that outlives its task keeps its
  * memory.
  *
- * The sender keeps its slots in private memory: offsets, lengths,
- * generations and states are never read back from the chunk, which every
- * receiver maps and may scribble on. A slot is FREE, SENT (in a message
- * not given to a receiver yet), or ASSIGNED to the receiver a pool
- * dispatched its message to. How it becomes free again depends on whom the
- * sender trusts:
+ * Nothing about slots is kept in shared memory: every receiver maps the
+ * chunk, and any of them may scribble on it. The sender keeps its slots in
+ * private memory (offsets, lengths, generations, states), and a receiver
+ * gives a reference back by reporting it, never by writing the chunk:
  *
- * - A parent does not trust its workers. Its receivers report what they
- *   let go (FF_ARENA_REPORT: a RELEASE record on the worker's result ring,
- *   which the pool hands to ff__arena_reported), and a report counts only
- *   for a slot assigned to that very worker; a worker's death frees what it
- *   held. A worker can waste its own slots, never free another's.
- * - A worker trusts its parent (FF_ARENA_TRUST_RECEIVERS): the parent
- *   claims and frees a result's slot through the slot's word in the chunk
- *   header (FF_ARENA_CLAIM), generation and state in one 64-bit word: SENT,
- *   or the receiver's pid while it holds the bytes, or FREE. */
+ * - A worker reports what it let go of its parent's messages in RELEASE
+ *   records on its result ring (FF_ARENA_FROM_PARENT); the parent gave
+ *   each slot to the worker its message went to, and counts a report only
+ *   from that worker. A worker's death frees what it held.
+ * - A parent reports what it let go of a worker's results in RELEASE
+ *   records on the worker's task ring (FF_ARENA_FROM_WORKER); the worker's
+ *   result arena (FF_ARENA_TO_PARENT) has one receiver, the parent.
+ *
+ * A receiver can then waste what it was given, never free what another
+ * holds, and a worker that scribbles on its own chunks' headers still sends
+ * right results. */
 #define _GNU_SOURCE
 #include "internal.h"
 
@@ -41,24 +41,14 @@
 #include <unistd.h>
 
 #define ARENA_MAGIC UINT64_C(0x31414e4552414646) /* "FFARENA1" */
-#define STATE_FREE 0u
-#define STATE_SENT 1u
 /* Regions start on a cache line (NumPy wants 16 bytes; 64 avoids sharing a
  * line between two messages). */
 #define REGION_ALIGN 64u
+/* The most messages a chunk holds at once. */
+#define ARENA_SLOTS 340u
 
-/* A slot's word in the chunk header, for receivers that claim (see above):
- * the offset and length beside it let a receiver check a reference. */
-typedef struct arena_slot_s {
-  _Atomic uint64_t word; /* generation << 32 | state */
-  uint64_t offset;
-  uint64_t length;
-} arena_slot_t;
-
-#define ARENA_SLOTS ((FF__ARENA_HEADER - 64u) / sizeof(arena_slot_t))
-
-/* The chunk header in shared memory: what receivers read. The sender
- * writes it and never trusts it. */
+/* The chunk header in shared memory: what receivers check a chunk by. The
+ * sender writes it and never reads it back. */
 typedef struct arena_header_s {
   uint64_t magic;
   uint64_t id;
@@ -67,16 +57,15 @@ typedef struct arena_header_s {
   /* Set by the sender when it lets the chunk go: receivers unmap it once
    * they hold nothing in it. */
   _Atomic uint32_t retired;
-  char pad[64 - 32];
-  arena_slot_t slot[ARENA_SLOTS];
 } arena_header_t;
 
 _Static_assert(sizeof(arena_header_t) <= FF__ARENA_HEADER,
-               "the slots fit the header");
+               "the header fits its space");
 
 enum slot_state {
   SLOT_FREE = 0,
-  SLOT_SENT = 1,     /* in a message no receiver has been given */
+  SLOT_SENT = 1,     /* in a message no receiver has been given (or, in a
+                        worker's result arena, given to the parent) */
   SLOT_ASSIGNED = 2, /* given to receiver; freed by its report or death */
 };
 
@@ -106,12 +95,19 @@ struct ff_arena_s {
   size_t chunk_count;
 };
 
-static uint64_t make_word(uint32_t generation, uint32_t state) {
-  return (uint64_t)generation << 32 | state;
-}
-
 static arena_header_t *header_of(const arena_chunk_t *c) {
   return (arena_header_t *)c->base;
+}
+
+/* Writes the chunk's header, for receivers to check it by: again before
+ * every message, since any of them may have written over it. */
+static void header_write(arena_chunk_t *c) {
+  arena_header_t *h = header_of(c);
+  h->magic = ARENA_MAGIC;
+  h->id = c->id;
+  h->size = c->size;
+  h->slots = (uint32_t)ARENA_SLOTS;
+  atomic_store(&h->retired, 0);
 }
 
 static int map_segment(uint64_t id, char **base, size_t *size) {
@@ -213,32 +209,15 @@ static int chunk_add(ff_arena_t *a, size_t need) {
   }
   c->base = shm.base;
   c->size = size;
-  arena_header_t *h = header_of(c);
-  h->magic = ARENA_MAGIC;
-  h->id = c->id;
-  h->size = size;
-  h->slots = (uint32_t)ARENA_SLOTS;
+  header_write(c);
   a->chunks[a->chunk_count++] = c;
   a->total += size;
   return 0;
 }
 
-/* Whether slot i is taken. A SENT slot of an arena that trusts its
- * receivers is free once its word says a receiver freed it (or, with
- * reclaim, that the receiver holding it is gone). */
-static bool slot_busy(const ff_arena_t *a, arena_chunk_t *c, uint32_t i,
-                      bool reclaim) {
-  slot_t *s = &c->slot[i];
-  if (s->state == SLOT_FREE) return false;
-  if (s->state != SLOT_SENT || !(a->flags & FF_ARENA_TRUST_RECEIVERS))
-    return true;
-  uint64_t word = atomic_load(&header_of(c)->slot[i].word);
-  uint32_t state = (uint32_t)word;
-  bool freed = (uint32_t)(word >> 32) != s->generation || state == STATE_FREE;
-  if (!freed && reclaim && state > STATE_SENT)
-    freed = kill((pid_t)state, 0) < 0 && errno == ESRCH;
-  if (freed) s->state = SLOT_FREE;
-  return !freed;
+/* Whether slot i is taken. */
+static bool slot_busy(const arena_chunk_t *c, uint32_t i) {
+  return c->slot[i].state != SLOT_FREE;
 }
 
 typedef struct span_s {
@@ -252,11 +231,10 @@ static int span_cmp(const void *x, const void *y) {
 
 /* The regions in use in a chunk, sorted by offset, into spans (room for
  * ARENA_SLOTS); their number. */
-static size_t used_spans(const ff_arena_t *a, arena_chunk_t *c, span_t *spans,
-                         bool reclaim) {
+static size_t used_spans(const arena_chunk_t *c, span_t *spans) {
   size_t n = 0;
   for (uint32_t i = 0; i < ARENA_SLOTS; i++)
-    if (slot_busy(a, c, i, reclaim))
+    if (slot_busy(c, i))
       spans[n++] = (span_t){c->slot[i].offset,
                             c->slot[i].offset + c->slot[i].length};
   qsort(spans, n, sizeof(*spans), span_cmp);
@@ -267,10 +245,10 @@ static uint64_t align_up(uint64_t x) {
   return (x + REGION_ALIGN - 1) & ~(uint64_t)(REGION_ALIGN - 1);
 }
 
-/* Takes a free slot of chunk c for the region [offset, offset + length):
- * SENT, with its word set for a receiver that claims. */
+/* Takes a free slot of chunk c for the region [offset, offset + length). */
 static int slot_take(arena_chunk_t *c, uint64_t offset, uint64_t length,
                      ff_arena_ref_t *ref) {
+  header_write(c);
   for (uint32_t i = 0; i < ARENA_SLOTS; i++) {
     slot_t *s = &c->slot[i];
     if (s->state != SLOT_FREE) continue;
@@ -279,10 +257,6 @@ static int slot_take(arena_chunk_t *c, uint64_t offset, uint64_t length,
     s->length = length;
     s->state = SLOT_SENT;
     s->receiver = 0;
-    arena_slot_t *shared = &header_of(c)->slot[i];
-    shared->offset = offset;
-    shared->length = length;
-    atomic_store(&shared->word, make_word(s->generation, STATE_SENT));
     *ref = (ff_arena_ref_t){c->id, offset, length, i, s->generation};
     return 0;
   }
@@ -290,10 +264,9 @@ static int slot_take(arena_chunk_t *c, uint64_t offset, uint64_t length,
 }
 
 /* Claims a free slot of chunk c for length bytes at a free place. */
-static int chunk_alloc(const ff_arena_t *a, arena_chunk_t *c, size_t length,
-                       bool reclaim, ff_arena_ref_t *ref) {
+static int chunk_alloc(arena_chunk_t *c, size_t length, ff_arena_ref_t *ref) {
   span_t spans[ARENA_SLOTS];
-  size_t n = used_spans(a, c, spans, reclaim);
+  size_t n = used_spans(c, spans);
   int rc = -ENOSPC;
   if (n < ARENA_SLOTS) {
     uint64_t at = FF__ARENA_HEADER;
@@ -314,11 +287,9 @@ int ff_arena_alloc(ff_arena_t *arena, size_t length, ff_arena_ref_t *ref,
   if (length == 0) return -EINVAL;
   pthread_mutex_lock(&arena->lock);
   int rc = -ENOSPC;
-  /* Newest chunks first: they are the largest. Dead receivers' slots are
-   * only looked for when nothing fits without them. */
-  for (int reclaim = 0; reclaim < 2 && rc == -ENOSPC; reclaim++)
-    for (size_t i = arena->chunk_count; i-- > 0 && rc == -ENOSPC;)
-      rc = chunk_alloc(arena, arena->chunks[i], length, reclaim, ref);
+  /* Newest chunks first: they are the largest. */
+  for (size_t i = arena->chunk_count; i-- > 0 && rc == -ENOSPC;)
+    rc = chunk_alloc(arena->chunks[i], length, ref);
   if (rc == -ENOSPC) {
     rc = chunk_add(arena, length);
     if (rc == -ENOSPC) {
@@ -329,8 +300,7 @@ int ff_arena_alloc(ff_arena_t *arena, size_t length, ff_arena_ref_t *ref,
       rc = chunk_add(arena, length);
     }
     if (rc == 0)
-      rc = chunk_alloc(arena, arena->chunks[arena->chunk_count - 1], length,
-                       false, ref);
+      rc = chunk_alloc(arena->chunks[arena->chunk_count - 1], length, ref);
   }
   if (rc == 0) {
     /* Where the private slot says: inside the chunk by construction. */
@@ -342,9 +312,9 @@ int ff_arena_alloc(ff_arena_t *arena, size_t length, ff_arena_ref_t *ref,
   return rc;
 }
 
-static bool chunk_idle(const ff_arena_t *a, arena_chunk_t *c) {
+static bool chunk_idle(const arena_chunk_t *c) {
   for (uint32_t i = 0; i < ARENA_SLOTS; i++)
-    if (slot_busy(a, c, i, true)) return false;
+    if (slot_busy(c, i)) return false;
   return true;
 }
 
@@ -353,7 +323,7 @@ size_t ff_arena_trim(ff_arena_t *arena, size_t keep) {
   size_t released = 0, kept = 0;
   for (size_t i = 0; i < arena->chunk_count;) {
     arena_chunk_t *c = arena->chunks[i];
-    if (kept + c->size <= keep || !chunk_idle(arena, c)) {
+    if (kept + c->size <= keep || !chunk_idle(c)) {
       kept += c->size;
       i++;
       continue;
@@ -398,12 +368,7 @@ int ff_arena_share(ff_arena_t *arena, const ff_arena_ref_t *ref,
 /* Frees a slot that is still SENT: its message was never received. */
 static void slot_cancel(arena_chunk_t *c, const ff_arena_ref_t *ref) {
   slot_t *s = slot_of(c, ref);
-  if (s == NULL || s->state != SLOT_SENT) return;
-  s->state = SLOT_FREE;
-  uint64_t expected = make_word(ref->generation, STATE_SENT);
-  atomic_compare_exchange_strong(&header_of(c)->slot[ref->slot].word,
-                                 &expected,
-                                 make_word(ref->generation, STATE_FREE));
+  if (s != NULL && s->state == SLOT_SENT) s->state = SLOT_FREE;
 }
 
 void ff_arena_cancel(ff_arena_t *arena, const ff_arena_ref_t *ref) {
@@ -528,8 +493,12 @@ void ff__arena_reported(uint64_t receiver, const void *records,
       arena_chunk_t *c = chunk_find(arenas[j], r.chunk);
       ff_arena_ref_t ref = {r.chunk, 0, 0, r.slot, r.generation};
       slot_t *s = slot_of(c, &ref);
-      /* Only the receiver it was given to can give it back. */
-      if (s != NULL && s->state == SLOT_ASSIGNED && s->receiver == receiver)
+      /* Only the receiver it was given to can give it back: in a worker's
+       * result arena, the parent, to which every message goes. */
+      if (s != NULL &&
+          ((s->state == SLOT_ASSIGNED && s->receiver == receiver) ||
+           (s->state == SLOT_SENT && receiver == FF__RECEIVER_PARENT &&
+            (arenas[j]->flags & FF_ARENA_TO_PARENT))))
         s->state = SLOT_FREE;
       pthread_mutex_unlock(&arenas[j]->lock);
       if (c != NULL) break;
@@ -538,7 +507,10 @@ void ff__arena_reported(uint64_t receiver, const void *records,
   pthread_mutex_unlock(&arenas_lock);
 }
 
+static void down_reports_drop(uint64_t owner);
+
 void ff__arena_drop_receiver(uint64_t receiver) {
+  down_reports_drop(receiver);
   pthread_mutex_lock(&arenas_lock);
   for (size_t j = 0; j < arena_count; j++) {
     ff_arena_t *a = arenas[j];
@@ -578,6 +550,17 @@ static ff__arena_report_t *reports;
 static size_t report_count;
 static size_t report_capacity;
 
+/* In a parent: what it let go of its workers' results, by worker, not yet
+ * written to their task rings (under views_lock), and how many. */
+typedef struct down_report_s {
+  uint64_t owner;
+  ff__arena_report_t report;
+} down_report_t;
+static down_report_t *down_reports;
+static size_t down_count;
+static size_t down_capacity;
+static _Atomic size_t down_pending;
+
 static void views_sweep(void) {
   for (size_t i = 0; i < view_count;) {
     view_t *v = &views[i];
@@ -610,7 +593,7 @@ static int view_get(uint64_t id, view_t **out) {
     if (rc < 0) return rc;
     /* One look at the header, copied: its sender may be hostile. */
     arena_header_t h;
-    if (size >= FF__ARENA_HEADER) memcpy(&h, base, offsetof(arena_header_t, pad));
+    if (size >= FF__ARENA_HEADER) memcpy(&h, base, sizeof(h));
     if (size < FF__ARENA_HEADER || h.magic != ARENA_MAGIC || h.id != id ||
         h.size != size || h.slots != ARENA_SLOTS) {
       munmap(base, size);
@@ -632,18 +615,35 @@ static int ref_check(const view_t *v, const ff_arena_ref_t *ref) {
   return 0;
 }
 
-/* Queues ref for the parent (under views_lock). Without memory for it, the
- * parent frees the slot when this worker exits. */
-static void report(const ff_arena_ref_t *ref) {
-  if (report_count == report_capacity) {
-    size_t capacity = report_capacity * 2 + 16;
-    ff__arena_report_t *grown = realloc(reports, capacity * sizeof(*grown));
+/* Appends item to a growable array (under views_lock). Without memory the
+ * report is lost, and its slot waits for the receiver's end. */
+static void append(void **array, size_t *count, size_t *capacity,
+                   size_t size, const void *item) {
+  if (*count == *capacity) {
+    size_t grown_capacity = *capacity * 2 + 16;
+    void *grown = realloc(*array, grown_capacity * size);
     if (grown == NULL) return;
-    reports = grown;
-    report_capacity = capacity;
+    *array = grown;
+    *capacity = grown_capacity;
   }
-  reports[report_count++] =
-      (ff__arena_report_t){ref->chunk, ref->slot, ref->generation};
+  memcpy((char *)*array + *count * size, item, size);
+  (*count)++;
+}
+
+/* Gives ref back to its sender, by report (under views_lock). */
+static void report(const ff_arena_ref_t *ref, unsigned how) {
+  ff__arena_report_t r = {ref->chunk, ref->slot, ref->generation};
+  if (how == FF_ARENA_FROM_PARENT) {
+    append((void **)&reports, &report_count, &report_capacity, sizeof(r), &r);
+    return;
+  }
+  /* A worker's result: to the worker that made the chunk, if it lives. */
+  uint64_t owner = ff__share_owner_of(ref->chunk);
+  if (owner == 0) return;
+  down_report_t d = {owner, r};
+  append((void **)&down_reports, &down_count, &down_capacity, sizeof(d), &d);
+  atomic_store(&down_pending, down_count);
+  ff__runtime_kick();
 }
 
 size_t ff__arena_take_reports(ff__arena_report_t *out, size_t max) {
@@ -657,26 +657,61 @@ size_t ff__arena_take_reports(ff__arena_report_t *out, size_t max) {
   return n;
 }
 
+size_t ff__arena_take_reports_for(uint64_t owner, ff__arena_report_t *out,
+                                  size_t max) {
+  if (atomic_load(&down_pending) == 0) return 0;
+  pthread_mutex_lock(&views_lock);
+  size_t n = 0;
+  for (size_t i = 0; i < down_count && n < max;) {
+    if (down_reports[i].owner == owner) {
+      out[n++] = down_reports[i].report;
+      down_reports[i] = down_reports[--down_count];
+    } else {
+      i++;
+    }
+  }
+  atomic_store(&down_pending, down_count);
+  pthread_mutex_unlock(&views_lock);
+  return n;
+}
+
+void ff__arena_put_back_reports(uint64_t owner, const ff__arena_report_t *in,
+                                size_t count) {
+  pthread_mutex_lock(&views_lock);
+  for (size_t i = 0; i < count; i++) {
+    down_report_t d = {owner, in[i]};
+    append((void **)&down_reports, &down_count, &down_capacity, sizeof(d), &d);
+  }
+  atomic_store(&down_pending, down_count);
+  pthread_mutex_unlock(&views_lock);
+}
+
+static void down_reports_drop(uint64_t owner) {
+  pthread_mutex_lock(&views_lock);
+  for (size_t i = 0; i < down_count;) {
+    if (down_reports[i].owner == owner)
+      down_reports[i] = down_reports[--down_count];
+    else
+      i++;
+  }
+  atomic_store(&down_pending, down_count);
+  pthread_mutex_unlock(&views_lock);
+}
+
 void ff__arena_forget_reports(void) {
   pthread_mutex_init(&views_lock, NULL);
   report_count = 0;
+  down_count = 0;
+  atomic_store(&down_pending, 0);
 }
 
 int ff_arena_receive(const ff_arena_ref_t *ref, unsigned how, void **data) {
+  (void)how;
   pthread_mutex_lock(&views_lock);
   view_t *v;
   int rc = view_get(ref->chunk, &v);
   if (rc == 0) {
     rc = ref_check(v, ref);
-    if (rc == 0 && how == FF_ARENA_CLAIM) {
-      arena_slot_t *s = &((arena_header_t *)v->base)->slot[ref->slot];
-      uint64_t expected = make_word(ref->generation, STATE_SENT);
-      if (s->offset != ref->offset || s->length != ref->length ||
-          !atomic_compare_exchange_strong(
-              &s->word, &expected,
-              make_word(ref->generation, (uint32_t)getpid())))
-        rc = -ESTALE; /* taken already, or freed by its sender */
-    }
     if (rc == 0)
       *data = v->base + ref->offset;
     else
@@ -690,15 +725,8 @@ int ff_arena_receive(const ff_arena_ref_t *ref, unsigned how, void **data) {
 void ff_arena_release(const ff_arena_ref_t *ref, unsigned how) {
   pthread_mutex_lock(&views_lock);
   view_t *v = view_find(ref->chunk);
-  if (v != NULL && ref->slot < ARENA_SLOTS) {
-    if (how == FF_ARENA_CLAIM) {
-      arena_slot_t *s = &((arena_header_t *)v->base)->slot[ref->slot];
-      uint64_t expected = make_word(ref->generation, (uint32_t)getpid());
-      atomic_compare_exchange_strong(&s->word, &expected,
-                                     make_word(ref->generation, STATE_FREE));
-    } else {
-      report(ref);
-    }
+  if (v != NULL) {
+    report(ref, how);
     v->refs--;
   }
   views_sweep();
@@ -707,22 +735,7 @@ void ff_arena_release(const ff_arena_ref_t *ref, unsigned how) {
 
 void ff_arena_discard(const ff_arena_ref_t *ref, unsigned how) {
   pthread_mutex_lock(&views_lock);
-  if (how == FF_ARENA_REPORT) {
-    /* Given to this process: the sender waits for it back. */
-    report(ref);
-  } else {
-    view_t *v;
-    if (view_get(ref->chunk, &v) == 0) {
-      if (ref_check(v, ref) == 0) {
-        arena_slot_t *s = &((arena_header_t *)v->base)->slot[ref->slot];
-        uint64_t expected = make_word(ref->generation, STATE_SENT);
-        atomic_compare_exchange_strong(&s->word, &expected,
-                                       make_word(ref->generation, STATE_FREE));
-      }
-      v->refs--;
-    }
-  }
-  views_sweep();
+  report(ref, how);
   pthread_mutex_unlock(&views_lock);
 }
 
@@ -733,7 +746,7 @@ void ff__arena_discard_message(const void *message, size_t length) {
   for (size_t i = 0; i < frame.refs; i++) {
     ff_arena_ref_t ref;
     ff_arena_frame_ref(message, i, &ref);
-    ff_arena_discard(&ref, FF_ARENA_CLAIM);
+    ff_arena_discard(&ref, FF_ARENA_FROM_WORKER);
   }
 }
 

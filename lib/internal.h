@@ -147,8 +147,9 @@ enum ff__ring_type {
                           made for it that it let go */
   FF__RING_RETIRE = 7, /* worker -> parent: over its memory limit, it wants
                           a STOP once its tasks are done */
-  FF__RING_RELEASE = 8, /* worker -> parent: arena references of the
-                           parent's it let go (ff__arena_report_t) */
+  FF__RING_RELEASE = 8, /* either way: arena references of the other
+                           side's that this side let go
+                           (ff__arena_report_t) */
   FF__RING_TYPE_MAX = 8,
 };
 #define FF__RING_MORE 1u   /* the message continues in the next record */
@@ -283,6 +284,9 @@ int ff__runtime_on_loop_thread(ff__runtime_t *runtime);
 int ff__runtime_call(ff__runtime_t *runtime, void (*fn)(void *arg), void *arg);
 /* Runs fn(arg) in the loop thread later, without waiting for it. */
 int ff__runtime_post(ff__runtime_t *runtime, void (*fn)(void *arg), void *arg);
+/* Wakes this process's loop thread, if it runs, for one more round: its
+ * pools then write what waits to be written (reports to workers). */
+void ff__runtime_kick(void);
 /* Stops the loop thread at a point where it holds no lock, so that the
  * calling thread can fork. Serializes concurrent callers. */
 void ff__runtime_park(ff__runtime_t *runtime);
@@ -416,13 +420,17 @@ void ff__share_set_lender(int socket);
  * that did not match): the socket is closed and the worker must be
  * replaced. */
 int ff__share_lender_lost(void);
+/* The worker a segment was made for (its receiver id), or 0. */
+uint64_t ff__share_owner_of(uint64_t id);
 /* ---- arena.c ---------------------------------------------------------- */
 
-/* The slot table at the start of each arena chunk. */
+/* The header at the start of each arena chunk: regions start after it. */
 #define FF__ARENA_HEADER 8192u
+/* The receiver id that names a worker's parent in its result arena. */
+#define FF__RECEIVER_PARENT 1u
 
-/* What a worker reports of a reference of its parent's that it let go (a
- * RELEASE record carries these). */
+/* What a receiver reports of a reference it let go (a RELEASE record, on
+ * either ring, carries these). */
 typedef struct ff__arena_report_s {
   uint64_t chunk;
   uint32_t slot;
@@ -443,14 +451,23 @@ void ff__arena_assign_message(const void *message, size_t length,
  * any more (it let the bytes go, and they may have been reused). */
 int ff__arena_unassign_message(const void *message, size_t length,
                                uint64_t receiver);
-/* A RELEASE record of receiver's: frees the slots it names that were
- * given to receiver; the others are ignored. */
+/* A RELEASE record of receiver's (FF__RECEIVER_PARENT in a worker): frees
+ * the slots it names that were given to receiver; the others are
+ * ignored. */
 void ff__arena_reported(uint64_t receiver, const void *records,
                         size_t length);
-/* receiver is gone: whatever was given to it is free. */
+/* receiver is gone: whatever was given to it is free, and nothing is
+ * reported to it any more. */
 void ff__arena_drop_receiver(uint64_t receiver);
-/* Worker: up to max of the reports not yet sent; their number. */
+/* Worker: up to max of the reports not yet sent to its parent; their
+ * number. */
 size_t ff__arena_take_reports(ff__arena_report_t *out, size_t max);
+/* Parent: up to max of the reports not yet sent to the worker known as
+ * owner; their number. Those that did not fit its ring go back. */
+size_t ff__arena_take_reports_for(uint64_t owner, ff__arena_report_t *out,
+                                  size_t max);
+void ff__arena_put_back_reports(uint64_t owner, const ff__arena_report_t *in,
+                                size_t count);
 /* In a new worker: the reports and the lock are this process's own. */
 void ff__arena_forget_reports(void);
 /* Segment id can no longer be opened here (its worker is gone): a view of

@@ -207,6 +207,12 @@ int ff__runtime_acquire(ff__runtime_t **runtime) {
 
 uv_loop_t *ff__runtime_loop(ff__runtime_t *runtime) { return &runtime->loop; }
 
+void ff__runtime_kick(void) {
+  pthread_mutex_lock(&runtime_lock);
+  if (runtime_current != NULL) uv_async_send(&runtime_current->wakeup);
+  pthread_mutex_unlock(&runtime_lock);
+}
+
 int ff__runtime_on_loop_thread(ff__runtime_t *runtime) {
   uv_thread_t self = uv_thread_self();
   return uv_thread_equal(&self, &runtime->thread);

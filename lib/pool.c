@@ -842,6 +842,25 @@ static void worker_send_task(ff__worker_t *w, ff_task_t *task) {
   worker_flush(w);
 }
 
+/* Writes what this process let go of the worker's results (RELEASE
+ * records) into its task ring, between tasks: the worker reads them there
+ * and reuses the memory. What does not fit waits for the next round. */
+static void worker_write_reports(ff__worker_t *w) {
+  if (w->shm.base == NULL || w->sending || w->state == WORKER_EMPTY) return;
+  ff__arena_report_t reports[64];
+  size_t n;
+  while ((n = ff__arena_take_reports_for(w->receiver, reports, 64)) > 0) {
+    size_t offset = 0;
+    int rc = ff__ring_write(&w->tasks, FF__RING_RELEASE, 0, 0, reports,
+                            n * sizeof(reports[0]), &offset);
+    if (rc != 1) {
+      ff__arena_put_back_reports(w->receiver, reports, n);
+      return;
+    }
+    w->wake = true;
+  }
+}
+
 static void worker_wake(ff__worker_t *w) {
   if (!w->wake) return;
   w->wake = false;
@@ -1173,6 +1192,7 @@ static void pool_dispatch(ff_pool_t *pool, done_list_t *done) {
   }
   for (unsigned i = 0; i < pool->options.workers; i++) {
     w = &pool->workers[i];
+    worker_write_reports(w);
     if (pool->state == POOL_CLOSING && ff__list_empty(&pool->pending) &&
         w->state == WORKER_READY && !w->exiting && w->in_flight_count == 0) {
       w->state = WORKER_RETIRING;
@@ -1269,6 +1289,11 @@ static void pool_on_arm(uv_prepare_t *handle) {
   done_init(&done);
   pthread_mutex_lock(&pool->lock);
   if (pool->spinners == 0) pool_arm_all(pool, &done);
+  /* Reports that another thread queued (the kick that woke the loop). */
+  for (unsigned i = 0; i < pool->options.workers; i++) {
+    worker_write_reports(&pool->workers[i]);
+    worker_wake(&pool->workers[i]);
+  }
   pool_unlock_publish(pool, &done);
 }
 

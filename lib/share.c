@@ -284,6 +284,14 @@ static int lender_request(share_msg_t *msg, int *fd) {
 
 int ff__share_lender_lost(void) { return lender_lost ? 1 : 0; }
 
+uint64_t ff__share_owner_of(uint64_t id) {
+  pthread_mutex_lock(&table_lock);
+  share_entry_t *e = table_find(id);
+  uint64_t owner = e != NULL && e->owner > OWNER_PARENT ? e->owner : 0;
+  pthread_mutex_unlock(&table_lock);
+  return owner;
+}
+
 int ff_segment_create(size_t size, unsigned flags, uint64_t *id, int *fd) {
   if (size == 0 || size > (size_t)INT64_MAX) return -EINVAL;
   if ((flags & FF_SEGMENT_PARENT) && (lender >= 0 || lender_lost)) {

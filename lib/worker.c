@@ -239,6 +239,12 @@ _Noreturn void ff__worker_main(const ff_pool_options_t *o, unsigned slot,
         ff__ring_release(&w.tasks, &msg);
         ff__ring_wake_producer(&w.tasks);
         break;
+      case FF__RING_RELEASE:
+        /* The parent is done with bytes of this worker's results. */
+        ff__arena_reported(FF__RECEIVER_PARENT, msg.data, msg.length);
+        ff__ring_release(&w.tasks, &msg);
+        ff__ring_wake_producer(&w.tasks);
+        break;
       case FF__RING_TASK:
         worker_run(&w, &msg);
         worker_check_memory(&w);

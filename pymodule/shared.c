@@ -268,7 +268,7 @@ typedef struct {
   PyObject_HEAD
   ff_arena_ref_t ref;
   char *data;
-  unsigned how; /* FF_ARENA_CLAIM or FF_ARENA_REPORT: how it goes back */
+  unsigned how; /* FF_ARENA_FROM_WORKER or _FROM_PARENT: where it goes back */
 } ffpy_region_t;
 
 static void region_dealloc(ffpy_region_t *self) {
@@ -360,7 +360,7 @@ static ff_arena_t *process_arena(void) {
   long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
   size_t limit = pages > 0 && page > 0 ? (size_t)pages * (size_t)page / 4
                                        : (size_t)1 << 30;
-  unsigned flags = results ? FF_SEGMENT_PARENT | FF_ARENA_TRUST_RECEIVERS : 0;
+  unsigned flags = results ? FF_SEGMENT_PARENT | FF_ARENA_TO_PARENT : 0;
   ff_arena_t *made;
   if (ff_arena_create(&made, flags, (size_t)64 << 20, limit) < 0) return NULL;
   *slot = made;
@@ -617,9 +617,10 @@ PyObject *ffpy_decode_framed(const char *data, size_t length,
   int rc = ff_arena_frame(data, length, &frame);
   if (rc < 0) return ffpy_raise(rc);
   size_t count = frame.refs, body = frame.body;
-  /* A worker's message from its parent is given back by report; results
-   * from this process's workers are claimed. */
-  unsigned how = in_worker && upstream ? FF_ARENA_REPORT : FF_ARENA_CLAIM;
+  /* A worker's message from its parent goes back to the parent; a result
+   * of this process's worker, to that worker. */
+  unsigned how =
+      in_worker && upstream ? FF_ARENA_FROM_PARENT : FF_ARENA_FROM_WORKER;
   PyObject *buffers = PyList_New((Py_ssize_t)count);
   if (buffers == NULL) return NULL;
   for (size_t i = 0; i < count; i++) {

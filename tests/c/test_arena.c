@@ -145,110 +145,173 @@ static void test_worker_asks_the_lender(void **state) {
   close(ids[1]);
 }
 
+/* A framed message carrying ref, as a pool dispatches it. */
+static void frame_of(const ff_arena_ref_t *ref, char *message) {
+  uint32_t counts[3] = {1, 0, 0};
+  memcpy(message, FF_ARENA_FRAME_MAGIC, 4);
+  memcpy(message + 4, counts, sizeof(counts));
+  memcpy(message + FF_ARENA_FRAME_HEADER, ref, sizeof(*ref));
+}
+
+static ff__arena_report_t report_of(const ff_arena_ref_t *ref) {
+  return (ff__arena_report_t){ref->chunk, ref->slot, ref->generation};
+}
+
+enum { WORKER = 7, OTHER_WORKER = 8 };
+
 static void test_arena_round_trip_and_reuse(void **state) {
   (void)state;
   ff_arena_t *arena;
-  assert_int_equal(ff_arena_create(&arena, FF_ARENA_TRUST_RECEIVERS, 1 << 20, 4 << 20), 0);
+  assert_int_equal(ff_arena_create(&arena, 0, 1 << 20, 4 << 20), 0);
   ff_arena_ref_t ref, again;
   void *data, *seen;
   assert_int_equal(ff_arena_alloc(arena, 0, &ref, &data), -EINVAL);
   assert_int_equal(ff_arena_alloc(arena, 1000, &ref, &data), 0);
   memset(data, 0xab, 1000);
-  assert_int_equal(ff_arena_receive(&ref, FF_ARENA_CLAIM, &seen), 0);
+  char message[FF_ARENA_FRAME_HEADER + sizeof(ref)];
+  frame_of(&ref, message);
+  ff__arena_assign_message(message, sizeof(message), WORKER);
+  assert_int_equal(ff_arena_receive(&ref, FF_ARENA_FROM_PARENT, &seen), 0);
   assert_int_equal(((unsigned char *)seen)[999], 0xab);
-  /* A reference is claimed once. */
-  assert_int_equal(ff_arena_receive(&ref, FF_ARENA_CLAIM, &seen), -ESTALE);
   /* While it is held its bytes are not given out again. */
   assert_int_equal(ff_arena_alloc(arena, 1000, &again, &data), 0);
   assert_true(again.chunk != ref.chunk || again.offset >= ref.offset + 1000);
   ff_arena_cancel(arena, &again);
-  ff_arena_release(&ref, FF_ARENA_CLAIM);
+  /* The receiver's release becomes a report, not a write to the chunk. */
+  ff_arena_release(&ref, FF_ARENA_FROM_PARENT);
+  ff__arena_report_t reports[4];
+  assert_int_equal(ff__arena_take_reports(reports, 4), 1);
+  assert_true(reports[0].chunk == ref.chunk && reports[0].slot == ref.slot &&
+              reports[0].generation == ref.generation);
+  /* From another worker, it is ignored; from the one given it, honoured. */
+  ff__arena_reported(OTHER_WORKER, reports, sizeof(reports[0]));
+  assert_int_equal(ff_arena_alloc(arena, 1000, &again, &data), 0);
+  assert_true(again.offset != ref.offset);
+  ff_arena_cancel(arena, &again);
+  ff__arena_reported(WORKER, reports, sizeof(reports[0]));
   /* Released: the same warm bytes serve the next message. */
   assert_int_equal(ff_arena_alloc(arena, 1000, &again, &data), 0);
   assert_int_equal(again.chunk, ref.chunk);
   assert_int_equal(again.offset, ref.offset);
   assert_true(again.generation != ref.generation || again.slot != ref.slot);
+  /* A stale report (the old generation) frees nothing. */
+  ff__arena_reported(WORKER, reports, sizeof(reports[0]));
+  ff_arena_ref_t third;
+  assert_int_equal(ff_arena_alloc(arena, 1000, &third, &data), 0);
+  assert_true(third.offset != again.offset);
+  ff_arena_cancel(arena, &third);
   ff_arena_cancel(arena, &again);
   ff_arena_destroy(arena);
 }
 
-static void test_arena_cancel_and_discard(void **state) {
+static void test_arena_cancel_unassign_and_death(void **state) {
   (void)state;
   ff_arena_t *arena;
-  assert_int_equal(ff_arena_create(&arena, FF_ARENA_TRUST_RECEIVERS, 1 << 20, 4 << 20), 0);
-  ff_arena_ref_t ref;
+  assert_int_equal(ff_arena_create(&arena, 0, 1 << 20, 1 << 20), 0);
+  ff_arena_ref_t ref, other;
   void *data;
-  assert_int_equal(ff_arena_alloc(arena, 4096, &ref, &data), 0);
-  ff_arena_cancel(arena, &ref);
-  assert_int_equal(ff_arena_receive(&ref, FF_ARENA_CLAIM, &data), -ESTALE);
-  assert_int_equal(ff_arena_alloc(arena, 4096, &ref, &data), 0);
-  ff_arena_discard(&ref, FF_ARENA_CLAIM);
-  assert_int_equal(ff_arena_receive(&ref, FF_ARENA_CLAIM, &data), -ESTALE);
-  /* A frame's references, cancelled as a task's message would be. */
-  assert_int_equal(ff_arena_alloc(arena, 4096, &ref, &data), 0);
-  char message[FF_ARENA_FRAME_HEADER + sizeof(ref) + 3];
-  uint32_t counts[3] = {1, 0, 0};
-  memcpy(message, FF_ARENA_FRAME_MAGIC, 4);
-  memcpy(message + 4, counts, sizeof(counts));
-  memcpy(message + FF_ARENA_FRAME_HEADER, &ref, sizeof(ref));
-  memcpy(message + FF_ARENA_FRAME_HEADER + sizeof(ref), "abc", 3);
+  char message[FF_ARENA_FRAME_HEADER + sizeof(ref)];
+  /* Never given to a worker: cancelling frees it. */
+  assert_int_equal(ff_arena_alloc(arena, 600 << 10, &ref, &data), 0);
+  frame_of(&ref, message);
   ff__arena_cancel_message(message, sizeof(message));
-  assert_int_equal(ff_arena_receive(&ref, FF_ARENA_CLAIM, &data), -ESTALE);
+  assert_int_equal(ff_arena_alloc(arena, 600 << 10, &ref, &data), 0);
+  /* Given to a worker: cancelling does not (it may be reading it). */
+  frame_of(&ref, message);
+  ff__arena_assign_message(message, sizeof(message), WORKER);
+  ff__arena_cancel_message(message, sizeof(message));
+  assert_int_equal(ff_arena_alloc(arena, 600 << 10, &other, &data), -ENOSPC);
+  /* Its worker died before running it: back to sent, for the next. */
+  assert_int_equal(
+      ff__arena_unassign_message(message, sizeof(message), OTHER_WORKER), 0);
+  assert_int_equal(ff__arena_unassign_message(message, sizeof(message), WORKER),
+                   1);
+  ff__arena_assign_message(message, sizeof(message), OTHER_WORKER);
+  /* That worker dies too: what it held is free. */
+  ff__arena_drop_receiver(OTHER_WORKER);
+  assert_int_equal(ff_arena_alloc(arena, 600 << 10, &other, &data), 0);
+  assert_int_equal(other.offset, ref.offset);
+  /* A message whose worker let its bytes go cannot be sent again. */
+  frame_of(&other, message);
+  ff__arena_assign_message(message, sizeof(message), WORKER);
+  ff__arena_report_t r = report_of(&other);
+  ff__arena_reported(WORKER, &r, sizeof(r));
+  assert_int_equal(ff__arena_unassign_message(message, sizeof(message), WORKER),
+                   0);
   ff_arena_destroy(arena);
 }
 
 static void test_arena_share_keeps_bytes(void **state) {
   (void)state;
   ff_arena_t *arena;
-  assert_int_equal(ff_arena_create(&arena, FF_ARENA_TRUST_RECEIVERS, 1 << 20, 1 << 20), 0);
+  assert_int_equal(ff_arena_create(&arena, 0, 1 << 20, 1 << 20), 0);
   ff_arena_ref_t first, second, other;
-  void *data, *a, *b;
+  void *data;
   assert_int_equal(ff_arena_alloc(arena, 600 << 10, &first, &data), 0);
   memset(data, 1, 600 << 10);
   assert_int_equal(ff_arena_share(arena, &first, &second), 0);
   assert_int_equal(second.offset, first.offset);
-  assert_int_equal(ff_arena_receive(&first, FF_ARENA_CLAIM, &a), 0);
-  assert_int_equal(ff_arena_receive(&second, FF_ARENA_CLAIM, &b), 0);
-  assert_ptr_equal(a, b);
-  ff_arena_release(&first, FF_ARENA_CLAIM);
+  ff_arena_cancel(arena, &first);
   /* One message still holds the bytes: the one chunk allowed has no room. */
   assert_int_equal(ff_arena_alloc(arena, 600 << 10, &other, &data), -ENOSPC);
-  ff_arena_release(&second, FF_ARENA_CLAIM);
+  /* Nor may a freed reference be shared again. */
+  assert_int_equal(ff_arena_share(arena, &first, &other), -ESTALE);
+  ff_arena_cancel(arena, &second);
   assert_int_equal(ff_arena_alloc(arena, 600 << 10, &other, &data), 0);
   assert_int_equal(other.offset, first.offset);
   ff_arena_cancel(arena, &other);
   ff_arena_destroy(arena);
 }
 
-static void test_arena_reclaims_dead_receiver(void **state) {
+static void test_arena_results_to_parent(void **state) {
   (void)state;
+  /* A worker's result arena: the parent's reports free what it sent; no
+   * other receiver's do. */
   ff_arena_t *arena;
-  assert_int_equal(ff_arena_create(&arena, FF_ARENA_TRUST_RECEIVERS, 1 << 20, 1 << 20), 0);
-  ff_arena_ref_t ref, next;
+  assert_int_equal(ff_arena_create(&arena, FF_ARENA_TO_PARENT, 1 << 20,
+                                   1 << 20),
+                   0);
+  ff_arena_ref_t ref, other;
   void *data;
   assert_int_equal(ff_arena_alloc(arena, 600 << 10, &ref, &data), 0);
-  pid_t pid = fork();
-  assert_true(pid >= 0);
-  if (pid == 0) {
-    void *seen;
-    /* Claims the bytes and dies without letting go. */
-    _exit(ff_arena_receive(&ref, FF_ARENA_CLAIM, &seen) == 0 ? 0 : 1);
+  ff__arena_report_t r = report_of(&ref);
+  ff__arena_reported(WORKER, &r, sizeof(r));
+  assert_int_equal(ff_arena_alloc(arena, 600 << 10, &other, &data), -ENOSPC);
+  ff__arena_reported(FF__RECEIVER_PARENT, &r, sizeof(r));
+  assert_int_equal(ff_arena_alloc(arena, 600 << 10, &other, &data), 0);
+  ff_arena_cancel(arena, &other);
+  ff_arena_destroy(arena);
+}
+
+static void test_arena_scribbled_header_is_ignored(void **state) {
+  (void)state;
+  /* Receivers map the chunk: whatever they write in its header, the sender
+   * never hands out bytes in use. */
+  ff_arena_t *arena;
+  assert_int_equal(ff_arena_create(&arena, 0, 1 << 20, 8 << 20), 0);
+  ff_arena_ref_t held, next;
+  unsigned char *data;
+  assert_int_equal(ff_arena_alloc(arena, 4096, &held, (void **)&data), 0);
+  memset(data, 0x5a, 4096);
+  unsigned char *base = data - held.offset;
+  for (size_t i = 0; i < FF__ARENA_HEADER; i++) base[i] = (unsigned char)(i * 7);
+  for (int i = 0; i < 100; i++) {
+    unsigned char *bytes;
+    assert_int_equal(ff_arena_alloc(arena, 4096, &next, (void **)&bytes), 0);
+    assert_true(bytes + 4096 <= data || bytes >= data + 4096);
+    memset(bytes, 0, 4096);
+    ff_arena_cancel(arena, &next);
   }
-  int status;
-  assert_int_equal(waitpid(pid, &status, 0), pid);
-  assert_int_equal(WEXITSTATUS(status), 0);
-  assert_int_equal(ff_arena_receive(&ref, FF_ARENA_CLAIM, &data), -ESTALE);
-  assert_int_equal(ff_arena_alloc(arena, 600 << 10, &next, &data), 0);
-  assert_int_equal(next.chunk, ref.chunk);
-  assert_int_equal(next.offset, ref.offset);
-  ff_arena_cancel(arena, &next);
+  assert_int_equal(data[0], 0x5a);
+  assert_int_equal(data[4095], 0x5a);
+  ff_arena_cancel(arena, &held);
   ff_arena_destroy(arena);
 }
 
 static void test_arena_limit_and_bad_references(void **state) {
   (void)state;
   ff_arena_t *arena;
-  assert_int_equal(ff_arena_create(&arena, FF_ARENA_TRUST_RECEIVERS, 1 << 20, 2 << 20), 0);
+  assert_int_equal(ff_arena_create(&arena, 0, 1 << 20, 2 << 20), 0);
   ff_arena_ref_t ref;
   void *data;
   assert_int_equal(ff_arena_alloc(arena, 3 << 20, &ref, &data), -ENOSPC);
@@ -256,13 +319,16 @@ static void test_arena_limit_and_bad_references(void **state) {
   ff_arena_ref_t bad = ref;
   bad.offset = 1 << 20;
   bad.length = 4096;
-  assert_int_equal(ff_arena_receive(&bad, FF_ARENA_CLAIM, &data), FF_EPROTOCOL);
+  assert_int_equal(ff_arena_receive(&bad, FF_ARENA_FROM_PARENT, &data),
+                   FF_EPROTOCOL);
   bad = ref;
   bad.slot = 1u << 30;
-  assert_int_equal(ff_arena_receive(&bad, FF_ARENA_CLAIM, &data), FF_EPROTOCOL);
+  assert_int_equal(ff_arena_receive(&bad, FF_ARENA_FROM_PARENT, &data),
+                   FF_EPROTOCOL);
   bad = ref;
   bad.chunk = UINT64_C(0x7fffffff00000009);
-  assert_int_equal(ff_arena_receive(&bad, FF_ARENA_CLAIM, &data), -ENOENT);
+  assert_int_equal(ff_arena_receive(&bad, FF_ARENA_FROM_PARENT, &data),
+                   -ENOENT);
   ff_arena_cancel(arena, &ref);
   ff_arena_destroy(arena);
 }
@@ -270,14 +336,13 @@ static void test_arena_limit_and_bad_references(void **state) {
 static void test_arena_trim_releases_idle_chunks(void **state) {
   (void)state;
   ff_arena_t *arena;
-  assert_int_equal(ff_arena_create(&arena, FF_ARENA_TRUST_RECEIVERS, 1 << 20, 64 << 20), 0);
+  assert_int_equal(ff_arena_create(&arena, 0, 1 << 20, 64 << 20), 0);
   ff_arena_ref_t big, small;
   void *data;
   assert_int_equal(ff_arena_alloc(arena, 3 << 20, &big, &data), 0);
-  assert_int_equal(ff_arena_receive(&big, FF_ARENA_CLAIM, &data), 0);
   /* Held: nothing to release. */
   assert_int_equal(ff_arena_trim(arena, 0), 0);
-  ff_arena_release(&big, FF_ARENA_CLAIM);
+  ff_arena_cancel(arena, &big);
   /* A chunk for 3 MiB and its header: 4 MiB in steps of 2 MiB. */
   assert_int_equal(ff_arena_trim(arena, 0), 4 << 20);
   int fd;
@@ -347,9 +412,10 @@ int main(void) {
       cmocka_unit_test_setup(test_segment_open_and_forget, setup_alarm),
       cmocka_unit_test_setup(test_worker_asks_the_lender, setup_alarm),
       cmocka_unit_test_setup(test_arena_round_trip_and_reuse, setup_alarm),
-      cmocka_unit_test_setup(test_arena_cancel_and_discard, setup_alarm),
+      cmocka_unit_test_setup(test_arena_cancel_unassign_and_death, setup_alarm),
       cmocka_unit_test_setup(test_arena_share_keeps_bytes, setup_alarm),
-      cmocka_unit_test_setup(test_arena_reclaims_dead_receiver, setup_alarm),
+      cmocka_unit_test_setup(test_arena_results_to_parent, setup_alarm),
+      cmocka_unit_test_setup(test_arena_scribbled_header_is_ignored, setup_alarm),
       cmocka_unit_test_setup(test_arena_limit_and_bad_references, setup_alarm),
       cmocka_unit_test_setup(test_arena_trim_releases_idle_chunks, setup_alarm),
       cmocka_unit_test_setup(test_frame_bounds, setup_alarm),
