@@ -365,6 +365,12 @@ int ff_task_status(const ff_task_t *task);
  * stopped, and the limit). Valid while the caller holds its reference. */
 const void *ff_task_result(const ff_task_t *task, size_t *length);
 
+/* The result bytes before offset will not be read again: the memory of
+ * the pages they fill goes back to the system (reading them again gives
+ * zeros). A big result decoded as it is read costs one copy of memory,
+ * not two. */
+void ff_task_result_consumed(ff_task_t *task, size_t offset);
+
 /* How long the worker spent in work() for this task, in nanoseconds (0
  * until it finished, or when it did not run). */
 uint64_t ff_task_run_ns(const ff_task_t *task);

@@ -230,8 +230,10 @@ typedef struct ff__ring_reader_s {
  * past reader->limit (msg->id and msg->length then tell which and how much
  * had come), -ENOMEM. At most *budget bytes of fragments are copied (it is
  * decreased by what was; NULL: no bound), so that one producer that
- * streams cannot keep the reader to itself: 0 comes back once it is
- * spent. */
+ * streams cannot keep the reader to itself: FF__RING_FRAGMENT comes back
+ * when the next fragment does not fit what is left of it (a budget of 0
+ * copies none: the caller may copy them elsewhere, without its locks). */
+#define FF__RING_FRAGMENT 2
 int ff__ring_read(ff__ring_t *ring, ff__ring_reader_t *reader,
                   ff__ring_msg_t *msg, size_t *budget);
 /* Gives the space of msg back to the producer. */

@@ -112,6 +112,10 @@ struct ff__worker_s {
   unsigned context_next;
   bool exiting; /* its exit is being handled: dispatch skips it */
   bool stop_when_idle; /* it asked to retire: STOP once in_flight empties */
+  /* A thread is copying fragments of this worker's results without the
+   * pool's lock: nobody else reads its result ring, and its process is not
+   * released, until it is done (reader_done). */
+  bool reading;
   bool doomed;  /* to be killed as soon as its pidfd arrives */
   bool corrupt; /* killed for a corrupt message: its task fails so */
   /* Killed for a message past max_message_size: the bytes that had come,
@@ -170,6 +174,7 @@ struct ff_pool_s {
   _Atomic uint32_t workers_gone; /* futex word for join: every worker is */
 
   pthread_mutex_t lock; /* everything below */
+  pthread_cond_t reader_done; /* a worker's reading went back to false */
   bool accepting;
   uint64_t next_id;
   int state;
@@ -220,6 +225,7 @@ void ff__pool_retain(ff_pool_t *pool) { atomic_fetch_add(&pool->refs, 1); }
 
 void ff__pool_release(ff_pool_t *pool) {
   if (atomic_fetch_sub(&pool->refs, 1) != 1) return;
+  pthread_cond_destroy(&pool->reader_done);
   pthread_mutex_destroy(&pool->lock);
   free(pool->workers);
   free(pool->error_detail);
@@ -445,6 +451,9 @@ static int lender_start(ff__worker_t *w, int fd) {
 }
 
 static void worker_release_process(ff__worker_t *w) {
+  /* Another thread may be copying its fragments, without the lock, from
+   * the ring about to be unmapped. */
+  while (w->reading) pthread_cond_wait(&w->pool->reader_done, &w->pool->lock);
   if (w->doorbell) {
     uv_close((uv_handle_t *)&w->doorbell->poll, doorbell_on_closed);
     w->doorbell = NULL;
@@ -724,14 +733,35 @@ static void worker_on_message(ff__worker_t *w, const ff__ring_msg_t *msg,
  * taken: a big result's memory is not kept for the next one. */
 #define FF__READER_KEEP ((size_t)1 << 20)
 
+/* Copies the fragments of a long message into the worker's reader, up to
+ * *budget bytes, without the pool's lock: what takes time in a long
+ * message is the copy, and the lock is every caller's and the loop's (a
+ * stats() call, a submit, the other workers' results would wait for it).
+ * Called and returning with the lock held. */
+static int worker_read_fragments(ff__worker_t *w, ff__ring_msg_t *msg,
+                                 size_t *budget) {
+  ff_pool_t *pool = w->pool;
+  w->reading = true;
+  pthread_mutex_unlock(&pool->lock);
+  int rc = ff__ring_read(&w->results, &w->reader, msg, budget);
+  pthread_mutex_lock(&pool->lock);
+  w->reading = false;
+  pthread_cond_broadcast(&pool->reader_done);
+  return rc;
+}
+
 /* Reads the whole messages the worker has pushed, within the drain's
  * bounds (all of them with unbounded, for a worker that exited: what it
  * left is all there will be). Returns true if some were left. */
 static bool worker_drain_some(ff__worker_t *w, done_list_t *done,
                               bool unbounded) {
+  if (unbounded)
+    while (w->reading) pthread_cond_wait(&w->pool->reader_done, &w->pool->lock);
   if (w->shm.base == NULL || w->state == WORKER_EMPTY || w->corrupt ||
       w->oversize)
     return false;
+  /* Another thread is copying this worker's fragments: it goes on. */
+  if (w->reading) return true;
   bool freed = false, more = false;
   size_t budget = FF__DRAIN_BYTES;
   for (unsigned count = 0;; count++) {
@@ -740,10 +770,19 @@ static bool worker_drain_some(ff__worker_t *w, done_list_t *done,
       break;
     }
     ff__ring_msg_t msg;
+    size_t none = 0;
+    /* Whole records are taken under the lock; fragments are copied
+     * without it (unless the worker is gone: then there is no hurry). */
     int rc = ff__ring_read(&w->results, &w->reader, &msg,
-                           unbounded ? NULL : &budget);
-    if (rc == 0) {
-      more = !unbounded && ff__ring_readable(&w->results);
+                           unbounded ? NULL : &none);
+    if (rc == FF__RING_FRAGMENT) {
+      rc = budget > 0 ? worker_read_fragments(w, &msg, &budget)
+                      : FF__RING_FRAGMENT;
+      if (w->shm.base == NULL) return false;
+    }
+    if (rc == 0 || rc == FF__RING_FRAGMENT) {
+      more = !unbounded && (rc == FF__RING_FRAGMENT ||
+                            ff__ring_readable(&w->results));
       break;
     }
     if (rc == FF_EMSGSIZE) {
@@ -1273,7 +1312,7 @@ static void pool_arm_all(ff_pool_t *pool, done_list_t *done) {
   bool readable = false;
   for (unsigned i = 0; i < pool->options.workers; i++) {
     ff__worker_t *w = &pool->workers[i];
-    if (w->shm.base && w->state != WORKER_EMPTY &&
+    if (w->shm.base && w->state != WORKER_EMPTY && !w->reading &&
         ff__ring_arm_consumer(&w->results))
       readable = true;
   }
@@ -1427,6 +1466,7 @@ int ff_pool_create(ff_pool_t **out, const ff_pool_options_t *options) {
   pool->zygote_pidfd = -1;
   pool->ctl_fd = -1;
   pthread_mutex_init(&pool->lock, NULL);
+  pthread_cond_init(&pool->reader_done, NULL);
   ff__list_init(&pool->pending);
   pool->accepting = true;
   pool->next_id = 1;
@@ -1446,6 +1486,7 @@ int ff_pool_create(ff_pool_t **out, const ff_pool_options_t *options) {
     rc = ff__zygote_fork(runtime, &pool->options, &pool->zygote_pid,
                          &pool->zygote_pidfd, &pool->ctl_fd);
   if (rc < 0) {
+    pthread_cond_destroy(&pool->reader_done);
     pthread_mutex_destroy(&pool->lock);
     free(pool->workers);
     free((void *)pool->options.lendable);
@@ -1460,6 +1501,7 @@ int ff_pool_create(ff_pool_t **out, const ff_pool_options_t *options) {
     ff__fd_untrack(pool->zygote_pidfd);
     close(pool->ctl_fd);
     close(pool->zygote_pidfd);
+    pthread_cond_destroy(&pool->reader_done);
     pthread_mutex_destroy(&pool->lock);
     free(pool->workers);
     free((void *)pool->options.lendable);

@@ -265,7 +265,7 @@ int ff__ring_read(ff__ring_t *ring, ff__ring_reader_t *reader,
      * producer waiting to write the next one can go on. */
     if (reader->joining && (h.type != reader->type || h.id != reader->id))
       return FF_EPROTOCOL;
-    if (budget != NULL && *budget < h.length) return 0;
+    if (budget != NULL && *budget < h.length) return FF__RING_FRAGMENT;
     size_t joined = reader->joining ? reader->length : 0;
     if (reader->limit && joined + h.length > reader->limit) {
       msg->id = h.id;

@@ -20,6 +20,8 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 /* A queue is shared by its owner and the unfinished tasks bound to it:
  * each holds a reference, so the owner may destroy it while tasks are still
@@ -304,6 +306,17 @@ const void *ff_task_result(const ff_task_t *task, size_t *length) {
   }
   if (length) *length = task->result_length;
   return task->result;
+}
+
+void ff_task_result_consumed(ff_task_t *task, size_t offset) {
+  if (!task_settled(task) || task->result == NULL) return;
+  if (offset > task->result_length) offset = task->result_length;
+  uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+  uintptr_t start = ((uintptr_t)task->result + page - 1) & ~(page - 1);
+  uintptr_t end = ((uintptr_t)task->result + offset) & ~(page - 1);
+  /* Whole pages of the result's own allocation only: whatever else shares
+   * its first and last pages is left alone. */
+  if (end > start) madvise((void *)start, end - start, MADV_DONTNEED);
 }
 
 const ff_exit_t *ff_task_exit(const ff_task_t *task) { return &task->exit; }

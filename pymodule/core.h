@@ -32,6 +32,7 @@ typedef struct {
   PyObject_HEAD
   ff_task_t *task;
   PyObject *notify; /* called with the task when it finishes, or NULL */
+  int consumed;     /* its result was decoded as it was read: it is gone */
 } ffpy_task_t;
 
 typedef struct {

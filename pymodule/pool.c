@@ -168,6 +168,7 @@ static ffpy_task_t *task_object_new(void) {
   if (obj != NULL) {
     obj->task = NULL;
     obj->notify = NULL;
+    obj->consumed = 0;
   }
   return obj;
 }

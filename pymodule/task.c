@@ -65,6 +65,7 @@ PyObject *ffpy_task_wrap(ff_task_t *task) {
   }
   self->task = task;
   self->notify = NULL;
+  self->consumed = 0;
   return (PyObject *)self;
 }
 
@@ -128,6 +129,129 @@ static PyObject *task_run_ns(ffpy_task_t *self, PyObject *unused) {
   return PyLong_FromUnsignedLongLong(ff_task_run_ns(self->task));
 }
 
+/* ---- ResultReader: a big result, unpickled as it is read --------------- */
+
+/* Results at least this large, plain pickles, are unpickled from a reader
+ * that gives back the pages it has read: the result's bytes and the value
+ * made of them do not both have to fit, one copy of memory at a time. */
+#define STREAM_DECODE_MIN ((size_t)32 << 20)
+/* How much is read before its pages go back. */
+#define STREAM_DISCARD_STEP ((size_t)4 << 20)
+
+typedef struct {
+  PyObject_HEAD
+  ffpy_task_t *owner; /* keeps the runtime task, and its bytes, alive */
+  const char *data;
+  size_t length;
+  size_t position;
+  size_t discarded; /* the bytes before this have gone back */
+} ffpy_result_reader_t;
+
+static void reader_dealloc(ffpy_result_reader_t *self) {
+  Py_XDECREF(self->owner);
+  PyObject_Free(self);
+}
+
+static void reader_advance(ffpy_result_reader_t *self, size_t n) {
+  self->position += n;
+  if (self->position - self->discarded >= STREAM_DISCARD_STEP) {
+    ff_task_result_consumed(self->owner->task, self->position);
+    self->discarded = self->position;
+  }
+}
+
+/* read(n=-1) -> bytes */
+static PyObject *reader_read(ffpy_result_reader_t *self, PyObject *args) {
+  Py_ssize_t n = -1;
+  if (!PyArg_ParseTuple(args, "|n:read", &n)) return NULL;
+  size_t left = self->length - self->position;
+  size_t take = n < 0 || (size_t)n > left ? left : (size_t)n;
+  PyObject *bytes =
+      PyBytes_FromStringAndSize(self->data + self->position, (Py_ssize_t)take);
+  if (bytes != NULL) reader_advance(self, take);
+  return bytes;
+}
+
+/* readinto(buffer) -> int: straight into what the unpickler made (a big
+ * bytes object's own memory) */
+static PyObject *reader_readinto(ffpy_result_reader_t *self, PyObject *arg) {
+  Py_buffer view;
+  if (PyObject_GetBuffer(arg, &view, PyBUF_WRITABLE) < 0) return NULL;
+  size_t left = self->length - self->position;
+  size_t take = (size_t)view.len < left ? (size_t)view.len : left;
+  /* In steps, each step's source given back before the next: copying a
+   * 512 MiB bytes object never holds both copies whole. */
+  for (size_t done = 0; done < take;) {
+    size_t step = take - done < STREAM_DISCARD_STEP ? take - done
+                                                    : STREAM_DISCARD_STEP;
+    memcpy((char *)view.buf + done, self->data + self->position, step);
+    reader_advance(self, step);
+    done += step;
+  }
+  PyBuffer_Release(&view);
+  return PyLong_FromSize_t(take);
+}
+
+/* readline() -> bytes, up to and with the next newline */
+static PyObject *reader_readline(ffpy_result_reader_t *self, PyObject *unused) {
+  (void)unused;
+  const char *at = self->data + self->position;
+  size_t left = self->length - self->position;
+  const char *newline = memchr(at, '\n', left);
+  size_t take = newline ? (size_t)(newline - at) + 1 : left;
+  PyObject *bytes = PyBytes_FromStringAndSize(at, (Py_ssize_t)take);
+  if (bytes != NULL) reader_advance(self, take);
+  return bytes;
+}
+
+static PyMethodDef reader_methods[] = {
+    {"read", (PyCFunction)reader_read, METH_VARARGS, "read(n=-1) -> bytes"},
+    {"readinto", (PyCFunction)reader_readinto, METH_O, "readinto(b) -> int"},
+    {"readline", (PyCFunction)reader_readline, METH_NOARGS,
+     "readline() -> bytes"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject ffpy_result_reader_type = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "forkfarm._core.ResultReader",
+    .tp_basicsize = sizeof(ffpy_result_reader_t),
+    .tp_dealloc = (destructor)reader_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "A task's result, read once by an unpickler, its memory given "
+              "back as it goes.",
+    .tp_methods = reader_methods,
+};
+
+/* Unpickles a big plain result with pickle.Unpickler over a ResultReader.
+ * The result is gone afterwards. */
+static PyObject *task_value_streamed(ffpy_task_t *self, const char *data,
+                                     size_t length) {
+  static PyObject *unpickler_class;
+  if (unpickler_class == NULL) {
+    if (PyType_Ready(&ffpy_result_reader_type) < 0) return NULL;
+    PyObject *pickle = PyImport_ImportModule("pickle");
+    unpickler_class =
+        pickle ? PyObject_GetAttrString(pickle, "Unpickler") : NULL;
+    Py_XDECREF(pickle);
+    if (unpickler_class == NULL) return NULL;
+  }
+  ffpy_result_reader_t *reader =
+      PyObject_New(ffpy_result_reader_t, &ffpy_result_reader_type);
+  if (reader == NULL) return NULL;
+  reader->owner = (ffpy_task_t *)Py_NewRef(self);
+  reader->data = data;
+  reader->length = length;
+  reader->position = reader->discarded = 0;
+  self->consumed = 1;
+  PyObject *unpickler =
+      PyObject_CallOneArg(unpickler_class, (PyObject *)reader);
+  PyObject *value =
+      unpickler ? PyObject_CallMethod(unpickler, "load", NULL) : NULL;
+  Py_XDECREF(unpickler);
+  Py_DECREF(reader);
+  return value;
+}
+
 /* value(loads): the decoded result of a task that succeeded, without a
  * copy of its bytes. ValueError for a task that did not succeed: callers
  * check ok() first and read outcome() for the error. */
@@ -136,10 +260,30 @@ static PyObject *task_value(ffpy_task_t *self, PyObject *loads) {
     PyErr_SetString(PyExc_ValueError, "the task did not succeed");
     return NULL;
   }
+  if (self->consumed) {
+    PyErr_SetString(PyExc_ValueError,
+                    "the task's result was decoded already, as it was read");
+    return NULL;
+  }
   size_t length = 0;
   const char *data = ff_task_result(self->task, &length);
+  static PyObject *pickle_loads;
+  if (pickle_loads == NULL) {
+    PyObject *pickle = PyImport_ImportModule("pickle");
+    pickle_loads = pickle ? PyObject_GetAttrString(pickle, "loads") : NULL;
+    Py_XDECREF(pickle);
+    if (pickle_loads == NULL) return NULL;
+  }
+  char kind;
+  uint64_t count;
+  ff_arena_frame_t frame;
+  if (data != NULL && length >= STREAM_DECODE_MIN && loads == pickle_loads &&
+      ff_compact_parse(data, length, &kind, &count) == 0 &&
+      ff_arena_frame(data, length, &frame) == 0)
+    return task_value_streamed(self, data, length);
   return ffpy_decode(data ? data : "", length, loads);
 }
+
 
 /* value_into(loads, target, start, count): value() for a map chunk, written
  * into target[start:start + count]. */
