@@ -615,33 +615,37 @@ static int ref_check(const view_t *v, const ff_arena_ref_t *ref) {
   return 0;
 }
 
-/* Appends item to a growable array (under views_lock). Without memory the
- * report is lost, and its slot waits for the receiver's end. */
-static void append(void **array, size_t *count, size_t *capacity,
-                   size_t size, const void *item) {
-  if (*count == *capacity) {
-    size_t grown_capacity = *capacity * 2 + 16;
-    void *grown = realloc(*array, grown_capacity * size);
-    if (grown == NULL) return;
-    *array = grown;
-    *capacity = grown_capacity;
-  }
-  memcpy((char *)*array + *count * size, item, size);
-  (*count)++;
+/* Queues a report for this process's parent (under views_lock). Without
+ * memory for it the report is lost, and its slot waits for the receiver's
+ * end; so in down_report_push. */
+static void report_push(ff__arena_report_t r) {
+  ff__arena_report_t *grown =
+      ff__grow(reports, report_count, &report_capacity, sizeof(*reports));
+  if (grown == NULL) return;
+  reports = grown;
+  reports[report_count++] = r;
+}
+
+/* Queues a report for the worker owner (under views_lock). */
+static void down_report_push(uint64_t owner, ff__arena_report_t r) {
+  down_report_t *grown =
+      ff__grow(down_reports, down_count, &down_capacity, sizeof(*down_reports));
+  if (grown == NULL) return;
+  down_reports = grown;
+  down_reports[down_count++] = (down_report_t){owner, r};
 }
 
 /* Gives ref back to its sender, by report (under views_lock). */
 static void report(const ff_arena_ref_t *ref, unsigned how) {
   ff__arena_report_t r = {ref->chunk, ref->slot, ref->generation};
   if (how == FF_ARENA_FROM_PARENT) {
-    append((void **)&reports, &report_count, &report_capacity, sizeof(r), &r);
+    report_push(r);
     return;
   }
   /* A worker's result: to the worker that made the chunk, if it lives. */
   uint64_t owner = ff__share_owner_of(ref->chunk);
   if (owner == 0) return;
-  down_report_t d = {owner, r};
-  append((void **)&down_reports, &down_count, &down_capacity, sizeof(d), &d);
+  down_report_push(owner, r);
   atomic_store(&down_pending, down_count);
   ff__runtime_kick();
 }
@@ -678,10 +682,7 @@ size_t ff__arena_take_reports_for(uint64_t owner, ff__arena_report_t *out,
 void ff__arena_put_back_reports(uint64_t owner, const ff__arena_report_t *in,
                                 size_t count) {
   pthread_mutex_lock(&views_lock);
-  for (size_t i = 0; i < count; i++) {
-    down_report_t d = {owner, in[i]};
-    append((void **)&down_reports, &down_count, &down_capacity, sizeof(d), &d);
-  }
+  for (size_t i = 0; i < count; i++) down_report_push(owner, in[i]);
   atomic_store(&down_pending, down_count);
   pthread_mutex_unlock(&views_lock);
 }

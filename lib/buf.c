@@ -1,4 +1,5 @@
-/* The growable output buffer a work callback writes its result into. */
+/* Growable memory: the output buffer a work callback writes its result
+ * into, and the runtime's own growable arrays. */
 #include "internal.h"
 
 #include <errno.h>
@@ -30,6 +31,16 @@ void *ff_buf_reserve(ff_buf_t *buf, size_t len) {
     buf->capacity = 1;
   }
   return buf->base;
+}
+
+void *ff__grow(void *array, size_t count, size_t *capacity, size_t size) {
+  if (count < *capacity) return array;
+  size_t grown_capacity = *capacity * 2 + 16;
+  if (grown_capacity > SIZE_MAX / size) return NULL;
+  void *grown = realloc(array, grown_capacity * size);
+  if (grown == NULL) return NULL;
+  *capacity = grown_capacity;
+  return grown;
 }
 
 int ff_buf_set(ff_buf_t *buf, const void *data, size_t len) {

@@ -65,6 +65,13 @@ static inline void ff__list_splice(ff__link_t *to, ff__link_t *from) {
   ff__list_init(from);
 }
 
+/* ---- buf.c ------------------------------------------------------------- */
+
+/* Makes room for one more item in a growable array of count items of the
+ * given size: the array (moved perhaps, and *capacity grown), or NULL
+ * without memory, the array as it was. */
+void *ff__grow(void *array, size_t count, size_t *capacity, size_t size);
+
 /* ---- time and futex (futex.c) ----------------------------------------- */
 
 /* Monotonic clock in nanoseconds. */

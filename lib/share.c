@@ -107,13 +107,10 @@ static share_entry_t *table_find(uint64_t id) {
 }
 
 static int table_add(uint64_t id, int fd, uint64_t owner) {
-  if (table_length == table_capacity) {
-    size_t capacity = table_capacity ? table_capacity * 2 : 16;
-    share_entry_t *grown = realloc(table, capacity * sizeof(*table));
-    if (grown == NULL) return -ENOMEM;
-    table = grown;
-    table_capacity = capacity;
-  }
+  share_entry_t *grown =
+      ff__grow(table, table_length, &table_capacity, sizeof(*table));
+  if (grown == NULL) return -ENOMEM;
+  table = grown;
   table[table_length++] = (share_entry_t){id, fd, owner, 0, false};
   return 0;
 }
@@ -124,16 +121,12 @@ static share_owner_t *owner_find(uint64_t owner) {
   return NULL;
 }
 
-/* Notes id for the arena (under table_lock); see flush_gone. */
+/* Notes id for the arena (under table_lock); see flush_gone. Without
+ * room, the arena keeps its view until the chunk retires. */
 static void note_gone(uint64_t id) {
-  if (gone_count == gone_capacity) {
-    size_t capacity = gone_capacity * 2 + 16;
-    uint64_t *grown = realloc(gone_ids, capacity * sizeof(*grown));
-    /* Without room, the arena keeps its view until the chunk retires. */
-    if (grown == NULL) return;
-    gone_ids = grown;
-    gone_capacity = capacity;
-  }
+  uint64_t *grown = ff__grow(gone_ids, gone_count, &gone_capacity, sizeof(id));
+  if (grown == NULL) return;
+  gone_ids = grown;
   gone_ids[gone_count++] = id;
 }
 
@@ -325,16 +318,13 @@ int ff_segment_open(uint64_t id, int *fd) {
   return lender_request(&msg, fd);
 }
 
-/* Worker: queues id for the parent (under table_lock). */
+/* Worker: queues id for the parent (under table_lock). Without room the
+ * parent keeps lending it until this worker exits. */
 static void queue_forgotten(uint64_t id) {
-  if (forgotten_count == forgotten_capacity) {
-    size_t capacity = forgotten_capacity * 2 + 16;
-    uint64_t *grown = realloc(forgotten_ids, capacity * sizeof(*grown));
-    /* Without room the parent keeps lending it until this worker exits. */
-    if (grown == NULL) return;
-    forgotten_ids = grown;
-    forgotten_capacity = capacity;
-  }
+  uint64_t *grown =
+      ff__grow(forgotten_ids, forgotten_count, &forgotten_capacity, sizeof(id));
+  if (grown == NULL) return;
+  forgotten_ids = grown;
   forgotten_ids[forgotten_count++] = id;
 }
 

@@ -135,13 +135,10 @@ typedef struct zygote_s {
 } zygote_t;
 
 static void zygote_add_child(zygote_t *z, pid_t pid) {
-  if (z->nchildren == z->capacity) {
-    size_t capacity = z->capacity ? z->capacity * 2 : 16;
-    pid_t *children = realloc(z->children, capacity * sizeof(pid_t));
-    if (children == NULL) return; /* it is still reaped, just not killed */
-    z->children = children;
-    z->capacity = capacity;
-  }
+  pid_t *children =
+      ff__grow(z->children, z->nchildren, &z->capacity, sizeof(pid_t));
+  if (children == NULL) return; /* it is still reaped, just not killed */
+  z->children = children;
   z->children[z->nchildren++] = pid;
 }
 
