@@ -98,8 +98,8 @@ def _rebuild(
     if math.prod(shape) == 0:
         array = np.ndarray(shape, dtype).view(SharedArray)
     else:
-        # A Segment exports its memory as a buffer; numpy's stubs know only the builtin ones.
-        plain = np.ndarray(shape, dtype, buffer=segment, offset=offset, strides=strides)  # type: ignore[arg-type]
+        # A Segment exports its memory as a buffer; numpy's stubs before 2.5 know only the builtin ones.
+        plain = np.ndarray(shape, dtype, buffer=segment, offset=offset, strides=strides)  # type: ignore[arg-type, unused-ignore]
         array = plain.view(SharedArray)
     if not writeable:
         array.flags.writeable = False
@@ -160,8 +160,8 @@ def shared_array(
         raise ValueError(f"order must be 'C' or 'F', not {order!r}")
     # In a worker the parent makes it, so that it can come back as a handle.
     segment = _segments.new(math.prod(dims) * kind.itemsize)
-    # A Segment exports its memory as a buffer; numpy's stubs know only the builtin ones.
-    array = np.ndarray(dims, kind, buffer=segment, order=order)  # type: ignore[arg-type]
+    # A Segment exports its memory as a buffer; numpy's stubs before 2.5 know only the builtin ones.
+    array = np.ndarray(dims, kind, buffer=segment, order=order)  # type: ignore[arg-type, unused-ignore]
     return array.view(SharedArray)
 
 

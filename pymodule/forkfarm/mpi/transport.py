@@ -100,21 +100,28 @@ def encode(value: Any) -> tuple[bytes, list[Any], dict[int, _core.Segment]]:
     return file.getvalue(), buffers, pickler.segments
 
 
-def decode(body: Any, buffers: list[Any], segments: dict[int, _core.Segment]) -> Any:
-    """What encode() made, with shared arrays rebuilt on the segments this
-    rank received."""
-    unpickler = pickle.Unpickler(io.BytesIO(body), buffers=buffers)
+class _WireUnpickler(pickle.Unpickler):
+    """Rebuilds the shared arrays a _WirePickler sent as references, on the
+    segments this rank received. (A subclass: assigning persistent_load to
+    an instance is refused from Python 3.13 on.)"""
 
-    def load(pid: Any) -> Any:
+    def __init__(self, file: io.BytesIO, buffers: list[Any], segments: dict[int, _core.Segment]) -> None:
+        super().__init__(file, buffers=buffers)
+        self.segments = segments
+
+    def persistent_load(self, pid: Any) -> Any:
         kind, segment_id, offset, shape, strides, dtype, writeable = pid
-        if kind != "segment" or segment_id not in segments:
+        if kind != "segment" or segment_id not in self.segments:
             raise pickle.UnpicklingError(f"a shared array refers to segment {segment_id}, which never came")
         from ..shared import _rebuild
 
-        return _rebuild(segments[segment_id].id, offset, shape, strides, _numpy_dtype(dtype), writeable)
+        return _rebuild(self.segments[segment_id].id, offset, shape, strides, _numpy_dtype(dtype), writeable)
 
-    unpickler.persistent_load = load  # type: ignore[method-assign]
-    return unpickler.load()
+
+def decode(body: Any, buffers: list[Any], segments: dict[int, _core.Segment]) -> Any:
+    """What encode() made, with shared arrays rebuilt on the segments this
+    rank received."""
+    return _WireUnpickler(io.BytesIO(body), buffers, segments).load()
 
 
 def _numpy_dtype(text: str) -> Any:
