@@ -17,7 +17,7 @@ APT_STAMP := $(VENV)/.apt-stamp
 DEPS_STAMP := $(VENV)/.deps-stamp
 INSTALL_STAMP := $(VENV)/.install-stamp
 
-.PHONY: demo test bench test-c test-python test-sanitize test-python-asan fuzz setup clean
+.PHONY: demo test bench test-c test-python test-matrix test-sanitize test-python-asan fuzz setup clean
 
 demo: $(INSTALL_STAMP)
 	$(VPY) examples/demo.py
@@ -60,6 +60,11 @@ test-c: $(DEPS_STAMP)
 
 test-python: $(INSTALL_STAMP)
 	$(VPY) -m pytest -q
+
+# The pytest suite on every other CPython 3.11 or later of this machine
+# (pyenv's included), each in its own .venv-3.X; the soak runs once, above.
+test-matrix: $(DEPS_STAMP)
+	@bash tools/test-matrix.sh $(PYTHON) -m "not soak"
 
 # The C tests once more under AddressSanitizer and UndefinedBehaviorSanitizer.
 test-sanitize: $(DEPS_STAMP)
@@ -113,4 +118,4 @@ fuzz: $(DEPS_STAMP)
 	done
 
 clean:
-	rm -rf build $(ASAN_VENV)
+	rm -rf build $(ASAN_VENV) .venv-3.*
