@@ -348,9 +348,13 @@ static PyObject *pipe_end_recv(ffpy_pipe_end_t *self, PyObject *unused) {
 }
 
 /* recv_bytes(maxlength=None) */
-static PyObject *pipe_end_recv_bytes(ffpy_pipe_end_t *self, PyObject *args) {
+static PyObject *pipe_end_recv_bytes(ffpy_pipe_end_t *self, PyObject *args,
+                                     PyObject *kw) {
+  static char *names[] = {"maxlength", NULL};
   PyObject *max_obj = Py_None;
-  if (!PyArg_ParseTuple(args, "|O:recv_bytes", &max_obj)) return NULL;
+  if (!PyArg_ParseTupleAndKeywords(args, kw, "|O:recv_bytes", names,
+                                   &max_obj))
+    return NULL;
   Py_ssize_t maxlength = -1;
   if (max_obj != Py_None) {
     maxlength = PyLong_AsSsize_t(max_obj);
@@ -374,16 +378,18 @@ static PyObject *pipe_end_recv_bytes(ffpy_pipe_end_t *self, PyObject *args) {
 
 /* recv_bytes_into(buf, offset=0) */
 static PyObject *pipe_end_recv_bytes_into(ffpy_pipe_end_t *self,
-                                          PyObject *args) {
+                                          PyObject *args, PyObject *kw) {
+  static char *names[] = {"buf", "offset", NULL};
   PyObject *target;
   Py_ssize_t offset = 0;
-  if (!PyArg_ParseTuple(args, "O|n:recv_bytes_into", &target, &offset))
+  if (!PyArg_ParseTupleAndKeywords(args, kw, "O|n:recv_bytes_into", names,
+                                   &target, &offset))
     return NULL;
   Py_buffer buf;
   if (PyObject_GetBuffer(target, &buf, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS) < 0)
     return NULL;
-  Py_ssize_t itemsize = buf.itemsize > 0 ? buf.itemsize : 1;
-  Py_ssize_t start = offset * itemsize;
+  /* As multiprocessing: the offset counts bytes, whatever the item size. */
+  Py_ssize_t start = offset;
   if (offset < 0 || start > buf.len) {
     PyBuffer_Release(&buf);
     PyErr_SetString(PyExc_ValueError,
@@ -419,9 +425,12 @@ static PyObject *pipe_end_recv_bytes_into(ffpy_pipe_end_t *self,
 }
 
 /* poll(timeout=0.0) -> whether recv would not block. */
-static PyObject *pipe_end_poll(ffpy_pipe_end_t *self, PyObject *args) {
+static PyObject *pipe_end_poll(ffpy_pipe_end_t *self, PyObject *args,
+                               PyObject *kw) {
+  static char *names[] = {"timeout", NULL};
   PyObject *timeout_obj = NULL;
-  if (!PyArg_ParseTuple(args, "|O:poll", &timeout_obj) ||
+  if (!PyArg_ParseTupleAndKeywords(args, kw, "|O:poll", names,
+                                   &timeout_obj) ||
       check_open(self) < 0)
     return NULL;
   if (self->in == NULL) {
@@ -503,11 +512,14 @@ static PyMethodDef pipe_end_methods[] = {
     {"send_bytes", (PyCFunction)(void (*)(void))pipe_end_send_bytes,
      METH_VARARGS | METH_KEYWORDS, "send_bytes(buf, offset=0, size=None)"},
     {"recv", (PyCFunction)pipe_end_recv, METH_NOARGS, "recv() -> obj"},
-    {"recv_bytes", (PyCFunction)pipe_end_recv_bytes, METH_VARARGS,
+    {"recv_bytes", (PyCFunction)(void (*)(void))pipe_end_recv_bytes,
+     METH_VARARGS | METH_KEYWORDS,
      "recv_bytes(maxlength=None) -> bytes"},
-    {"recv_bytes_into", (PyCFunction)pipe_end_recv_bytes_into, METH_VARARGS,
+    {"recv_bytes_into", (PyCFunction)(void (*)(void))pipe_end_recv_bytes_into,
+     METH_VARARGS | METH_KEYWORDS,
      "recv_bytes_into(buf, offset=0) -> int"},
-    {"poll", (PyCFunction)pipe_end_poll, METH_VARARGS,
+    {"poll", (PyCFunction)(void (*)(void))pipe_end_poll,
+     METH_VARARGS | METH_KEYWORDS,
      "poll(timeout=0.0) -> bool"},
     {"arm", (PyCFunction)pipe_end_arm, METH_NOARGS, NULL},
     {"disarm", (PyCFunction)pipe_end_disarm, METH_NOARGS, NULL},

@@ -3,6 +3,7 @@ connection.wait, checked on both modules (the ``mp`` fixture)."""
 
 from __future__ import annotations
 
+import array
 import time
 from typing import Any
 
@@ -39,6 +40,29 @@ class TestPipe:
         b.send_bytes(b"abc")
         assert a.recv_bytes_into(buf, 2) == 3
         assert buf == bytearray(b"\0\0abc\0\0\0")
+
+    def test_recv_bytes_into_counts_its_offset_in_bytes(self, mp: Any) -> None:
+        a, b = mp.Pipe()
+        buffer = array.array("i", [0] * 10)
+        a.send_bytes(array.array("i", [1, 2]))
+        assert b.recv_bytes_into(buffer, 8 * buffer.itemsize) == 2 * buffer.itemsize
+        assert buffer.tolist() == [0] * 8 + [1, 2]
+        a.send_bytes(b"x")
+        with pytest.raises(ValueError, match="offset too large"):
+            b.recv_bytes_into(bytearray(4), 5)
+        with pytest.raises(ValueError, match="negative offset"):
+            b.recv_bytes_into(bytearray(4), -1)
+
+    def test_arguments_by_keyword(self, mp: Any) -> None:
+        a, b = mp.Pipe()
+        assert b.poll(timeout=0.01) is False
+        a.send_bytes(b"hello")
+        assert b.poll(timeout=5) is True
+        assert b.recv_bytes(maxlength=10) == b"hello"
+        a.send_bytes(b"abc")
+        buf = bytearray(5)
+        assert b.recv_bytes_into(buf=buf, offset=1) == 3
+        assert buf == bytearray(b"\0abc\0")
 
     def test_buffer_too_short(self, mp: Any) -> None:
         a, b = mp.Pipe()
