@@ -17,6 +17,7 @@ inheritance (a ``Process``'s arguments), not in pool tasks.
 
 from __future__ import annotations
 
+import multiprocessing.connection as _stdlib_connection
 import os
 import pickle
 import selectors
@@ -31,6 +32,10 @@ from typing import Any
 from . import _core, _segments
 
 __all__ = ["Client", "Connection", "Listener", "Pipe", "wait"]
+
+# The address families Listener and Client take here (multiprocessing's own
+# list, which typeshed does not declare).
+families: list[str] = getattr(_stdlib_connection, "families")  # noqa: B009
 
 # Each direction's region: the most it holds of pickled messages. Memory
 # is used only as messages need it, and each end maps only the part its

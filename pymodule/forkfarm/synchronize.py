@@ -308,6 +308,10 @@ class Event(_Shared):
         """True once the flag is set; False if ``timeout`` passes first."""
         return bool(self._event.wait(timeout))
 
+    def __repr__(self) -> str:
+        # multiprocessing's form (Python 3.13 on).
+        return f"<{type(self).__qualname__} at {id(self):#x} {'set' if self.is_set() else 'unset'}>"
+
 
 # -- condition -----------------------------------------------------------------
 

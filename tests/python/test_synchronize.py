@@ -159,6 +159,18 @@ class TestSlots:
 
 
 class TestBehaviour:
+    def test_event_repr_says_whether_it_is_set(self) -> None:
+        event = forkfarm.Event()
+        assert repr(event) == f"<Event at {id(event):#x} unset>"
+        event.set()
+        assert repr(event) == f"<Event at {id(event):#x} set>"
+
+    def test_connection_families_are_multiprocessings(self) -> None:
+        import multiprocessing.connection
+
+        assert forkfarm.connection.families == multiprocessing.connection.families
+        assert "AF_UNIX" in forkfarm.connection.families
+
     def test_rlock_is_recursive_and_owned(self) -> None:
         lock = forkfarm.RLock()
         assert lock.acquire() and lock.acquire()
