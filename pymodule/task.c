@@ -34,12 +34,19 @@ int ffpy_wait_interruptibly(int (*wait)(void *arg, double timeout), void *arg,
       left = deadline - ((double)now.tv_sec + now.tv_nsec * 1e-9);
       if (left < 0) left = 0;
     }
+    /* A signal may go to another thread (a Timer's, say) and leave this
+     * wait asleep: it wakes at least every 100 ms to run the handlers. */
+    double slice = left < 0 || left > 0.1 ? 0.1 : left;
     int rc;
     Py_BEGIN_ALLOW_THREADS
-    rc = wait(arg, left);
+    rc = wait(arg, slice);
     Py_END_ALLOW_THREADS
     if (rc == 0) return 1;
-    if (rc == -ETIMEDOUT) return 0;
+    if (rc == -ETIMEDOUT) {
+      if (slice == left) return 0;
+      if (PyErr_CheckSignals() < 0) return -1;
+      continue;
+    }
     if (rc == -EINTR) {
       if (PyErr_CheckSignals() < 0) return -1;
       continue;
