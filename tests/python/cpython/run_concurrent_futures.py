@@ -1,0 +1,135 @@
+"""Runs the process-pool classes of CPython's own concurrent.futures suite
+with ``forkfarm.Executor`` in ProcessPoolExecutor's place, and writes each
+test's outcome as JSON.
+
+    python run_concurrent_futures.py --list
+    python run_concurrent_futures.py RESULTS.json CLASS [CLASS ...]
+
+The suite is ``test.test_concurrent_futures`` of the interpreter that runs
+this script: a package from Python 3.13 on, one module before. A Python
+built without it (some pyenv builds) takes Debian's copy for its version,
+from the ``libpython3.X-testsuite`` package, when that is installed. The
+suite's fork, forkserver and spawn mixins make ``forkfarm.Executor`` with
+forkfarm's context of the same name.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+import unittest
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import forkfarm
+
+from suite_result import run_classes, write_results
+
+PACKAGE = "test.test_concurrent_futures"
+# The package's modules with process-pool classes (Python 3.13 and later).
+PACKAGE_MODULES = (
+    "test_process_pool", "test_shutdown", "test_deadlock", "test_wait",
+    "test_as_completed", "test_init",
+)
+MIXINS = ("ProcessPoolForkMixin", "ProcessPoolForkserverMixin", "ProcessPoolSpawnMixin")
+
+
+def _debian_copy() -> Path | None:
+    """Debian's libpython3.X-testsuite copy of the suite for this Python."""
+    version = "%d.%d" % sys.version_info[:2]
+    base = Path("/usr/lib") / f"python{version}" / "test"
+    for candidate in (base / "test_concurrent_futures", base / "test_concurrent_futures.py"):
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def _load_debian_copy(location: Path) -> ModuleType:
+    """Imports Debian's copy as ``test.test_concurrent_futures``, so that
+    its imports of ``test.support`` are this interpreter's."""
+    if location.is_dir():
+        spec = importlib.util.spec_from_file_location(
+            PACKAGE, location / "__init__.py", submodule_search_locations=[str(location)]
+        )
+    else:
+        spec = importlib.util.spec_from_file_location(PACKAGE, location)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {PACKAGE} from Debian's test suite")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[PACKAGE] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def suite_modules() -> tuple[ModuleType, list[ModuleType]]:
+    """The module that defines the executor mixins, and the modules with
+    test classes."""
+    try:
+        found = importlib.util.find_spec(PACKAGE)
+    except ImportError:
+        found = None
+    if found is not None:
+        top = importlib.import_module(PACKAGE)
+    else:
+        location = _debian_copy()
+        if location is None:
+            raise SystemExit(
+                f"this Python has no {PACKAGE}, and Debian's libpython3.X-testsuite "
+                "for it is not installed"
+            )
+        top = _load_debian_copy(location)
+    if hasattr(top, "__path__"):
+        modules = [importlib.import_module(f"{PACKAGE}.{name}") for name in PACKAGE_MODULES]
+        return importlib.import_module(f"{PACKAGE}.util"), modules
+    return top, [top]
+
+
+def swap_in_forkfarm(mixins_module: ModuleType) -> None:
+    """Makes the suite's process-pool mixins build forkfarm's Executor with
+    forkfarm's context of the same start method."""
+
+    def get_context(self: Any) -> Any:
+        return forkfarm.get_context(self.ctx)
+
+    for name in MIXINS:
+        mixin = getattr(mixins_module, name)
+        mixin.executor_type = forkfarm.Executor
+        mixin.get_context = get_context
+
+
+def process_pool_classes(modules: list[ModuleType]) -> dict[str, type[unittest.TestCase]]:
+    found: dict[str, type[unittest.TestCase]] = {}
+    for module in modules:
+        for name, value in vars(module).items():
+            if (
+                name.startswith("ProcessPool")
+                and isinstance(value, type)
+                and issubclass(value, unittest.TestCase)
+            ):
+                found[name] = value
+    return found
+
+
+def main(argv: list[str]) -> int:
+    mixins_module, modules = suite_modules()
+    swap_in_forkfarm(mixins_module)
+    classes = process_pool_classes(modules)
+    if argv[1:] == ["--list"]:
+        print("\n".join(sorted(classes)))
+        return 0
+    results_path, names = argv[1], argv[2:]
+    set_up = getattr(mixins_module, "setup_module", None) or getattr(
+        mixins_module, "setUpModule", None
+    )
+    outcomes = run_classes([classes[name] for name in names], set_up, None)
+    # The suite registers its own clean-ups (threads, the resource tracker)
+    # as module clean-ups; unittest runs them after the module's tests.
+    unittest.case.doModuleCleanups()
+    write_results(results_path, outcomes)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,44 @@
+"""CPython's own multiprocessing suite, ``test._test_multiprocessing``, with
+forkfarm in multiprocessing's place (run_multiprocessing.py says how).
+
+Every class of the suite's "processes" variant and of its "manager" variant
+runs in a child interpreter of its own; every test must pass, apart from the
+accepted failures below, each with its reason. docs/migration.md repeats the
+list. A hang, or an interpreter that does not exit after its class, fails.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from suite_driver import CLASS_DEADLINE, check_class, list_classes, run_class
+
+if importlib.util.find_spec("test._test_multiprocessing") is None:
+    pytest.skip(
+        "this Python has no test._test_multiprocessing (Debian's python3 needs "
+        "libpython3.X-testsuite)",
+        allow_module_level=True,
+    )
+
+RUNNER = "run_multiprocessing.py"
+
+# Tests that read private internals of multiprocessing's implementation, by
+# test id; forkfarm's objects are other objects.
+ACCEPTED: dict[str, str] = {}
+
+pytestmark = [pytest.mark.cpython_suite, pytest.mark.timeout(CLASS_DEADLINE + 60)]
+
+
+@pytest.mark.parametrize("class_name", list_classes(RUNNER))
+def test_cpython_multiprocessing_class(
+    class_name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = run_class(RUNNER, class_name, tmp_path)
+    counts = ", ".join(f"{n} {outcome}" for outcome, n in sorted(run.counts().items()))
+    with capsys.disabled():
+        print(f"\n  {class_name}: {counts or 'nothing ran'}", end="")
+    problems = check_class(class_name, run, ACCEPTED)
+    assert not problems, "\n".join(problems)
