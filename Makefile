@@ -58,7 +58,11 @@ test-c: $(DEPS_STAMP)
 	@[ -f build/c/build.ninja ] || meson setup build/c -Dpython=false -Dwerror=true
 	meson test -C build/c --verbose
 
+# With CPython's own multiprocessing and concurrent.futures suites
+# (tests/python/cpython), from Debian's testsuite package where the Python
+# lacks them.
 test-python: $(INSTALL_STAMP)
+	@bash tools/ensure-cpython-suites.sh $(VPY)
 	$(VPY) -m pytest -q
 
 # The pytest suite on every other CPython 3.11 or later of this machine
@@ -78,7 +82,7 @@ test-sanitize: $(DEPS_STAMP)
 # and so is ASan's SIGSEGV handler: some tests crash workers on purpose. An
 # impossible allocation returns NULL, as malloc does, rather than aborting:
 # pickle asks for what a length read from garbage says (tests/python/test_wire.py)
-# and must raise MemoryError.
+# and must raise MemoryError. CPython's suites ran above, on every Python.
 ASAN_VENV := .venv-asan
 SANITIZER_LIBS = $$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)
 test-python-asan: $(DEPS_STAMP)
@@ -90,7 +94,7 @@ test-python-asan: $(DEPS_STAMP)
 	    -Cbuild-dir=build/asan-py ".[test]"
 	LD_PRELOAD="$(SANITIZER_LIBS)" ASAN_OPTIONS=detect_leaks=0:halt_on_error=1:handle_segv=0:allocator_may_return_null=1 \
 	    UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-	    $(ASAN_VENV)/bin/python -m pytest -q -m "not slow"
+	    $(ASAN_VENV)/bin/python -m pytest -q -m "not slow and not cpython_suite"
 
 # libFuzzer harnesses (tests/fuzz) of what lib/ parses from other
 # processes, built with clang under ASan and UBSan: each runs FUZZ_SECONDS

@@ -64,6 +64,7 @@ for minor in $(printf '%s\n' "${!chosen[@]}" | sort -V); do
     failed+=("$minor")
     continue
   fi
+  bash tools/ensure-cpython-suites.sh "$venv/bin/python"
   if ! "$venv/bin/python" -m pytest -q "$@"; then
     failed+=("$minor")
   fi

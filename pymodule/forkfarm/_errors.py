@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import multiprocessing
+import multiprocessing.pool
 import os
 import pickle
 import signal as _signal
@@ -16,16 +17,10 @@ from typing import Any
 from . import _core
 
 
-class RemoteTraceback(Exception):
-    """The traceback of an exception raised in a worker, attached to it as
-    ``__cause__``."""
-
-    def __init__(self, tb: str) -> None:
-        super().__init__(tb)
-        self.tb = tb
-
-    def __str__(self) -> str:
-        return self.tb
+# The traceback of an exception raised in a worker, attached to it as
+# ``__cause__`` (``.tb`` is its text): multiprocessing's own class, so that
+# code testing the cause's type finds what it looks for.
+RemoteTraceback = multiprocessing.pool.RemoteTraceback  # type: ignore[attr-defined]
 
 
 def _signal_name(signum: int) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import atexit
 import itertools
 import os
+import signal
 import sys
 import threading
 import time
@@ -20,7 +21,7 @@ from multiprocessing import TimeoutError
 from multiprocessing.pool import MaybeEncodingError, ThreadPool  # type: ignore[attr-defined]
 from typing import Any, Generic, NamedTuple, TypeVar, cast
 
-from . import _core, _errors, _forkserver, _node, _progress, _protocol, _stats
+from . import _core, _errors, _forkserver, _identity, _node, _progress, _protocol, _stats
 
 __all__ = [
     "Pool",
@@ -29,8 +30,11 @@ __all__ = [
     "MapResult",
     "IMapIterator",
     "MaybeEncodingError",
+    "RemoteTraceback",
     "ThreadPool",
 ]
+
+RemoteTraceback = _errors.RemoteTraceback
 
 # ThreadPool is multiprocessing's: threads in this process, which forkfarm
 # has nothing to add to.
@@ -38,9 +42,10 @@ __all__ = [
 _T = TypeVar("_T")
 _S = TypeVar("_S")
 
-RUN = 0
-CLOSE = 1
-TERMINATE = 2
+# multiprocessing.pool's state names, which user code compares with.
+RUN = "RUN"
+CLOSE = "CLOSE"
+TERMINATE = "TERMINATE"
 
 _live_pools: weakref.WeakSet[Any] = weakref.WeakSet()
 
@@ -86,12 +91,15 @@ def create_core(
     inner_threads: int | str | None = None,
     pin: _node.Pin = None,
     max_message: int | None = None,
+    role: str = "PoolWorker",
 ) -> tuple[_core.Pool, _protocol.MainSnapshot]:
     """Creates the runtime pool behind a Pool or an Executor, with its
     zygote forked from here (``"fork"``) or made by the fork server
     (``"forkserver"``), and what its workers' ``__main__`` holds. Each
-    worker first takes its CPUs (``pin``) and caps its BLAS and OpenMP
-    threads (``inner_threads``), then runs the initializer."""
+    worker first takes its identity (``current_process()`` is
+    ``ForkPoolWorker-N`` for ``role="PoolWorker"``), its CPUs (``pin``)
+    and caps its BLAS and OpenMP threads (``inner_threads``), then runs the
+    initializer."""
     _flush_std_streams()
     initargs = tuple(initargs)
     if method == "mpi":
@@ -111,6 +119,8 @@ def create_core(
         initializer = _node.start_worker
         if inner is not None and method == "fork":
             _node.prepare_parent()
+    initargs = (_identity.identity_for(method, role), initializer, *initargs)
+    initializer = _identity.start_worker
     zygote = None
     lendable: list[int] = []
     if method == "forkserver":
@@ -178,6 +188,14 @@ def check_max_message(max_message: object) -> int | None:
     if max_message < 1:
         raise ValueError(f"max_message_size must be a positive number of bytes, not {max_message}")
     return max_message
+
+
+def check_buffersize(buffersize: object) -> None:
+    """Python 3.14's check of ``buffersize`` (Executor.map, Pool.imap)."""
+    if buffersize is not None and not _is_int(buffersize):
+        raise TypeError("buffersize must be an integer or None")
+    if buffersize is not None and cast(int, buffersize) < 1:
+        raise ValueError("buffersize must be None or > 0")
 
 
 def check_retries(retries: object) -> int:
@@ -474,6 +492,9 @@ class _ChunkFeed:
         self.seconds_per_item: float | None = None
         self.recent: list[tuple[int, float]] = []  # (items, seconds per item)
         self.exhausted = self.length == 0
+        # What the input iterable raised, once it has: the items before it
+        # are still delivered, as multiprocessing does.
+        self.failure: Exception | None = None
         # Within one map a buffer that many items carry is copied once.
         self.memo = _core.BufferMemo()
 
@@ -510,7 +531,14 @@ class _ChunkFeed:
             self.exhausted = start + count >= self.length
         else:
             assert self.iterator is not None
-            chunk = list(itertools.islice(self.iterator, size))
+            try:
+                chunk = list(itertools.islice(self.iterator, size))
+            except Exception as exc:  # noqa: BLE001 - raised to the consumer in its place
+                # The chunk being cut is lost with the error, as in
+                # multiprocessing, whose chunks are cut the same way.
+                self.failure = exc
+                self.exhausted = True
+                return None
             count = len(chunk)
             if count < size:
                 self.exhausted = True
@@ -716,6 +744,7 @@ class IMapIterator(Iterator[_T]):
         ordered: bool,
         limits: TaskLimits,
         progress: _progress.Progress = False,
+        buffersize: int | None = None,
     ) -> None:
         self._pool = pool
         self._ordered = ordered
@@ -733,7 +762,9 @@ class IMapIterator(Iterator[_T]):
         self._next_chunk = 0
         # The values of the current chunk, last first, so pop() is the next.
         self._current: list[Any] = []
-        if chunksize is not None and feed.length is not None:
+        # The input iterable's error, and the chunk index it stands at.
+        self._failure: tuple[int, Exception] | None = None
+        if chunksize is not None and feed.length is not None and buffersize is None:
             self._window: int | None = None
             payloads, counts = feed.cut_all()
             tasks = pool._submit_many(
@@ -743,7 +774,8 @@ class IMapIterator(Iterator[_T]):
                 self._chunks = {t.id: (i, c) for i, (t, c) in enumerate(zip(tasks, counts))}
             self._submitted = len(tasks)
         else:
-            self._window = max(4, _CHUNKS_PER_WORKER * pool._processes)
+            # At most this many chunks are submitted but not yet consumed.
+            self._window = buffersize or max(4, _CHUNKS_PER_WORKER * pool._processes)
             self._fill()
         if not feed.exhausted:
             pool._feeding.add(self)
@@ -762,6 +794,8 @@ class IMapIterator(Iterator[_T]):
         while window is None or self._submitted - self._next_chunk < window:
             chunk = feed.next_chunk()
             if chunk is None:
+                if feed.failure is not None and self._failure is None:
+                    self._failure = (self._submitted, feed.failure)
                 return
             payload, _start, count = chunk
             task = submit(payload, queue=queue, context=context, items=count, limits=feed.limits)
@@ -796,6 +830,18 @@ class IMapIterator(Iterator[_T]):
         deadline = None if timeout is None else time.monotonic() + timeout
         feed = self._feed
         while True:
+            failure = self._failure
+            if failure is not None and (
+                failure[0] == self._next_chunk
+                or (not self._ordered and self._next_chunk >= self._submitted)
+            ):
+                # In order, at its own position; unordered, after the
+                # results already asked for. Then the iterator ends.
+                self._failure = None
+                self._next_chunk = self._submitted
+                _progress.finish(self._bar, self._owns_bar)
+                self._bar = None
+                raise failure[1]
             if self._next_chunk >= self._submitted and feed.exhausted:
                 _progress.finish(self._bar, self._owns_bar)
                 self._bar = None
@@ -861,6 +907,48 @@ class AsyncMapIterator(Generic[_T]):
         if value is _DONE:
             raise StopAsyncIteration
         return value  # type: ignore[no-any-return]
+
+
+# How long ``Pool._pool`` waits for workers still starting.
+_WORKERS_UP_SECONDS = 5.0
+
+
+class PoolWorker:
+    """A worker of a running pool, as ``Pool._pool`` lists it: its pid and
+    name, whether it is alive, and signals. Workers are the zygote's
+    children, not this process's: their exit codes are not ours to wait
+    for."""
+
+    def __init__(self, pid: int, name: str) -> None:
+        self.pid = pid
+        self.name = name
+        self.daemon = True
+
+    def is_alive(self) -> bool:
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+    def terminate(self) -> None:
+        """SIGTERM: the pool replaces the worker, and its task fails."""
+        self._signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        """SIGKILL: the pool replaces the worker, and its task fails."""
+        self._signal(signal.SIGKILL)
+
+    def _signal(self, signum: int) -> None:
+        try:
+            os.kill(self.pid, signum)
+        except ProcessLookupError:
+            pass
+
+    def __repr__(self) -> str:
+        return f"<PoolWorker name={self.name!r} pid={self.pid}>"
 
 
 class Pool:
@@ -950,8 +1038,33 @@ class Pool:
         )
 
     def __repr__(self) -> str:
-        state = {RUN: "RUN", CLOSE: "CLOSE", TERMINATE: "TERMINATE"}[self._state]
-        return f"<{type(self).__name__} state={state} pool_size={self._processes}>"
+        cls = type(self)
+        return (
+            f"<{cls.__module__}.{cls.__qualname__} state={self._state} "
+            f"pool_size={self._processes}>"
+        )
+
+    def _repopulate_pool(self) -> None:
+        """multiprocessing's private refill, which programs call after
+        workers exit: the runtime replaces workers itself, so this only
+        waits (a few seconds at most) until every slot has one."""
+        self._pool  # noqa: B018 - reading it waits for the workers
+
+    @property
+    def _pool(self) -> list[PoolWorker]:
+        """The workers running now, as multiprocessing's ``Pool._pool``
+        (which programs read for the workers' pids)."""
+        if self._state == TERMINATE and not hasattr(self, "_core"):
+            return []
+        # Workers start in the background: a pool that is just made, or
+        # replacing one, has them within milliseconds.
+        deadline = time.monotonic() + _WORKERS_UP_SECONDS
+        pids = self._core.worker_pids()
+        while self._state == RUN and len(pids) < self._processes and time.monotonic() < deadline:
+            time.sleep(0.002)
+            pids = self._core.worker_pids()
+        prefix = _identity.identity_for(self._start_method, "PoolWorker").name_prefix
+        return [PoolWorker(pid, f"{prefix}-{slot + 1}") for slot, pid in enumerate(pids)]
 
     # -- submission --------------------------------------------------------
 
@@ -1139,6 +1252,7 @@ class Pool:
         func: Callable[[_S], _T],
         iterable: Iterable[_S],
         chunksize: int | None = None,
+        buffersize: int | None = None,
         *,
         timeout: float | None = None,
         retries: int | None = None,
@@ -1146,23 +1260,30 @@ class Pool:
     ) -> IMapIterator[_T]:
         """An iterator over ``func(x)`` for x in iterable, in order. Without
         a chunksize, chunks are sized adaptively from measured task time.
-        ``timeout`` (seconds per item) and ``retries``: as for :meth:`apply`
-        (the iterator's ``next(timeout)`` is a wait, as in multiprocessing)."""
-        return self._imap(func, iterable, chunksize, True, timeout, retries, progress)
+        ``buffersize`` (Python 3.15's) caps the chunks submitted ahead of
+        the consumer; without it a list of a fixed chunksize is submitted
+        whole, and other inputs a few chunks per worker ahead. An error of
+        the input iterable is raised at its position, after the results
+        before it. ``timeout`` (seconds per item) and ``retries``: as for
+        :meth:`apply` (the iterator's ``next(timeout)`` is a wait, as in
+        multiprocessing)."""
+        return self._imap(func, iterable, chunksize, True, timeout, retries, progress, buffersize)
 
     def imap_unordered(
         self,
         func: Callable[[_S], _T],
         iterable: Iterable[_S],
         chunksize: int | None = None,
+        buffersize: int | None = None,
         *,
         timeout: float | None = None,
         retries: int | None = None,
         progress: _progress.Progress = False,
     ) -> IMapIterator[_T]:
         """An iterator over ``func(x)`` for x in iterable, as they finish.
-        Without a chunksize, chunks are sized adaptively."""
-        return self._imap(func, iterable, chunksize, False, timeout, retries, progress)
+        Without a chunksize, chunks are sized adaptively; ``buffersize``
+        and the rest as for :meth:`imap`."""
+        return self._imap(func, iterable, chunksize, False, timeout, retries, progress, buffersize)
 
     def _imap(
         self,
@@ -1173,13 +1294,16 @@ class Pool:
         timeout: float | None,
         retries: int | None,
         progress: _progress.Progress,
+        buffersize: int | None = None,
     ) -> IMapIterator[Any]:
         self._check_running()
         self._check_func(func)
         size = self._check_chunksize(chunksize)
+        check_buffersize(buffersize)
         limits = TaskLimits.checked(timeout, retries)
         return IMapIterator(
-            self, func, iterable, size, star=False, ordered=ordered, limits=limits, progress=progress
+            self, func, iterable, size, star=False, ordered=ordered, limits=limits,
+            progress=progress, buffersize=buffersize,
         )
 
     def imap_async_iter(
@@ -1267,6 +1391,7 @@ class Pool:
         if getattr(self, "_state", TERMINATE) == RUN:
             import warnings
 
+            # multiprocessing's words, which programs and tests filter on.
             warnings.warn(
-                f"unclosed running forkfarm pool {self!r}", ResourceWarning, source=self
+                f"unclosed running multiprocessing pool {self!r}", ResourceWarning, source=self
             )

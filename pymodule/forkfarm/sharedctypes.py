@@ -139,5 +139,7 @@ def Array(  # noqa: N802
 def copy(obj: Any) -> Any:
     """A new shared object with obj's value."""
     new = _new(type(obj).__mro__[1] if type(obj) in _shared_types.values() else type(obj))
-    ctypes.pointer(new)[0] = obj
+    # new is of the shared subclass of obj's type, which ctypes will not
+    # assign from obj's: the bytes are the value.
+    ctypes.memmove(ctypes.addressof(new), ctypes.addressof(obj), ctypes.sizeof(obj))
     return new

@@ -660,3 +660,19 @@ def alive(pid: int) -> bool:
             return stat.read().rpartition(")")[2].split()[0] != "Z"
     except OSError:
         return False
+
+
+def worker_identity(_: Any = None) -> tuple[str, bool, int | None, bool, bytes]:
+    """How a pool worker answers multiprocessing's questions about itself:
+    (name, daemon, parent's pid, parent alive, authkey)."""
+    import multiprocessing
+
+    me = multiprocessing.current_process()
+    parent = multiprocessing.parent_process()
+    return (
+        me.name,
+        bool(me.daemon),
+        None if parent is None else parent.pid,
+        parent is not None and parent.is_alive(),
+        bytes(me.authkey),
+    )

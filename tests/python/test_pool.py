@@ -795,3 +795,134 @@ class TestWorkerDeath:
         with pytest.raises(forkfarm.WorkerLostError):
             pool.starmap_async(helpers.sigkill_at, [(x, 5) for x in range(10)]).get(20)
         assert pool.map(helpers.square, range(10)) == [x * x for x in range(10)]
+
+
+# ==========================================================================
+# multiprocessing's behaviour that CPython's own suite checks
+# ==========================================================================
+
+
+class SaidWhen(Exception):
+    pass
+
+
+def raising_after(total: int, when: int) -> Iterator[int]:
+    """Yields 0, 1, ... and raises SaidWhen in place of item ``when``."""
+    for i in range(total):
+        if i == when:
+            raise SaidWhen(i)
+        yield i
+
+
+class Counted:
+    """An iterable that counts the items taken from it."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.taken = 0
+
+    def __iter__(self) -> Iterator[int]:
+        for i in range(self.n):
+            self.taken += 1
+            yield i
+
+
+class TestMultiprocessingConformance:
+    def test_imap_gives_the_results_before_a_failing_iterable_then_its_error(self) -> None:
+        with forkfarm.Pool(2) as p:
+            it = p.imap(helpers.square, raising_after(10, 3), 1)
+            assert [next(it) for _ in range(3)] == [0, 1, 4]
+            with pytest.raises(SaidWhen):
+                next(it)
+            with pytest.raises(StopIteration):
+                next(it)
+            # The chunk being cut is lost with the error, as in multiprocessing.
+            it = p.imap(helpers.square, raising_after(20, 7), 4)
+            assert [next(it) for _ in range(4)] == [0, 1, 4, 9]
+            with pytest.raises(SaidWhen):
+                next(it)
+            it = p.imap(helpers.square, raising_after(1, 0), 1)
+            with pytest.raises(SaidWhen):
+                next(it)
+
+    def test_imap_unordered_gives_every_result_before_the_iterables_error(self) -> None:
+        with forkfarm.Pool(2) as p:
+            it = p.imap_unordered(helpers.square, raising_after(10, 5), 1)
+            seen = []
+            with pytest.raises(SaidWhen):
+                for value in it:
+                    seen.append(value)
+            assert sorted(seen) == [0, 1, 4, 9, 16]
+
+    def test_imap_buffersize_takes_the_input_lazily(self) -> None:
+        source = Counted(10_000)
+        with forkfarm.Pool(2) as p:
+            it = p.imap(helpers.square, source, 1, 3)
+            assert next(it) == 0
+            # Three chunks ahead of the consumer at most, and one consumed.
+            assert source.taken <= 4
+            assert [next(it) for _ in range(5)] == [1, 4, 9, 16, 25]
+            assert source.taken <= 9
+            unordered = p.imap_unordered(helpers.square, range(50), 5, buffersize=2)
+            assert sorted(unordered) == [x * x for x in range(50)]
+
+    @pytest.mark.parametrize(
+        "buffersize, error",
+        [(0, ValueError), (-1, ValueError), (1.5, TypeError), ("2", TypeError)],
+    )
+    def test_imap_refuses_a_bad_buffersize(self, buffersize: Any, error: type) -> None:
+        with forkfarm.Pool(1) as p:
+            with pytest.raises(error, match="buffersize"):
+                p.imap(helpers.square, range(3), 1, buffersize)
+
+    def test_pool_lists_its_workers_as_multiprocessing_does(self) -> None:
+        with forkfarm.Pool(3) as p:
+            workers = p._pool
+            assert len(workers) == 3
+            pids = {w.pid for w in workers}
+            assert pids == set(p.map(helpers.getpid, range(300), chunksize=1)) | pids
+            assert all(w.is_alive() for w in workers)
+            assert sorted(w.name for w in workers) == [
+                "ForkPoolWorker-1", "ForkPoolWorker-2", "ForkPoolWorker-3"
+            ]
+            assert repr(p) == "<forkfarm.pool.Pool state=RUN pool_size=3>"
+        assert "state=TERMINATE" in repr(p)
+
+    def test_workers_answer_current_and_parent_process_as_multiprocessing_does(self) -> None:
+        import multiprocessing
+
+        with forkfarm.Pool(2) as p:
+            answers = p.map(helpers.worker_identity, range(20), chunksize=1)
+        for name, daemon, parent_pid, parent_alive, authkey in answers:
+            assert name in ("ForkPoolWorker-1", "ForkPoolWorker-2")
+            assert daemon
+            assert parent_pid == os.getpid()
+            assert parent_alive
+            assert authkey == bytes(multiprocessing.current_process().authkey)
+
+    def test_fork_server_workers_have_their_names_and_parent_too(self) -> None:
+        with forkfarm.get_context("forkserver").Pool(1) as p:
+            name, _daemon, parent_pid, parent_alive, _key = p.apply(helpers.worker_identity)
+        assert name == "ForkServerPoolWorker-1"
+        assert parent_pid == os.getpid()
+        assert parent_alive
+
+    def test_a_task_error_has_multiprocessings_remote_traceback_as_cause(self) -> None:
+        import multiprocessing.pool
+
+        with forkfarm.Pool(1) as p:
+            with pytest.raises(ValueError) as caught:
+                p.apply(helpers.raise_value_error, ("boom",))
+        assert type(caught.value.__cause__) is multiprocessing.pool.RemoteTraceback
+        assert forkfarm.pool.RemoteTraceback is multiprocessing.pool.RemoteTraceback
+        assert "raise_value_error" in caught.value.__cause__.tb
+
+    def test_a_running_pool_collected_warns_with_multiprocessings_words(self) -> None:
+        import gc
+
+        p = forkfarm.Pool(1)
+        p.terminate()
+        p._state = forkfarm.pool.RUN
+        with pytest.warns(ResourceWarning, match="^unclosed running multiprocessing pool"):
+            del p
+            gc.collect()

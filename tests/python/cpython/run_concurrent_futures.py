@@ -7,8 +7,9 @@ test's outcome as JSON.
 
 The suite is ``test.test_concurrent_futures`` of the interpreter that runs
 this script: a package from Python 3.13 on, one module before. A Python
-built without it (some pyenv builds) takes Debian's copy for its version,
-from the ``libpython3.X-testsuite`` package, when that is installed. The
+built without it (some pyenv builds) takes Debian's copy from the
+``libpython3.X-testsuite`` package (tools/ensure-cpython-suites.sh installs
+it): for its own version, or the nearest older one Debian has. The
 suite's fork, forkserver and spawn mixins make ``forkfarm.Executor`` with
 forkfarm's context of the same name.
 """
@@ -36,13 +37,17 @@ PACKAGE_MODULES = (
 MIXINS = ("ProcessPoolForkMixin", "ProcessPoolForkserverMixin", "ProcessPoolSpawnMixin")
 
 
-def _debian_copy() -> Path | None:
-    """Debian's libpython3.X-testsuite copy of the suite for this Python."""
-    version = "%d.%d" % sys.version_info[:2]
-    base = Path("/usr/lib") / f"python{version}" / "test"
-    for candidate in (base / "test_concurrent_futures", base / "test_concurrent_futures.py"):
-        if candidate.exists():
-            return candidate
+def debian_copy() -> Path | None:
+    """Debian's libpython3.X-testsuite copy of the suite: for this Python's
+    version if Debian has one, else for the nearest older version it has
+    (Debian 12 ships 3.11's only; the suite's process-pool tests are the
+    same from 3.11 to 3.12)."""
+    major, minor = sys.version_info[:2]
+    for older in range(minor, 10, -1):
+        base = Path("/usr/lib") / f"python{major}.{older}" / "test"
+        for candidate in (base / "test_concurrent_futures", base / "test_concurrent_futures.py"):
+            if candidate.exists():
+                return candidate
     return None
 
 
@@ -73,7 +78,7 @@ def suite_modules() -> tuple[ModuleType, list[ModuleType]]:
     if found is not None:
         top = importlib.import_module(PACKAGE)
     else:
-        location = _debian_copy()
+        location = debian_copy()
         if location is None:
             raise SystemExit(
                 f"this Python has no {PACKAGE}, and Debian's libpython3.X-testsuite "

@@ -13,21 +13,17 @@ exit after its class, fails.
 from __future__ import annotations
 
 import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
 
+from run_concurrent_futures import debian_copy
 from suite_driver import CLASS_DEADLINE, check_class, list_classes, run_class
 
-_debian_copy = Path("/usr/lib") / ("python%d.%d" % sys.version_info[:2]) / "test"
-if importlib.util.find_spec("test.test_concurrent_futures") is None and not any(
-    (_debian_copy / name).exists()
-    for name in ("test_concurrent_futures", "test_concurrent_futures.py")
-):
+if importlib.util.find_spec("test.test_concurrent_futures") is None and debian_copy() is None:
     pytest.skip(
-        "this Python has no test.test_concurrent_futures, and Debian's "
-        "libpython3.X-testsuite for it is not installed",
+        "this Python has no test.test_concurrent_futures, and no Debian "
+        "libpython3.X-testsuite is installed (tools/ensure-cpython-suites.sh)",
         allow_module_level=True,
     )
 

@@ -1,0 +1,89 @@
+"""Who a pool's worker is, in multiprocessing's terms.
+
+multiprocessing's pool workers are Process objects: in a worker,
+``current_process()`` is ``ForkPoolWorker-N`` (daemonic, with the parent's
+authkey) and ``parent_process()`` is the process that made the pool, alive
+while it runs. forkfarm's workers are forked from a zygote, not started as
+Process objects, so each takes that identity as its first act, from what
+the parent wrote down when it made the pool (the same for a zygote forked
+from here and one made by the fork server).
+"""
+
+from __future__ import annotations
+
+import multiprocessing.process
+import os
+from typing import Any, NamedTuple
+
+from . import _core
+
+# multiprocessing's process module, whose private state (the current and
+# parent process) this module sets as a child's bootstrap does; typeshed
+# does not describe it.
+_mp_process: Any = multiprocessing.process
+
+# The prefix of a worker's name, by start method: multiprocessing's.
+_KIND = {"fork": "Fork", "forkserver": "ForkServer", "spawn": "Spawn"}
+
+
+class WorkerIdentity(NamedTuple):
+    """What a worker needs to answer as multiprocessing's workers do."""
+
+    name_prefix: str  # "ForkPoolWorker", "ForkServerProcess", ...
+    parent_pid: int
+    parent_name: str
+    # The parent's authkey, so that a worker may reach the parent's
+    # managers and listeners, as multiprocessing's workers may.
+    authkey: bytes
+
+
+def identity_for(method: str, role: str) -> WorkerIdentity:
+    """The identity that the workers of a pool made here will take:
+    ``role`` is ``"PoolWorker"`` (Pool) or ``"Process"`` (Executor)."""
+    parent = _mp_process.current_process()
+    return WorkerIdentity(
+        _KIND.get(method, "Fork") + role, os.getpid(), parent.name, bytes(parent.authkey)
+    )
+
+
+class _PoolWorkerProcess(multiprocessing.process.BaseProcess):
+    """The Process object a worker is, to itself; it is never started."""
+
+    @staticmethod
+    def _Popen(process_obj: Any) -> Any:  # noqa: N802 - multiprocessing's name
+        raise RuntimeError("a pool worker's own process object cannot be started")
+
+
+def become_worker(identity: WorkerIdentity) -> None:
+    """Makes ``current_process()`` and ``parent_process()`` answer, in this
+    worker, as they do in multiprocessing's."""
+    slot = _core.worker_slot()
+    me: Any = _PoolWorkerProcess(name=f"{identity.name_prefix}-{slot + 1}")
+    me._identity = (slot + 1,)
+    me._config["authkey"] = _mp_process.AuthenticationString(identity.authkey)
+    me._config["daemon"] = True  # as multiprocessing's workers are
+    me._parent_pid = identity.parent_pid
+    me._parent_name = identity.parent_name
+    _mp_process._current_process = me
+    _mp_process._children = set()
+    try:
+        # Readable once the parent has exited, as a child's sentinel is.
+        sentinel = os.pidfd_open(identity.parent_pid)
+    except OSError:
+        # The parent has gone already (or the kernel predates pidfds):
+        # multiprocessing would have no parent to offer either.
+        _mp_process._parent_process = None
+        return
+    _mp_process._parent_process = _mp_process._ParentProcess(
+        identity.parent_name, identity.parent_pid, sentinel
+    )
+
+
+def start_worker(
+    identity: WorkerIdentity, initializer: Any, *initargs: Any
+) -> None:
+    """A worker's first act, before the rest of its start-up and the pool's
+    initializer (``initializer(*initargs)``)."""
+    become_worker(identity)
+    if initializer is not None:
+        initializer(*initargs)
