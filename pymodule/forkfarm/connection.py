@@ -15,6 +15,11 @@ does not see messages arrive. The same socket carries file descriptors
 (``forkfarm.reduction.send_handle``), beside the messages and never mixed
 with them. Connections travel to other processes by inheritance (a
 ``Process``'s arguments), not in pool tasks.
+
+The module's other names (``answer_challenge``, ``deliver_challenge``,
+``SocketListener``...) are multiprocessing.connection's, for its
+``Listener`` and ``Client`` and the connections they make, read from it at
+each access.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from multiprocessing.connection import Client, Listener
 from multiprocessing.connection import wait as _stdlib_wait
 from typing import Any
 
-from . import _core, _segments
+from . import _core, _reexport, _segments
 
 __all__ = ["Client", "Connection", "Listener", "Pipe", "wait"]
 
@@ -175,3 +180,11 @@ def wait(object_list: Iterable[Any], timeout: float | None = None) -> list[Any]:
             return [o for o in objects if o in ready or o in ready_others]
         if deadline is not None and time.monotonic() >= deadline:
             return []
+
+
+def __getattr__(name: str) -> Any:
+    return _reexport.attribute(__name__, _stdlib_connection, name)
+
+
+def __dir__() -> list[str]:
+    return _reexport.names(globals(), _stdlib_connection)

@@ -18,17 +18,18 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from multiprocessing import TimeoutError
 from multiprocessing.pool import MaybeEncodingError, ThreadPool  # type: ignore[attr-defined]
+from multiprocessing.util import debug
 from typing import Any, Generic, NamedTuple, TypeVar, cast
 
 from . import _core, _errors, _forkserver, _node, _progress, _protocol, _stats
 
 __all__ = [
-    "Pool",
-    "AsyncResult",
     "ApplyResult",
-    "MapResult",
+    "AsyncResult",
     "IMapIterator",
+    "MapResult",
     "MaybeEncodingError",
+    "Pool",
     "ThreadPool",
 ]
 
@@ -836,6 +837,11 @@ def _next_or_done(iterator: IMapIterator[Any]) -> Any:
         return _DONE
 
 
+# One class serves imap and imap_unordered; multiprocessing names the
+# second one's so.
+IMapUnorderedIterator = IMapIterator
+
+
 class AsyncMapIterator(Generic[_T]):
     """``async for`` over the results of :meth:`Pool.imap_async_iter`.
     Results already in are taken at once; to wait for the next, a thread of
@@ -1229,6 +1235,7 @@ class Pool:
 
     def close(self) -> None:
         """Accepts no more tasks; the workers exit once the queued ones ran."""
+        debug("closing pool")  # multiprocessing's records, to get_logger()'s logger
         if self._state == RUN:
             for job in list(self._feeding):
                 job._flush()
@@ -1241,6 +1248,7 @@ class Pool:
         :class:`forkfarm.PoolTerminatedError`."""
         if not hasattr(self, "_core"):
             return
+        debug("terminating pool")
         self._state = TERMINATE
         self._core.terminate()
         self._core.join()
@@ -1248,6 +1256,7 @@ class Pool:
 
     def join(self) -> None:
         """Waits for the workers to exit, after close() or terminate()."""
+        debug("joining pool")
         if self._state == RUN:
             raise ValueError("Pool is still running")
         self._core.join()
