@@ -1,21 +1,31 @@
 /* _core.PipeEnd: one end of a forkfarm Pipe. Messages go through a channel
  * (lib/channel.c) per direction, in one shared segment; a socket pair
- * carries nothing but wake-ups and the end of the stream.
+ * carries wake-ups, descriptors (send_handle) and the end of the stream.
  *
  * The segment starts with a page of per-direction flags, `asleep`, which a
  * receiver raises before it sleeps in poll() on its socket: a sender that
- * sees it writes one byte to wake it. A receiver spins
+ * sees it writes one byte, PIPE_WAKE, to wake it. A receiver spins
  * briefly before it sleeps: in a ping-pong the answer usually comes first,
  * and then no system call is made at all. The kernel closes a dead
  * process's socket, so a receiver whose peer died gets POLLHUP and, once
- * the channel is empty, EOFError, as with multiprocessing's pipes. */
+ * the channel is empty, EOFError, as with multiprocessing's pipes.
+ *
+ * Descriptors travel on the socket as multiprocessing.reduction.sendfds
+ * sends them: one byte (their count) with SCM_RIGHTS. A receiver that
+ * drains wake-ups keeps the descriptors it meets for recv_fds, so a handle
+ * is never lost to a wake-up's read; recv_fds skips wake-up bytes. The
+ * socket itself is blocking (multiprocessing.reduction's own functions may
+ * use it), so every call here passes MSG_DONTWAIT. */
 #include "core.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <poll.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -26,6 +36,11 @@
 /* How long a sender blocked on a full pipe waits before it looks whether
  * the receiver is still there. */
 #define PIPE_SEND_CHECK 0.05
+/* The wake-up byte. A descriptor message's byte is its count, at most
+ * SCM_MAX_FD (253), so a wake-up is never taken for one. */
+#define PIPE_WAKE 0xFF
+/* The most descriptors one message carries: Linux's SCM_MAX_FD. */
+#define PIPE_MAX_FDS 253
 
 typedef struct {
   _Atomic uint32_t asleep[2]; /* per direction: its receiver sleeps */
@@ -42,12 +57,133 @@ typedef struct {
   int fd;               /* this end of the socket pair; -1 once closed */
   int peer_gone;        /* the socket said so */
   PyObject *dumps, *loads;
+  /* Descriptors met while draining wake-ups, kept for recv_fds: messages
+   * laid out as [count, fd...], oldest first. Guarded by held_lock, since
+   * a receiver drains without the GIL. */
+  int *held;
+  size_t held_len, held_cap;
+  _Atomic int held_lock; /* the pid of the holder, 0 when free */
 } ffpy_pipe_end_t;
 
 static uint64_t now_ns(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* ---- descriptors kept for recv_fds ------------------------------------------ */
+
+/* The lock lives in this process's memory, so a holder with another pid
+ * is a thread of the parent this process was forked from, which does not
+ * exist here: its lock is taken over rather than waited for forever. */
+static void held_acquire(ffpy_pipe_end_t *self) {
+  int me = (int)getpid();
+  for (;;) {
+    int holder = 0;
+    if (atomic_compare_exchange_weak(&self->held_lock, &holder, me)) return;
+    if (holder != 0 && holder != me &&
+        atomic_compare_exchange_weak(&self->held_lock, &holder, me))
+      return;
+    sched_yield();
+  }
+}
+
+static void held_release(ffpy_pipe_end_t *self) {
+  atomic_store(&self->held_lock, 0);
+}
+
+/* The descriptors an SCM_RIGHTS message brought, into fds (at most
+ * PIPE_MAX_FDS); returns how many. */
+static size_t fds_of(struct msghdr *msg, int *fds) {
+  size_t n = 0;
+  for (struct cmsghdr *c = CMSG_FIRSTHDR(msg); c != NULL;
+       c = CMSG_NXTHDR(msg, c)) {
+    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+    size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    for (size_t i = 0; i < count && n < PIPE_MAX_FDS; i++)
+      memcpy(&fds[n++], CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+  }
+  return n;
+}
+
+/* Keeps one message's descriptors; called with held_lock. Closes them if
+ * there is no memory to keep them in (the handle is lost, not leaked). */
+static void held_push(ffpy_pipe_end_t *self, const int *fds, size_t n) {
+  if (self->held_len + n + 1 > self->held_cap) {
+    size_t cap = self->held_cap ? self->held_cap * 2 : 16;
+    while (cap < self->held_len + n + 1) cap *= 2;
+    int *grown = realloc(self->held, cap * sizeof(int));
+    if (grown == NULL) {
+      for (size_t i = 0; i < n; i++) close(fds[i]);
+      return;
+    }
+    self->held = grown;
+    self->held_cap = cap;
+  }
+  self->held[self->held_len++] = (int)n;
+  memcpy(self->held + self->held_len, fds, n * sizeof(int));
+  self->held_len += n;
+}
+
+/* Takes the oldest kept message's descriptors into fds; returns how many,
+ * or -1 when none is kept. Called with held_lock. */
+static int held_pop(ffpy_pipe_end_t *self, int *fds) {
+  if (self->held_len == 0) return -1;
+  int n = self->held[0];
+  memcpy(fds, self->held + 1, (size_t)n * sizeof(int));
+  self->held_len -= (size_t)n + 1;
+  memmove(self->held, self->held + n + 1, self->held_len * sizeof(int));
+  return n;
+}
+
+static void held_close_all(ffpy_pipe_end_t *self) {
+  held_acquire(self);
+  for (size_t i = 0; i < self->held_len;) {
+    int n = self->held[i];
+    for (int k = 1; k <= n; k++) close(self->held[i + (size_t)k]);
+    i += (size_t)n + 1;
+  }
+  free(self->held);
+  self->held = NULL;
+  self->held_len = self->held_cap = 0;
+  held_release(self);
+}
+
+/* One recvmsg of at most size bytes, without waiting; the descriptors it
+ * brings go to fds, *nfds says how many. Returns recvmsg's result (errno
+ * set when negative). */
+static ssize_t recv_with_fds(int fd, char *data, size_t size, int *fds,
+                             size_t *nfds) {
+  union {
+    struct cmsghdr align;
+    char buf[CMSG_SPACE(PIPE_MAX_FDS * sizeof(int))];
+  } control;
+  struct iovec iov = {data, size};
+  struct msghdr msg = {0};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control.buf;
+  msg.msg_controllen = sizeof(control.buf);
+  ssize_t got = recvmsg(fd, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+  *nfds = got >= 0 ? fds_of(&msg, fds) : 0;
+  return got;
+}
+
+/* Reads the wake-up bytes waiting on the socket, without waiting: once,
+ * or until none is left. Descriptors met on the way are kept for recv_fds.
+ * Sets peer_gone at the end of the stream. Needs no GIL. */
+static void drain_socket(ffpy_pipe_end_t *self, int once) {
+  for (;;) {
+    char data[256];
+    int fds[PIPE_MAX_FDS];
+    size_t nfds;
+    held_acquire(self);
+    ssize_t got = recv_with_fds(self->fd, data, sizeof(data), fds, &nfds);
+    if (nfds > 0) held_push(self, fds, nfds);
+    held_release(self);
+    if (got == 0) self->peer_gone = 1;
+    if (got <= 0 || once) return;
+  }
 }
 
 /* PipeEnd(segment, region_size, in_index, out_index, fd, dumps, loads,
@@ -116,6 +252,7 @@ static void pipe_end_close_fd(ffpy_pipe_end_t *self) {
     close(self->fd);
     self->fd = -1;
   }
+  held_close_all(self);
 }
 
 static void pipe_end_dealloc(ffpy_pipe_end_t *self) {
@@ -194,7 +331,8 @@ static int pipe_send_raw(ffpy_pipe_end_t *self, const char *data,
   /* The receiver raised its flag before it slept (sequentially consistent
    * with the put above): ring. A full socket buffer already rings. */
   if (atomic_load(&self->flags->asleep[self->out_index])) {
-    ssize_t n = write(self->fd, "", 1);
+    const unsigned char wake = PIPE_WAKE;
+    ssize_t n = send(self->fd, &wake, 1, MSG_DONTWAIT | MSG_NOSIGNAL);
     (void)n;
   }
   return 0;
@@ -293,11 +431,7 @@ static int pipe_wait_fn(void *arg, double timeout) {
     int n = poll(&p, 1, ms);
     atomic_store(asleep, 0);
     if (n < 0 && errno == EINTR) return -EINTR;
-    if (n > 0 && (p.revents & POLLIN)) {
-      char drain[256];
-      ssize_t got = read(self->fd, drain, sizeof(drain));
-      if (got == 0) self->peer_gone = 1;
-    }
+    if (n > 0 && (p.revents & POLLIN)) drain_socket(self, 1);
     if (n > 0 && (p.revents & (POLLHUP | POLLERR))) self->peer_gone = 1;
     if (self->peer_gone) return 0; /* recv finds what is left, or EOF */
   }
@@ -463,13 +597,154 @@ static PyObject *pipe_end_disarm(ffpy_pipe_end_t *self, PyObject *unused) {
   if (check_open(self) < 0) return NULL;
   if (self->in == NULL) Py_RETURN_FALSE;
   atomic_store(&self->flags->asleep[self->in_index], 0);
-  char drain[256];
-  for (;;) {
-    ssize_t got = read(self->fd, drain, sizeof(drain));
-    if (got == 0) self->peer_gone = 1;
-    if (got <= 0) break;
-  }
+  drain_socket(self, 0);
   return PyBool_FromLong(ff_channel_count(self->in) > 0 || peer_hung_up(self));
+}
+
+/* ---- descriptors ---------------------------------------------------------- */
+
+typedef struct {
+  ffpy_pipe_end_t *end;
+  short events;
+} fd_wait_arg_t;
+
+/* Waits until the socket is ready for events (or hung up), or, when
+ * reading, until a drain in another thread kept a message of descriptors.
+ * Runs without the GIL. */
+static int fd_wait_fn(void *arg, double timeout) {
+  fd_wait_arg_t *a = arg;
+  if (a->events & POLLIN) {
+    held_acquire(a->end);
+    size_t held = a->end->held_len;
+    held_release(a->end);
+    if (held > 0) return 0;
+  }
+  struct pollfd p = {a->end->fd, a->events, 0};
+  int n = poll(&p, 1, timeout < 0 ? -1 : (int)(timeout * 1000 + 0.5));
+  if (n < 0) return errno == EINTR ? -EINTR : -errno;
+  return n > 0 ? 0 : -ETIMEDOUT;
+}
+
+/* send_fds(fds): sends descriptors over the socket, as
+ * multiprocessing.reduction.sendfds does (one byte, their count, with
+ * SCM_RIGHTS); they reach the other end's recv_fds, whatever messages go
+ * through the channels meanwhile. */
+static PyObject *pipe_end_send_fds(ffpy_pipe_end_t *self, PyObject *arg) {
+  if (check_open(self) < 0) return NULL;
+  PyObject *seq = PySequence_Fast(arg, "fds must be a sequence of ints");
+  if (seq == NULL) return NULL;
+  Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+  if (n < 1 || n > PIPE_MAX_FDS) {
+    Py_DECREF(seq);
+    PyErr_Format(PyExc_ValueError, "can send 1 to %d descriptors, not %zd",
+                 PIPE_MAX_FDS, n);
+    return NULL;
+  }
+  int fds[PIPE_MAX_FDS];
+  for (Py_ssize_t i = 0; i < n; i++) {
+    long fd = PyLong_AsLong(PySequence_Fast_GET_ITEM(seq, i));
+    if (fd == -1 && PyErr_Occurred()) {
+      Py_DECREF(seq);
+      return NULL;
+    }
+    if (fd < 0 || fd > INT_MAX) {
+      Py_DECREF(seq);
+      PyErr_Format(PyExc_ValueError, "%ld is not a file descriptor", fd);
+      return NULL;
+    }
+    fds[i] = (int)fd;
+  }
+  Py_DECREF(seq);
+  union {
+    struct cmsghdr align;
+    char buf[CMSG_SPACE(PIPE_MAX_FDS * sizeof(int))];
+  } control;
+  memset(&control, 0, sizeof(control));
+  unsigned char count = (unsigned char)(n % 256);
+  struct iovec iov = {&count, 1};
+  struct msghdr msg = {0};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control.buf;
+  msg.msg_controllen = CMSG_SPACE((size_t)n * sizeof(int));
+  struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+  c->cmsg_level = SOL_SOCKET;
+  c->cmsg_type = SCM_RIGHTS;
+  c->cmsg_len = CMSG_LEN((size_t)n * sizeof(int));
+  memcpy(CMSG_DATA(c), fds, (size_t)n * sizeof(int));
+  for (;;) {
+    ssize_t sent = sendmsg(self->fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (sent == 1) Py_RETURN_NONE;
+    if (sent < 0 && errno != EAGAIN && errno != EWOULDBLOCK &&
+        errno != EINTR)
+      return PyErr_SetFromErrno(PyExc_OSError);
+    /* The socket's buffer is full of wake-ups the other end has not read:
+     * wait for room. */
+    fd_wait_arg_t wait = {self, POLLOUT};
+    if (ffpy_wait_interruptibly(fd_wait_fn, &wait, -1.0) < 0) return NULL;
+    if (check_open(self) < 0) return NULL;
+  }
+}
+
+/* recv_fds() -> list of the descriptors of the next message send_fds (or
+ * multiprocessing.reduction.sendfds) sent, waiting for it. Wake-up bytes
+ * are skipped; another byte without descriptors is RuntimeError, and the
+ * end of the stream EOFError, as multiprocessing.reduction.recvfds. The
+ * descriptors are close-on-exec. */
+static PyObject *pipe_end_recv_fds(ffpy_pipe_end_t *self, PyObject *unused) {
+  (void)unused;
+  int fds[PIPE_MAX_FDS];
+  for (;;) {
+    if (check_open(self) < 0) return NULL;
+    unsigned char byte = 0;
+    size_t nfds = 0;
+    held_acquire(self);
+    int kept = held_pop(self, fds);
+    ssize_t got = 0;
+    int error = 0;
+    if (kept >= 0) {
+      nfds = (size_t)kept;
+      got = 1;
+    } else {
+      /* One byte at a time: a message's descriptors come with its byte. */
+      got = recv_with_fds(self->fd, (char *)&byte, 1, fds, &nfds);
+      error = errno;
+    }
+    held_release(self);
+    if (got > 0 && nfds > 0) {
+      PyObject *list = PyList_New((Py_ssize_t)nfds);
+      if (list == NULL) {
+        for (size_t i = 0; i < nfds; i++) close(fds[i]);
+        return NULL;
+      }
+      for (size_t i = 0; i < nfds; i++) {
+        PyObject *number = PyLong_FromLong(fds[i]);
+        if (number == NULL) {
+          for (size_t k = i; k < nfds; k++) close(fds[k]);
+          Py_DECREF(list);
+          return NULL;
+        }
+        PyList_SET_ITEM(list, (Py_ssize_t)i, number);
+      }
+      return list;
+    }
+    if (got > 0) {
+      if (byte == PIPE_WAKE) continue;
+      PyErr_SetString(PyExc_RuntimeError, "received 0 items of ancdata");
+      return NULL;
+    }
+    if (got == 0) {
+      self->peer_gone = 1;
+      PyErr_SetNone(PyExc_EOFError);
+      return NULL;
+    }
+    if (error != EAGAIN && error != EWOULDBLOCK && error != EINTR) {
+      errno = error;
+      return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    fd_wait_arg_t wait = {self, POLLIN};
+    if (ffpy_wait_interruptibly(fd_wait_fn, &wait, -1.0) < 0) return NULL;
+  }
 }
 
 static PyObject *pipe_end_close(ffpy_pipe_end_t *self, PyObject *unused) {
@@ -523,6 +798,10 @@ static PyMethodDef pipe_end_methods[] = {
      "poll(timeout=0.0) -> bool"},
     {"arm", (PyCFunction)pipe_end_arm, METH_NOARGS, NULL},
     {"disarm", (PyCFunction)pipe_end_disarm, METH_NOARGS, NULL},
+    {"send_fds", (PyCFunction)pipe_end_send_fds, METH_O,
+     "send_fds(fds): sends descriptors to the other end"},
+    {"recv_fds", (PyCFunction)pipe_end_recv_fds, METH_NOARGS,
+     "recv_fds() -> list of the descriptors the other end sent next"},
     {"close", (PyCFunction)pipe_end_close, METH_NOARGS, "close()"},
     {"fileno", (PyCFunction)pipe_end_fileno, METH_NOARGS, "fileno() -> int"},
     {"__reduce__", (PyCFunction)pipe_end_reduce, METH_NOARGS, NULL},

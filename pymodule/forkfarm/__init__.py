@@ -9,6 +9,7 @@ same runtime behind the concurrent.futures API.
 
 from __future__ import annotations
 
+import importlib
 import os
 from typing import TYPE_CHECKING, Any
 from multiprocessing import (
@@ -23,12 +24,17 @@ from .context import (
     Manager,
     Process,
     active_children,
+    allow_connection_pickling,
     current_process,
     freeze_support,
     get_all_start_methods,
     get_context,
+    get_logger,
     get_start_method,
+    log_to_stderr,
     parent_process,
+    set_executable,
+    set_forkserver_preload,
     set_start_method,
 )
 from ._errors import (
@@ -57,7 +63,22 @@ from .synchronize import (
     Semaphore,
 )
 
-from . import connection, pool, shared_memory  # noqa: E402 - the submodules of multiprocessing's
+# The submodules multiprocessing's namespace holds once it is imported, and
+# those forkfarm loads anyway; the others load on first use, below.
+from . import (  # noqa: E402
+    connection,
+    context,
+    pool,
+    process,
+    queues,
+    reduction,
+    shared_memory,
+    sharedctypes,
+    synchronize,
+)
+
+# As multiprocessing.reducer: the module that pickles for processes.
+reducer = reduction
 
 __version__ = "0.1.0"
 
@@ -88,14 +109,15 @@ __all__ = [
     "RemoteError",
     "RemoteTraceback",
     "Semaphore",
-    "SimpleQueue",
     "SharedArray",
+    "SimpleQueue",
     "TaskTimeoutError",
     "TimeoutError",
     "Value",
     "WorkerLostError",
     "WorkerStartError",
     "active_children",
+    "allow_connection_pickling",
     "as_shared",
     "available_cpus",
     "cpu_count",
@@ -105,19 +127,53 @@ __all__ = [
     "full",
     "get_all_start_methods",
     "get_context",
+    "get_logger",
     "get_start_method",
+    "log_to_stderr",
     "parent_process",
+    "reducer",
+    "set_executable",
+    "set_forkserver_preload",
     "set_start_method",
     "shared_array",
     "zeros",
 ]
 
-# The shared arrays need NumPy, which forkfarm itself does not: they load
-# on first use.
+# The shared arrays need NumPy, which forkfarm itself does not, and the
+# other submodules are rarely used: they load on first use.
 if TYPE_CHECKING:
+    from . import (
+        dummy,
+        forkserver,
+        heap,
+        managers,
+        popen_fork,
+        popen_forkserver,
+        popen_spawn_posix,
+        resource_sharer,
+        resource_tracker,
+        spawn,
+        util,
+    )
     from .shared import SharedArray, as_shared, empty, full, shared_array, zeros
 
 _SHARED_NAMES = {"SharedArray", "as_shared", "empty", "full", "shared_array", "zeros"}
+
+# multiprocessing's other submodules, loaded on first use as attributes
+# (``forkfarm.managers``), as ``import forkfarm.managers`` loads them.
+_LAZY_SUBMODULES = {
+    "dummy",
+    "forkserver",
+    "heap",
+    "managers",
+    "popen_fork",
+    "popen_forkserver",
+    "popen_spawn_posix",
+    "resource_sharer",
+    "resource_tracker",
+    "spawn",
+    "util",
+}
 
 
 def __getattr__(name: str) -> Any:
@@ -125,6 +181,8 @@ def __getattr__(name: str) -> Any:
         from . import shared
 
         return getattr(shared, name)
+    if name in _LAZY_SUBMODULES:
+        return importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module 'forkfarm' has no attribute {name!r}")
 
 

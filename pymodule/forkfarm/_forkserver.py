@@ -20,6 +20,8 @@ before the pool was made.
 from __future__ import annotations
 
 import atexit
+import importlib
+import multiprocessing.spawn
 import os
 import pickle
 import signal
@@ -29,6 +31,7 @@ import subprocess
 import sys
 import threading
 import types
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from . import _core, _protocol
@@ -40,6 +43,25 @@ REQUEST_TIMEOUT = 30.0
 
 
 # -- in the parent -----------------------------------------------------------
+
+# What the fork server imports before it forks any zygote
+# (set_forkserver_preload): its workers start with them imported.
+_preload: tuple[str, ...] = ()
+
+
+def set_preload(module_names: Iterable[str]) -> None:
+    """Sets the modules the fork server imports when it starts; a server
+    started with other modules (or another executable) is replaced at the
+    next pool that needs it."""
+    global _preload
+    _preload = tuple(module_names)
+
+
+def _settings() -> tuple[str, tuple[str, ...]]:
+    """What a fork server starts with: the interpreter (multiprocessing's
+    setting, which set_executable changes) and the modules to preload."""
+    executable = multiprocessing.spawn.get_executable()  # bytes once set, on POSIX
+    return (os.fsdecode(executable) if executable else ""), _preload
 
 
 def main_by_value() -> tuple[list[bytes], _protocol.MainSnapshot]:
@@ -83,8 +105,17 @@ class _Server:
         self._socket: socket.socket | None = None
         self._process: subprocess.Popen[bytes] | None = None
         self._owner = 0
+        self._settings = _settings()
 
     def _connection(self) -> socket.socket:
+        if (
+            self._socket is not None
+            and self._owner == os.getpid()
+            and self._settings != _settings()
+        ):
+            # set_executable or set_forkserver_preload since it started:
+            # the next pools get a server started as they now say.
+            self.stop()
         if (
             self._socket is None
             or self._process is None
@@ -98,17 +129,18 @@ class _Server:
     def _start(self) -> None:
         if self._socket is not None and self._owner == os.getpid():
             self._socket.close()
-        if not sys.executable:
+        executable, preload = _settings()
+        if not executable:
             raise RuntimeError(
                 "the forkserver start method needs a Python executable to start, "
-                "and sys.executable is empty"
+                "and sys.executable is empty (see forkfarm.set_executable)"
             )
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         code = (
             f"import sys; sys.path[:] = {sys.path!r}; "
-            f"from forkfarm._forkserver import serve; serve({theirs.fileno()})"
+            f"from forkfarm._forkserver import serve; serve({theirs.fileno()}, {preload!r})"
         )
-        args = [sys.executable, *subprocess._args_from_interpreter_flags(), "-c", code]  # type: ignore[attr-defined]
+        args = [executable, *subprocess._args_from_interpreter_flags(), "-c", code]  # type: ignore[attr-defined]
         try:
             # subprocess forks and execs at once, in C: safe from threads.
             self._process = subprocess.Popen(
@@ -119,6 +151,7 @@ class _Server:
         ours.settimeout(REQUEST_TIMEOUT)
         self._socket = ours
         self._owner = os.getpid()
+        self._settings = (executable, preload)
 
     def zygote(self, spec: bytes) -> tuple[int, int, int]:
         """A new zygote for a pool: (ctl, pid, pidfd), the pool's to own."""
@@ -227,10 +260,12 @@ def zygote(
 # -- in the fork server ------------------------------------------------------
 
 
-def serve(fd: int) -> None:
-    """The fork server's loop, until the parent closes its end (or dies)."""
+def serve(fd: int, preload: Sequence[str] = ()) -> None:
+    """The fork server's loop, until the parent closes its end (or dies),
+    after importing the modules of ``preload``."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's
     signal.signal(signal.SIGCHLD, lambda *_: _reap())
+    _import_preload(preload)
     connection = socket.socket(fileno=fd)
     while True:
         message, fds, _flags, _address = socket.recv_fds(connection, 16, 2)
@@ -265,6 +300,20 @@ def serve(fd: int) -> None:
             socket.send_fds(connection, [_REPLY.pack(pid)], [pidfd])
             os.close(pidfd)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
+
+
+def _import_preload(module_names: Sequence[str]) -> None:
+    """Imports each module, before any zygote is forked, so that every
+    worker inherits it. A hint, as multiprocessing's: a module that fails
+    to import is left to the workers that need it, which then report the
+    error. ``__main__`` travels with each pool's spec instead."""
+    for name in module_names:
+        if name == "__main__":
+            continue
+        try:
+            importlib.import_module(name)
+        except Exception:  # noqa: BLE001, S112 - a hint: the workers import it themselves
+            continue
 
 
 def _reap() -> None:

@@ -11,8 +11,15 @@ other end is closed (its process died, say) and nothing is left to read.
 
 What differs: ``fileno()`` is the socket of the wake-ups, which
 :func:`wait` (this module's) knows how to use; a selector of your own on it
-does not see messages arrive. Connections travel to other processes by
-inheritance (a ``Process``'s arguments), not in pool tasks.
+does not see messages arrive. The same socket carries file descriptors
+(``forkfarm.reduction.send_handle``), beside the messages and never mixed
+with them. Connections travel to other processes by inheritance (a
+``Process``'s arguments), not in pool tasks.
+
+The module's other names (``answer_challenge``, ``deliver_challenge``,
+``SocketListener``...) are multiprocessing.connection's, for its
+``Listener`` and ``Client`` and the connections they make, read from it at
+each access.
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ from multiprocessing.connection import Client, Listener
 from multiprocessing.connection import wait as _stdlib_wait
 from typing import Any
 
-from . import _core, _segments
+from . import _core, _reexport, _segments
 
 __all__ = ["Client", "Connection", "Listener", "Pipe", "wait"]
 
@@ -121,9 +128,9 @@ def Pipe(duplex: bool = True) -> tuple[Connection, Connection]:  # noqa: N802 - 
     """A pair of connected :class:`Connection` objects. With ``duplex``,
     both ends send and receive; without, the first only receives and the
     second only sends."""
+    # Blocking, as multiprocessing's (its reduction functions may read it):
+    # the runtime's own calls on it never wait (MSG_DONTWAIT).
     left, right = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    left.setblocking(False)
-    right.setblocking(False)
     # Mapped here: the page of flags; the ends map their rings themselves.
     segment = _segments.new(4096 + 2 * PIPE_REGION, map_bytes=4096)
     left_fd, right_fd = left.detach(), right.detach()
@@ -173,3 +180,11 @@ def wait(object_list: Iterable[Any], timeout: float | None = None) -> list[Any]:
             return [o for o in objects if o in ready or o in ready_others]
         if deadline is not None and time.monotonic() >= deadline:
             return []
+
+
+def __getattr__(name: str) -> Any:
+    return _reexport.attribute(__name__, _stdlib_connection, name)
+
+
+def __dir__() -> list[str]:
+    return _reexport.names(globals(), _stdlib_connection)

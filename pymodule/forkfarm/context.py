@@ -17,33 +17,71 @@ A pool's start method says where its workers come from:
 Unless one is set, or named by the context, a pool forks, except when the
 caller has other threads (a Jupyter kernel always has): then it takes the
 fork server, since a process with threads must not fork.
+:func:`set_executable` and :func:`set_forkserver_preload` say what the fork
+server runs and imports before it forks.
+
+The logger (:func:`get_logger`, :func:`log_to_stderr`) is multiprocessing's:
+its ``Process`` logs there, and so do forkfarm's pools.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import multiprocessing.context
+import multiprocessing.forkserver
 import multiprocessing.managers
+import multiprocessing.spawn
+import os
 import threading
 from collections.abc import Callable, Iterable
 from multiprocessing import active_children, current_process, parent_process
+from multiprocessing.util import get_logger, log_to_stderr
 from typing import Any
+
+from . import _forkserver, _reexport
 
 __all__ = [
     "ForkfarmContext",
     "Manager",
     "Process",
     "active_children",
+    "allow_connection_pickling",
     "current_process",
     "freeze_support",
     "get_all_start_methods",
     "get_context",
+    "get_logger",
     "get_start_method",
+    "log_to_stderr",
     "parent_process",
+    "set_executable",
+    "set_forkserver_preload",
     "set_start_method",
 ]
 
 START_METHODS = ["fork", "forkserver", "spawn"]
+
+# multiprocessing.context's other public names that mean the same here:
+# its Process classes, pickling guards and errors. Its context classes are
+# not forkfarm's, and are not among them.
+_STDLIB_NAMES = {
+    "AuthenticationError",
+    "BufferTooShort",
+    "ForkProcess",
+    "ForkServerProcess",
+    "ProcessError",
+    "SpawnProcess",
+    "TimeoutError",
+    "assert_spawning",
+    "get_spawning_popen",
+    "set_spawning_popen",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _STDLIB_NAMES:
+        return _reexport.attribute(__name__, multiprocessing.context, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class Process(multiprocessing.context.ForkProcess):
@@ -61,6 +99,46 @@ def Manager() -> multiprocessing.managers.SyncManager:  # noqa: N802 - multiproc
 
 def freeze_support() -> None:
     """Nothing to do: forkfarm never starts a frozen executable again."""
+
+
+def allow_connection_pickling() -> None:
+    """As multiprocessing's: makes sure the reducers of
+    ``multiprocessing.connection`` (its connections and sockets, pickled by
+    ``forkfarm.reduction.ForkingPickler``) are installed, which importing
+    forkfarm already does. A forkfarm ``Connection`` still travels by
+    inheritance only; a descriptor goes through one with
+    ``forkfarm.reduction.send_handle``."""
+    import multiprocessing.connection  # noqa: F401 - registers its reducers
+
+
+def set_executable(executable: str | bytes | os.PathLike[str] | os.PathLike[bytes]) -> None:
+    """Sets the Python interpreter that runs forkfarm's fork server, where
+    the workers of ``"forkserver"`` and ``"spawn"`` pools come from, as
+    ``multiprocessing.set_executable`` sets the interpreter its spawn and
+    forkserver start methods run. The setting is multiprocessing's own
+    (``forkfarm.spawn.get_executable()`` returns it), so multiprocessing's
+    start methods use it too. A fork server running with another
+    interpreter is replaced at the next pool that needs one; a
+    ``Process`` and a forked pool start no interpreter, so it does not
+    concern them."""
+    multiprocessing.spawn.set_executable(os.fsdecode(executable))
+
+
+def set_forkserver_preload(module_names: list[str]) -> None:
+    """Sets the modules forkfarm's fork server imports when it starts,
+    before it forks anything, so that the workers of ``"forkserver"`` and
+    ``"spawn"`` pools start with them imported (a module imported once,
+    not once per worker). As multiprocessing's, this is a hint: a module
+    that fails to import is skipped (a worker that needs it then imports
+    it and reports the error), and ``"__main__"`` is skipped too, as a
+    pool sends ``__main__``'s functions and classes anyway. A fork server
+    started with other modules is replaced at the next pool that needs
+    one. multiprocessing's own fork server is given the same list."""
+    names = list(module_names)
+    if not all(type(name) is str for name in names):
+        raise TypeError("module_names must be a list of strings")
+    _forkserver.set_preload(names)
+    multiprocessing.forkserver.set_forkserver_preload(names)
 
 
 def _check(method: str | None) -> str:

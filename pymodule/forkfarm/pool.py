@@ -19,17 +19,18 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from multiprocessing import TimeoutError
 from multiprocessing.pool import MaybeEncodingError, ThreadPool  # type: ignore[attr-defined]
+from multiprocessing.util import debug
 from typing import Any, Generic, NamedTuple, TypeVar, cast
 
 from . import _core, _errors, _forkserver, _identity, _node, _progress, _protocol, _stats
 
 __all__ = [
-    "Pool",
-    "AsyncResult",
     "ApplyResult",
-    "MapResult",
+    "AsyncResult",
     "IMapIterator",
+    "MapResult",
     "MaybeEncodingError",
+    "Pool",
     "RemoteTraceback",
     "ThreadPool",
 ]
@@ -882,6 +883,11 @@ def _next_or_done(iterator: IMapIterator[Any]) -> Any:
         return _DONE
 
 
+# One class serves imap and imap_unordered; multiprocessing names the
+# second one's so.
+IMapUnorderedIterator = IMapIterator
+
+
 class AsyncMapIterator(Generic[_T]):
     """``async for`` over the results of :meth:`Pool.imap_async_iter`.
     Results already in are taken at once; to wait for the next, a thread of
@@ -1353,6 +1359,7 @@ class Pool:
 
     def close(self) -> None:
         """Accepts no more tasks; the workers exit once the queued ones ran."""
+        debug("closing pool")  # multiprocessing's records, to get_logger()'s logger
         if self._state == RUN:
             for job in list(self._feeding):
                 job._flush()
@@ -1365,6 +1372,7 @@ class Pool:
         :class:`forkfarm.PoolTerminatedError`."""
         if not hasattr(self, "_core"):
             return
+        debug("terminating pool")
         self._state = TERMINATE
         self._core.terminate()
         self._core.join()
@@ -1372,6 +1380,7 @@ class Pool:
 
     def join(self) -> None:
         """Waits for the workers to exit, after close() or terminate()."""
+        debug("joining pool")
         if self._state == RUN:
             raise ValueError("Pool is still running")
         self._core.join()

@@ -23,6 +23,7 @@ from __future__ import annotations
 import pickle
 import queue
 from functools import partial
+from queue import Empty as Empty, Full as Full  # raised here, and named so in multiprocessing.queues
 from typing import Any, Generic, TypeVar
 
 from . import _core, _segments

@@ -16,7 +16,15 @@ multiprocessing's): share them by inheritance (a global or the pool's
 from __future__ import annotations
 
 import ctypes
-from multiprocessing.sharedctypes import synchronized, typecode_to_type  # type: ignore[attr-defined]
+# The wrappers Value and Array return are multiprocessing's, so are their classes.
+from multiprocessing.sharedctypes import (
+    Synchronized as Synchronized,
+    SynchronizedArray as SynchronizedArray,
+    SynchronizedBase as SynchronizedBase,
+    SynchronizedString as SynchronizedString,
+    synchronized,
+)
+from multiprocessing.sharedctypes import typecode_to_type  # type: ignore[attr-defined]
 from typing import Any
 
 from . import _core, _segments
