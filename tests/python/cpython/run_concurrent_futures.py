@@ -128,7 +128,9 @@ def main(argv: list[str]) -> int:
     set_up = getattr(mixins_module, "setup_module", None) or getattr(
         mixins_module, "setUpModule", None
     )
-    outcomes = run_classes([classes[name] for name in names], set_up, None)
+    outcomes = run_classes(
+        [classes[name] for name in names], set_up, None, results_path + ".progress"
+    )
     # The suite registers its own clean-ups (threads, the resource tracker)
     # as module clean-ups; unittest runs them after the module's tests.
     unittest.case.doModuleCleanups()

@@ -31,6 +31,7 @@ def main(argv: list[str]) -> int:
         [getattr(mp_suite, name) for name in names],
         mp_suite.setUpModule,  # type: ignore[attr-defined]
         mp_suite.tearDownModule,  # type: ignore[attr-defined]
+        results_path + ".progress",
     )
     write_results(results_path, outcomes)
     return 0

@@ -24,7 +24,7 @@ HERE = Path(__file__).resolve().parent
 # standard library's slowest class takes about 40 s on two cores.
 CLASS_DEADLINE = 240.0
 
-FAILING = ("failed", "error", "unexpected-success")
+FAILING = ("failed", "error", "unexpected-success", "running")
 
 
 @dataclass
@@ -81,8 +81,12 @@ def run_class(runner: str, class_name: str, workdir: Path) -> ClassRun:
                 os.killpg(child.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+    progress = workdir / f"{class_name}.json.progress"
     if results.exists():
         run.outcomes = json.loads(results.read_text())
+    elif progress.exists():
+        # The class did not finish: what it got through, and where it hung.
+        run.outcomes = json.loads(progress.read_text())
     run.log_tail = "\n".join(log.read_text(errors="replace").splitlines()[-60:])
     return run
 
@@ -96,15 +100,16 @@ def check_class(
     what is true)."""
     problems: list[str] = []
     if run.hung:
-        finished = "ran its tests, then" if run.outcomes else "did not finish its tests and"
-        problems.append(f"{class_name} {finished} hung until killed at {CLASS_DEADLINE:.0f} s")
+        stuck = [test for test, result in run.outcomes.items() if result["outcome"] == "running"]
+        where = f"in {stuck[0]}" if stuck else "after its tests (at the interpreter's exit)"
+        problems.append(f"{class_name} hung {where} until killed at {CLASS_DEADLINE:.0f} s")
     elif run.returncode != 0:
         problems.append(f"{class_name}: the runner exited with status {run.returncode}")
     elif not run.outcomes:
         problems.append(f"{class_name}: no test ran")
     for test_id, result in sorted(run.outcomes.items()):
         failing = result["outcome"] in FAILING
-        if failing and test_id not in accepted:
+        if failing and (test_id not in accepted or result["outcome"] == "running"):
             problems.append(f"{test_id}: {result['outcome']}\n{result['detail']}")
         elif not failing and test_id in accepted and result["outcome"] != "skipped":
             problems.append(

@@ -2,8 +2,8 @@
 for the drivers of CPython's multiprocessing and concurrent.futures suites.
 
 An outcome is one of "passed", "failed", "error", "skipped",
-"expected-failure" (the suite's own @expectedFailure) and
-"unexpected-success"; a failure keeps the last lines of its traceback so
+"expected-failure" (the suite's own @expectedFailure),
+"unexpected-success", and "running" for a test that never ended; a failure keeps the last lines of its traceback so
 that the driver can show why.
 """
 
@@ -35,6 +35,10 @@ def _tail(text: str) -> str:
 class RecordingResult(unittest.TextTestResult):
     """A TextTestResult that also keeps each test's outcome by test id."""
 
+    #: Where the outcomes so far are written after each test, so that a
+    #: class that hangs still tells which test it hung in.
+    results_path: str | None = None
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.outcomes: dict[str, dict[str, Any]] = {}
@@ -50,6 +54,16 @@ class RecordingResult(unittest.TextTestResult):
     def startTest(self, test: unittest.TestCase) -> None:  # noqa: N802 - unittest's name
         self._started = time.monotonic()
         super().startTest(test)
+        self._record(test, "running")
+        self._save()
+
+    def stopTest(self, test: unittest.TestCase) -> None:  # noqa: N802
+        super().stopTest(test)
+        self._save()
+
+    def _save(self) -> None:
+        if self.results_path is not None:
+            write_results(self.results_path, self.outcomes)
 
     def addSuccess(self, test: unittest.TestCase) -> None:  # noqa: N802
         super().addSuccess(test)
@@ -90,12 +104,19 @@ def run_classes(
     classes: Iterable[type[unittest.TestCase]],
     set_up_module: Callable[[], None] | None = None,
     tear_down_module: Callable[[], None] | None = None,
+    results_path: str | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Runs the classes' tests (between the module's set-up and tear-down,
-    as unittest would) and returns the outcome of each."""
+    as unittest would) and returns the outcome of each, writing the
+    outcomes so far to results_path after each test."""
     loader = unittest.TestLoader()
     suite = unittest.TestSuite(loader.loadTestsFromTestCase(cls) for cls in classes)
-    runner = unittest.TextTestRunner(stream=sys.stderr, verbosity=2, resultclass=RecordingResult)
+
+    class Result(RecordingResult):
+        pass
+
+    Result.results_path = results_path
+    runner = unittest.TextTestRunner(stream=sys.stderr, verbosity=2, resultclass=Result)
     outcomes: dict[str, dict[str, Any]] = {}
     if set_up_module is not None:
         try:

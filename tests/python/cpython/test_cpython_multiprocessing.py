@@ -38,7 +38,16 @@ _CLOSE_KEEPS_READING = (
     "working; multiprocessing 3.13's feeder thread closes the reading end too, so "
     "empty() raises OSError there, but only once a put has started that thread"
 )
+_PLAIN_PICKLE = (
+    "deliberate: forkfarm's pipes and queues pickle with plain pickle, not "
+    "multiprocessing's ForkingPickler and its registered reducers, so a "
+    "multiprocessing Connection or a socket does not travel through them, and "
+    "a forkfarm Connection travels by inheritance only (docs/migration.md); "
+    "descriptors travel with reduction.send_handle"
+)
 ACCEPTED: dict[str, str] = {
+    "WithProcessesTestPicklingConnections.test_access": _PLAIN_PICKLE,
+    "WithProcessesTestPicklingConnections.test_pickling": _PLAIN_PICKLE,
     "WithProcessesTestQueue.test_queue_feeder_donot_stop_onexc": _NO_FEEDER,
     "WithProcessesTestQueue.test_queue_feeder_on_queue_feeder_error": _NO_FEEDER,
     # From Python 3.13 on; the test makes its queues with multiprocessing.Queue
