@@ -1,10 +1,8 @@
 """``Process``, start methods and contexts, with multiprocessing's API.
 
-``Process`` is multiprocessing's fork Process: forking, waiting for and
-signalling a child is what the operating system does, and the standard
-library does it well. What changes is what children share: forkfarm's
-locks, queues and shared memory travel to a ``Process`` through its
-arguments by inheritance, as multiprocessing's do.
+``Process`` (``forkfarm/_process.py``) is multiprocessing's Process started
+through forkfarm's runtime: forked, or made by the fork server when the
+caller has other threads, as a pool's zygote is.
 
 A pool's start method says where its workers come from:
 
@@ -16,18 +14,21 @@ A pool's start method says where its workers come from:
 
 Unless one is set, or named by the context, a pool forks, except when the
 caller has other threads (a Jupyter kernel always has): then it takes the
-fork server, since a process with threads must not fork.
+fork server, since a process with threads must not fork. A ``Process``
+chooses the same way, and a context's ``Process`` follows its method.
 """
 
 from __future__ import annotations
 
 import multiprocessing
-import multiprocessing.context
 import multiprocessing.managers
 import threading
 from collections.abc import Callable, Iterable
 from multiprocessing import active_children, current_process, parent_process
 from typing import Any
+
+from . import _process
+from ._process import Process
 
 __all__ = [
     "ForkfarmContext",
@@ -44,13 +45,6 @@ __all__ = [
 ]
 
 START_METHODS = ["fork", "forkserver", "spawn"]
-
-
-class Process(multiprocessing.context.ForkProcess):
-    """A process that runs ``target(*args, **kwargs)`` or its ``run()``, as
-    ``multiprocessing.Process``: ``start``, ``join(timeout)``,
-    ``terminate``, ``kill``, ``close``, ``is_alive``, ``exitcode``, ``pid``,
-    ``name``, ``daemon``, ``sentinel``, ``authkey``. Started with fork."""
 
 
 def Manager() -> multiprocessing.managers.SyncManager:  # noqa: N802 - multiprocessing's name
@@ -111,6 +105,11 @@ class ForkfarmContext:
     def get_all_start_methods(self) -> list[str]:
         return list(START_METHODS)
 
+    @property
+    def Process(self) -> type[_process.Process]:  # noqa: N802 - multiprocessing's name
+        """The Process class of this context's start method."""
+        return _process.ForkProcess if self._method == "fork" else _process.ForkServerProcess
+
     def Pool(  # noqa: N802 - multiprocessing's name
         self,
         processes: int | None = None,
@@ -146,6 +145,11 @@ class _DefaultContext(ForkfarmContext):
         if not self._set and allow_none:
             return None  # type: ignore[return-value]
         return self._method
+
+    @property
+    def Process(self) -> type[_process.Process]:  # noqa: N802 - multiprocessing's name
+        """forkfarm.Process, which reads the method set when it starts."""
+        return _process.Process
 
 
 _default = _DefaultContext()
