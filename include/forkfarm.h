@@ -121,6 +121,21 @@ typedef struct ff_fork_hooks_s {
   void *arg;
 } ff_fork_hooks_t;
 
+/* Forks the calling process as a pool forks its zygote: the runtime's loop
+ * thread, if this process runs one, is parked where it holds no lock, and
+ * the hooks run around the fork (prepare and parent in the caller, child in
+ * the child). The callback thread runs the embedder's code (completion
+ * callbacks), which may hold the embedder's locks: it is kept between two
+ * batches of callbacks, waiting callbacks_wait seconds at most for the one
+ * it runs (FF_FORK_CALLBACK_WAIT is a good bound: a batch that runs longer
+ * makes the caller as good as multi-threaded); negative: the fork does not
+ * wait for it. Returns the child's pid, 0 in the child, -EBUSY (and no
+ * fork) when the wait ran out, or another negative errno (the parent hook
+ * has run). As after any fork, the child has one thread and starts a
+ * runtime of its own if it makes a pool. */
+#define FF_FORK_CALLBACK_WAIT 1.0
+pid_t ff_fork(const ff_fork_hooks_t *hooks, double callbacks_wait);
+
 typedef struct ff_pool_s ff_pool_t;
 typedef struct ff_task_s ff_task_t;
 typedef struct ff_context_s ff_context_t;
@@ -423,6 +438,11 @@ int ff_segment_forget(uint64_t id);
  * forgets it. -ENOENT if this process does not lend it. */
 int ff_segment_retain(uint64_t id);
 void ff_segment_release(uint64_t id);
+/* Makes segment id, received as fd from the process that lends it (a fork
+ * server's child gets its arguments' segments so), this process's own to
+ * open and lend by that id; takes over fd, closing it if the id is known
+ * here already. 0, -EINVAL, or a negative errno. */
+int ff_segment_adopt(uint64_t id, int fd);
 
 /* ---- The arena: large buffers out of band --------------------------------
  * A sender copies a large buffer into its arena once, and its message

@@ -300,6 +300,14 @@ void ff__runtime_kick(void);
  * calling thread can fork. Serializes concurrent callers. */
 void ff__runtime_park(ff__runtime_t *runtime);
 void ff__runtime_unpark(ff__runtime_t *runtime);
+/* Forks the caller with the loop thread of runtime (NULL: none runs)
+ * parked, the hooks around the fork, and the share table consistent in the
+ * child: the child's pid, 0 in the child (which ran hooks->child only with
+ * child_hook), or a negative errno. With callbacks_wait >= 0, the callback
+ * thread is held too, waiting that many seconds at most for a batch it
+ * runs to end (else -EBUSY, and no fork), as ff_fork says. */
+pid_t ff__runtime_fork(ff__runtime_t *runtime, const ff_fork_hooks_t *hooks,
+                       bool child_hook, double callbacks_wait);
 
 /* The registry of descriptors the runtime owns, so that a forked zygote can
  * close the ones it must not hold (another pool's worker sockets, say). */
@@ -483,9 +491,11 @@ void ff__arena_forget_reports(void);
  * it is unmapped once nothing holds it. */
 void ff__arena_segment_gone(uint64_t id);
 
-/* Around the zygote's fork: the table is consistent in the child. */
+/* Around a fork of the runtime's (ff__runtime_fork): the table is
+ * consistent in the child, and its lock free there. */
 void ff__share_fork_prepare(void);
 void ff__share_fork_parent(void);
+void ff__share_fork_child(void);
 
 /* ---- process helpers (zygote.c) ------------------------------------------ */
 
@@ -565,6 +575,13 @@ void ff__task_publish(ff_task_t *task);
 void ff__task_defer_callbacks(ff__link_t *tasks);
 /* In a forked child: the callback thread is the parent's. */
 void ff__task_callbacks_atfork_child(void);
+/* Keeps the callback thread from running callbacks, once the batch it runs
+ * (if any) is done, until the deadline: 1 when held, 0 on the callback
+ * thread itself (between its batches already), -ETIMEDOUT. */
+int ff__task_callbacks_hold(uint64_t deadline_ns);
+/* Ends a hold: held is what ff__task_callbacks_hold returned (in the
+ * parent, or in the child of a fork, whose one thread holds it). */
+void ff__task_callbacks_unhold(int held);
 void ff__queue_push(ff_queue_t *queue, ff_task_t *task);
 
 /* ---- pool.c -------------------------------------------------------------- */

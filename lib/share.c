@@ -621,3 +621,31 @@ void ff__share_set_lender(int socket) {
 void ff__share_fork_prepare(void) { pthread_mutex_lock(&table_lock); }
 
 void ff__share_fork_parent(void) { pthread_mutex_unlock(&table_lock); }
+
+/* The forking thread took the lock, and is the child's one thread. */
+void ff__share_fork_child(void) { pthread_mutex_unlock(&table_lock); }
+
+int ff_segment_adopt(uint64_t id, int fd) {
+  if (fd < 0) return -EINVAL;
+  int rc = 0;
+  int flags = -1;
+  if (id <= OWNER_PARENT) {
+    rc = -EINVAL;
+    goto done;
+  }
+  flags = fcntl(fd, F_GETFD);
+  if (flags < 0 || fcntl(fd, F_SETFD, flags | FD_CLOEXEC) < 0) {
+    rc = -errno;
+    goto done;
+  }
+  pthread_mutex_lock(&table_lock);
+  /* Known already (inherited, or adopted twice): the copy is not needed. */
+  if (table_find(id) == NULL) {
+    rc = table_add(id, fd, 0);
+    if (rc == 0) fd = -1;
+  }
+  pthread_mutex_unlock(&table_lock);
+done:
+  if (fd >= 0) close(fd);
+  return rc;
+}

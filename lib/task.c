@@ -122,6 +122,11 @@ static pthread_mutex_t callbacks_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t callbacks_ready = PTHREAD_COND_INITIALIZER;
 static ff__link_t callbacks = {&callbacks, &callbacks};
 static bool callbacks_started;
+/* Held by the callback thread while it runs a batch, and by a fork
+ * (ff__task_callbacks_hold): the embedder's code the callbacks run may
+ * hold its locks, which a child must not inherit held. */
+static pthread_mutex_t callbacks_running = PTHREAD_MUTEX_INITIALIZER;
+static _Thread_local bool on_callback_thread;
 
 /* Takes the task's callback for the calling thread: true once, for the
  * first thread that asks. */
@@ -138,8 +143,16 @@ static void callbacks_run(ff_task_t **tasks, size_t count) {
   for (size_t i = 0; i < count; i++) ff__task_publish(tasks[i]);
 }
 
+/* A batch on the callback thread: not while a fork holds the callbacks. */
+static void callbacks_run_held(ff_task_t **tasks, size_t count) {
+  pthread_mutex_lock(&callbacks_running);
+  callbacks_run(tasks, count);
+  pthread_mutex_unlock(&callbacks_running);
+}
+
 static void *callbacks_main(void *arg) {
   (void)arg;
+  on_callback_thread = true;
   for (;;) {
     ff__link_t taken;
     ff__list_init(&taken);
@@ -157,7 +170,7 @@ static void *callbacks_main(void *arg) {
       if (count > 0 &&
           (batch[0]->pool != task->pool ||
            count == sizeof(batch) / sizeof(batch[0]))) {
-        callbacks_run(batch, count);
+        callbacks_run_held(batch, count);
         for (size_t i = 0; i < count; i++) ff_task_release(batch[i]);
         count = 0;
       }
@@ -167,7 +180,7 @@ static void *callbacks_main(void *arg) {
         ff_task_release(task); /* a waiter ran it */
     }
     if (count > 0) {
-      callbacks_run(batch, count);
+      callbacks_run_held(batch, count);
       for (size_t i = 0; i < count; i++) ff_task_release(batch[i]);
     }
   }
@@ -222,8 +235,25 @@ void ff__task_callbacks_atfork_child(void) {
   /* The thread does not exist here; its queue held the parent's tasks. */
   pthread_mutex_init(&callbacks_lock, NULL);
   pthread_cond_init(&callbacks_ready, NULL);
+  pthread_mutex_init(&callbacks_running, NULL);
   ff__list_init(&callbacks);
   callbacks_started = false;
+}
+
+int ff__task_callbacks_hold(uint64_t deadline_ns) {
+  /* A callback that forks runs between batches, at a safe point. */
+  if (on_callback_thread) return 0;
+  for (;;) {
+    int rc = pthread_mutex_trylock(&callbacks_running);
+    if (rc == 0) return 1;
+    if (rc != EBUSY) return -rc;
+    if (ff__now_ns() >= deadline_ns) return -ETIMEDOUT;
+    usleep(200);
+  }
+}
+
+void ff__task_callbacks_unhold(int held) {
+  if (held == 1) pthread_mutex_unlock(&callbacks_running);
 }
 
 int ff_task_wait(ff_task_t *task, double timeout) {

@@ -306,22 +306,13 @@ int ff__zygote_fork(ff__runtime_t *runtime, const ff_pool_options_t *options,
   pid_t parent = getpid();
   bool main_thread = (pid_t)syscall(SYS_gettid) == parent;
 
-  /* Flush C stdio so that buffered output is not written twice, once by
-   * this process and once by a child that inherited the buffer. */
-  fflush(NULL);
-  ff__runtime_park(runtime);
-  run_hook(options->fork_hooks.prepare, options->fork_hooks.arg);
-  ff__share_fork_prepare();
-  pid_t pid = fork();
+  /* The child hook runs in each worker, not here (see zygote_spawn). */
+  pid_t pid = ff__runtime_fork(runtime, &options->fork_hooks, false, -1);
   if (pid == 0) {
-    /* The child hook runs in each worker, not here (see zygote_spawn). */
     close(sv[0]);
     zygote_main(options, sv[1], parent, main_thread);
   }
-  int err = pid < 0 ? FF_ESPAWN(errno) : 0;
-  ff__share_fork_parent();
-  run_hook(options->fork_hooks.parent, options->fork_hooks.arg);
-  ff__runtime_unpark(runtime);
+  int err = pid < 0 ? FF_ESPAWN(-pid) : 0;
   close(sv[1]);
   if (err < 0) {
     close(sv[0]);

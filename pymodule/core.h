@@ -128,6 +128,12 @@ PyObject *ffpy_dumps(PyObject *value, PyObject *protocol, int oob,
 /* The segment ids pickling value for a pool would pin (the shared arrays,
  * queues and locks it names), as a list. */
 PyObject *ffpy_pins_of(PyObject *value, PyObject *protocol);
+/* Pickles value as ffpy_pins_of does (shared objects as handles, buffers
+ * in band), with dumps(value, protocol) (NULL: pickle.dumps), and keeps
+ * the pickle: it, and the list of pins in *pins, or NULL with an
+ * exception. */
+PyObject *ffpy_dumps_pinned(PyObject *value, PyObject *protocol,
+                            PyObject *dumps, PyObject **pins);
 /* Decodes a framed message: loads(body, buffers=[regions]). */
 PyObject *ffpy_decode_framed(const char *data, size_t length,
                              PyObject *loads);
@@ -161,6 +167,18 @@ int ffpy_pool_create_released(ff_pool_t **pool,
  * -ETIMEDOUT. Returns 1 when done, 0 on timeout, -1 with an exception set. */
 int ffpy_wait_interruptibly(int (*wait)(void *arg, double timeout), void *arg,
                             double timeout);
+
+/* ---- process.c: what forkfarm.Process needs of the runtime ---- */
+/* _core.fork(callbacks_wait=FF_FORK_CALLBACK_WAIT): os.fork() through the
+ * runtime (ff_fork); BlockingIOError (EBUSY) when the callbacks run on. */
+PyObject *ffpy_fork(PyObject *module, PyObject *args);
+/* _core.dumps_with_pins(value, protocol=5, dumps=None) -> (bytes,
+ * list[int]). */
+PyObject *ffpy_dumps_with_pins(PyObject *module, PyObject *args);
+/* _core.segment_fd(id) -> int: a new descriptor of a segment lent here. */
+PyObject *ffpy_segment_fd(PyObject *module, PyObject *arg);
+/* _core.adopt_segment(id, fd): ff_segment_adopt; takes over fd. */
+PyObject *ffpy_adopt_segment(PyObject *module, PyObject *args);
 
 /* Parses a timeout argument: None means no limit (-1); negative values mean
  * do not wait (0). Returns -2 with an exception set on a bad value. */

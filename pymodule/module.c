@@ -169,6 +169,23 @@ static PyMethodDef core_methods[] = {
     {"encode_singletons", core_encode_singletons, METH_VARARGS,
      "encode_singletons(items, dumps, protocol) -> list[bytes]: one map "
      "chunk per item, compact for ints and floats."},
+    {"fork", ffpy_fork, METH_VARARGS,
+     "fork(callbacks_wait=1.0) -> int: os.fork() made through the runtime, "
+     "its loop thread parked and its callback thread between batches: the "
+     "child's pid, or 0 in the child; OSError(EBUSY), and no fork, when a "
+     "batch of callbacks runs on for callbacks_wait seconds (negative: "
+     "the fork does not wait for it)."},
+    {"dumps_with_pins", ffpy_dumps_with_pins, METH_VARARGS,
+     "dumps_with_pins(value, protocol=5, dumps=None) -> (bytes, list[int]): "
+     "pickles (with dumps(value, protocol), else pickle.dumps) shared "
+     "objects as handles, buffers in band, and names the segments the "
+     "handles need."},
+    {"segment_fd", ffpy_segment_fd, METH_O,
+     "segment_fd(id) -> int: a new descriptor of a segment this process "
+     "lends (the caller closes it)."},
+    {"adopt_segment", ffpy_adopt_segment, METH_VARARGS,
+     "adopt_segment(id, fd): the segment received as fd is lent here under "
+     "id, as if made here; takes over fd."},
     {"zygote_serve", ffpy_zygote_serve, METH_VARARGS,
      "zygote_serve(ctl, protocol, initializer, initargs, max_tasks=0, "
      "max_memory=0, max_message=0): serves a pool as its zygote until ctl's other end "

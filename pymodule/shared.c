@@ -653,8 +653,11 @@ PyObject *ffpy_decode_framed(const char *data, size_t length,
   return value;
 }
 
-PyObject *ffpy_pins_of(PyObject *value, PyObject *protocol) {
+PyObject *ffpy_dumps_pinned(PyObject *value, PyObject *protocol,
+                            PyObject *dumps, PyObject **pins) {
+  *pins = NULL;
   if (dumps_init() < 0) return NULL;
+  if (dumps == NULL) dumps = pickle_dumps;
   oob_collector_t collector = {NULL, 0, 0, NULL, NULL, NULL, 0, 0};
   int outer = pickling_for_pool;
   oob_collector_t *outer_collector = current_collector;
@@ -662,20 +665,32 @@ PyObject *ffpy_pins_of(PyObject *value, PyObject *protocol) {
   current_collector = &collector;
   /* No buffer callback: buffers stay in band, only the pins are noted. */
   PyObject *args[2] = {value, protocol};
-  PyObject *pickled = PyObject_Vectorcall(pickle_dumps, args, 2, NULL);
+  PyObject *pickled = PyObject_Vectorcall(dumps, args, 2, NULL);
   pickling_for_pool = outer;
   current_collector = outer_collector;
-  PyObject *pins = NULL;
+  if (pickled != NULL && !PyBytes_Check(pickled)) {
+    PyErr_SetString(PyExc_TypeError, "dumps must return bytes");
+    Py_CLEAR(pickled);
+  }
   if (pickled != NULL) {
-    Py_DECREF(pickled);
-    pins = PyList_New((Py_ssize_t)collector.pin_count);
-    for (size_t i = 0; pins != NULL && i < collector.pin_count; i++) {
+    PyObject *list = PyList_New((Py_ssize_t)collector.pin_count);
+    for (size_t i = 0; list != NULL && i < collector.pin_count; i++) {
       PyObject *id = PyLong_FromUnsignedLongLong(collector.pins[i]);
-      if (id == NULL) Py_CLEAR(pins);
-      else PyList_SET_ITEM(pins, (Py_ssize_t)i, id);
+      if (id == NULL) Py_CLEAR(list);
+      else PyList_SET_ITEM(list, (Py_ssize_t)i, id);
     }
+    if (list == NULL) Py_CLEAR(pickled);
+    *pins = list;
   }
   PyMem_Free(collector.pins);
+  return pickled;
+}
+
+PyObject *ffpy_pins_of(PyObject *value, PyObject *protocol) {
+  PyObject *pins;
+  PyObject *pickled = ffpy_dumps_pinned(value, protocol, NULL, &pins);
+  if (pickled == NULL) return NULL;
+  Py_DECREF(pickled);
   return pins;
 }
 

@@ -32,7 +32,8 @@ import sys
 import threading
 import types
 from collections.abc import Iterable, Sequence
-from typing import Any
+from multiprocessing import util as _mp_util
+from typing import Any, NoReturn
 
 from . import _core, _protocol
 
@@ -160,30 +161,44 @@ class _Server:
         try:
             with open(spec_fd, "wb", closefd=False) as file:
                 file.write(spec)
-            with self._lock:
-                connection = self._connection()
-                try:
-                    socket.send_fds(connection, [b"Z"], [theirs.fileno(), spec_fd])
-                    reply, fds, _flags, _address = socket.recv_fds(connection, 256, 1)
-                except TimeoutError:
-                    # Its late answer must not be taken for the next one's.
-                    self._abandon()
-                    raise RuntimeError(
-                        f"forkfarm's fork server did not answer within {REQUEST_TIMEOUT:g} s; "
-                        "it was stopped, and the next pool starts another"
-                    ) from None
+            pid, pidfd = self._request(b"Z", [theirs.fileno(), spec_fd], "a zygote")
+        except BaseException:
+            ours.close()
+            raise
         finally:
             os.close(spec_fd)
             theirs.close()
-        if len(reply) != _REPLY.size or len(fds) != 1:
-            for fd in fds:
+        return ours.detach(), pid, pidfd
+
+    def process(self, channel: int, status: int, parent: int) -> tuple[int, int]:
+        """A new child for a Process, which reads what to run from channel
+        (a socket) and takes parent (a pidfd of its parent) as its parent's
+        sentinel; the server writes its wait status into status (a pipe)
+        when it reaps it. (pid, pidfd), the pidfd the caller's to own."""
+        return self._request(b"P", [channel, status, parent], "a process")
+
+    def _request(self, tag: bytes, fds: list[int], what: str) -> tuple[int, int]:
+        """Asks the server to fork a child: its pid and a pidfd of it."""
+        with self._lock:
+            connection = self._connection()
+            try:
+                socket.send_fds(connection, [tag], fds)
+                reply, got, _flags, _address = socket.recv_fds(connection, 256, 1)
+            except TimeoutError:
+                # Its late answer must not be taken for the next one's.
+                self._abandon()
+                raise RuntimeError(
+                    f"forkfarm's fork server did not answer within {REQUEST_TIMEOUT:g} s; "
+                    "it was stopped, and the next request starts another"
+                ) from None
+        if len(reply) != _REPLY.size or len(got) != 1:
+            for fd in got:
                 os.close(fd)
-            ours.close()
             code = self._process.poll() if self._process is not None else None
             why = reply.decode(errors="replace") if reply else f"it exited with code {code}"
-            raise RuntimeError(f"forkfarm's fork server could not start a zygote: {why}")
+            raise RuntimeError(f"forkfarm's fork server could not start {what}: {why}")
         (pid,) = _REPLY.unpack(reply)
-        return ours.detach(), pid, fds[0]
+        return pid, got[0]
 
 
     def _abandon(self) -> None:
@@ -224,8 +239,16 @@ class _Server:
 
 
 _server = _Server()
-atexit.register(_server.stop)
+# Stopped at exit after multiprocessing's exit function has terminated and
+# joined the Process children, whose exit statuses come from the server:
+# that function runs the finalizers of negative priority last.
+_mp_util.Finalize(None, _server.stop, exitpriority=-100)
 os.register_at_fork(after_in_child=_server.forget_in_child)
+
+
+def process(channel: int, status: int, parent: int) -> tuple[int, int]:
+    """A child for a Process from the fork server (see _Server.process)."""
+    return _server.process(channel, status, parent)
 
 
 def zygote(
@@ -260,37 +283,62 @@ def zygote(
 # -- in the fork server ------------------------------------------------------
 
 
+# The requests: what each carries (its descriptors) and what the child
+# becomes.
+_REQUESTS = {b"Z": 2, b"P": 3}
+# The wait status the server reports for each Process child it reaps.
+_STATUS = struct.Struct("i")
+# The pipe each Process child's status goes into, by pid.
+_statuses: dict[int, int] = {}
+
+
 def serve(fd: int, preload: Sequence[str] = ()) -> None:
     """The fork server's loop, until the parent closes its end (or dies),
     after importing the modules of ``preload``."""
+    # Loaded once here rather than in every child: a child that loads
+    # __main__'s functions by value needs cloudpickle at once.
+    import cloudpickle  # noqa: F401
+
+    from . import _process
+
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's
     signal.signal(signal.SIGCHLD, lambda *_: _reap())
     _import_preload(preload)
     connection = socket.socket(fileno=fd)
     while True:
-        message, fds, _flags, _address = socket.recv_fds(connection, 16, 2)
+        message, fds, _flags, _address = socket.recv_fds(connection, 16, 3)
         if not message:
             os._exit(0)
-        if message != b"Z" or len(fds) != 2:
+        if _REQUESTS.get(message) != len(fds):
             for descriptor in fds:
                 os.close(descriptor)
             continue
-        ctl, spec_fd = fds
-        # The pidfd must name this child: it is not reaped before it exists.
+        # The pidfd must name this child, and its status have its pipe: it
+        # is not reaped before both exist.
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
         try:
             pid = os.fork()
         except OSError as error:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
-            os.close(ctl)
-            os.close(spec_fd)
+            for descriptor in fds:
+                os.close(descriptor)
             connection.send(f"fork failed: {error}".encode())
             continue
         if pid == 0:
             connection.close()
-            _become_zygote(ctl, spec_fd)
-        os.close(ctl)
-        os.close(spec_fd)
+            # The other children's status pipes are the server's alone.
+            for status in _statuses.values():
+                os.close(status)
+            _statuses.clear()
+            if message == b"Z":
+                _become_zygote(*fds)
+            channel, status, parent = fds
+            os.close(status)
+            _process.serve_child(channel, parent)
+        if message == b"P":
+            _statuses[pid] = fds.pop(1)
+        for descriptor in fds:
+            os.close(descriptor)
         try:
             pidfd = os.pidfd_open(pid)
         except OSError as error:
@@ -317,11 +365,23 @@ def _import_preload(module_names: Sequence[str]) -> None:
 
 
 def _reap() -> None:
-    try:
-        while os.waitpid(-1, os.WNOHANG)[0] > 0:
+    """Reaps the children that ended, and reports each Process child's
+    wait status to its parent."""
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid <= 0:
+            return
+        fd = _statuses.pop(pid, None)
+        if fd is None:
+            continue
+        try:
+            os.write(fd, _STATUS.pack(status))
+        except OSError:  # the parent closed its Popen already
             pass
-    except ChildProcessError:
-        pass
+        os.close(fd)
 
 
 def _fail_to_start(text: str) -> None:
@@ -333,7 +393,7 @@ def _run_initializer(init: bytes) -> None:
     initializer(*initargs)
 
 
-def _become_zygote(ctl: int, spec_fd: int) -> None:
+def _become_zygote(ctl: int, spec_fd: int) -> NoReturn:
     """In the child of the fork server: load the pool's spec and serve it.
     A spec that cannot load still makes a zygote, whose workers fail to
     start with the reason: the pool reports it as it reports any failing

@@ -13,8 +13,9 @@ What differs: ``fileno()`` is the socket of the wake-ups, which
 :func:`wait` (this module's) knows how to use; a selector of your own on it
 does not see messages arrive. The same socket carries file descriptors
 (``forkfarm.reduction.send_handle``), beside the messages and never mixed
-with them. Connections travel to other processes by inheritance (a
-``Process``'s arguments), not in pool tasks.
+with them. Connections travel to other processes as a ``Process``'s
+arguments (inherited by a forked child, or as a copy of the socket and a
+handle to the memory for one the fork server starts), not in pool tasks.
 
 The module's other names (``answer_challenge``, ``deliver_challenge``,
 ``SocketListener``...) are multiprocessing.connection's, for its
@@ -57,9 +58,10 @@ class Connection:
     ``send``/``recv`` (pickled objects), ``send_bytes``/``recv_bytes``/
     ``recv_bytes_into``, ``poll(timeout)``, ``close``, ``fileno``."""
 
-    def __init__(self, end: _core.PipeEnd, segment: _core.Segment) -> None:
+    def __init__(self, end: _core.PipeEnd, segment: _core.Segment, channels: tuple[int, int]) -> None:
         self._end = end
         self._segment = segment  # the memory lives as long as this end
+        self._channels = channels  # (in, out): which of the segment's it reads and writes
         # The runtime's methods, bound here: no Python frame per call.
         self.send = end.send  # type: ignore[method-assign]
         self.recv = end.recv  # type: ignore[method-assign]
@@ -115,6 +117,13 @@ class Connection:
         self.close()
 
     def __reduce__(self) -> Any:
+        from ._process import fd_for_child
+
+        # A Process that the fork server starts gets a copy of the socket.
+        socket_for_child = fd_for_child(self.fileno()) if not self.closed else None
+        if socket_for_child is not None and self._segment.lendable:
+            _core.pin(self._segment.id)
+            return _rebuild_connection, (self._segment.id, *self._channels, socket_for_child)
         raise RuntimeError(
             "Connection objects should only be shared between processes through inheritance"
         )
@@ -145,7 +154,22 @@ def Pipe(duplex: bool = True) -> tuple[Connection, Connection]:  # noqa: N802 - 
         os.close(left_fd)
         os.close(right_fd)
         raise
-    return Connection(first, segment), Connection(second, segment)
+    return (
+        Connection(first, segment, (0, 1 if duplex else -1)),
+        Connection(second, segment, (1 if duplex else -1, 0)),
+    )
+
+
+def _rebuild_connection(segment_id: int, in_index: int, out_index: int, socket_for_child: Any) -> Connection:
+    """An end of a Pipe in a Process that the fork server started."""
+    segment = _segments.find(segment_id, 4096)
+    fd = socket_for_child.detach()
+    try:
+        end = _core.PipeEnd(segment, PIPE_REGION, in_index, out_index, fd, _dumps, pickle.loads, False)
+    except BaseException:
+        os.close(fd)
+        raise
+    return Connection(end, segment, (in_index, out_index))
 
 
 def wait(object_list: Iterable[Any], timeout: float | None = None) -> list[Any]:

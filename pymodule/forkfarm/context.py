@@ -1,10 +1,8 @@
 """``Process``, start methods and contexts, with multiprocessing's API.
 
-``Process`` is multiprocessing's fork Process: forking, waiting for and
-signalling a child is what the operating system does, and the standard
-library does it well. What changes is what children share: forkfarm's
-locks, queues and shared memory travel to a ``Process`` through its
-arguments by inheritance, as multiprocessing's do.
+``Process`` (``forkfarm/_process.py``) is multiprocessing's Process started
+through forkfarm's runtime: forked, or made by the fork server when the
+caller has other threads, as a pool's zygote is.
 
 A pool's start method says where its workers come from:
 
@@ -16,7 +14,8 @@ A pool's start method says where its workers come from:
 
 Unless one is set, or named by the context, a pool forks, except when the
 caller has other threads (a Jupyter kernel always has): then it takes the
-fork server, since a process with threads must not fork.
+fork server, since a process with threads must not fork. A ``Process``
+chooses the same way, and a context's ``Process`` follows its method.
 :func:`set_executable` and :func:`set_forkserver_preload` say what the fork
 server runs and imports before it forks.
 
@@ -38,7 +37,8 @@ from multiprocessing import active_children, current_process, parent_process
 from multiprocessing.util import get_logger, log_to_stderr
 from typing import Any
 
-from . import _forkserver, _reexport
+from . import _forkserver, _process, _reexport
+from ._process import Process
 
 __all__ = [
     "ForkfarmContext",
@@ -82,13 +82,6 @@ def __getattr__(name: str) -> Any:
     if name in _STDLIB_NAMES:
         return _reexport.attribute(__name__, multiprocessing.context, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-class Process(multiprocessing.context.ForkProcess):
-    """A process that runs ``target(*args, **kwargs)`` or its ``run()``, as
-    ``multiprocessing.Process``: ``start``, ``join(timeout)``,
-    ``terminate``, ``kill``, ``close``, ``is_alive``, ``exitcode``, ``pid``,
-    ``name``, ``daemon``, ``sentinel``, ``authkey``. Started with fork."""
 
 
 def Manager() -> multiprocessing.managers.SyncManager:  # noqa: N802 - multiprocessing's name
@@ -189,6 +182,11 @@ class ForkfarmContext:
     def get_all_start_methods(self) -> list[str]:
         return list(START_METHODS)
 
+    @property
+    def Process(self) -> type[_process.Process]:  # noqa: N802 - multiprocessing's name
+        """The Process class of this context's start method."""
+        return _process.ForkProcess if self._method == "fork" else _process.ForkServerProcess
+
     def Pool(  # noqa: N802 - multiprocessing's name
         self,
         processes: int | None = None,
@@ -224,6 +222,11 @@ class _DefaultContext(ForkfarmContext):
         if not self._set and allow_none:
             return None  # type: ignore[return-value]
         return self._method
+
+    @property
+    def Process(self) -> type[_process.Process]:  # noqa: N802 - multiprocessing's name
+        """forkfarm.Process, which reads the method set when it starts."""
+        return _process.Process
 
 
 _default = _DefaultContext()

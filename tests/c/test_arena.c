@@ -407,8 +407,44 @@ static void test_pinned_segment_outlives_forget(void **state) {
   assert_int_equal(ff_segment_open(id, &fd), -ENOENT);
 }
 
+/* A segment received as a descriptor (as a fork server's child receives its
+ * arguments') is opened and lent by its id, as if made here. */
+static void test_adopted_segment(void **state) {
+  (void)state;
+  int memfd = ff__memfd("adopted", 4096);
+  assert_true(memfd >= 0);
+  char *mine = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
+  assert_true(mine != MAP_FAILED);
+  mine[7] = 99;
+  uint64_t id = UINT64_C(0x1234567890abcdef);
+  int fd;
+  assert_int_equal(ff_segment_open(id, &fd), -ENOENT);
+  assert_int_equal(ff_segment_adopt(id, memfd), 0);
+  assert_int_equal(fcntl(memfd, F_GETFD) & FD_CLOEXEC, FD_CLOEXEC);
+  assert_int_equal(ff_segment_open(id, &fd), 0);
+  char *again = map_fd(fd, 4096);
+  assert_int_equal(again[7], 99);
+  /* Known already: the copy is closed, the first one kept. */
+  int copy = dup(memfd);
+  assert_true(copy >= 0);
+  assert_int_equal(ff_segment_adopt(id, copy), 0);
+  assert_int_equal(fcntl(copy, F_GETFD), -1);
+  assert_int_equal(ff_segment_open(id, &fd), 0);
+  close(fd);
+  /* Ids 0 and 1 name no segment; the descriptor is closed all the same. */
+  copy = dup(memfd);
+  assert_int_equal(ff_segment_adopt(1, copy), -EINVAL);
+  assert_int_equal(fcntl(copy, F_GETFD), -1);
+  assert_int_equal(ff_segment_adopt(id, -1), -EINVAL);
+  assert_int_equal(ff_segment_forget(id), 0);
+  assert_int_equal(ff_segment_open(id, &fd), -ENOENT);
+  munmap(mine, 4096);
+  munmap(again, 4096);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
+      cmocka_unit_test_setup(test_adopted_segment, setup_alarm),
       cmocka_unit_test_setup(test_segment_open_and_forget, setup_alarm),
       cmocka_unit_test_setup(test_worker_asks_the_lender, setup_alarm),
       cmocka_unit_test_setup(test_arena_round_trip_and_reuse, setup_alarm),

@@ -693,6 +693,124 @@ static void test_adopted_zygote(void **state) {
   close(sv[1]);
 }
 
+/* ---- ff_fork ------------------------------------------------------------- */
+
+static int hooks_run[3]; /* prepare, parent, child */
+
+static void count_prepare(void *arg) {
+  (void)arg;
+  hooks_run[0]++;
+}
+static void count_parent(void *arg) {
+  (void)arg;
+  hooks_run[1]++;
+}
+static void count_child(void *arg) {
+  (void)arg;
+  hooks_run[2]++;
+}
+
+/* The caller forks while a pool runs: both hooks run in the caller, the
+ * child hook in the child, which gets a runtime of its own for a pool of
+ * its own, and the caller's pool goes on. */
+static void test_fork_with_a_running_pool(void **state) {
+  (void)state;
+  ff_pool_t *pool = make_pool(2, NULL);
+  expect_result(pool, "sq 3", "9");
+  memset(hooks_run, 0, sizeof(hooks_run));
+  ff_fork_hooks_t hooks = {count_prepare, count_parent, count_child, NULL};
+  pid_t pid = ff_fork(&hooks, FF_FORK_CALLBACK_WAIT);
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    if (hooks_run[0] != 1 || hooks_run[1] != 0 || hooks_run[2] != 1) _exit(10);
+    ff_pool_options_t o;
+    ff_pool_options_init(&o);
+    o.workers = 1;
+    o.work = test_work;
+    ff_pool_t *mine = NULL;
+    if (ff_pool_create(&mine, &o) != 0) _exit(11);
+    ff_task_t *task = NULL;
+    if (ff_pool_submit(mine, NULL, "sq 5", 4, 0, NULL, NULL, &task) != 0) _exit(12);
+    if (ff_task_wait(task, 30) != 0 || ff_task_status(task) != 0) _exit(13);
+    size_t len;
+    const char *res = ff_task_result(task, &len);
+    if (len != 2 || memcmp(res, "25", 2) != 0) _exit(14);
+    ff_task_release(task);
+    /* The parent's pool is the parent's. */
+    if (ff_pool_submit(pool, NULL, "sq 1", 4, 0, NULL, NULL, &task) != FF_EFOREIGN)
+      _exit(15);
+    ff_pool_destroy(mine);
+    _exit(0);
+  }
+  assert_int_equal(hooks_run[0], 1);
+  assert_int_equal(hooks_run[1], 1);
+  assert_int_equal(hooks_run[2], 0);
+  int status;
+  assert_int_equal(waitpid(pid, &status, 0), pid);
+  assert_true(WIFEXITED(status));
+  assert_int_equal(WEXITSTATUS(status), 0);
+  expect_result(pool, "sq 4", "16");
+  ff_pool_destroy(pool);
+  /* Without a runtime, and without hooks, it is a fork. */
+  pid = ff_fork(NULL, -1);
+  assert_true(pid >= 0);
+  if (pid == 0) _exit(7);
+  assert_int_equal(waitpid(pid, &status, 0), pid);
+  assert_int_equal(WEXITSTATUS(status), 7);
+  assert_no_children();
+}
+
+/* A completion callback that takes its time (the embedder's code, holding
+ * whatever it holds): a fork waits for it to end, or gives up. */
+static _Atomic int slow_callback_state; /* 1 running, 2 done */
+static _Atomic int forks_from_callback;
+
+static void slow_callback(ff_task_t **tasks, size_t count, void *arg) {
+  (void)tasks;
+  (void)count;
+  (void)arg;
+  atomic_store(&slow_callback_state, 1);
+  usleep(300000);
+  /* A callback may fork: it is between batches itself. */
+  pid_t pid = ff_fork(NULL, 0);
+  if (pid == 0) _exit(0);
+  if (pid > 0 && waitpid(pid, NULL, 0) == pid)
+    atomic_fetch_add(&forks_from_callback, 1);
+  atomic_store(&slow_callback_state, 2);
+}
+
+static void test_fork_waits_for_callbacks(void **state) {
+  (void)state;
+  ff_pool_options_t o;
+  ff_pool_options_init(&o);
+  o.workers = 1;
+  o.work = test_work;
+  o.on_complete = slow_callback;
+  ff_pool_t *pool = NULL;
+  assert_int_equal(ff_pool_create(&pool, &o), 0);
+  atomic_store(&slow_callback_state, 0);
+  ff_task_t *task = NULL;
+  assert_int_equal(ff_pool_submit(pool, NULL, "sq 2", 4, FF_SUBMIT_NOTIFY,
+                                  NULL, NULL, &task),
+                   0);
+  while (atomic_load(&slow_callback_state) == 0) usleep(1000);
+  /* Too short a wait: no fork. */
+  assert_int_equal(ff_fork(NULL, 0.01), -EBUSY);
+  /* Long enough: the fork comes after the callback, never during it. */
+  pid_t pid = ff_fork(NULL, 10);
+  assert_true(pid >= 0);
+  if (pid == 0) _exit(atomic_load(&slow_callback_state) == 2 ? 0 : 9);
+  int status;
+  assert_int_equal(waitpid(pid, &status, 0), pid);
+  assert_true(WIFEXITED(status));
+  assert_int_equal(WEXITSTATUS(status), 0);
+  assert_int_equal(atomic_load(&forks_from_callback), 1);
+  assert_int_equal(ff_task_wait(task, 30), 0);
+  ff_task_release(task);
+  ff_pool_destroy(pool);
+  assert_no_children();
+}
+
 static int setup_alarm(void **state) {
   (void)state;
   alarm(120); /* a hang fails the run instead of stalling it */
@@ -891,6 +1009,8 @@ int main(void) {
       cmocka_unit_test_setup(test_invalid_options, setup_alarm),
       cmocka_unit_test_setup(test_round_trip, setup_alarm),
       cmocka_unit_test_setup(test_adopted_zygote, setup_alarm),
+      cmocka_unit_test_setup(test_fork_with_a_running_pool, setup_alarm),
+      cmocka_unit_test_setup(test_fork_waits_for_callbacks, setup_alarm),
       cmocka_unit_test_setup(test_task_failure, setup_alarm),
       cmocka_unit_test_setup(test_many_messages, setup_alarm),
       cmocka_unit_test_setup(test_large_message, setup_alarm),

@@ -676,3 +676,150 @@ def worker_identity(_: Any = None) -> tuple[str, bool, int | None, bool, bytes]:
         parent is not None and parent.is_alive(),
         bytes(me.authkey),
     )
+
+
+# --------------------------------------------------------------------------
+# Process targets (tests/python/test_process.py): a fork server's child
+# imports this module afresh, as a forked child has it already.
+# --------------------------------------------------------------------------
+
+
+def log_and_allocate(log_path: str, index: int) -> None:
+    """Logs one line through logging (its module lock, a handler's lock)
+    and allocates and frees memory: what a child forked while another
+    thread held those locks would hang on."""
+    import logging
+
+    logger = logging.getLogger("forkfarm.tests.child")
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    handler = logging.FileHandler(log_path)
+    logger.addHandler(handler)
+    try:
+        blocks = [bytearray(1024 * (i % 64 + 1)) for i in range(256)]
+        logger.info("child %d pid %d allocated %d", index, os.getpid(), sum(map(len, blocks)))
+        del blocks
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+
+
+def use_shared(q: Any, lock: Any, event: Any, value: Any, array: Any, conn: Any) -> None:
+    """Uses each of forkfarm's shared objects it was given, once."""
+    with lock:
+        value.value += 1
+    with array.get_lock():
+        array[0] += 10
+    q.put(("from", os.getpid()))
+    conn.send(conn.recv() * 2)
+    event.set()
+
+
+def describe_process(q: Any) -> None:
+    """Puts what multiprocessing says of this process and its parent."""
+    import multiprocessing
+    import multiprocessing.connection
+
+    me = multiprocessing.current_process()
+    parent = multiprocessing.parent_process()
+    assert parent is not None
+    q.put(
+        {
+            "name": me.name,
+            "pid": me.pid,
+            "getpid": os.getpid(),
+            "daemon": me.daemon,
+            "authkey": bytes(me.authkey),
+            "parent_pid": parent.pid,
+            "parent_name": parent.name,
+            "parent_alive": parent.is_alive(),
+            "parent_sentinel_ready": bool(multiprocessing.connection.wait([parent.sentinel], 0)),
+            "children": len(multiprocessing.active_children()),
+        }
+    )
+
+
+def start_a_child(q: Any) -> None:
+    """Tries to start a Process: a daemonic process may not."""
+    import forkfarm
+
+    try:
+        child = forkfarm.Process(target=time.sleep, args=(0,))
+        child.start()
+        child.join(10)
+        q.put(("started", child.exitcode))
+    except AssertionError as exc:
+        q.put(("refused", str(exc)))
+
+
+def wait_for_interrupt(ready: Any) -> None:
+    """Exits with 5 on KeyboardInterrupt (SIGINT), 0 if none comes."""
+    import sys
+
+    try:
+        ready.set()
+        time.sleep(30)
+    except KeyboardInterrupt:
+        sys.exit(5)
+
+
+def wait_for_parent_then_mark(path: str) -> None:
+    """Waits until the parent process has exited (its sentinel), then
+    writes path."""
+    import multiprocessing
+
+    parent = multiprocessing.parent_process()
+    assert parent is not None
+    parent.join(30)
+    Path(path).write_text("parent gone" if not parent.is_alive() else "parent alive")
+
+
+def sleep_then_mark(seconds: float, path: str) -> None:
+    time.sleep(seconds)
+    Path(path).write_text("done")
+
+
+def take_shared_lock_in(lock: Any, timeout: float, q: Any) -> None:
+    """Puts whether lock could be taken within timeout (and lets it go)."""
+    taken = lock.acquire(timeout=timeout)
+    if taken:
+        lock.release()
+    q.put(taken)
+
+
+def call_and_send(conn: Any, func: Any, lock: Any) -> None:
+    """Sends func() on conn, holding lock."""
+    with lock:
+        conn.send(func())
+
+
+def number_each(arrays: Any) -> None:
+    """Writes its index into the first item of each array."""
+    for i, array in enumerate(arrays):
+        array[0] = i
+
+
+# A lock that a pool's completion callback holds for a while: a child
+# forked meanwhile must not be born with it held.
+CALLBACK_LOCK = __import__("threading").Lock()
+
+
+def hold_callback_lock(seconds: float, started: Any) -> Any:
+    """A completion callback (its argument, the result, ignored) that holds
+    CALLBACK_LOCK for seconds, after setting started."""
+
+    def callback(_result: Any) -> None:
+        with CALLBACK_LOCK:
+            started.set()
+            time.sleep(seconds)
+
+    return callback
+
+
+def take_callback_lock(timeout: float) -> None:
+    """Exits 3 unless CALLBACK_LOCK can be taken within timeout."""
+    import sys
+
+    if not CALLBACK_LOCK.acquire(timeout=timeout):
+        sys.exit(3)
+    CALLBACK_LOCK.release()
