@@ -292,6 +292,15 @@ void ff_pool_destroy(ff_pool_t *pool);
  * not wait for a thread that may be waiting for them. */
 void ff_pool_abandon(ff_pool_t *pool);
 
+/* Closes the pool and sends signum to every worker: the tasks they are
+ * running fail as their workers' exits are reported (FF_EWORKERLOST, with
+ * the exit status; retries are not made), and the others, queued in the
+ * pool or in a worker's ring behind the one it runs, finish with
+ * FF_ECANCELED. A worker whose pid is not known yet gets SIGKILL when it
+ * is. ff_pool_join() then returns once the workers are gone. Returns 0,
+ * or -EINVAL for a bad signal. */
+int ff_pool_stop_workers(ff_pool_t *pool, int signum);
+
 /* Writes up to capacity worker pids into pids and returns how many workers
  * are alive now. */
 size_t ff_pool_worker_pids(ff_pool_t *pool, pid_t *pids, size_t capacity);

@@ -193,6 +193,9 @@ struct ff_pool_s {
   unsigned live_workers;
   /* With start_on_demand: workers another thread asked the loop to start. */
   unsigned spawns_wanted;
+  /* ff_pool_stop_workers was called: the tasks of a worker that exits are
+   * not run again. */
+  bool stopping;
   /* Workers in a row that died before they were ready, by SIGKILL and
    * otherwise (under the lock). */
   uint64_t tasks_done;   /* settled with a result */
@@ -1042,6 +1045,14 @@ static void worker_exited(ff__worker_t *w, int wstatus, done_list_t *done) {
       ff_task_t *task =
           FF__CONTAINER_OF(w->in_flight.prev, ff_task_t, link);
       ff__list_remove(&task->link);
+      int task_killed = atomic_load(&task->kill_status);
+      if (task_killed || pool->stopping) {
+        /* Killed while it waited its turn, or its pool's workers are being
+         * stopped: it never runs. */
+        pool_settle(done, task, task_killed ? task_killed : FF_ECANCELED, NULL,
+                    0, NULL);
+        continue;
+      }
       if (!ff__arena_unassign_message(task->message, task->message_length,
                                       w->receiver)) {
         /* The worker let its bytes go before it died: they may be
@@ -1055,7 +1066,7 @@ static void worker_exited(ff__worker_t *w, int wstatus, done_list_t *done) {
     }
     w->in_flight_count = 0;
     int killed = atomic_load(&lost->kill_status);
-    if (!killed && !w->corrupt && lost->retries > 0 &&
+    if (!killed && !w->corrupt && lost->retries > 0 && !pool->stopping &&
         (pool->state == POOL_RUNNING || pool->state == POOL_CLOSING) &&
         ff__arena_unassign_message(lost->message, lost->message_length,
                                    w->receiver)) {
@@ -1664,6 +1675,48 @@ static void pool_terminate_in_loop(void *arg) {
   pthread_mutex_lock(&pool->lock);
   pool_terminate_locked(pool, &done);
   pool_unlock_publish(pool, &done);
+}
+
+typedef struct {
+  ff_pool_t *pool;
+  int signum;
+} stop_request_t;
+
+static void pool_stop_workers_in_loop(void *arg) {
+  stop_request_t *request = arg;
+  ff_pool_t *pool = request->pool;
+  done_list_t done;
+  done_init(&done);
+  pthread_mutex_lock(&pool->lock);
+  pool->accepting = false;
+  if (pool->state == POOL_RUNNING || pool->state == POOL_CLOSING) {
+    pool->state = POOL_CLOSING;
+    pool->stopping = true;
+    pool->spawns_wanted = 0;
+    ff__link_t *l;
+    while ((l = ff__list_pop_front(&pool->pending)) != NULL)
+      pool_settle(&done, FF__CONTAINER_OF(l, ff_task_t, link), FF_ECANCELED,
+                  NULL, 0, NULL);
+    pool->pending_count = 0;
+    for (unsigned i = 0; i < pool->options.workers; i++) {
+      ff__worker_t *w = &pool->workers[i];
+      if (w->state == WORKER_EMPTY) continue;
+      if (w->pidfd >= 0)
+        ff__pidfd_send_signal(w->pidfd, request->signum);
+      else
+        w->doomed = true; /* killed when its pidfd arrives */
+    }
+    pool_maybe_finish(pool);
+  }
+  pool_unlock_publish(pool, &done);
+}
+
+int ff_pool_stop_workers(ff_pool_t *pool, int signum) {
+  if (pool_foreign(pool)) return FF_EFOREIGN;
+  if (signum <= 0 || signum >= NSIG) return -EINVAL;
+  atomic_store(&pool->closed_by_user, true);
+  stop_request_t request = {pool, signum};
+  return ff__runtime_call(pool->runtime, pool_stop_workers_in_loop, &request);
 }
 
 int ff_pool_terminate(ff_pool_t *pool) {

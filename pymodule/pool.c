@@ -339,6 +339,23 @@ static PyObject *pool_worker_count(ffpy_pool_t *self, PyObject *unused) {
   return PyLong_FromSize_t(count);
 }
 
+/* stop_workers(signum): closes the pool and signals every worker. */
+static PyObject *pool_stop_workers(ffpy_pool_t *self, PyObject *arg) {
+  if (pool_check(self) < 0) return NULL;
+  long signum = PyLong_AsLong(arg);
+  if (signum == -1 && PyErr_Occurred()) return NULL;
+  if (signum <= 0 || signum > INT_MAX) {
+    PyErr_SetString(PyExc_ValueError, "signum must be a signal number");
+    return NULL;
+  }
+  int rc;
+  Py_BEGIN_ALLOW_THREADS
+  rc = ff_pool_stop_workers(self->pool, (int)signum);
+  Py_END_ALLOW_THREADS
+  if (rc < 0) return ffpy_raise(rc);
+  Py_RETURN_NONE;
+}
+
 /* worker_pidfd(pid) -> int: a new pidfd of the live worker pid (the
  * caller's to close), or None when pid is not one. */
 static PyObject *pool_worker_pidfd(ffpy_pool_t *self, PyObject *arg) {
@@ -492,6 +509,9 @@ static PyMethodDef pool_methods[] = {
     {"worker_count", (PyCFunction)pool_worker_count, METH_NOARGS,
      "worker_count() -> int: the workers started and not seen exit, those "
      "whose pid is not known yet included."},
+    {"stop_workers", (PyCFunction)pool_stop_workers, METH_O,
+     "stop_workers(signum): closes the pool and sends every worker signum; "
+     "their running tasks fail as lost, the others are cancelled."},
     {"worker_pidfd", (PyCFunction)pool_worker_pidfd, METH_O,
      "worker_pidfd(pid) -> int: a new pidfd of the live worker pid, the "
      "caller's to close; None when pid is not one."},

@@ -508,6 +508,93 @@ static void test_start_on_demand_replacement(void **state) {
   assert_no_children();
 }
 
+/* ff_pool_stop_workers signals every worker: running tasks fail with their
+ * workers' exits, the others are cancelled, nothing runs again, and join
+ * returns. */
+static void test_stop_workers(void **state) {
+  (void)state;
+  ff_pool_t *pool = make_pool(2, NULL);
+  enum { N = 12 };
+  ff_task_t *tasks[N];
+  for (int i = 0; i < N; i++) tasks[i] = submit(pool, "sleep 20000");
+  /* Both workers run one: the rest wait in the pool or behind them. */
+  ff_pool_stats_t stats;
+  ff_worker_stats_t workers[2];
+  for (int i = 0; i < 500; i++) {
+    ff_pool_stats(pool, &stats, workers, 2);
+    if (workers[0].current_ns > 0 && workers[1].current_ns > 0) break;
+    usleep(10000);
+  }
+  pid_t pids[2];
+  assert_int_equal(ff_pool_worker_pids(pool, pids, 2), 2);
+  assert_int_equal(ff_pool_stop_workers(pool, 0), -EINVAL);
+  assert_int_equal(ff_pool_stop_workers(pool, SIGTERM), 0);
+  assert_int_equal(ff_pool_join(pool, 30), 0);
+  int lost = 0, cancelled = 0;
+  for (int i = 0; i < N; i++) {
+    assert_int_equal(ff_task_wait(tasks[i], 30), 0);
+    int status = ff_task_status(tasks[i]);
+    if (status == FF_EWORKERLOST) {
+      assert_int_equal(ff_task_exit(tasks[i])->term_signal, SIGTERM);
+      lost++;
+    } else {
+      assert_int_equal(status, FF_ECANCELED);
+      cancelled++;
+    }
+    ff_task_release(tasks[i]);
+  }
+  assert_int_equal(lost, 2);
+  assert_int_equal(cancelled, N - 2);
+  for (int i = 0; i < 2; i++) {
+    ff_exit_t how;
+    assert_int_equal(ff_pool_worker_exit(pool, pids[i], &how), 0);
+    assert_int_equal(how.term_signal, SIGTERM);
+  }
+  assert_int_equal(ff_pool_worker_count(pool), 0);
+  ff_task_t *late = NULL;
+  assert_int_equal(ff_pool_submit(pool, NULL, "sq 1", 4, 0, NULL, NULL, &late),
+                   FF_ECLOSED);
+  ff_pool_destroy(pool);
+  assert_no_children();
+}
+
+/* A task killed while it waits behind another in a worker's ring does not
+ * run on another worker when that worker dies first. */
+static void test_killed_task_behind_a_dying_worker(void **state) {
+  (void)state;
+  ff_pool_options_t o;
+  ff_pool_options_init(&o);
+  o.workers = 1;
+  o.work = test_work;
+  ff_pool_t *pool = NULL;
+  assert_int_equal(ff_pool_create(&pool, &o), 0);
+  expect_result(pool, "sq 2", "4"); /* the worker is ready */
+  /* Deep enough a backlog that the worker holds more than one. */
+  ff_task_t *tasks[4];
+  tasks[0] = submit(pool, "sleep 300");
+  tasks[1] = submit(pool, "exit 3"); /* the worker dies when its turn comes */
+  tasks[2] = submit(pool, "sq 5");   /* killed while it waits behind */
+  tasks[3] = submit(pool, "sq 6");
+  ff_pool_stats_t stats;
+  /* The first three are the worker's (a backlog of two lets it take more
+   * than one); the fourth waits in the pool. */
+  for (int i = 0; i < 300; i++) {
+    ff_pool_stats(pool, &stats, NULL, 0);
+    if (stats.in_flight >= 3) break;
+    usleep(1000);
+  }
+  assert_true(stats.in_flight >= 3);
+  assert_int_equal(ff_task_kill(tasks[2]), 0);
+  for (int i = 0; i < 4; i++) assert_int_equal(ff_task_wait(tasks[i], 30), 0);
+  assert_int_equal(ff_task_status(tasks[0]), 0);
+  assert_int_equal(ff_task_status(tasks[1]), FF_EWORKERLOST);
+  assert_int_equal(ff_task_status(tasks[2]), FF_ECANCELED);
+  assert_int_equal(ff_task_status(tasks[3]), 0); /* not killed: it ran */
+  for (int i = 0; i < 4; i++) ff_task_release(tasks[i]);
+  ff_pool_destroy(pool);
+  assert_no_children();
+}
+
 /* A worker that leaves a corrupt message in its result ring is not
  * trusted: its task fails with FF_EPROTOCOL and the pool goes on. */
 static void test_corrupt_message(void **state) {
@@ -1053,6 +1140,8 @@ int main(void) {
       cmocka_unit_test_setup(test_start_on_demand, setup_alarm),
       cmocka_unit_test_setup(test_start_on_demand_replacement, setup_alarm),
       cmocka_unit_test_setup(test_start_on_demand_init_failure, setup_alarm),
+      cmocka_unit_test_setup(test_stop_workers, setup_alarm),
+      cmocka_unit_test_setup(test_killed_task_behind_a_dying_worker, setup_alarm),
       cmocka_unit_test_setup(test_corrupt_message, setup_alarm),
       cmocka_unit_test_setup(test_clean_shutdown, setup_alarm),
       cmocka_unit_test_setup(test_terminate, setup_alarm),
