@@ -251,12 +251,21 @@ class _ExceptionWithTraceback:
         return _rebuild_exception, (self.exc, self.tb)
 
 
-def encode_error(exc: BaseException) -> bytes:
+# Where a worker's failure happened, first in its encoding: the call raised
+# (False), the task's message could not be unpickled (LOAD_FAILED), or the
+# value could not be pickled ((RESULT_FAILED, the original error's
+# encoding)). The Pool reports all three as the exception itself; the
+# Executor reports each as ProcessPoolExecutor does.
+LOAD_FAILED = "load"
+RESULT_FAILED = "result"
+
+
+def encode_error(exc: BaseException, stage: object = False) -> bytes:
     """Encodes a failure: the exception pickled on its own, with its type's
     name, its message and the traceback beside it in plain strings, so that
     the parent can name it even when it cannot unpickle it
-    (``_errors.decode_error``). An exception that cannot be pickled here
-    travels as those strings alone."""
+    (``_errors.decode_error``), after where it happened (``stage``). An
+    exception that cannot be pickled here travels as those strings alone."""
     text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     tb = '\n"""\n' + text + '"""'
     cls = type(exc)
@@ -272,12 +281,19 @@ def encode_error(exc: BaseException) -> bytes:
             type_name, message, tb, f"raised in a worker; it could not be pickled there: {pickling_error!r}"
         )
         pickled = pickle.dumps(_rebuild_exception(substitute, tb), protocol=PROTOCOL)
-    return pickle.dumps((False, pickled, (type_name, message, tb)), protocol=PROTOCOL)
+    return pickle.dumps((stage, pickled, (type_name, message, tb)), protocol=PROTOCOL)
+
+
+def encode_load_error(exc: BaseException) -> bytes:
+    """Encodes the failure of a task's message to unpickle in the worker."""
+    return encode_error(exc, LOAD_FAILED)
 
 
 def encode_result_error(exc: BaseException, value: Any) -> bytes:
-    """Encodes the failure of a result that could not be pickled."""
-    return encode_error(MaybeEncodingError(exc, value))
+    """Encodes the failure of a result that could not be pickled: a
+    MaybeEncodingError, which the Pool reports, with the original error's
+    own encoding beside it, which the Executor reports."""
+    return encode_error(MaybeEncodingError(exc, value), (RESULT_FAILED, encode_error(exc)))
 
 
 def decode_result(task: Any) -> Any:
