@@ -106,11 +106,47 @@ class ByValue:
         return cloudpickle.loads, (cloudpickle.dumps(self.obj, protocol=PROTOCOL),)
 
 
+# The runtime objects behind forkfarm's locks and semaphores (their acquire
+# and release are the runtime's own methods, bound to them), by id, to the
+# primitive that owns each; weak, so an entry goes with its primitive, and
+# an id cannot be reused while its entry is there.
+_method_owners: weakref.WeakValueDictionary[int, Any] = weakref.WeakValueDictionary()
+
+
+def register_method_owner(runtime_object: Any, owner: Any) -> None:
+    """Lets a bound method of runtime_object (``lock.acquire``) be a task's
+    function: it travels as that method of owner, which pickles as a
+    handle."""
+    _method_owners[id(runtime_object)] = owner
+
+
+class MethodOf:
+    """A method of a forkfarm primitive, called by name on the primitive,
+    which travels (as a handle) where its runtime object cannot."""
+
+    __slots__ = ("owner", "name")
+
+    def __init__(self, owner: Any, name: str) -> None:
+        self.owner = owner
+        self.name = name
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return getattr(self.owner, self.name)(*args, **kwargs)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return MethodOf, (self.owner, self.name)
+
+
 def sendable(obj: Any, main_at_fork: MainSnapshot) -> Any:
     """obj itself, or obj wrapped to travel by value when it is a function
-    or class whose reference would not resolve in a worker."""
+    or class whose reference would not resolve in a worker, or as a method
+    of its primitive when it is a lock's or a semaphore's."""
     if isinstance(obj, (types.FunctionType, type)) and not by_reference(obj, main_at_fork):
         return ByValue(obj)
+    if isinstance(obj, types.BuiltinMethodType):
+        owner = _method_owners.get(id(getattr(obj, "__self__", None)))
+        if owner is not None:
+            return MethodOf(owner, obj.__name__)
     return obj
 
 
