@@ -397,6 +397,12 @@ int ff_task_status(const ff_task_t *task);
  * stopped, and the limit). Valid while the caller holds its reference. */
 const void *ff_task_result(const ff_task_t *task, size_t *length);
 
+/* The result's out-of-band buffers (an arena frame's references) were
+ * received by a decoder (ff_arena_receive), which gives each back when it
+ * lets go of it: the task's release must not give them back as well, or
+ * the worker would reuse memory that a decoded value still shows. */
+void ff_task_result_taken(ff_task_t *task);
+
 /* The result bytes before offset will not be read again: the memory of
  * the pages they fill goes back to the system (reading them again gives
  * zeros). A big result decoded as it is read costs one copy of memory,
