@@ -214,6 +214,11 @@ typedef struct ff_pool_options_s {
    * (a fork server's). The pool copies the list. */
   const uint64_t *lendable;
   size_t lendable_count;
+  /* Nonzero: no worker starts with the pool; one starts when a task is
+   * queued that no worker, ready or starting, will take, up to `workers`,
+   * and a worker that exits is replaced only when tasks wait for one (how
+   * ProcessPoolExecutor spawns its workers with spawn and forkserver). */
+  int start_on_demand;
 } ff_pool_options_t;
 
 /* Fills options with the defaults: one worker per CPU and no callbacks. */
@@ -302,9 +307,36 @@ void ff_pool_destroy(ff_pool_t *pool);
  * not wait for a thread that may be waiting for them. */
 void ff_pool_abandon(ff_pool_t *pool);
 
+/* Closes the pool and sends signum to every worker: the tasks they are
+ * running fail as their workers' exits are reported (FF_EWORKERLOST, with
+ * the exit status; retries are not made), and the others, queued in the
+ * pool or in a worker's ring behind the one it runs, finish with
+ * FF_ECANCELED. A worker whose pid is not known yet gets SIGKILL when it
+ * is. ff_pool_join() then returns once the workers are gone. Returns 0,
+ * or -EINVAL for a bad signal. */
+int ff_pool_stop_workers(ff_pool_t *pool, int signum);
+
 /* Writes up to capacity worker pids into pids and returns how many workers
  * are alive now. */
 size_t ff_pool_worker_pids(ff_pool_t *pool, pid_t *pids, size_t capacity);
+
+/* The worker processes the pool has started and not yet seen exit, those
+ * whose pid the zygote has not reported yet included (and, with
+ * start_on_demand, those about to be started). */
+size_t ff_pool_worker_count(ff_pool_t *pool);
+
+/* A new descriptor (close-on-exec) of the pidfd of the live worker process
+ * pid of this pool, which the zygote opened before it could be reaped: it
+ * names that process, never a later one with the same pid. Returns it, or
+ * -ENOENT (pid is not a live worker of the pool), or -errno. */
+int ff_pool_worker_pidfd(ff_pool_t *pool, pid_t pid);
+
+/* How the worker process pid of this pool ended, if it is among the last
+ * FF_EXITS_KEPT exits of the slot it ran in: 0 and *how filled, or -ENOENT
+ * (it runs, or exited long ago, or the pool killed it at its end, when the
+ * zygote no longer reports exits). */
+#define FF_EXITS_KEPT 4
+int ff_pool_worker_exit(ff_pool_t *pool, pid_t pid, ff_exit_t *how);
 
 /* In a worker process: the slot it fills, from 0 to workers - 1, which a
  * replacement inherits from the worker it replaces; -1 outside workers. */
@@ -379,6 +411,12 @@ int ff_task_status(const ff_task_t *task);
  * that is its whole size or 0 if only what had arrived when the worker was
  * stopped, and the limit). Valid while the caller holds its reference. */
 const void *ff_task_result(const ff_task_t *task, size_t *length);
+
+/* The result's out-of-band buffers (an arena frame's references) were
+ * received by a decoder (ff_arena_receive), which gives each back when it
+ * lets go of it: the task's release must not give them back as well, or
+ * the worker would reuse memory that a decoded value still shows. */
+void ff_task_result_taken(ff_task_t *task);
 
 /* The result bytes before offset will not be read again: the memory of
  * the pages they fill goes back to the system (reading them again gives

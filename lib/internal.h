@@ -546,6 +546,9 @@ struct ff_task_s {
   size_t result_length;
   uint64_t run_ns;
   ff_exit_t exit;
+  /* ff_task_result_taken was called: a decoder received the result's
+   * out-of-band buffers, and gives each back itself. */
+  bool result_taken;
   /* Set by ff_task_kill once a worker has it: the status it finishes with
    * when its worker is killed for it. */
   _Atomic int kill_status;

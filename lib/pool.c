@@ -128,6 +128,9 @@ struct ff__worker_s {
   uint64_t bytes_received;
   uint64_t first_spawn_ns; /* 0 until the slot's first process */
   unsigned restarts;
+  /* How the slot's last processes ended, for ff_pool_worker_exit. */
+  ff_exit_t exits[FF_EXITS_KEPT];
+  unsigned exits_next;
 };
 
 struct ff_context_s {
@@ -188,6 +191,11 @@ struct ff_pool_s {
   size_t pending_count;
   ff__worker_t *workers;
   unsigned live_workers;
+  /* With start_on_demand: workers another thread asked the loop to start. */
+  unsigned spawns_wanted;
+  /* ff_pool_stop_workers was called: the tasks of a worker that exits are
+   * not run again. */
+  bool stopping;
   /* Workers in a row that died before they were ready, by SIGKILL and
    * otherwise (under the lock). */
   uint64_t tasks_done;   /* settled with a result */
@@ -527,6 +535,7 @@ static void pool_on_zygote_exit(uv_poll_t *handle, int status, int events) {
     worker_release_process(w);
   }
   pool_close_ctl(pool);
+  pool->spawns_wanted = 0;
   pool->state = POOL_STOPPED;
   pool_unlock_publish(pool, &done);
   atomic_store(&pool->stopped, 1);
@@ -1022,6 +1031,7 @@ static void worker_exited(ff__worker_t *w, int wstatus, done_list_t *done) {
   w->exiting = false;
   ff_exit_t how;
   ff__exit_from_status(&how, w->pid, wstatus);
+  w->exits[w->exits_next++ % FF_EXITS_KEPT] = how;
   w->sending = NULL;
   if (!ff__list_empty(&w->in_flight)) {
     expected = false;
@@ -1035,6 +1045,14 @@ static void worker_exited(ff__worker_t *w, int wstatus, done_list_t *done) {
       ff_task_t *task =
           FF__CONTAINER_OF(w->in_flight.prev, ff_task_t, link);
       ff__list_remove(&task->link);
+      int task_killed = atomic_load(&task->kill_status);
+      if (task_killed || pool->stopping) {
+        /* Killed while it waited its turn, or its pool's workers are being
+         * stopped: it never runs. */
+        pool_settle(done, task, task_killed ? task_killed : FF_ECANCELED, NULL,
+                    0, NULL);
+        continue;
+      }
       if (!ff__arena_unassign_message(task->message, task->message_length,
                                       w->receiver)) {
         /* The worker let its bytes go before it died: they may be
@@ -1048,7 +1066,7 @@ static void worker_exited(ff__worker_t *w, int wstatus, done_list_t *done) {
     }
     w->in_flight_count = 0;
     int killed = atomic_load(&lost->kill_status);
-    if (!killed && !w->corrupt && lost->retries > 0 &&
+    if (!killed && !w->corrupt && lost->retries > 0 && !pool->stopping &&
         (pool->state == POOL_RUNNING || pool->state == POOL_CLOSING) &&
         ff__arena_unassign_message(lost->message, lost->message_length,
                                    w->receiver)) {
@@ -1091,8 +1109,11 @@ static void worker_exited(ff__worker_t *w, int wstatus, done_list_t *done) {
       return;
     }
   }
-  bool needed = pool->state == POOL_RUNNING ||
-                (pool->state == POOL_CLOSING && !ff__list_empty(&pool->pending));
+  /* Started on demand, a worker is replaced only when tasks wait for one,
+   * which pool_dispatch sees to. */
+  bool needed = !pool->options.start_on_demand &&
+                (pool->state == POOL_RUNNING ||
+                 (pool->state == POOL_CLOSING && !ff__list_empty(&pool->pending)));
   if (needed && atomic_load(&pool->error) == 0) worker_spawn(w, done);
   pool_dispatch(pool, done);
   pool_maybe_finish(pool);
@@ -1171,6 +1192,49 @@ static void pool_drop_cancelled(ff_pool_t *pool, done_list_t *done) {
   }
 }
 
+/* With start_on_demand: a worker for each queued task that no worker, ready
+ * or starting, will take, up to the pool's size. Only the loop thread starts
+ * workers; another thread counts them as wanted (ff_pool_worker_count sees
+ * them at once) and wakes the loop. */
+static void pool_want_workers(ff_pool_t *pool, done_list_t *done) {
+  if (!pool->options.start_on_demand) return;
+  if (atomic_load(&pool->error) != 0 || pool->pending_count == 0 ||
+      (pool->state != POOL_RUNNING && pool->state != POOL_CLOSING)) {
+    /* Nothing waits (a worker took what did): none is wanted any more. */
+    pool->spawns_wanted = 0;
+    return;
+  }
+  size_t coming = pool->spawns_wanted;
+  unsigned empty = 0;
+  for (unsigned i = 0; i < pool->options.workers; i++) {
+    const ff__worker_t *w = &pool->workers[i];
+    if (w->state == WORKER_EMPTY)
+      empty++;
+    else if (w->state == WORKER_STARTING)
+      coming++;
+  }
+  if (pool->pending_count > coming && empty > pool->spawns_wanted) {
+    size_t more = pool->pending_count - coming;
+    size_t room = empty - pool->spawns_wanted;
+    pool->spawns_wanted += (unsigned)(more < room ? more : room);
+  }
+  if (pool->spawns_wanted == 0) return;
+  if (!ff__runtime_on_loop_thread(pool->runtime)) {
+    uv_async_send(&pool->wakeup);
+    return;
+  }
+  for (unsigned i = 0; i < pool->options.workers && pool->spawns_wanted > 0 &&
+                       atomic_load(&pool->error) == 0;
+       i++) {
+    ff__worker_t *w = &pool->workers[i];
+    if (w->state != WORKER_EMPTY || w->exiting) continue;
+    pool->spawns_wanted--;
+    worker_spawn(w, done);
+  }
+  /* A start that failed failed the pool: nothing more will start. */
+  if (atomic_load(&pool->error) != 0) pool->spawns_wanted = 0;
+}
+
 static unsigned pool_credit(const ff_pool_t *pool) {
   if (pool->pending_count < FF__PREFETCH_BACKLOG * pool->options.workers)
     return 1;
@@ -1239,6 +1303,7 @@ static void pool_dispatch(ff_pool_t *pool, done_list_t *done) {
     }
     worker_wake(w);
   }
+  pool_want_workers(pool, done);
 }
 
 #define TIMEOUT_TICK_MS 10
@@ -1411,7 +1476,8 @@ static void pool_start_in_loop(void *arg) {
   done_list_t done;
   done_init(&done);
   pthread_mutex_lock(&pool->lock);
-  for (unsigned i = 0; i < pool->options.workers && !atomic_load(&pool->error);
+  for (unsigned i = 0; i < pool->options.workers && !atomic_load(&pool->error) &&
+                       !pool->options.start_on_demand;
        i++)
     worker_spawn(&pool->workers[i], &done);
   pool_unlock_publish(pool, &done);
@@ -1584,6 +1650,7 @@ int ff_pool_close(ff_pool_t *pool) {
 
 static void pool_terminate_locked(ff_pool_t *pool, done_list_t *done) {
   pool->accepting = false;
+  pool->spawns_wanted = 0;
   if (pool->state == POOL_TERMINATING || pool->state == POOL_STOPPED) return;
   pool->state = POOL_TERMINATING;
   int code = atomic_load(&pool->error);
@@ -1608,6 +1675,48 @@ static void pool_terminate_in_loop(void *arg) {
   pthread_mutex_lock(&pool->lock);
   pool_terminate_locked(pool, &done);
   pool_unlock_publish(pool, &done);
+}
+
+typedef struct {
+  ff_pool_t *pool;
+  int signum;
+} stop_request_t;
+
+static void pool_stop_workers_in_loop(void *arg) {
+  stop_request_t *request = arg;
+  ff_pool_t *pool = request->pool;
+  done_list_t done;
+  done_init(&done);
+  pthread_mutex_lock(&pool->lock);
+  pool->accepting = false;
+  if (pool->state == POOL_RUNNING || pool->state == POOL_CLOSING) {
+    pool->state = POOL_CLOSING;
+    pool->stopping = true;
+    pool->spawns_wanted = 0;
+    ff__link_t *l;
+    while ((l = ff__list_pop_front(&pool->pending)) != NULL)
+      pool_settle(&done, FF__CONTAINER_OF(l, ff_task_t, link), FF_ECANCELED,
+                  NULL, 0, NULL);
+    pool->pending_count = 0;
+    for (unsigned i = 0; i < pool->options.workers; i++) {
+      ff__worker_t *w = &pool->workers[i];
+      if (w->state == WORKER_EMPTY) continue;
+      if (w->pidfd >= 0)
+        ff__pidfd_send_signal(w->pidfd, request->signum);
+      else
+        w->doomed = true; /* killed when its pidfd arrives */
+    }
+    pool_maybe_finish(pool);
+  }
+  pool_unlock_publish(pool, &done);
+}
+
+int ff_pool_stop_workers(ff_pool_t *pool, int signum) {
+  if (pool_foreign(pool)) return FF_EFOREIGN;
+  if (signum <= 0 || signum >= NSIG) return -EINVAL;
+  atomic_store(&pool->closed_by_user, true);
+  stop_request_t request = {pool, signum};
+  return ff__runtime_call(pool->runtime, pool_stop_workers_in_loop, &request);
 }
 
 int ff_pool_terminate(ff_pool_t *pool) {
@@ -1689,6 +1798,49 @@ size_t ff_pool_worker_pids(ff_pool_t *pool, pid_t *pids, size_t capacity) {
   }
   pthread_mutex_unlock(&pool->lock);
   return count;
+}
+
+size_t ff_pool_worker_count(ff_pool_t *pool) {
+  if (pool_foreign(pool)) return 0;
+  pthread_mutex_lock(&pool->lock);
+  size_t count = pool->spawns_wanted;
+  for (unsigned i = 0; i < pool->options.workers; i++)
+    if (pool->workers[i].state != WORKER_EMPTY) count++;
+  pthread_mutex_unlock(&pool->lock);
+  return count;
+}
+
+int ff_pool_worker_pidfd(ff_pool_t *pool, pid_t pid) {
+  if (pool_foreign(pool)) return FF_EFOREIGN;
+  if (pid <= 0) return -EINVAL;
+  int rc = -ENOENT;
+  pthread_mutex_lock(&pool->lock);
+  ff__worker_t *w = pool_worker_by_pid(pool, pid);
+  if (w != NULL && w->pidfd >= 0 && !w->exiting) {
+    rc = fcntl(w->pidfd, F_DUPFD_CLOEXEC, 0);
+    if (rc < 0) rc = -errno;
+  }
+  pthread_mutex_unlock(&pool->lock);
+  return rc;
+}
+
+int ff_pool_worker_exit(ff_pool_t *pool, pid_t pid, ff_exit_t *how) {
+  if (pool_foreign(pool)) return FF_EFOREIGN;
+  if (pid <= 0 || how == NULL) return -EINVAL;
+  int rc = -ENOENT;
+  pthread_mutex_lock(&pool->lock);
+  for (unsigned i = 0; i < pool->options.workers && rc != 0; i++) {
+    const ff__worker_t *w = &pool->workers[i];
+    for (unsigned k = 0; k < FF_EXITS_KEPT; k++) {
+      if (w->exits[k].pid == pid) {
+        *how = w->exits[k];
+        rc = 0;
+        break;
+      }
+    }
+  }
+  pthread_mutex_unlock(&pool->lock);
+  return rc;
 }
 
 int ff_pool_error(ff_pool_t *pool) { return atomic_load(&pool->error); }

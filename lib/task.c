@@ -338,6 +338,10 @@ const void *ff_task_result(const ff_task_t *task, size_t *length) {
   return task->result;
 }
 
+void ff_task_result_taken(ff_task_t *task) {
+  if (task_settled(task)) task->result_taken = true;
+}
+
 void ff_task_result_consumed(ff_task_t *task, size_t offset) {
   if (!task_settled(task) || task->result == NULL) return;
   if (offset > task->result_length) offset = task->result_length;
@@ -365,9 +369,11 @@ void ff_task_release(ff_task_t *task) {
   if (task == NULL) return;
   if (atomic_fetch_sub(&task->refs, 1) != 1) return;
   task_drop_message(task); /* a task the pool refused was never settled */
-  /* A result nobody decoded gives its buffers back to the worker. */
+  /* A result nobody decoded gives its buffers back to the worker; a
+   * decoded one's go back as the decoder lets go of each. */
   if (task->status == 0) {
-    ff__arena_discard_message(task->result, task->result_length);
+    if (!task->result_taken)
+      ff__arena_discard_message(task->result, task->result_length);
     ff__share_unpin_message(task->result, task->result_length);
   }
   free(task->result_block);

@@ -60,6 +60,9 @@ typedef struct {
   /* dumps_by_value(value, error) -> bytes: a result plain pickle refused,
    * by value (cloudpickle), or raises */
   PyObject *dumps_by_value;
+  /* encode_load_error(exception) -> bytes: a task message that could not
+   * be unpickled in the worker */
+  PyObject *encode_load_error;
 } ffpy_worker_context_t;
 
 /* Fills a worker context from the protocol module's attributes and the

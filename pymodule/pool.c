@@ -49,7 +49,7 @@ static int pool_init(ffpy_pool_t *self, PyObject *args, PyObject *kw) {
   static char *names[] = {"processes", "protocol", "initializer", "initargs",
                           "maxtasksperchild", "task_timeout", "retries",
                           "max_memory", "zygote", "max_message", "lendable",
-                          NULL};
+                          "on_demand", NULL};
   int processes;
   unsigned int max_tasks = 0;
   double task_timeout = 0;
@@ -57,12 +57,13 @@ static int pool_init(ffpy_pool_t *self, PyObject *args, PyObject *kw) {
   unsigned long long max_memory = 0, max_message = 0;
   PyObject *protocol, *initializer, *initargs, *zygote = Py_None;
   PyObject *lendable = NULL;
-  if (!PyArg_ParseTupleAndKeywords(args, kw, "iOOO!|IdIKOKO!:Pool", names,
+  int on_demand = 0;
+  if (!PyArg_ParseTupleAndKeywords(args, kw, "iOOO!|IdIKOKO!p:Pool", names,
                                    &processes, &protocol, &initializer,
                                    &PyTuple_Type, &initargs, &max_tasks,
                                    &task_timeout, &retries, &max_memory,
                                    &zygote, &max_message, &PyList_Type,
-                                   &lendable))
+                                   &lendable, &on_demand))
     return -1;
   ff_zygote_t adopted = {-1, 0, -1};
   if (zygote != Py_None &&
@@ -93,6 +94,7 @@ static int pool_init(ffpy_pool_t *self, PyObject *args, PyObject *kw) {
   options.task_retries = retries;
   options.max_memory_per_worker = (size_t)max_memory;
   options.max_message_size = (size_t)max_message;
+  options.start_on_demand = on_demand;
   options.on_complete = pool_on_complete;
   /* The segments every worker may open (the initializer's, for a fork
    * server's workers, which did not inherit them). */
@@ -325,6 +327,74 @@ static PyObject *pool_worker_pids(ffpy_pool_t *self, PyObject *unused) {
   return list;
 }
 
+/* worker_count() -> int: the workers started and not seen exit, those
+ * whose pid is not known yet included. */
+static PyObject *pool_worker_count(ffpy_pool_t *self, PyObject *unused) {
+  (void)unused;
+  if (pool_check(self) < 0) return NULL;
+  size_t count;
+  Py_BEGIN_ALLOW_THREADS
+  count = ff_pool_worker_count(self->pool);
+  Py_END_ALLOW_THREADS
+  return PyLong_FromSize_t(count);
+}
+
+/* stop_workers(signum): closes the pool and signals every worker. */
+static PyObject *pool_stop_workers(ffpy_pool_t *self, PyObject *arg) {
+  if (pool_check(self) < 0) return NULL;
+  long signum = PyLong_AsLong(arg);
+  if (signum == -1 && PyErr_Occurred()) return NULL;
+  if (signum <= 0 || signum > INT_MAX) {
+    PyErr_SetString(PyExc_ValueError, "signum must be a signal number");
+    return NULL;
+  }
+  int rc;
+  Py_BEGIN_ALLOW_THREADS
+  rc = ff_pool_stop_workers(self->pool, (int)signum);
+  Py_END_ALLOW_THREADS
+  if (rc < 0) return ffpy_raise(rc);
+  Py_RETURN_NONE;
+}
+
+/* worker_pidfd(pid) -> int: a new pidfd of the live worker pid (the
+ * caller's to close), or None when pid is not one. */
+static PyObject *pool_worker_pidfd(ffpy_pool_t *self, PyObject *arg) {
+  if (pool_check(self) < 0) return NULL;
+  long pid = PyLong_AsLong(arg);
+  if (pid == -1 && PyErr_Occurred()) return NULL;
+  if (pid <= 0 || pid > INT_MAX) {
+    PyErr_SetString(PyExc_ValueError, "pid must be a positive process id");
+    return NULL;
+  }
+  int fd;
+  Py_BEGIN_ALLOW_THREADS
+  fd = ff_pool_worker_pidfd(self->pool, (pid_t)pid);
+  Py_END_ALLOW_THREADS
+  if (fd == -ENOENT) Py_RETURN_NONE;
+  if (fd < 0) return ffpy_raise(fd);
+  return PyLong_FromLong(fd);
+}
+
+/* worker_exit(pid) -> (exit_code, signal) of a worker of this pool that
+ * exited recently, else None. */
+static PyObject *pool_worker_exit(ffpy_pool_t *self, PyObject *arg) {
+  if (pool_check(self) < 0) return NULL;
+  long pid = PyLong_AsLong(arg);
+  if (pid == -1 && PyErr_Occurred()) return NULL;
+  if (pid <= 0 || pid > INT_MAX) {
+    PyErr_SetString(PyExc_ValueError, "pid must be a positive process id");
+    return NULL;
+  }
+  ff_exit_t how;
+  int rc;
+  Py_BEGIN_ALLOW_THREADS
+  rc = ff_pool_worker_exit(self->pool, (pid_t)pid, &how);
+  Py_END_ALLOW_THREADS
+  if (rc == -ENOENT) Py_RETURN_NONE;
+  if (rc < 0) return ffpy_raise(rc);
+  return Py_BuildValue("(ii)", how.exit_code, how.term_signal);
+}
+
 /* Context(bytes): a map's function, sent to each worker once. */
 static PyObject *pool_context(ffpy_pool_t *self, PyObject *arg) {
   if (pool_check(self) < 0) return NULL;
@@ -436,6 +506,18 @@ static PyMethodDef pool_methods[] = {
      "exit after close() or terminate(). False on timeout."},
     {"worker_pids", (PyCFunction)pool_worker_pids, METH_NOARGS,
      "The pids of the live workers."},
+    {"worker_count", (PyCFunction)pool_worker_count, METH_NOARGS,
+     "worker_count() -> int: the workers started and not seen exit, those "
+     "whose pid is not known yet included."},
+    {"stop_workers", (PyCFunction)pool_stop_workers, METH_O,
+     "stop_workers(signum): closes the pool and sends every worker signum; "
+     "their running tasks fail as lost, the others are cancelled."},
+    {"worker_pidfd", (PyCFunction)pool_worker_pidfd, METH_O,
+     "worker_pidfd(pid) -> int: a new pidfd of the live worker pid, the "
+     "caller's to close; None when pid is not one."},
+    {"worker_exit", (PyCFunction)pool_worker_exit, METH_O,
+     "worker_exit(pid) -> (exit_code, signal) of a worker that exited "
+     "recently (exit_code -1 when a signal ended it), else None."},
     {"error", (PyCFunction)pool_error, METH_NOARGS,
      "(code, detail) once the pool has failed, else None."},
     {NULL, NULL, 0, NULL},

@@ -288,7 +288,11 @@ static PyObject *task_value(ffpy_task_t *self, PyObject *loads) {
       ff_compact_parse(data, length, &kind, &count) == 0 &&
       ff_arena_frame(data, length, &frame) == 0)
     return task_value_streamed(self, data, length);
-  return ffpy_decode(data ? data : "", length, loads);
+  PyObject *value = ffpy_decode(data ? data : "", length, loads);
+  /* Its out-of-band buffers are the value's now: they go back with it, not
+   * with the task (a failed decode gave them back already). */
+  if (value != NULL) ff_task_result_taken(self->task);
+  return value;
 }
 
 
@@ -309,6 +313,7 @@ static PyObject *task_value_into(ffpy_task_t *self, PyObject *args) {
   if (ffpy_decode_into(data ? data : "", length, loads, target, start,
                        count) < 0)
     return NULL;
+  ff_task_result_taken(self->task);
   Py_RETURN_NONE;
 }
 

@@ -35,7 +35,7 @@ static void fork_child(void *arg) {
 
 /* The fields of a worker context: the protocol module's attributes first,
  * in the order of context_attributes. */
-#define CONTEXT_FIELDS 10
+#define CONTEXT_FIELDS 11
 static void context_fields(ffpy_worker_context_t *c, PyObject ***out) {
   out[0] = &c->loads;
   out[1] = &c->dumps;
@@ -45,13 +45,15 @@ static void context_fields(ffpy_worker_context_t *c, PyObject ***out) {
   out[5] = &c->worker_setup;
   out[6] = &c->worker_exit;
   out[7] = &c->dumps_by_value;
-  out[8] = &c->initializer;
-  out[9] = &c->initargs;
+  out[8] = &c->encode_load_error;
+  out[9] = &c->initializer;
+  out[10] = &c->initargs;
 }
 
 static const char *context_attributes[] = {
-    "loads",        "dumps",       "PROTOCOL",    "encode_error",
-    "encode_result_error", "worker_setup", "worker_exit", "dumps_by_value"};
+    "loads",          "dumps",          "PROTOCOL",
+    "encode_error",   "encode_result_error", "worker_setup",
+    "worker_exit",    "dumps_by_value", "encode_load_error"};
 
 int ffpy_worker_context_load(ffpy_worker_context_t *c, PyObject *protocol,
                              PyObject *initializer, PyObject *initargs) {
@@ -97,12 +99,12 @@ static PyObject *take_exception(void) {
 #endif
 }
 
-/* Stores the current exception into out, encoded by the Python layer; if
- * even that fails, as plain text. Clears the exception. */
-static void store_exception(ffpy_worker_context_t *c, ff_buf_t *out) {
+/* Stores the current exception into out, encoded by encode (the Python
+ * layer's encode_error or encode_load_error); if even that fails, as plain
+ * text. Clears the exception. */
+static void store_exception(PyObject *encode, ff_buf_t *out) {
   PyObject *exc = take_exception();
-  PyObject *encoded =
-      exc ? PyObject_CallOneArg(c->encode_error, exc) : NULL;
+  PyObject *encoded = exc ? PyObject_CallOneArg(encode, exc) : NULL;
   if (encoded && PyBytes_Check(encoded)) {
     ff_buf_set(out, PyBytes_AS_STRING(encoded),
                (size_t)PyBytes_GET_SIZE(encoded));
@@ -125,7 +127,7 @@ static int worker_init(void *arg, ff_buf_t *detail) {
     r = PyObject_Call(c->initializer, c->initargs, NULL);
   }
   if (r == NULL) {
-    store_exception(c, detail);
+    store_exception(c->encode_error, detail);
     rc = -1;
   }
   Py_XDECREF(r);
@@ -171,13 +173,15 @@ static PyObject *run_chunk(PyObject *func, long kind, PyObject *items) {
   return out;
 }
 
-/* Runs a task message: the value, or NULL with an exception set. */
+/* Runs a task message: the value, or NULL with an exception set and
+ * *loading set when the message itself failed to unpickle. */
 static PyObject *run_task(ffpy_worker_context_t *c, PyObject *context,
-                          const void *input, size_t length) {
+                          const void *input, size_t length, int *loading) {
   /* The parent's arena bytes in it go back by report (see lib/arena.c). */
   ffpy_set_upstream(1);
   PyObject *message = ffpy_decode(input, length, c->loads);
   ffpy_set_upstream(0);
+  *loading = message == NULL;
   if (message == NULL) return NULL;
   PyObject *value = NULL;
   long kind = context_kind(context);
@@ -207,7 +211,8 @@ static int worker_work(void *arg, void *context, const void *input,
   ffpy_worker_context_t *c = arg;
   int rc = 0;
   PyEval_RestoreThread(saved_thread_state);
-  PyObject *value = run_task(c, context, input, length);
+  int loading = 0;
+  PyObject *value = run_task(c, context, input, length, &loading);
   PyObject *encoded = NULL;
   if (value != NULL && context_kind(context) != TASK_CALL) {
     /* A map chunk's list of ints or floats skips pickle. */
@@ -256,7 +261,9 @@ static int worker_work(void *arg, void *context, const void *input,
   } else {
     if (encoded != NULL)
       PyErr_SetString(PyExc_TypeError, "dumps() must return bytes");
-    store_exception(c, out);
+    /* A message that could not be loaded is told apart from a call that
+     * raised: ProcessPoolExecutor reports the two differently. */
+    store_exception(loading ? c->encode_load_error : c->encode_error, out);
     rc = -1;
   }
   Py_XDECREF(encoded);
@@ -280,7 +287,7 @@ static void *worker_define_context(void *arg, const void *data, size_t length,
     PyErr_SetString(PyExc_TypeError,
                     "a map context must be a (kind, func) tuple");
   }
-  if (context == NULL) store_exception(c, error);
+  if (context == NULL) store_exception(c->encode_error, error);
   saved_thread_state = PyEval_SaveThread();
   return context;
 }

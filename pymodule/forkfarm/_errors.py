@@ -191,10 +191,18 @@ def decode_error(detail: bytes) -> BaseException:
     """The exception a worker encoded (``_protocol.encode_error``): itself,
     with the worker's traceback as its ``__cause__``, or a
     :class:`RemoteError` naming it when it does not unpickle here."""
+    return decode_failure(detail)[0]
+
+
+def decode_failure(detail: bytes) -> tuple[BaseException, object]:
+    """:func:`decode_error`'s exception, and where the worker says it
+    failed: False (the call raised), ``"load"`` (the task's message did not
+    unpickle there) or ``("result", the original error's encoding)`` (the
+    value did not pickle)."""
     try:
-        _ok, pickled, (type_name, message, tb) = pickle.loads(detail)
+        stage, pickled, (type_name, message, tb) = pickle.loads(detail)
     except Exception:  # noqa: BLE001 - not what a worker encodes
-        return RuntimeError(f"the worker failed: {detail[:200].decode(errors='replace')}")
+        return RuntimeError(f"the worker failed: {detail[:200].decode(errors='replace')}"), False
     try:
         exc = pickle.loads(pickled)
     except Exception as unpickling:  # noqa: BLE001 - anything may fail to unpickle
@@ -202,10 +210,10 @@ def decode_error(detail: bytes) -> BaseException:
             type_name, message, tb, f"raised in a worker; it could not be unpickled here: {unpickling!r}"
         )
         err.__cause__ = unpickling
-        return err
+        return err, stage
     if not isinstance(exc, BaseException):
-        return RemoteError(type_name, message, tb, "raised in a worker")
-    return exc
+        return RemoteError(type_name, message, tb, "raised in a worker"), stage
+    return exc, stage
 
 
 class InitializerError(BrokenProcessPool):

@@ -106,11 +106,47 @@ class ByValue:
         return cloudpickle.loads, (cloudpickle.dumps(self.obj, protocol=PROTOCOL),)
 
 
+# The runtime objects behind forkfarm's locks and semaphores (their acquire
+# and release are the runtime's own methods, bound to them), by id, to the
+# primitive that owns each; weak, so an entry goes with its primitive, and
+# an id cannot be reused while its entry is there.
+_method_owners: weakref.WeakValueDictionary[int, Any] = weakref.WeakValueDictionary()
+
+
+def register_method_owner(runtime_object: Any, owner: Any) -> None:
+    """Lets a bound method of runtime_object (``lock.acquire``) be a task's
+    function: it travels as that method of owner, which pickles as a
+    handle."""
+    _method_owners[id(runtime_object)] = owner
+
+
+class MethodOf:
+    """A method of a forkfarm primitive, called by name on the primitive,
+    which travels (as a handle) where its runtime object cannot."""
+
+    __slots__ = ("owner", "name")
+
+    def __init__(self, owner: Any, name: str) -> None:
+        self.owner = owner
+        self.name = name
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return getattr(self.owner, self.name)(*args, **kwargs)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return MethodOf, (self.owner, self.name)
+
+
 def sendable(obj: Any, main_at_fork: MainSnapshot) -> Any:
     """obj itself, or obj wrapped to travel by value when it is a function
-    or class whose reference would not resolve in a worker."""
+    or class whose reference would not resolve in a worker, or as a method
+    of its primitive when it is a lock's or a semaphore's."""
     if isinstance(obj, (types.FunctionType, type)) and not by_reference(obj, main_at_fork):
         return ByValue(obj)
+    if isinstance(obj, types.BuiltinMethodType):
+        owner = _method_owners.get(id(getattr(obj, "__self__", None)))
+        if owner is not None:
+            return MethodOf(owner, obj.__name__)
     return obj
 
 
@@ -251,12 +287,21 @@ class _ExceptionWithTraceback:
         return _rebuild_exception, (self.exc, self.tb)
 
 
-def encode_error(exc: BaseException) -> bytes:
+# Where a worker's failure happened, first in its encoding: the call raised
+# (False), the task's message could not be unpickled (LOAD_FAILED), or the
+# value could not be pickled ((RESULT_FAILED, the original error's
+# encoding)). The Pool reports all three as the exception itself; the
+# Executor reports each as ProcessPoolExecutor does.
+LOAD_FAILED = "load"
+RESULT_FAILED = "result"
+
+
+def encode_error(exc: BaseException, stage: object = False) -> bytes:
     """Encodes a failure: the exception pickled on its own, with its type's
     name, its message and the traceback beside it in plain strings, so that
     the parent can name it even when it cannot unpickle it
-    (``_errors.decode_error``). An exception that cannot be pickled here
-    travels as those strings alone."""
+    (``_errors.decode_error``), after where it happened (``stage``). An
+    exception that cannot be pickled here travels as those strings alone."""
     text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     tb = '\n"""\n' + text + '"""'
     cls = type(exc)
@@ -272,12 +317,19 @@ def encode_error(exc: BaseException) -> bytes:
             type_name, message, tb, f"raised in a worker; it could not be pickled there: {pickling_error!r}"
         )
         pickled = pickle.dumps(_rebuild_exception(substitute, tb), protocol=PROTOCOL)
-    return pickle.dumps((False, pickled, (type_name, message, tb)), protocol=PROTOCOL)
+    return pickle.dumps((stage, pickled, (type_name, message, tb)), protocol=PROTOCOL)
+
+
+def encode_load_error(exc: BaseException) -> bytes:
+    """Encodes the failure of a task's message to unpickle in the worker."""
+    return encode_error(exc, LOAD_FAILED)
 
 
 def encode_result_error(exc: BaseException, value: Any) -> bytes:
-    """Encodes the failure of a result that could not be pickled."""
-    return encode_error(MaybeEncodingError(exc, value))
+    """Encodes the failure of a result that could not be pickled: a
+    MaybeEncodingError, which the Pool reports, with the original error's
+    own encoding beside it, which the Executor reports."""
+    return encode_error(MaybeEncodingError(exc, value), (RESULT_FAILED, encode_error(exc)))
 
 
 def decode_result(task: Any) -> Any:

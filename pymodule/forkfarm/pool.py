@@ -93,6 +93,7 @@ def create_core(
     pin: _node.Pin = None,
     max_message: int | None = None,
     role: str = "PoolWorker",
+    on_demand: bool = False,
 ) -> tuple[_core.Pool, _protocol.MainSnapshot]:
     """Creates the runtime pool behind a Pool or an Executor, with its
     zygote forked from here (``"fork"``) or made by the fork server
@@ -100,7 +101,8 @@ def create_core(
     worker first takes its identity (``current_process()`` is
     ``ForkPoolWorker-N`` for ``role="PoolWorker"``), its CPUs (``pin``)
     and caps its BLAS and OpenMP threads (``inner_threads``), then runs the
-    initializer."""
+    initializer. With ``on_demand`` a worker starts only when a task finds
+    none idle."""
     _flush_std_streams()
     initargs = tuple(initargs)
     if method == "mpi":
@@ -148,6 +150,7 @@ def create_core(
         zygote,
         max_message or 0,
         lendable,
+        on_demand=on_demand,
     )
     return core, main_at_fork
 

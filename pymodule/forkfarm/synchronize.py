@@ -13,8 +13,9 @@ a fork inherits it, and the kernel frees it with its last holder.
 - They reach other processes as multiprocessing's do, by inheritance: a
   global or an argument of a pool's ``initializer``, or a ``Process``'s
   arguments. They also travel in a forkfarm pool's task arguments, as
-  handles to the same slot; a plain ``pickle.dumps`` refuses them, as
-  multiprocessing does.
+  handles to the same slot, and a lock's or semaphore's bound ``acquire``
+  or ``release`` can be a task's function (``executor.submit(sem.acquire)``);
+  a plain ``pickle.dumps`` refuses them, as multiprocessing does.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from . import _core, _segments
+from . import _core, _protocol, _segments
 
 __all__ = [
     "AbandonedLockWarning",
@@ -178,6 +179,7 @@ class Lock(_Shared):
         # The runtime's methods, bound here: no Python frame per call.
         self.acquire = self._mutex.acquire  # type: ignore[method-assign]
         self.release = self._mutex.release  # type: ignore[method-assign]
+        _protocol.register_method_owner(self._mutex, self)
 
     def __reduce__(self) -> Any:
         return _attached, (type(self), *self._handle())
@@ -246,6 +248,7 @@ class Semaphore(_Shared):
         self._sem = _core.Semaphore(self._segment, self._offset)
         self.acquire = self._sem.acquire  # type: ignore[method-assign]
         self.release = self._sem.release  # type: ignore[method-assign]
+        _protocol.register_method_owner(self._sem, self)
 
     def __reduce__(self) -> Any:
         return _attached, (type(self), *self._handle())

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -351,6 +352,245 @@ static void test_worker_exit_codes(void **state) {
   ff_task_release(task);
   /* Other tasks still complete. */
   for (int i = 0; i < 50; i++) expect_result(pool, "sq 7", "49");
+  ff_pool_destroy(pool);
+  assert_no_children();
+}
+
+/* ff_pool_worker_exit says how a recent worker ended, by its pid. */
+static void test_worker_exit_lookup(void **state) {
+  (void)state;
+  ff_pool_t *pool = make_pool(1, NULL);
+  ff_task_t *task = submit(pool, "pid");
+  assert_int_equal(ff_task_wait(task, 30), 0);
+  size_t len;
+  const char *res = ff_task_result(task, &len);
+  char buf[32] = {0};
+  memcpy(buf, res, len < 31 ? len : 31);
+  pid_t pid = (pid_t)atoi(buf);
+  ff_task_release(task);
+  ff_exit_t how;
+  assert_int_equal(ff_pool_worker_exit(pool, pid, &how), -ENOENT); /* alive */
+  /* Its pidfd: another descriptor of the runtime's, readable once it exits. */
+  int pidfd = ff_pool_worker_pidfd(pool, pid);
+  assert_true(pidfd >= 0);
+  assert_int_equal(ff_pool_worker_pidfd(pool, getpid()), -ENOENT);
+  task = submit(pool, "exit 7");
+  assert_int_equal(ff_task_wait(task, 30), 0);
+  assert_int_equal(ff_task_status(task), FF_EWORKERLOST);
+  ff_task_release(task);
+  struct pollfd gone = {.fd = pidfd, .events = POLLIN};
+  assert_int_equal(poll(&gone, 1, 5000), 1);
+  close(pidfd);
+  assert_int_equal(ff_pool_worker_pidfd(pool, pid), -ENOENT);
+  assert_int_equal(ff_pool_worker_exit(pool, pid, &how), 0);
+  assert_int_equal(how.pid, pid);
+  assert_int_equal(how.exit_code, 7);
+  assert_int_equal(how.term_signal, 0);
+  assert_int_equal(ff_pool_worker_exit(pool, 0, &how), -EINVAL);
+  ff_pool_destroy(pool);
+  assert_no_children();
+}
+
+static ff_pool_t *make_pool_on_demand(unsigned workers, unsigned max_tasks) {
+  ff_pool_options_t o;
+  ff_pool_options_init(&o);
+  o.workers = workers;
+  o.work = test_work;
+  o.max_tasks_per_worker = max_tasks;
+  o.start_on_demand = 1;
+  ff_pool_t *pool = NULL;
+  assert_int_equal(ff_pool_create(&pool, &o), 0);
+  return pool;
+}
+
+/* Started on demand, a pool has no worker until a task needs one, reuses an
+ * idle worker rather than start another, and never starts more than its
+ * size. */
+static void test_start_on_demand(void **state) {
+  (void)state;
+  ff_pool_t *pool = make_pool_on_demand(4, 0);
+  usleep(50000);
+  assert_int_equal(ff_pool_worker_count(pool), 0);
+  pid_t pids[8];
+  assert_int_equal(ff_pool_worker_pids(pool, pids, 8), 0);
+  for (int i = 0; i < 5; i++) expect_result(pool, "sq 5", "25");
+  assert_int_equal(ff_pool_worker_count(pool), 1);
+  /* Three tasks at once that nobody takes: two more workers, counted as
+   * soon as the submits return. */
+  ff_task_t *tasks[12];
+  for (int i = 0; i < 3; i++) tasks[i] = submit(pool, "sleep 300");
+  assert_int_equal(ff_pool_worker_count(pool), 3);
+  for (int i = 0; i < 3; i++) {
+    assert_int_equal(ff_task_wait(tasks[i], 30), 0);
+    assert_int_equal(ff_task_status(tasks[i]), 0);
+    ff_task_release(tasks[i]);
+  }
+  /* More than it holds: the pool stops at its size. */
+  for (int i = 0; i < 12; i++) tasks[i] = submit(pool, "sleep 50");
+  assert_int_equal(ff_pool_worker_count(pool), 4);
+  for (int i = 0; i < 12; i++) {
+    assert_int_equal(ff_task_wait(tasks[i], 30), 0);
+    assert_int_equal(ff_task_status(tasks[i]), 0);
+    ff_task_release(tasks[i]);
+  }
+  assert_true(ff_pool_worker_pids(pool, pids, 8) <= 4);
+  assert_int_equal(ff_pool_close(pool), 0);
+  assert_int_equal(ff_pool_join(pool, 30), 0);
+  assert_int_equal(ff_pool_worker_count(pool), 0);
+  ff_pool_destroy(pool);
+  assert_no_children();
+}
+
+/* Started on demand, a pool whose initializer fails fails its tasks, and
+ * counts no worker wanted afterwards. */
+static void test_start_on_demand_init_failure(void **state) {
+  (void)state;
+  ff_pool_options_t o;
+  ff_pool_options_init(&o);
+  o.workers = 3;
+  o.work = test_work;
+  o.worker_init = init_fails;
+  o.start_on_demand = 1;
+  ff_pool_t *pool = NULL;
+  assert_int_equal(ff_pool_create(&pool, &o), 0);
+  ff_task_t *tasks[3];
+  for (int i = 0; i < 3; i++) tasks[i] = submit(pool, "sq 2");
+  for (int i = 0; i < 3; i++) {
+    assert_int_equal(ff_task_wait(tasks[i], 30), 0);
+    assert_int_equal(ff_task_status(tasks[i]), FF_EINITFAILED);
+    ff_task_release(tasks[i]);
+  }
+  for (int i = 0; i < 500 && ff_pool_worker_count(pool) > 0; i++) usleep(10000);
+  assert_int_equal(ff_pool_worker_count(pool), 0);
+  ff_pool_destroy(pool);
+  assert_no_children();
+}
+
+/* Started on demand, a worker that reaches its task limit is replaced only
+ * while tasks wait, and a pool closed before any task joins at once. */
+static void test_start_on_demand_replacement(void **state) {
+  (void)state;
+  ff_pool_t *pool = make_pool_on_demand(1, 2);
+  enum { N = 6 };
+  ff_task_t *tasks[N];
+  for (int i = 0; i < N; i++) tasks[i] = submit(pool, "pid");
+  pid_t seen[N];
+  size_t distinct = 0;
+  for (int i = 0; i < N; i++) {
+    assert_int_equal(ff_task_wait(tasks[i], 30), 0);
+    assert_int_equal(ff_task_status(tasks[i]), 0);
+    size_t len;
+    const char *res = ff_task_result(tasks[i], &len);
+    char buf[32] = {0};
+    memcpy(buf, res, len < 31 ? len : 31);
+    pid_t pid = (pid_t)atoi(buf);
+    size_t j = 0;
+    while (j < distinct && seen[j] != pid) j++;
+    if (j == distinct) seen[distinct++] = pid;
+    ff_task_release(tasks[i]);
+  }
+  assert_int_equal(distinct, 3); /* two tasks each */
+  /* The third worker retired after its two tasks: nothing replaces it. */
+  for (int i = 0; i < 200 && ff_pool_worker_count(pool) > 0; i++)
+    usleep(10000);
+  assert_int_equal(ff_pool_worker_count(pool), 0);
+  ff_exit_t how;
+  assert_int_equal(ff_pool_worker_exit(pool, seen[0], &how), 0);
+  assert_int_equal(how.exit_code, 0);
+  expect_result(pool, "sq 6", "36");
+  assert_int_equal(ff_pool_close(pool), 0);
+  assert_int_equal(ff_pool_join(pool, 30), 0);
+  ff_pool_destroy(pool);
+  pool = make_pool_on_demand(2, 0);
+  assert_int_equal(ff_pool_close(pool), 0);
+  assert_int_equal(ff_pool_join(pool, 5), 0);
+  ff_pool_destroy(pool);
+  assert_no_children();
+}
+
+/* ff_pool_stop_workers signals every worker: running tasks fail with their
+ * workers' exits, the others are cancelled, nothing runs again, and join
+ * returns. */
+static void test_stop_workers(void **state) {
+  (void)state;
+  ff_pool_t *pool = make_pool(2, NULL);
+  enum { N = 12 };
+  ff_task_t *tasks[N];
+  for (int i = 0; i < N; i++) tasks[i] = submit(pool, "sleep 20000");
+  /* Both workers run one: the rest wait in the pool or behind them. */
+  ff_pool_stats_t stats;
+  ff_worker_stats_t workers[2];
+  for (int i = 0; i < 500; i++) {
+    ff_pool_stats(pool, &stats, workers, 2);
+    if (workers[0].current_ns > 0 && workers[1].current_ns > 0) break;
+    usleep(10000);
+  }
+  pid_t pids[2];
+  assert_int_equal(ff_pool_worker_pids(pool, pids, 2), 2);
+  assert_int_equal(ff_pool_stop_workers(pool, 0), -EINVAL);
+  assert_int_equal(ff_pool_stop_workers(pool, SIGTERM), 0);
+  assert_int_equal(ff_pool_join(pool, 30), 0);
+  int lost = 0, cancelled = 0;
+  for (int i = 0; i < N; i++) {
+    assert_int_equal(ff_task_wait(tasks[i], 30), 0);
+    int status = ff_task_status(tasks[i]);
+    if (status == FF_EWORKERLOST) {
+      assert_int_equal(ff_task_exit(tasks[i])->term_signal, SIGTERM);
+      lost++;
+    } else {
+      assert_int_equal(status, FF_ECANCELED);
+      cancelled++;
+    }
+    ff_task_release(tasks[i]);
+  }
+  assert_int_equal(lost, 2);
+  assert_int_equal(cancelled, N - 2);
+  for (int i = 0; i < 2; i++) {
+    ff_exit_t how;
+    assert_int_equal(ff_pool_worker_exit(pool, pids[i], &how), 0);
+    assert_int_equal(how.term_signal, SIGTERM);
+  }
+  assert_int_equal(ff_pool_worker_count(pool), 0);
+  ff_task_t *late = NULL;
+  assert_int_equal(ff_pool_submit(pool, NULL, "sq 1", 4, 0, NULL, NULL, &late),
+                   FF_ECLOSED);
+  ff_pool_destroy(pool);
+  assert_no_children();
+}
+
+/* A task killed while it waits behind another in a worker's ring does not
+ * run on another worker when that worker dies first. */
+static void test_killed_task_behind_a_dying_worker(void **state) {
+  (void)state;
+  ff_pool_options_t o;
+  ff_pool_options_init(&o);
+  o.workers = 1;
+  o.work = test_work;
+  ff_pool_t *pool = NULL;
+  assert_int_equal(ff_pool_create(&pool, &o), 0);
+  expect_result(pool, "sq 2", "4"); /* the worker is ready */
+  /* Deep enough a backlog that the worker holds more than one. */
+  ff_task_t *tasks[4];
+  tasks[0] = submit(pool, "sleep 300");
+  tasks[1] = submit(pool, "exit 3"); /* the worker dies when its turn comes */
+  tasks[2] = submit(pool, "sq 5");   /* killed while it waits behind */
+  tasks[3] = submit(pool, "sq 6");
+  ff_pool_stats_t stats;
+  /* The first three are the worker's (a backlog of two lets it take more
+   * than one); the fourth waits in the pool. */
+  for (int i = 0; i < 300; i++) {
+    ff_pool_stats(pool, &stats, NULL, 0);
+    if (stats.in_flight >= 3) break;
+    usleep(1000);
+  }
+  assert_true(stats.in_flight >= 3);
+  assert_int_equal(ff_task_kill(tasks[2]), 0);
+  for (int i = 0; i < 4; i++) assert_int_equal(ff_task_wait(tasks[i], 30), 0);
+  assert_int_equal(ff_task_status(tasks[0]), 0);
+  assert_int_equal(ff_task_status(tasks[1]), FF_EWORKERLOST);
+  assert_int_equal(ff_task_status(tasks[2]), FF_ECANCELED);
+  assert_int_equal(ff_task_status(tasks[3]), 0); /* not killed: it ran */
+  for (int i = 0; i < 4; i++) ff_task_release(tasks[i]);
   ff_pool_destroy(pool);
   assert_no_children();
 }
@@ -1016,6 +1256,12 @@ int main(void) {
       cmocka_unit_test_setup(test_large_message, setup_alarm),
       cmocka_unit_test_setup(test_worker_killed, setup_alarm),
       cmocka_unit_test_setup(test_worker_exit_codes, setup_alarm),
+      cmocka_unit_test_setup(test_worker_exit_lookup, setup_alarm),
+      cmocka_unit_test_setup(test_start_on_demand, setup_alarm),
+      cmocka_unit_test_setup(test_start_on_demand_replacement, setup_alarm),
+      cmocka_unit_test_setup(test_start_on_demand_init_failure, setup_alarm),
+      cmocka_unit_test_setup(test_stop_workers, setup_alarm),
+      cmocka_unit_test_setup(test_killed_task_behind_a_dying_worker, setup_alarm),
       cmocka_unit_test_setup(test_corrupt_message, setup_alarm),
       cmocka_unit_test_setup(test_clean_shutdown, setup_alarm),
       cmocka_unit_test_setup(test_terminate, setup_alarm),

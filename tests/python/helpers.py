@@ -452,12 +452,14 @@ def _crash_on_load(how: str) -> None:
         raise RuntimeError("this argument refuses to load here")
     if how == "exit":
         os._exit(42)
+    if how == "sys.exit":
+        call_sys_exit(1)
     segfault()
 
 
 class LoadsBadly:
     """An argument that pickles fine and fails to unpickle in the worker:
-    by raising, by exiting, or by crashing."""
+    by raising, by exiting (os._exit or sys.exit), or by crashing."""
 
     def __init__(self, how: str) -> None:
         self.how = how
@@ -485,6 +487,65 @@ class ResultLoadsBadly:
 
 def make_result_that_loads_badly(_: Any = None) -> ResultLoadsBadly:
     return ResultLoadsBadly()
+
+
+def _refuse_pickling() -> Any:
+    import pickle
+
+    raise pickle.PicklingError("this result refuses to be pickled")
+
+
+class PicklesBadly:
+    """A result whose pickling raises PicklingError in the worker."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _refuse_pickling()  # type: ignore[no-any-return]
+
+
+class ExitsWhenPickled:
+    """A result whose pickling calls sys.exit(1) in the worker."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        call_sys_exit(1)
+        raise AssertionError("unreachable")
+
+
+def make_instance(cls: type[Any]) -> Any:
+    return cls()
+
+
+class Plain:
+    """An object a weak reference can watch."""
+
+
+def make_plain(_: Any = None) -> Plain:
+    return Plain()
+
+
+def log_to_queue_then_fail(q: Any) -> None:
+    """An initializer that sends the ``concurrent.futures`` logger's
+    records to q, then raises."""
+    import logging
+    from logging.handlers import QueueHandler
+
+    logger = logging.getLogger("concurrent.futures")
+    logger.addHandler(QueueHandler(q))
+    logger.propagate = False
+    raise ValueError("this initializer fails")
+
+
+def process_name_and_pid(_: Any = None) -> tuple[str, int]:
+    """This process's multiprocessing name, and its pid."""
+    import multiprocessing
+
+    return multiprocessing.current_process().name, os.getpid()
+
+
+def authkey(_: Any = None) -> bytes:
+    """This process's multiprocessing authentication key."""
+    import multiprocessing
+
+    return bytes(multiprocessing.current_process().authkey)
 
 
 def make_unpicklable_result(_: Any = None) -> Any:

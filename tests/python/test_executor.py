@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import concurrent.futures as cf
+import gc
+import itertools
+import multiprocessing
 import os
+import pickle
 import signal
 import threading
 import time
-from concurrent.futures.process import BrokenProcessPool
+import weakref
+from collections.abc import Iterator
+from concurrent.futures.process import BrokenProcessPool, _RemoteTraceback
 from pathlib import Path
 from typing import Any
 
@@ -446,3 +452,285 @@ class TestWorkerDeath:
         assert excinfo.value.signal is None
         assert "42" in str(excinfo.value)
         assert executor.submit(helpers.add, 1, 1).result(20) == 2
+
+
+# ==========================================================================
+# What ProcessPoolExecutor raises, and the internals its users read
+# ==========================================================================
+
+
+class TestLikeProcessPoolExecutor:
+    @pytest.mark.timeout(60)
+    def test_call_that_cannot_be_pickled_fails_its_future(self, executor: forkfarm.Executor) -> None:
+        f = executor.submit(helpers.identity, helpers.PicklesBadly())
+        with pytest.raises(pickle.PicklingError, match="refuses to be pickled"):
+            f.result(T)
+        assert executor.submit(helpers.square, 4).result(T) == 16
+
+    @pytest.mark.parametrize("how, cause", [("raise", RuntimeError), ("sys.exit", SystemExit)])
+    @pytest.mark.timeout(60)
+    def test_arguments_that_fail_to_load_break_the_call(
+        self, executor: forkfarm.Executor, how: str, cause: type[BaseException]
+    ) -> None:
+        f = executor.submit(helpers.identity, helpers.LoadsBadly(how))
+        with pytest.raises(BrokenProcessPool) as excinfo:
+            f.result(T)
+        assert not isinstance(excinfo.value, forkfarm.WorkerLostError)
+        assert isinstance(excinfo.value.__cause__, cause)
+        assert executor.submit(helpers.square, 4).result(T) == 16
+
+    @pytest.mark.timeout(60)
+    def test_result_that_fails_to_pickle_raises_its_own_error(self, executor: forkfarm.Executor) -> None:
+        with pytest.raises(pickle.PicklingError, match="refuses to be pickled"):
+            executor.submit(helpers.make_instance, helpers.PicklesBadly).result(T)
+        with pytest.raises(SystemExit):
+            executor.submit(helpers.make_instance, helpers.ExitsWhenPickled).result(T)
+        assert executor.submit(helpers.square, 4).result(T) == 16
+
+    @pytest.mark.timeout(60)
+    def test_result_that_fails_to_unpickle_here_breaks_the_call(self, executor: forkfarm.Executor) -> None:
+        with pytest.raises(BrokenProcessPool, match="refuses to load in the parent") as excinfo:
+            executor.submit(helpers.make_result_that_loads_badly).result(T)
+        assert isinstance(excinfo.value.__cause__, pickle.UnpicklingError)
+        assert executor.submit(helpers.square, 4).result(T) == 16
+
+    @pytest.mark.timeout(60)
+    def test_remote_traceback_is_the_standard_class(self, executor: forkfarm.Executor) -> None:
+        exc = executor.submit(helpers.raise_value_error, "tb").exception(T)
+        assert isinstance(exc, ValueError)
+        assert type(exc.__cause__) is _RemoteTraceback
+        assert "raise_value_error" in exc.__cause__.tb
+
+    @pytest.mark.timeout(60)
+    def test_map_keeps_no_result_it_gave(self, executor: forkfarm.Executor) -> None:
+        for chunksize in (1, 3):
+            for obj in executor.map(helpers.make_plain, range(9), chunksize=chunksize):
+                ref = weakref.ref(obj)
+                del obj
+                gc.collect()
+                assert ref() is None
+
+    @pytest.mark.timeout(60)
+    def test_a_semaphore_method_can_be_the_call(self, executor: forkfarm.Executor) -> None:
+        sem = forkfarm.Semaphore(0)
+        fs = [executor.submit(sem.acquire) for _ in range(4)]
+        for f in fs:
+            assert not f.done()
+        for _ in range(4):
+            sem.release()
+        assert [f.result(T) for f in fs] == [True] * 4
+        assert sem.get_value() == 0
+
+    @pytest.mark.parametrize("method", ["fork", "forkserver"])
+    @pytest.mark.timeout(60)
+    def test_workers_have_the_parent_authkey(self, method: str) -> None:
+        with forkfarm.Executor(max_workers=1, mp_context=forkfarm.get_context(method)) as ex:
+            assert ex.submit(helpers.authkey).result(T) == bytes(multiprocessing.current_process().authkey)
+
+    @pytest.mark.timeout(60)
+    def test_processes_are_the_workers(self) -> None:
+        with forkfarm.Executor(max_workers=2, mp_context=forkfarm.get_context("fork")) as ex:
+            procs = ex._processes
+            assert len(procs) == 2
+            assert all(p.pid == pid for pid, p in procs.items())
+            assert ex._mp_context.get_start_method() == "fork"
+            names = ex.map(helpers.process_name_and_pid, range(2), chunksize=1)
+            assert sorted(p.name for p in procs.values()) == ["ForkProcess-1", "ForkProcess-2"]
+            assert all(procs[pid].name == name for name, pid in names)
+            victim = next(iter(procs.values()))
+            assert victim.is_alive() and victim.exitcode is None
+            victim.terminate()
+            victim.join(T)
+            assert not victim.is_alive()
+            assert victim.exitcode == -signal.SIGTERM
+            # Unlike ProcessPoolExecutor's, the executor replaces it and goes on.
+            assert ex.submit(helpers.square, 3).result(T) == 9
+            assert ex._broken is False
+            assert victim.pid not in ex._processes
+        for p in procs.values():
+            p.join(T)
+            if p is not victim:
+                assert p.exitcode == 0
+
+    @pytest.mark.timeout(60)
+    def test_forkserver_workers_start_on_demand(self) -> None:
+        with forkfarm.Executor(max_workers=4, mp_context=forkfarm.get_context("forkserver")) as ex:
+            assert ex._processes == {}
+            for _ in range(3):
+                assert ex.submit(helpers.square, 2).result(T) == 4
+            assert len(ex._processes) == 1  # an idle worker is used again
+            fs = [ex.submit(helpers.sleep_and_return, 0.5, i) for i in range(3)]
+            assert len(ex._processes) == 3
+            fs += [ex.submit(helpers.sleep_and_return, 0.5, i) for i in range(3, 8)]
+            assert len(ex._processes) == 4
+            assert [f.result(T) for f in fs] == list(range(8))
+
+    @pytest.mark.timeout(60)
+    def test_broken_by_a_failing_initializer(self) -> None:
+        with forkfarm.Executor(max_workers=1, initializer=helpers.failing_initializer) as ex:
+            with pytest.raises(BrokenProcessPool):
+                ex.submit(helpers.square, 1).result(T)
+            assert ex._broken
+            with pytest.raises(BrokenProcessPool):
+                ex.submit(helpers.square, 1)
+
+    @pytest.mark.timeout(60)
+    def test_failing_initializer_is_logged_in_the_worker(self) -> None:
+        log: forkfarm.Queue[Any] = forkfarm.Queue()
+        with forkfarm.Executor(max_workers=1, initializer=helpers.log_to_queue_then_fail, initargs=(log,)) as ex:
+            with pytest.raises(BrokenProcessPool):
+                ex.submit(helpers.square, 1).result(T)
+        record = log.get(timeout=T)
+        assert record.getMessage().startswith("Exception in initializer:")
+        assert "ValueError: this initializer fails" in record.getMessage()
+
+    @pytest.mark.timeout(60)
+    def test_shutdown_leaves_every_future_done(self) -> None:
+        ex = forkfarm.Executor(max_workers=2)
+        fs = [ex.submit(helpers.sleep_and_return, 0.05, i) for i in range(10)]
+        ex.shutdown(wait=True)
+        assert all(f.done() for f in fs)
+        assert [f.result(0) for f in fs] == list(range(10))
+
+    @pytest.mark.timeout(60)
+    def test_cancel_futures_right_after_submit_runs_the_first_calls(self) -> None:
+        ex = forkfarm.Executor(max_workers=2, mp_context=forkfarm.get_context("forkserver"))
+        fs = [ex.submit(helpers.sleep_and_return, 0.05, i) for i in range(40)]
+        ex.shutdown(wait=True, cancel_futures=True)
+        ran = [f for f in fs if not f.cancelled()]
+        assert ran and len(ran) < len(fs)
+        assert all(f.result(0) == fs.index(f) for f in ran)
+
+    @pytest.mark.timeout(60)
+    def test_manager_stand_in_joins_after_shutdown(self) -> None:
+        ex = forkfarm.Executor(max_workers=1)
+        manager = ex._executor_manager_thread
+        assert ex.submit(helpers.square, 2).result(T) == 4
+        assert manager.is_alive()
+        ex.shutdown(wait=False)
+        manager.join(T)
+        assert not manager.is_alive()
+
+
+# ==========================================================================
+# map(buffersize=): Python 3.14's, on every Python
+# ==========================================================================
+
+
+class TestMapBuffersize:
+    @pytest.mark.timeout(60)
+    def test_endless_input_gives_its_first_result_at_once(self, executor: forkfarm.Executor) -> None:
+        pulled = itertools.count()
+
+        def items() -> Iterator[int]:
+            for i in range(3_000_000):
+                next(pulled)
+                yield i
+
+        t0 = time.monotonic()
+        results = executor.map(helpers.square, items(), buffersize=4)
+        assert next(results) == 0
+        assert time.monotonic() - t0 < 5
+        assert next(pulled) == 5  # four ahead, and one more as the first was taken
+        stats = executor.stats()
+        assert stats.queued + stats.in_flight + stats.done + stats.failed <= 5
+        results.close()  # what was submitted ahead is cancelled
+
+    @pytest.mark.timeout(60)
+    def test_never_more_than_buffersize_ahead(self, executor: forkfarm.Executor) -> None:
+        results = executor.map(helpers.square, iter(range(40)), buffersize=3)
+        for taken, value in enumerate(results, start=1):
+            assert value == (taken - 1) ** 2
+            stats = executor.stats()
+            assert stats.queued + stats.in_flight + stats.done + stats.failed <= taken + 3
+
+    @pytest.mark.parametrize("chunksize", [1, 7])
+    @pytest.mark.timeout(60)
+    def test_results_in_order(self, executor: forkfarm.Executor, chunksize: int) -> None:
+        out = executor.map(helpers.add, iter(range(200)), range(200), buffersize=3, chunksize=chunksize)
+        assert list(out) == [2 * x for x in range(200)]
+        limited = executor.with_options(retries=1).map(helpers.square, range(20), buffersize=2)
+        assert list(limited) == [x * x for x in range(20)]
+
+    @pytest.mark.timeout(60)
+    def test_bad_buffersize(self, executor: forkfarm.Executor) -> None:
+        for bad in (0, -1):
+            with pytest.raises(ValueError, match="buffersize"):
+                executor.map(helpers.square, range(3), buffersize=bad)
+        with pytest.raises(TypeError, match="buffersize"):
+            executor.map(helpers.square, range(3), buffersize=1.5)  # type: ignore[arg-type]
+
+
+# ==========================================================================
+# terminate_workers() and kill_workers(): Python 3.14's, on every Python
+# ==========================================================================
+
+
+class TestStopWorkers:
+    @pytest.mark.timeout(60)
+    @pytest.mark.parametrize("method, signum", [("terminate_workers", signal.SIGTERM), ("kill_workers", signal.SIGKILL)])
+    def test_every_worker_is_signalled(self, method: str, signum: int) -> None:
+        ex = forkfarm.Executor(max_workers=2)
+        running = [ex.submit(helpers.sleep_and_return, 30, i) for i in range(2)]
+        deadline = time.monotonic() + T
+        while ex.stats().in_flight < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        queued = [ex.submit(helpers.square, i) for i in range(5)]
+        workers = list(ex._processes.values())
+        assert len(workers) == 2
+        t0 = time.monotonic()
+        getattr(ex, method)()
+        for f in running:
+            with pytest.raises(BrokenProcessPool) as excinfo:
+                f.result(T)
+            assert isinstance(excinfo.value, forkfarm.WorkerLostError)
+            assert excinfo.value.signal == signum
+        assert time.monotonic() - t0 < 10
+        # Those behind a running call are cancelled as its worker's exit comes.
+        cf.wait(queued, timeout=T)
+        assert all(f.cancelled() for f in queued)
+        for worker in workers:
+            worker.join(T)
+            assert worker.exitcode == -signum
+        assert ex._broken
+        with pytest.raises(BrokenProcessPool, match=method):
+            ex.submit(helpers.square, 1)
+        ex.shutdown(wait=True)
+        assert ex._processes == {}
+
+    @pytest.mark.timeout(60)
+    def test_without_workers_it_only_shuts_down(self) -> None:
+        ex = forkfarm.Executor(max_workers=2, mp_context=forkfarm.get_context("forkserver"))
+        ex.terminate_workers()  # none started yet
+        assert ex._broken is False
+        with pytest.raises(RuntimeError, match="after shutdown"):
+            ex.submit(helpers.square, 1)
+        ex.shutdown(wait=True)
+        ex.kill_workers()  # after shutdown: nothing left to stop
+        assert ex._broken is False
+
+
+# ==========================================================================
+# The lost worker's pid and exit code in the error: Python 3.15's
+# ==========================================================================
+
+
+class TestLostWorkerReport:
+    @pytest.mark.timeout(30)
+    def test_exit_code(self, executor: forkfarm.Executor, tmp_path: Path) -> None:
+        pidfile = tmp_path / "pid"
+        err = executor.submit(helpers.exit_with_code, 7, str(pidfile)).exception(T)
+        assert isinstance(err, BrokenProcessPool)
+        pid = int(pidfile.read_text())
+        assert (err.pid, err.exitcode) == (pid, 7)
+        assert type(err.__cause__) is _RemoteTraceback
+        assert err.__cause__.tb == f"\n'''\nProcess {pid} terminated abruptly with exit code 7'''"
+
+    @pytest.mark.timeout(30)
+    def test_signal(self, executor: forkfarm.Executor, tmp_path: Path) -> None:
+        pidfile = tmp_path / "pid"
+        err = executor.submit(helpers.die_by_sigkill, str(pidfile)).exception(T)
+        assert isinstance(err, forkfarm.WorkerLostError)
+        pid = int(pidfile.read_text())
+        assert (err.pid, err.exitcode) == (pid, -signal.SIGKILL)
+        assert f"Process {pid} terminated abruptly with exit code -9" in str(err.__cause__)

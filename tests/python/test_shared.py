@@ -289,6 +289,21 @@ class TestOutOfBand:
         kept = pool.map(helpers.get_kept_sum, range(4), chunksize=1)
         assert all(k in (0.0, float(1 << 17)) for k in kept) and max(kept) == float(1 << 17)
 
+    def test_a_result_outlives_its_task(self, pool: Any) -> None:
+        """A decoded result's buffers go back when it goes, not when its
+        AsyncResult or Future does: later results must not land in them."""
+        kept = pool.apply(helpers.make_array, (1 << 17, 1.0))
+        with forkfarm.Executor(1) as executor:
+            kept_too = executor.submit(helpers.make_array, 1 << 17, 2.0).result(timeout=30)
+            gc.collect()
+            for value in (3.0, 4.0, 5.0):
+                assert executor.submit(helpers.make_array, 1 << 17, value).result(timeout=30).sum() == value * (1 << 17)
+        gc.collect()
+        for value in (6.0, 7.0, 8.0):
+            assert pool.apply(helpers.make_array, (1 << 17, value)).sum() == value * (1 << 17)
+        assert kept.sum() == 1.0 * (1 << 17) and helpers.memory_of(kept) == "region"
+        assert kept_too.sum() == 2.0 * (1 << 17)
+
     def test_results_never_read_give_their_memory_back(self, pool: Any) -> None:
         # Thousands of 1 MiB results dropped unread must not exhaust the arena.
         for _ in range(300):

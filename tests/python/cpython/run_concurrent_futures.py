@@ -9,15 +9,19 @@ The suite is ``test.test_concurrent_futures`` of the interpreter that runs
 this script: a package from Python 3.13 on, one module before. A Python
 built without it (some pyenv builds) takes Debian's copy from the
 ``libpython3.X-testsuite`` package (tools/ensure-cpython-suites.sh installs
-it): for its own version, or the nearest older one Debian has. The
-suite's fork, forkserver and spawn mixins make ``forkfarm.Executor`` with
-forkfarm's context of the same name.
+it): for its own version, or the nearest older one Debian has; the
+interpreters the run starts find it too (``suite_path/sitecustomize.py``).
+The suite's fork, forkserver and spawn mixins make ``forkfarm.Executor``
+with forkfarm's context of the same name; the standard library's
+ProcessPoolExecutor, which a few tests make by name, keeps
+multiprocessing's.
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
 import sys
 import unittest
 from pathlib import Path
@@ -52,20 +56,21 @@ def debian_copy() -> Path | None:
 
 
 def _load_debian_copy(location: Path) -> ModuleType:
-    """Imports Debian's copy as ``test.test_concurrent_futures``, so that
-    its imports of ``test.support`` are this interpreter's."""
-    if location.is_dir():
-        spec = importlib.util.spec_from_file_location(
-            PACKAGE, location / "__init__.py", submodule_search_locations=[str(location)]
-        )
-    else:
-        spec = importlib.util.spec_from_file_location(PACKAGE, location)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load {PACKAGE} from Debian's test suite")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[PACKAGE] = module
-    spec.loader.exec_module(module)
-    return module
+    """Imports Debian's copy as ``test.test_concurrent_futures``, its
+    folder added to the ``test`` package's path (so that its imports of
+    ``test.support`` are this interpreter's), here and in every interpreter
+    started from here: forkserver and spawn workers import the suite's
+    functions by name."""
+    import test
+
+    folder = str(location.parent)
+    if folder not in test.__path__:
+        test.__path__.append(folder)
+    os.environ["FORKFARM_CPYTHON_SUITE_DIR"] = folder
+    hook = str(Path(__file__).resolve().parent / "suite_path")
+    paths = os.environ.get("PYTHONPATH", "").split(os.pathsep)
+    os.environ["PYTHONPATH"] = os.pathsep.join([hook, *(p for p in paths if p)])
+    return importlib.import_module(PACKAGE)
 
 
 def suite_modules() -> tuple[ModuleType, list[ModuleType]]:
@@ -104,6 +109,26 @@ def swap_in_forkfarm(mixins_module: ModuleType) -> None:
         mixin.get_context = get_context
 
 
+def keep_the_standard_executor_standard() -> None:
+    """A few tests make the standard library's ProcessPoolExecutor by name,
+    with the mixin's context, forkfarm's now: that class is built on
+    multiprocessing's queues and locks (it reads their internals), so it
+    gets multiprocessing's context of the same start method, and those
+    tests check the standard library's class as they do in CPython."""
+    import concurrent.futures.process
+    import multiprocessing
+
+    cls = concurrent.futures.process.ProcessPoolExecutor
+    original = cls.__init__
+
+    def __init__(self: Any, max_workers: Any = None, mp_context: Any = None, *args: Any, **kwargs: Any) -> None:
+        if isinstance(mp_context, forkfarm.context.ForkfarmContext):
+            mp_context = multiprocessing.get_context(mp_context.get_start_method())
+        original(self, max_workers, mp_context, *args, **kwargs)
+
+    cls.__init__ = __init__  # type: ignore[method-assign]
+
+
 def process_pool_classes(modules: list[ModuleType]) -> dict[str, type[unittest.TestCase]]:
     found: dict[str, type[unittest.TestCase]] = {}
     for module in modules:
@@ -120,6 +145,7 @@ def process_pool_classes(modules: list[ModuleType]) -> dict[str, type[unittest.T
 def main(argv: list[str]) -> int:
     mixins_module, modules = suite_modules()
     swap_in_forkfarm(mixins_module)
+    keep_the_standard_executor_standard()
     classes = process_pool_classes(modules)
     if argv[1:] == ["--list"]:
         print("\n".join(sorted(classes)))
