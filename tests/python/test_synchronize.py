@@ -427,6 +427,51 @@ class TestCondition:
             assert woken.value == 1
             assert time.monotonic() - started < 2.0
 
+    @pytest.mark.timeout(120)
+    @pytest.mark.parametrize("timeouts", [(None,), (None, 0.0005, 0.01)])
+    def test_bounded_buffer_across_processes_and_threads(self, timeouts: tuple[float | None, ...]) -> None:
+        """Producers and consumers, 3 processes of each with 2 threads
+        each, hand 30,000 items through a buffer of one with notify(1) on
+        two conditions of one lock (and with some waits timing out): none
+        hangs, and every notification is taken."""
+        lock = forkfarm.Lock()
+        not_empty, not_full = forkfarm.Condition(lock), forkfarm.Condition(lock)
+        count, moved = forkfarm.RawValue("l", 0), forkfarm.RawValue("l", 0)
+        per_thread = 5_000
+
+        def threads(body: Any) -> None:
+            workers = [threading.Thread(target=body) for _ in range(2)]
+            for worker in workers:
+                worker.start()
+            for worker in workers:
+                worker.join()
+
+        def produce() -> None:
+            for i in range(per_thread):
+                with lock:
+                    while count.value >= 1:
+                        not_full.wait(timeouts[i % len(timeouts)])
+                    count.value += 1
+                    not_empty.notify()
+
+        def consume() -> None:
+            for i in range(per_thread):
+                with lock:
+                    while count.value == 0:
+                        not_empty.wait(timeouts[i % len(timeouts)])
+                    count.value -= 1
+                    moved.value += 1
+                    not_full.notify()
+
+        pids = [_fork(lambda: threads(produce)) for _ in range(3)]
+        pids += [_fork(lambda: threads(consume)) for _ in range(3)]
+        for pid in pids:
+            assert os.waitpid(pid, 0)[1] == 0
+        assert (moved.value, count.value) == (30_000, 0)
+        for condition in (not_empty, not_full):
+            assert condition._sleeping_count.get_value() == 0
+            assert condition._wait_semaphore.get_value() == 0
+
     @pytest.mark.timeout(60)
     def test_ctrl_c_interrupts_a_wait_which_keeps_its_lock(self) -> None:
         condition = forkfarm.Condition()
