@@ -28,6 +28,7 @@ bench: $(INSTALL_STAMP)
 	$(VPY) benchmarks/bench.py
 	$(VPY) benchmarks/arrays.py
 	$(VPY) benchmarks/primitives.py
+	$(VPY) benchmarks/condition.py
 	$(VPY) benchmarks/startup.py
 	$(VPY) benchmarks/progress.py
 	$(VPY) benchmarks/mpi.py

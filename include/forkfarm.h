@@ -617,8 +617,16 @@ typedef struct ff_event_s {
 } ff_event_t;
 
 typedef struct ff_cond_s {
-  uint32_t opaque[4];
+  uint64_t opaque[4];
 } ff_cond_t;
+
+/* One wait on a condition: the waiting thread's own (on its stack, say),
+ * from ff_cond_prepare to ff_cond_finish. The fields are the runtime's. */
+typedef struct ff_cond_waiter_s {
+  uint32_t since;
+  uint32_t seen;
+  int notified;
+} ff_cond_waiter_t;
 
 int ff_mutex_init(ff_mutex_t *mutex);
 /* Takes the mutex. If the process that held it died (or is a zombie), the
@@ -653,19 +661,27 @@ int ff_event_is_set(const ff_event_t *event);
 int ff_event_wait(ff_event_t *event, double timeout);
 
 /* A condition variable used with a lock the caller holds around prepare,
- * finish and notify (any lock: the condition does not take it). A wait is
- * prepare (with the lock held), release the lock, sleep, take the lock
- * back, finish: */
+ * finish and notify (any lock, always the same one: the condition does not
+ * take it). A wait is prepare (with the lock held), release the lock, sleep
+ * (again after -ETIMEDOUT or -EINTR, to go on waiting), take the lock back,
+ * finish. notify(n) wakes up to n of the waits prepared before it, never
+ * one prepared after it: a notifier that then waits does not take its own
+ * notification back. A waiter killed while it waits never makes a later
+ * notify go missing; it may cause one spurious wake-up, once. */
 int ff_cond_init(ff_cond_t *cond);
-/* Counts the caller in as a waiter; returns what sleep needs. */
-uint32_t ff_cond_prepare(ff_cond_t *cond);
+/* Counts the caller in as a waiter; fills *waiter. */
+int ff_cond_prepare(ff_cond_t *cond, ff_cond_waiter_t *waiter);
 /* Sleeps until notified (0), -ETIMEDOUT or -EINTR. */
-int ff_cond_sleep(ff_cond_t *cond, uint32_t seq, double timeout);
+int ff_cond_sleep(ff_cond_t *cond, ff_cond_waiter_t *waiter, double timeout);
 /* Counts the caller out; returns 1 if it was notified (a notification that
- * came after its sleep ended is taken here). */
-int ff_cond_finish(ff_cond_t *cond, int notified);
+ * came after its sleep ended is taken here), else 0. */
+int ff_cond_finish(ff_cond_t *cond, ff_cond_waiter_t *waiter);
 /* Wakes up to count waiters (UINT32_MAX: all); returns how many. */
 unsigned ff_cond_notify(ff_cond_t *cond, unsigned count);
+/* The waits between prepare and finish. */
+unsigned ff_cond_waiters(const ff_cond_t *cond);
+/* The notifications handed out and not yet taken by a waiter. */
+unsigned ff_cond_pending(const ff_cond_t *cond);
 
 /* ---- channels: message queues in shared memory (channel.c) ----------------
  *

@@ -54,11 +54,18 @@ typedef struct event_s {
   _Atomic uint32_t sleepers;
 } event_t;
 
+/* A condition hands out tokens: notify(n) sets n aside (no more than the
+ * waiters no token is set aside for yet), tagged with the sequence number
+ * it moves seq to, and wakes as many sleepers; a waiter takes one only if
+ * it prepared before that tag. A waiter the kernel woke must still take a
+ * token, since one that was awake may have taken it first. */
 typedef struct cond_s {
-  _Atomic uint32_t seq;     /* bumped by every notify: the futex word */
-  _Atomic uint32_t waiters; /* between prepare and finish; under the lock */
-  _Atomic uint32_t tokens;  /* notifications not yet taken by a waiter */
-  uint32_t unused;
+  _Atomic uint32_t seq;        /* moved by each notify that wakes: the futex */
+  _Atomic uint32_t sleepers;   /* waiters in or entering the futex wait */
+  _Atomic uint32_t waiters;    /* between prepare and finish; under the lock */
+  _Atomic uint32_t unreserved; /* waiters with no token set aside; locked */
+  _Atomic uint64_t tokens;     /* tokens not yet taken << 32 | their tag */
+  uint64_t unused;
 } cond_t;
 
 _Static_assert(sizeof(mutex_t) == sizeof(ff_mutex_t), "ff_mutex_t's size");
@@ -349,57 +356,123 @@ int ff_event_wait(ff_event_t *event, double timeout) {
 
 /* ---- condition ----------------------------------------------------------------- */
 
+/* How long a waiter watches for a notify before it sleeps: a partner that
+ * answers at once (a ping-pong) is seen without a wake-up through the
+ * kernel, and a longer wait costs little more. */
+#define FF__COND_SPIN_NS 20000ull
+
+#define COND_TOKEN (UINT64_C(1) << 32)
+
 int ff_cond_init(ff_cond_t *cond) {
   if (cond == NULL) return -EINVAL;
   memset(cond, 0, sizeof(*cond));
   return 0;
 }
 
-uint32_t ff_cond_prepare(ff_cond_t *cond) {
+int ff_cond_prepare(ff_cond_t *cond, ff_cond_waiter_t *waiter) {
+  if (cond == NULL || waiter == NULL) return -EINVAL;
   cond_t *c = (cond_t *)cond;
   atomic_fetch_add(&c->waiters, 1);
-  return atomic_load(&c->seq);
+  atomic_fetch_add(&c->unreserved, 1);
+  waiter->since = atomic_load(&c->seq);
+  waiter->seen = waiter->since;
+  waiter->notified = 0;
+  return 0;
 }
 
-static bool cond_take_token(cond_t *c) {
-  uint32_t tokens = atomic_load(&c->tokens);
-  while (tokens > 0) {
-    if (atomic_compare_exchange_weak(&c->tokens, &tokens, tokens - 1))
+/* Takes a token whose tag is newer than since (a notify that came after
+ * the waiter prepared), if there is one. */
+static bool cond_take_token(cond_t *c, uint32_t since) {
+  uint64_t tokens = atomic_load(&c->tokens);
+  for (;;) {
+    uint32_t tag = (uint32_t)tokens;
+    /* Wrapping difference: seq moves by one per notify. */
+    if ((tokens >> 32) == 0 || (int32_t)(tag - since) <= 0) return false;
+    if (atomic_compare_exchange_weak(&c->tokens, &tokens, tokens - COND_TOKEN))
       return true;
   }
-  return false;
 }
 
-int ff_cond_sleep(ff_cond_t *cond, uint32_t seq, double timeout) {
+/* Looks whether seq moved since the waiter last looked, and if so tries
+ * for a token; true once the waiter is notified. */
+static bool cond_look(cond_t *c, ff_cond_waiter_t *w, uint32_t seq) {
+  if (seq == w->seen) return false;
+  w->seen = seq;
+  if (cond_take_token(c, w->since)) w->notified = 1;
+  return w->notified;
+}
+
+int ff_cond_sleep(ff_cond_t *cond, ff_cond_waiter_t *waiter, double timeout) {
+  if (cond == NULL || waiter == NULL) return -EINVAL;
   cond_t *c = (cond_t *)cond;
+  if (waiter->notified) return 0;
   uint64_t deadline = ff__deadline(timeout);
-  for (;;) {
-    if (cond_take_token(c)) return 0;
-    int rc = ff__futex_wait_shared(&c->seq, seq, deadline);
-    if (rc == -ETIMEDOUT || rc == -EINTR) return rc;
-    seq = atomic_load(&c->seq);
+  uint64_t spin_until = timeout == 0 ? 0 : ff__now_ns() + FF__COND_SPIN_NS;
+  for (unsigned i = 0;; i++) {
+    if (cond_look(c, waiter, atomic_load(&c->seq))) return 0;
+    uint64_t now = ff__now_ns();
+    if (now >= deadline) return -ETIMEDOUT;
+    if (now < spin_until) {
+      ff__spin_pause(i);
+      continue;
+    }
+    /* Counted as a sleeper before seq is read again, so that a notify
+     * either sees the sleeper or is seen by it. */
+    atomic_fetch_add(&c->sleepers, 1);
+    int rc = 0;
+    if (atomic_load(&c->seq) == waiter->seen)
+      rc = ff__futex_wait_shared(&c->seq, waiter->seen, deadline);
+    atomic_fetch_sub(&c->sleepers, 1);
+    if (rc == -ETIMEDOUT || rc == -EINTR) {
+      /* A notify that came with the timeout or the signal still counts. */
+      if (cond_look(c, waiter, atomic_load(&c->seq))) return 0;
+      return rc;
+    }
+    if (rc < 0) return rc;
   }
 }
 
-int ff_cond_finish(ff_cond_t *cond, int notified) {
+int ff_cond_finish(ff_cond_t *cond, ff_cond_waiter_t *waiter) {
+  if (cond == NULL || waiter == NULL) return -EINVAL;
   cond_t *c = (cond_t *)cond;
-  /* A notification meant for this waiter may have come after its sleep
-   * ended: it is taken now rather than left to no one. */
-  if (!notified) notified = cond_take_token(c);
+  /* A token that came after the sleep ended is taken now: left there, it
+   * would wake a later waiter that no notify meant. */
+  if (!waiter->notified && cond_take_token(c, waiter->since))
+    waiter->notified = 1;
+  if (!waiter->notified) {
+    uint32_t unreserved = atomic_load(&c->unreserved);
+    if (unreserved > 0) atomic_store(&c->unreserved, unreserved - 1);
+  }
   atomic_fetch_sub(&c->waiters, 1);
-  return notified;
+  return waiter->notified;
 }
 
 unsigned ff_cond_notify(ff_cond_t *cond, unsigned count) {
+  if (cond == NULL) return 0;
   cond_t *c = (cond_t *)cond;
-  uint32_t waiters = atomic_load(&c->waiters);
-  uint32_t tokens = atomic_load(&c->tokens);
-  uint32_t idle = waiters > tokens ? waiters - tokens : 0;
-  uint32_t n = count < idle ? count : idle;
+  uint32_t unreserved = atomic_load(&c->unreserved);
+  uint32_t n = count < unreserved ? count : unreserved;
   if (n == 0) return 0;
-  atomic_fetch_add(&c->tokens, n);
-  atomic_fetch_add(&c->seq, 1);
-  /* Sleepers that wake and find no token left sleep again. */
-  futex_wake(&c->seq, n > INT_MAX ? INT_MAX : (int)n);
+  atomic_store(&c->unreserved, unreserved - n);
+  uint32_t next = atomic_load(&c->seq) + 1;
+  /* The tokens are there before seq moves, so that a waiter that sees the
+   * new seq sees them; the tag widens to the waiters prepared before this
+   * notify, which is right for tokens left over too. */
+  uint64_t tokens = atomic_load(&c->tokens);
+  uint64_t updated;
+  do {
+    updated = ((tokens >> 32) + n) << 32 | next;
+  } while (!atomic_compare_exchange_weak(&c->tokens, &tokens, updated));
+  atomic_store(&c->seq, next);
+  if (atomic_load(&c->sleepers))
+    futex_wake(&c->seq, n > INT_MAX ? INT_MAX : (int)n);
   return n;
+}
+
+unsigned ff_cond_waiters(const ff_cond_t *cond) {
+  return atomic_load(&((const cond_t *)cond)->waiters);
+}
+
+unsigned ff_cond_pending(const ff_cond_t *cond) {
+  return (unsigned)(atomic_load(&((const cond_t *)cond)->tokens) >> 32);
 }

@@ -50,7 +50,6 @@ static void sync_dealloc(ffpy_sync_t *self) {
 /* The wait of a primitive, run with the GIL released. */
 typedef struct {
   void *slot;
-  uint32_t seq;   /* for a condition's sleep */
   pid_t dead;     /* for a mutex taken over */
 } wait_arg_t;
 
@@ -156,10 +155,20 @@ static int parse_block_timeout(PyObject *const *args, Py_ssize_t nargs,
   return 0;
 }
 
+/* Says that a dead holder's lock was taken over: 0, or -1 with an
+ * exception (warnings turned into errors). */
+static int warn_abandoned(ffpy_mutex_t *self, pid_t dead) {
+  PyObject *cls = abandoned_warning ? abandoned_warning : PyExc_RuntimeWarning;
+  return PyErr_WarnFormat(cls, 1,
+                          "%s: process %d died holding it; it was taken over "
+                          "(what it protected may be inconsistent)",
+                          self->recursive ? "RLock" : "Lock", (int)dead);
+}
+
 /* Takes the mutex: 1 taken, 0 not, -1 with an exception. A holder found
  * dead is named in an AbandonedLockWarning. */
 static int mutex_take(ffpy_mutex_t *self, int block, PyObject *timeout) {
-  wait_arg_t arg = {self->base.slot, 0, 0};
+  wait_arg_t arg = {self->base.slot, 0};
   int got;
   if (ff_mutex_try_acquire(self->base.slot) == 0) return 1;
   double t = block ? ffpy_parse_timeout(timeout) : 0.0;
@@ -172,16 +181,9 @@ static int mutex_take(ffpy_mutex_t *self, int block, PyObject *timeout) {
     got = ffpy_wait_interruptibly(mutex_wait_fn, &arg, t);
     if (got < 0) return -1;
   }
-  if (got && arg.dead > 0) {
-    PyObject *cls = abandoned_warning ? abandoned_warning : PyExc_RuntimeWarning;
-    if (PyErr_WarnFormat(cls, 1,
-                         "%s: process %d died holding it; it was taken over "
-                         "(what it protected may be inconsistent)",
-                         self->recursive ? "RLock" : "Lock",
-                         (int)arg.dead) < 0) {
-      ff_mutex_release(self->base.slot);
-      return -1;
-    }
+  if (got && arg.dead > 0 && warn_abandoned(self, arg.dead) < 0) {
+    ff_mutex_release(self->base.slot);
+    return -1;
   }
   return got;
 }
@@ -334,7 +336,7 @@ static PyObject *semaphore_acquire(ffpy_sync_t *self, PyObject *const *args,
   double t = block ? ffpy_parse_timeout(timeout) : 0.0;
   if (t == -2.0) return NULL;
   if (t == 0) Py_RETURN_FALSE;
-  wait_arg_t arg = {self->slot, 0, 0};
+  wait_arg_t arg = {self->slot, 0};
   int got = ffpy_wait_interruptibly(semaphore_wait_fn, &arg, t);
   if (got < 0) return NULL;
   return PyBool_FromLong(got);
@@ -414,7 +416,7 @@ static PyObject *event_wait(ffpy_sync_t *self, PyObject *args) {
   PyObject *timeout = Py_None;
   if (!PyArg_ParseTuple(args, "|O:wait", &timeout)) return NULL;
   if (ff_event_is_set(self->slot)) Py_RETURN_TRUE;
-  wait_arg_t arg = {self->slot, 0, 0};
+  wait_arg_t arg = {self->slot, 0};
   int got = sync_wait(event_wait_fn, &arg, timeout);
   if (got < 0) return NULL;
   return PyBool_FromLong(got);
@@ -440,71 +442,219 @@ PyTypeObject ffpy_event_type = {
     .tp_new = event_new,
 };
 
-/* ---- Cond ---------------------------------------------------------------------- */
+/* ---- Cond ----------------------------------------------------------------------
+ * A condition bound to its lock's Mutex, so that wait, notify and
+ * notify_all are one C call each, with multiprocessing's signatures. */
+
+typedef struct {
+  ffpy_sync_t base;
+  ffpy_mutex_t *mutex; /* the condition's lock */
+} ffpy_cond_t;
 
 static PyObject *cond_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
-  return sync_new(type, args, kw, sizeof(ff_cond_t));
+  static char *names[] = {"segment", "offset", "mutex", NULL};
+  PyObject *segment;
+  Py_ssize_t offset;
+  PyObject *mutex;
+  if (!PyArg_ParseTupleAndKeywords(args, kw, "OnO!", names, &segment, &offset,
+                                   &ffpy_mutex_type, &mutex))
+    return NULL;
+  PyObject *pair = Py_BuildValue("(On)", segment, offset);
+  if (pair == NULL) return NULL;
+  ffpy_cond_t *self =
+      (ffpy_cond_t *)sync_new(type, pair, NULL, sizeof(ff_cond_t));
+  Py_DECREF(pair);
+  if (self == NULL) return NULL;
+  self->mutex = (ffpy_mutex_t *)Py_NewRef(mutex);
+  return (PyObject *)self;
 }
 
-static PyObject *cond_init(ffpy_sync_t *self, PyObject *unused) {
+static void cond_dealloc(ffpy_cond_t *self) {
+  Py_CLEAR(self->mutex);
+  sync_dealloc(&self->base);
+}
+
+static PyObject *cond_init(ffpy_cond_t *self, PyObject *unused) {
   (void)unused;
-  ff_cond_init(self->slot);
+  if (ff_cond_init(self->base.slot) < 0) return ffpy_raise(-EINVAL);
   Py_RETURN_NONE;
 }
 
-static PyObject *cond_prepare(ffpy_sync_t *self, PyObject *unused) {
-  (void)unused;
-  return PyLong_FromUnsignedLong(ff_cond_prepare(self->slot));
+/* AssertionError unless the calling thread holds the condition's lock. */
+static int cond_check_owned(ffpy_cond_t *self, const char *what) {
+  if (ff_mutex_held_by_caller(self->mutex->base.slot)) return 0;
+  PyErr_Format(PyExc_AssertionError,
+               "must acquire() condition before using %s()", what);
+  return -1;
 }
+
+typedef struct {
+  ff_cond_t *cond;
+  ff_cond_waiter_t *waiter;
+} cond_wait_arg_t;
 
 static int cond_wait_fn(void *arg, double timeout) {
-  wait_arg_t *a = arg;
-  return ff_cond_sleep(a->slot, a->seq, timeout);
+  cond_wait_arg_t *a = arg;
+  return ff_cond_sleep(a->cond, a->waiter, timeout);
 }
 
-static PyObject *cond_sleep(ffpy_sync_t *self, PyObject *args) {
-  unsigned int seq;
-  PyObject *timeout = Py_None;
-  if (!PyArg_ParseTuple(args, "I|O:sleep", &seq, &timeout)) return NULL;
-  wait_arg_t arg = {self->slot, seq, 0};
-  int got = sync_wait(cond_wait_fn, &arg, timeout);
-  if (got < 0) return NULL;
-  return PyBool_FromLong(got);
+/* Takes the lock back after a sleep, whatever signals come meanwhile (the
+ * interpreter handles them once the wait returns): a wait always returns
+ * with the lock held, as threading's does. 0, or an error code; *dead is
+ * set to a dead holder's pid. */
+static int cond_reacquire(ffpy_mutex_t *mutex, pid_t *dead) {
+  int rc = ff_mutex_try_acquire(mutex->base.slot);
+  if (rc == 0) return 0;
+  Py_BEGIN_ALLOW_THREADS
+  do {
+    rc = ff_mutex_acquire(mutex->base.slot, -1, dead);
+  } while (rc == -EINTR);
+  Py_END_ALLOW_THREADS
+  return rc == -EOWNERDEAD ? 0 : rc;
 }
 
-static PyObject *cond_finish(ffpy_sync_t *self, PyObject *arg) {
-  int notified = PyObject_IsTrue(arg);
-  if (notified < 0) return NULL;
-  return PyBool_FromLong(ff_cond_finish(self->slot, notified));
+static PyObject *cond_wait(ffpy_cond_t *self, PyObject *const *args,
+                           Py_ssize_t nargs, PyObject *kwnames) {
+  PyObject *timeout_obj = Py_None;
+  Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+  if (nargs + nkw > 1) {
+    PyErr_SetString(PyExc_TypeError, "wait() takes at most 1 argument");
+    return NULL;
+  }
+  if (nargs == 1) timeout_obj = args[0];
+  if (nkw == 1) {
+    if (PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(kwnames, 0),
+                                         "timeout") != 0) {
+      PyErr_Format(PyExc_TypeError,
+                   "wait() got an unexpected keyword argument '%U'",
+                   PyTuple_GET_ITEM(kwnames, 0));
+      return NULL;
+    }
+    timeout_obj = args[0];
+  }
+  if (cond_check_owned(self, "wait") < 0) return NULL;
+  double timeout = ffpy_parse_timeout(timeout_obj);
+  if (timeout == -2.0) return NULL;
+
+  ffpy_mutex_t *mutex = self->mutex;
+  ff_cond_waiter_t waiter;
+  int rc = ff_cond_prepare(self->base.slot, &waiter);
+  if (rc < 0) return ffpy_raise(rc);
+  int failed = 0; /* an exception is set */
+  PyObject *type = NULL, *value = NULL, *traceback = NULL;
+  pid_t dead = 0;
+  cond_wait_arg_t arg = {self->base.slot, &waiter};
+  int got;
+  /* The lock is let go whatever an RLock's depth, and taken back at it. */
+  int32_t depth = mutex->recursive ? *mutex->count : 1;
+  *mutex->count = 0;
+  rc = ff_mutex_release(mutex->base.slot);
+  if (rc < 0) {
+    *mutex->count = depth;
+    ffpy_raise(rc);
+    failed = 1;
+    goto finish;
+  }
+
+  got = ffpy_wait_interruptibly(cond_wait_fn, &arg, timeout);
+  /* Set aside while the lock is taken back, and raised after. */
+  if (got < 0) PyErr_Fetch(&type, &value, &traceback);
+  rc = cond_reacquire(mutex, &dead);
+  if (rc == 0 && mutex->recursive) *mutex->count = depth;
+  if (got < 0) {
+    PyErr_Restore(type, value, traceback);
+    failed = 1;
+  } else if (rc < 0) {
+    ffpy_raise(rc);
+    failed = 1;
+  } else if (dead > 0 && warn_abandoned(mutex, dead) < 0) {
+    failed = 1; /* a warning turned into an error, raised with the lock held */
+  }
+
+finish:;
+  /* Counted out whatever happened, so that the condition's counts stay
+   * right for the other waiters. */
+  int notified = ff_cond_finish(self->base.slot, &waiter);
+  if (failed) return NULL;
+  if (notified < 0) return ffpy_raise(notified);
+  return PyBool_FromLong(notified);
 }
 
-static PyObject *cond_notify(ffpy_sync_t *self, PyObject *arg) {
-  Py_ssize_t n = PyLong_AsSsize_t(arg);
-  if (n == -1 && PyErr_Occurred()) return NULL;
-  unsigned count = n < 0 || n > UINT32_MAX ? UINT32_MAX : (unsigned)n;
-  return PyLong_FromUnsignedLong(ff_cond_notify(self->slot, count));
+static PyObject *cond_notify(ffpy_cond_t *self, PyObject *const *args,
+                             Py_ssize_t nargs, PyObject *kwnames) {
+  PyObject *n_obj = NULL;
+  Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+  if (nargs + nkw > 1) {
+    PyErr_SetString(PyExc_TypeError, "notify() takes at most 1 argument");
+    return NULL;
+  }
+  if (nargs == 1) n_obj = args[0];
+  if (nkw == 1) {
+    if (PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(kwnames, 0), "n") !=
+        0) {
+      PyErr_Format(PyExc_TypeError,
+                   "notify() got an unexpected keyword argument '%U'",
+                   PyTuple_GET_ITEM(kwnames, 0));
+      return NULL;
+    }
+    n_obj = args[0];
+  }
+  Py_ssize_t n = 1;
+  if (n_obj != NULL) {
+    n = PyLong_AsSsize_t(n_obj);
+    if (n == -1 && PyErr_Occurred()) return NULL;
+  }
+  if (cond_check_owned(self, "notify") < 0) return NULL;
+  /* As threading's: n <= 0 wakes nobody. */
+  if (n > 0)
+    (void)ff_cond_notify(self->base.slot, n >= (Py_ssize_t)UINT32_MAX
+                                              ? UINT32_MAX
+                                              : (unsigned)n);
+  Py_RETURN_NONE;
+}
+
+static PyObject *cond_notify_all(ffpy_cond_t *self, PyObject *unused) {
+  (void)unused;
+  if (cond_check_owned(self, "notify") < 0) return NULL;
+  (void)ff_cond_notify(self->base.slot, UINT32_MAX);
+  Py_RETURN_NONE;
+}
+
+static PyObject *cond_waiters(ffpy_cond_t *self, PyObject *unused) {
+  (void)unused;
+  return PyLong_FromUnsignedLong(ff_cond_waiters(self->base.slot));
+}
+
+static PyObject *cond_pending(ffpy_cond_t *self, PyObject *unused) {
+  (void)unused;
+  return PyLong_FromUnsignedLong(ff_cond_pending(self->base.slot));
 }
 
 static PyMethodDef cond_methods[] = {
     {"init", (PyCFunction)cond_init, METH_NOARGS, "init()"},
-    {"prepare", (PyCFunction)cond_prepare, METH_NOARGS,
-     "prepare() -> seq: counts the caller in, with the lock held"},
-    {"sleep", (PyCFunction)cond_sleep, METH_VARARGS,
-     "sleep(seq, timeout=None) -> notified, without the lock"},
-    {"finish", (PyCFunction)cond_finish, METH_O,
-     "finish(notified) -> notified: counts the caller out, with the lock "
-     "held again"},
-    {"notify", (PyCFunction)cond_notify, METH_O,
-     "notify(n) -> how many were woken (n < 0: all), with the lock held"},
+    {"wait", (PyCFunction)(void (*)(void))cond_wait,
+     METH_FASTCALL | METH_KEYWORDS,
+     "wait(timeout=None) -> notified: lets the lock go, sleeps until "
+     "notified or timeout, takes the lock back"},
+    {"notify", (PyCFunction)(void (*)(void))cond_notify,
+     METH_FASTCALL | METH_KEYWORDS,
+     "notify(n=1): wakes up to n of the waits begun before it"},
+    {"notify_all", (PyCFunction)cond_notify_all, METH_NOARGS,
+     "notify_all(): wakes every wait begun before it"},
+    {"waiters", (PyCFunction)cond_waiters, METH_NOARGS,
+     "waiters() -> the waits in progress"},
+    {"pending", (PyCFunction)cond_pending, METH_NOARGS,
+     "pending() -> notifications handed out and not yet taken"},
     {NULL, NULL, 0, NULL},
 };
 
 PyTypeObject ffpy_cond_type = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "forkfarm._core.Cond",
-    .tp_basicsize = sizeof(ffpy_sync_t),
-    .tp_dealloc = (destructor)sync_dealloc,
+    .tp_basicsize = sizeof(ffpy_cond_t),
+    .tp_dealloc = (destructor)cond_dealloc,
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "Cond(segment, offset): a process-shared condition variable",
+    .tp_doc = "Cond(segment, offset, mutex): a process-shared condition "
+              "variable in a segment, with mutex as its lock",
     .tp_methods = cond_methods,
     .tp_new = cond_new,
 };

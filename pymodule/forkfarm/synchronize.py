@@ -321,7 +321,13 @@ class Event(_Shared):
 
 class Condition(_Shared):
     """A condition variable, as ``multiprocessing.Condition``: with an
-    :class:`RLock` of its own unless given a lock."""
+    :class:`RLock` of its own unless given a lock.
+
+    ``notify(n)`` wakes up to ``n`` of the waits that began before it, never
+    one that begins after it (the notifier's own next wait, say), and a
+    waiter killed while it waits does not make a later notify go missing.
+    ``wait``, ``notify`` and ``notify_all`` are the runtime's own methods,
+    one C call each."""
 
     def __init__(self, lock: Lock | None = None, *, ctx: Any = None) -> None:
         if lock is None:
@@ -336,9 +342,13 @@ class Condition(_Shared):
         self._cond.init()
 
     def _bind(self) -> None:
-        self._cond = _core.Cond(self._segment, self._offset)
+        self._cond = _core.Cond(self._segment, self._offset, self._lock._mutex)
         self.acquire = self._lock.acquire
         self.release = self._lock.release
+        # The runtime's methods, bound here: no Python frame per call.
+        self.wait = self._cond.wait  # type: ignore[method-assign]
+        self.notify = self._cond.notify  # type: ignore[method-assign]
+        self.notify_all = self._cond.notify_all  # type: ignore[method-assign]
 
     def __reduce__(self) -> Any:
         return _rebuild_condition, (self._lock, *self._handle())
@@ -349,24 +359,10 @@ class Condition(_Shared):
     def __exit__(self, *exc_info: object) -> None:
         self._lock.__exit__(*exc_info)
 
-    def _check_owned(self, what: str) -> None:
-        if not self._lock._is_owned():
-            raise AssertionError(f"must acquire() condition before using {what}()")
-
-    def wait(self, timeout: float | None = None) -> bool:
-        """Releases the lock, sleeps until notified or ``timeout`` passes,
-        and takes the lock back; True if notified."""
-        self._check_owned("wait")
-        mutex = self._lock._mutex
-        seq = self._cond.prepare()
-        depth = mutex.release_save()
-        notified = False
-        try:
-            notified = self._cond.sleep(seq, timeout)
-        finally:
-            mutex.acquire_restore(depth)
-            notified = self._cond.finish(notified)
-        return bool(notified)
+    def wait(self, timeout: float | None = None) -> bool:  # type: ignore[empty-body]
+        """Lets the lock go, sleeps until notified or until ``timeout``
+        (seconds) passes, and takes the lock back; True if notified. The
+        lock must be held. (Bound to the runtime's method.)"""
 
     def wait_for(self, predicate: Callable[[], _T], timeout: float | None = None) -> _T:
         """Waits until ``predicate()`` is true, or ``timeout`` passes; returns
@@ -386,17 +382,38 @@ class Condition(_Shared):
         return result
 
     def notify(self, n: int = 1) -> None:
-        """Wakes up to ``n`` waiters; the lock must be held."""
-        self._check_owned("notify")
-        self._cond.notify(n)
+        """Wakes up to ``n`` waiters; the lock must be held. (Bound to the
+        runtime's method.)"""
 
     def notify_all(self) -> None:
-        """Wakes every waiter; the lock must be held."""
-        self._check_owned("notify")
-        self._cond.notify(-1)
+        """Wakes every waiter; the lock must be held. (Bound to the
+        runtime's method.)"""
+
+    @property
+    def _sleeping_count(self) -> _Count:
+        """multiprocessing's private count of waits begun, which CPython's
+        tests read: here, less the waits ended (``_woken_count`` is 0), so
+        that the difference is the waits in progress, as there."""
+        return _Count(self._cond.waiters)
+
+    @property
+    def _woken_count(self) -> _Count:
+        return _Count(lambda: 0)
+
+    @property
+    def _wait_semaphore(self) -> _Count:
+        """The notifications handed out and not yet taken by a waiter."""
+        return _Count(self._cond.pending)
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__}({self._lock})>"
+        return f"<{type(self).__name__}({self._lock}, {self._cond.waiters()})>"
+
+
+class _Count:
+    """A read-only count with a semaphore's ``get_value()``."""
+
+    def __init__(self, read: Callable[[], int]) -> None:
+        self.get_value = read
 
 
 def _rebuild_condition(lock: Lock, segment_id: int, offset: int) -> Condition:

@@ -210,17 +210,42 @@ static void test_event(void **state) {
 
 /* ---- condition ---------------------------------------------------------------- */
 
-/* One waiter's whole wait, with the mutex as the condition's lock. */
+/* One waiter's whole wait, with the mutex as the condition's lock: 1
+ * notified, 0 timed out, -1 on an error. A signal (-EINTR) sleeps again. */
 static int cond_wait(shared_t *s, double timeout) {
+  ff_cond_waiter_t waiter;
   if (ff_mutex_acquire(&s->mutex, -1, NULL) != 0) return -1;
-  uint32_t seq = ff_cond_prepare(&s->cond);
+  if (ff_cond_prepare(&s->cond, &waiter) != 0) return -1;
   atomic_fetch_add(&s->ready, 1);
-  ff_mutex_release(&s->mutex);
-  int rc = ff_cond_sleep(&s->cond, seq, timeout);
+  if (ff_mutex_release(&s->mutex) != 0) return -1;
+  int rc;
+  while ((rc = ff_cond_sleep(&s->cond, &waiter, timeout)) == -EINTR) {
+  }
+  if (rc != 0 && rc != -ETIMEDOUT) return -1;
   if (ff_mutex_acquire(&s->mutex, -1, NULL) != 0) return -1;
-  int notified = ff_cond_finish(&s->cond, rc == 0);
-  ff_mutex_release(&s->mutex);
+  int notified = ff_cond_finish(&s->cond, &waiter);
+  if (ff_mutex_release(&s->mutex) != 0) return -1;
+  /* The sleep and the finish agree on whether a notify came. */
+  if (rc == 0 && notified != 1) return -1;
   return notified;
+}
+
+/* Waits until count waits have been prepared, in all. */
+static void wait_ready(shared_t *s, int count) {
+  while (atomic_load(&s->ready) < count) usleep(1000);
+}
+
+/* Forks a child that waits once (10 s at most) and exits 0 if notified,
+ * 1 if not; each notified child counts itself in s->woken. */
+static pid_t fork_waiter(shared_t *s) {
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    int notified = cond_wait(s, 10);
+    if (notified == 1) atomic_fetch_add(&s->woken, 1);
+    _exit(notified == 1 ? 0 : 1);
+  }
+  return pid;
 }
 
 /* notify(2) of 5 waiters wakes exactly 2; notify_all wakes the rest. */
@@ -229,29 +254,146 @@ static void test_cond_notify_n(void **state) {
   shared_t *s = shared_new();
   enum { WAITERS = 5 };
   pid_t pids[WAITERS];
-  for (int i = 0; i < WAITERS; i++) {
-    pids[i] = fork();
-    assert_true(pids[i] >= 0);
-    if (pids[i] == 0) {
-      int notified = cond_wait(s, 10);
-      if (notified == 1) atomic_fetch_add(&s->woken, 1);
-      _exit(notified == 1 ? 0 : 1);
-    }
-  }
-  while (atomic_load(&s->ready) < WAITERS) usleep(1000);
+  for (int i = 0; i < WAITERS; i++) pids[i] = fork_waiter(s);
+  wait_ready(s, WAITERS);
+  assert_int_equal(ff_cond_waiters(&s->cond), WAITERS);
   assert_int_equal(ff_mutex_acquire(&s->mutex, -1, NULL), 0);
   assert_int_equal(ff_cond_notify(&s->cond, 2), 2);
-  ff_mutex_release(&s->mutex);
+  assert_int_equal(ff_mutex_release(&s->mutex), 0);
   usleep(300000);
   assert_int_equal(atomic_load(&s->woken), 2);
+  assert_int_equal(ff_cond_pending(&s->cond), 0);
   assert_int_equal(ff_mutex_acquire(&s->mutex, -1, NULL), 0);
+  /* Already notified waiters are not counted again. */
   assert_int_equal(ff_cond_notify(&s->cond, UINT32_MAX), 3);
-  ff_mutex_release(&s->mutex);
+  assert_int_equal(ff_mutex_release(&s->mutex), 0);
   for (int i = 0; i < WAITERS; i++) reap(pids[i], 0);
   assert_int_equal(atomic_load(&s->woken), WAITERS);
+  assert_int_equal(ff_cond_waiters(&s->cond), 0);
+  assert_int_equal(ff_cond_pending(&s->cond), 0);
   /* Nobody waits: a notify wakes no one and is not kept for later. */
   assert_int_equal(ff_cond_notify(&s->cond, 1), 0);
   assert_int_equal(cond_wait(s, 0.05), 0);
+  shared_free(s);
+  assert_no_children();
+}
+
+/* A notifier that waits next does not take its own notification back,
+ * even while the waiter it meant has not woken yet: its wait times out
+ * and the other waiter is the one notified. */
+static void test_cond_notifier_does_not_wake_itself(void **state) {
+  (void)state;
+  shared_t *s = shared_new();
+  pid_t pid = fork_waiter(s);
+  wait_ready(s, 1);
+  ff_cond_waiter_t waiter;
+  assert_int_equal(ff_mutex_acquire(&s->mutex, -1, NULL), 0);
+  assert_int_equal(ff_cond_notify(&s->cond, 1), 1);
+  assert_int_equal(ff_cond_prepare(&s->cond, &waiter), 0);
+  assert_int_equal(ff_mutex_release(&s->mutex), 0);
+  int rc;
+  while ((rc = ff_cond_sleep(&s->cond, &waiter, 0.2)) == -EINTR) {
+  }
+  assert_int_equal(rc, -ETIMEDOUT);
+  assert_int_equal(ff_mutex_acquire(&s->mutex, -1, NULL), 0);
+  assert_int_equal(ff_cond_finish(&s->cond, &waiter), 0);
+  assert_int_equal(ff_mutex_release(&s->mutex), 0);
+  reap(pid, 0);
+  assert_int_equal(atomic_load(&s->woken), 1);
+  shared_free(s);
+  assert_no_children();
+}
+
+/* Waits that time out leave nothing behind: the next notify(1) wakes the
+ * next waiter, and only it. */
+static void test_cond_timeouts_leave_no_trace(void **state) {
+  (void)state;
+  shared_t *s = shared_new();
+  for (int i = 0; i < 3; i++) assert_int_equal(cond_wait(s, 0.02), 0);
+  assert_int_equal(ff_cond_waiters(&s->cond), 0);
+  pid_t pids[2] = {fork_waiter(s), fork_waiter(s)};
+  wait_ready(s, 3 + 2);
+  assert_int_equal(ff_mutex_acquire(&s->mutex, -1, NULL), 0);
+  assert_int_equal(ff_cond_notify(&s->cond, 1), 1);
+  assert_int_equal(ff_mutex_release(&s->mutex), 0);
+  usleep(200000);
+  assert_int_equal(atomic_load(&s->woken), 1);
+  assert_int_equal(ff_mutex_acquire(&s->mutex, -1, NULL), 0);
+  assert_int_equal(ff_cond_notify(&s->cond, 1), 1);
+  assert_int_equal(ff_mutex_release(&s->mutex), 0);
+  reap(pids[0], 0);
+  reap(pids[1], 0);
+  assert_int_equal(atomic_load(&s->woken), 2);
+  shared_free(s);
+  assert_no_children();
+}
+
+/* A waiter SIGKILLed in its sleep does not take a later notify from the
+ * living: the next waiter's notify(1) wakes it, at once. */
+static void test_cond_killed_waiter(void **state) {
+  (void)state;
+  shared_t *s = shared_new();
+  pid_t victim = fork_waiter(s);
+  wait_ready(s, 1);
+  usleep(20000); /* asleep, past its spin */
+  assert_int_equal(kill(victim, SIGKILL), 0);
+  reap(victim, -1);
+  /* The dead waiter still counts, so this notify hands out a token... */
+  assert_int_equal(ff_mutex_acquire(&s->mutex, -1, NULL), 0);
+  assert_int_equal(ff_cond_notify(&s->cond, 1), 1);
+  assert_int_equal(ff_mutex_release(&s->mutex), 0);
+  /* ...that a wait begun later does not take. */
+  assert_int_equal(cond_wait(s, 0.1), 0);
+  for (int round = 0; round < 3; round++) {
+    pid_t pid = fork_waiter(s);
+    wait_ready(s, 3 + round);
+    struct timespec start;
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    assert_int_equal(ff_mutex_acquire(&s->mutex, -1, NULL), 0);
+    assert_int_equal(ff_cond_notify(&s->cond, 1), 1);
+    assert_int_equal(ff_mutex_release(&s->mutex), 0);
+    reap(pid, 0);
+    assert_true(seconds_since(&start) < 1.0);
+  }
+  assert_int_equal(atomic_load(&s->woken), 3);
+  shared_free(s);
+  assert_no_children();
+}
+
+/* One side's ping-pong: rounds x (notify, wait 5 s), then a last notify
+ * for the other side's last wait. Returns the waits that timed out, or -1
+ * on an error. */
+static int ping_pong(shared_t *s, int rounds) {
+  int missed = 0;
+  if (ff_mutex_acquire(&s->mutex, -1, NULL) != 0) return -1;
+  for (int i = 0; i < rounds; i++) {
+    ff_cond_waiter_t waiter;
+    ff_cond_notify(&s->cond, 1);
+    if (ff_cond_prepare(&s->cond, &waiter) != 0) return -1;
+    if (ff_mutex_release(&s->mutex) != 0) return -1;
+    int rc;
+    while ((rc = ff_cond_sleep(&s->cond, &waiter, 5)) == -EINTR) {
+    }
+    if (ff_mutex_acquire(&s->mutex, -1, NULL) != 0) return -1;
+    if (ff_cond_finish(&s->cond, &waiter) != 1) missed++;
+  }
+  ff_cond_notify(&s->cond, 1);
+  if (ff_mutex_release(&s->mutex) != 0) return -1;
+  return missed;
+}
+
+/* Two processes take turns 20,000 times: every wait is ended by the
+ * other's notify, none by its own or by a timeout. */
+static void test_cond_ping_pong(void **state) {
+  (void)state;
+  shared_t *s = shared_new();
+  enum { ROUNDS = 20000 };
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) _exit(ping_pong(s, ROUNDS) == 0 ? 0 : 1);
+  assert_int_equal(ping_pong(s, ROUNDS), 0);
+  reap(pid, 0);
+  assert_int_equal(ff_cond_waiters(&s->cond), 0);
   shared_free(s);
   assert_no_children();
 }
@@ -264,6 +406,11 @@ int main(void) {
       cmocka_unit_test_setup(test_semaphore, setup_alarm),
       cmocka_unit_test_setup(test_event, setup_alarm),
       cmocka_unit_test_setup(test_cond_notify_n, setup_alarm),
+      cmocka_unit_test_setup(test_cond_notifier_does_not_wake_itself,
+                             setup_alarm),
+      cmocka_unit_test_setup(test_cond_timeouts_leave_no_trace, setup_alarm),
+      cmocka_unit_test_setup(test_cond_killed_waiter, setup_alarm),
+      cmocka_unit_test_setup(test_cond_ping_pong, setup_alarm),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
