@@ -36,11 +36,21 @@ class ClassRun:
     returncode: int | None = None
     log_tail: str = ""
 
-    def counts(self) -> dict[str, int]:
+    def counts(self, accepted: dict[str, str]) -> dict[str, int]:
+        """Tests by outcome, the failures on the accepted list counted as
+        "accepted"."""
         counted: dict[str, int] = {}
-        for result in self.outcomes.values():
-            counted[result["outcome"]] = counted.get(result["outcome"], 0) + 1
+        for test_id, result in self.outcomes.items():
+            outcome = result["outcome"]
+            if outcome in FAILING and outcome != "running" and test_id in accepted:
+                outcome = "accepted"
+            counted[outcome] = counted.get(outcome, 0) + 1
         return counted
+
+    def summary(self, accepted: dict[str, str]) -> str:
+        """One line for the log: "25 passed, 1 skipped, 2 accepted"."""
+        counted = self.counts(accepted)
+        return ", ".join(f"{n} {outcome}" for outcome, n in sorted(counted.items())) or "nothing ran"
 
 
 def list_classes(runner: str) -> list[str]:
