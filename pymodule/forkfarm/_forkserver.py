@@ -19,7 +19,6 @@ before the pool was made.
 
 from __future__ import annotations
 
-import atexit
 import importlib
 import multiprocessing.spawn
 import os

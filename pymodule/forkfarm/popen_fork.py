@@ -1,7 +1,8 @@
 """``multiprocessing.popen_fork``, as it is: how multiprocessing's fork
 ``Process`` starts, waits for and signals its child. forkfarm's ``Process``
-is that ``Process``, so this is its ``Popen``. Every other name is read
-from the standard library's module at each access."""
+forks with a subclass of this ``Popen`` that forks through the runtime
+(``forkfarm/_process.py``). Every other name is read from the standard
+library's module at each access."""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """``multiprocessing.popen_forkserver``, as it is: how multiprocessing's
 forkserver ``Process`` starts its child through the standard library's fork
-server. forkfarm's ``Process`` always forks and its pools have a fork
-server of their own, so only code written for multiprocessing's uses this.
+server. forkfarm's ``Process`` and pools use forkfarm's own fork server
+(``forkfarm/_process.py``), so only code written for multiprocessing's
+uses this.
 Every other name is read from the standard library's module at each
 access."""
 

@@ -1,7 +1,7 @@
 """``multiprocessing.process``, as it is: forkfarm's ``Process`` is a
-``BaseProcess`` (multiprocessing's fork ``Process``), so the current
-process, the parent and the children are multiprocessing's, and this
-module is the standard library's. Its other names (``AuthenticationString``,
+``BaseProcess`` (with forkfarm's own ways to start its child,
+``forkfarm/_process.py``), so the current process, the parent and the
+children are multiprocessing's, and this module is the standard library's. Its other names (``AuthenticationString``,
 ``ORIGINAL_DIR``, the private ones) are read from it at each access."""
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """``multiprocessing.util``, as it is: forkfarm's ``Process`` is
-multiprocessing's fork ``Process``, which runs this module's after-fork
-hooks and finalizers, and forkfarm logs to its logger, so the two modules
-must share one state. Every name of ``multiprocessing.util`` is here,
+multiprocessing's ``BaseProcess``, whose children run this module's
+after-fork hooks and finalizers, and forkfarm logs to its logger, so the
+two modules must share one state. Every name of ``multiprocessing.util`` is here,
 private ones too (read from it at each access); ``_cleanup_tests`` also
 stops forkfarm's fork server."""
 

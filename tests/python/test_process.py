@@ -192,7 +192,7 @@ class TestCompletionCallbacks:
     def test_a_fork_waits_for_the_running_callback(self, started: Started) -> None:
         running = threading.Event()
         with forkfarm.Pool(1) as pool:
-            done = pool.apply_async(helpers.square, (3,), callback=helpers.hold_callback_lock(0.3, running))
+            done = pool.apply_async(helpers.square, (3,), callback=helpers.hold_callback_lock(0.1, running))
             assert running.wait(JOIN)
             child = started("fork", target=helpers.take_callback_lock, args=(2.0,))
             assert finished(child) == 0
