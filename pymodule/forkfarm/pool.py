@@ -382,6 +382,8 @@ class ApplyResult(Generic[_T]):
         self._error_callback = error_callback
         self._task: _core.Task | None = None
         self._decoded = False
+        # The callback thread and a waiting caller may both decode.
+        self._decoding = threading.Lock()
         self._success = False
         self._value: Any = None
 
@@ -392,19 +394,24 @@ class ApplyResult(Generic[_T]):
     def _decode(self) -> None:
         if self._decoded:
             return
-        assert self._task is not None
-        try:
-            self._value = task_value(self._task)
-            self._success = True
-        except BaseException as exc:  # noqa: BLE001 - delivered to the caller
-            if isinstance(exc, _errors.WorkerLostError):
-                exc.task = self  # the call it lost
-            self._value = exc
-            self._success = False
-        self._decoded = True
+        with self._decoding:
+            if self._decoded:
+                return
+            assert self._task is not None
+            try:
+                self._value = task_value(self._task)
+                self._success = True
+            except BaseException as exc:  # noqa: BLE001 - delivered to the caller
+                if isinstance(exc, _errors.WorkerLostError):
+                    exc.task = self  # the call it lost
+                self._value = exc
+                self._success = False
+            self._decoded = True
 
     def _on_done(self, task: _core.Task) -> None:
-        # In the loop thread, under the GIL, before waiters are woken.
+        # In the callback thread, before waiters are woken, and perhaps
+        # before _start has stored the task it is about to return.
+        self._task = task
         self._decode()
         if self._success and self._callback is not None:
             self._callback(self._value)

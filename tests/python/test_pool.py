@@ -926,3 +926,25 @@ class TestMultiprocessingConformance:
         with pytest.warns(ResourceWarning, match="^unclosed running multiprocessing pool"):
             del p
             gc.collect()
+
+
+class TestCallbackRace:
+    def test_every_callback_fires_when_a_result_beats_its_submit(self) -> None:
+        """The callback thread may finish a task before apply_async has
+        stored it: with the interpreter switching threads as often as it
+        can, every callback still fires with its value."""
+        import sys
+
+        got: list[int] = []
+        old = sys.getswitchinterval()
+        sys.setswitchinterval(1e-6)
+        try:
+            with forkfarm.Pool(2) as p:
+                results = [p.apply_async(helpers.square, (i,), callback=got.append) for i in range(5000)]
+                assert [r.get(T) for r in results] == [i * i for i in range(5000)]
+                deadline = time.monotonic() + T
+                while len(got) < 5000 and time.monotonic() < deadline:
+                    time.sleep(0.01)
+        finally:
+            sys.setswitchinterval(old)
+        assert sorted(got) == [i * i for i in range(5000)]
