@@ -15,9 +15,6 @@ typedef struct {
   ff_channel_t *channel; /* &handle once mapped, else NULL */
   PyObject *dumps; /* dumps(obj) -> bytes */
   PyObject *loads; /* loads(buffer) -> obj */
-  PyObject *empty; /* queue.Empty */
-  PyObject *full;  /* queue.Full */
-  PyObject *warning; /* the class a dead lock holder is reported with */
   int closed;      /* close() was called on this handle */
 } ffpy_channel_t;
 
@@ -27,21 +24,17 @@ typedef struct {
 
 static PyObject *channel_new(PyTypeObject *type, PyObject *args,
                              PyObject *kw) {
-  static char *names[] = {"segment", "dumps", "loads", "empty",
-                          "full",    "warning", NULL};
-  PyObject *segment, *dumps, *loads, *empty, *full, *warning;
-  if (!PyArg_ParseTupleAndKeywords(args, kw, "O!OOOOO:Channel", names,
+  static char *names[] = {"segment", "dumps", "loads", NULL};
+  PyObject *segment, *dumps, *loads;
+  if (!PyArg_ParseTupleAndKeywords(args, kw, "O!OO:Channel", names,
                                    &ffpy_segment_type, &segment, &dumps,
-                                   &loads, &empty, &full, &warning))
+                                   &loads))
     return NULL;
   ffpy_channel_t *self = (ffpy_channel_t *)type->tp_alloc(type, 0);
   if (self == NULL) return NULL;
   self->segment = Py_NewRef(segment);
   self->dumps = Py_NewRef(dumps);
   self->loads = Py_NewRef(loads);
-  self->empty = Py_NewRef(empty);
-  self->full = Py_NewRef(full);
-  self->warning = Py_NewRef(warning);
   return (PyObject *)self;
 }
 
@@ -50,9 +43,6 @@ static void channel_dealloc(ffpy_channel_t *self) {
   Py_XDECREF(self->segment);
   Py_XDECREF(self->dumps);
   Py_XDECREF(self->loads);
-  Py_XDECREF(self->empty);
-  Py_XDECREF(self->full);
-  Py_XDECREF(self->warning);
   Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -116,9 +106,9 @@ static PyObject *corrupt_error(void) {
   return NULL;
 }
 
-static int warn_recovered(ffpy_channel_t *self, int pid) {
+static int warn_recovered(int pid) {
   if (pid <= 0) return 0;
-  return PyErr_WarnFormat(self->warning, 1,
+  return PyErr_WarnFormat(ffpy_class(FFPY_ABANDONED_LOCK_WARNING), 1,
                           "Queue: process %d died holding its lock; it was "
                           "taken over (a message it was moving may be lost)",
                           pid);
@@ -207,9 +197,9 @@ static PyObject *channel_put(ffpy_channel_t *self, PyObject *const *args,
   Py_ssize_t size = PyBytes_GET_SIZE(payload);
   Py_DECREF(payload);
   if (rc == -EINTR) return NULL; /* the exception is set */
-  if (warn_recovered(self, w.recovered) < 0) return NULL;
+  if (warn_recovered(w.recovered) < 0) return NULL;
   if (rc == -ETIMEDOUT) {
-    PyErr_SetNone(self->full);
+    PyErr_SetNone(ffpy_class(FFPY_QUEUE_FULL));
     return NULL;
   }
   if (rc == -EMSGSIZE) {
@@ -256,7 +246,7 @@ static PyObject *channel_get(ffpy_channel_t *self, PyObject *const *args,
   int recovered = 0;
   int rc = ff_channel_get(self->channel, 0, alloc_bytes, &bytes, &recovered);
   if (rc == 0) {
-    if (warn_recovered(self, recovered) < 0) {
+    if (warn_recovered(recovered) < 0) {
       Py_DECREF(bytes);
       return NULL;
     }
@@ -276,15 +266,15 @@ static PyObject *channel_get(ffpy_channel_t *self, PyObject *const *args,
     PyObject *value = view ? PyObject_CallOneArg(self->loads, view) : NULL;
     if (view) ffpy_release_view(view, &value);
     free(w.out);
-    if (value != NULL && warn_recovered(self, w.recovered) < 0)
+    if (value != NULL && warn_recovered(w.recovered) < 0)
       Py_CLEAR(value);
     return value;
   }
   free(w.out);
   if (rc == -EINTR) return NULL;
-  if (warn_recovered(self, w.recovered) < 0) return NULL;
+  if (warn_recovered(w.recovered) < 0) return NULL;
   if (rc == -ETIMEDOUT) {
-    PyErr_SetNone(self->empty);
+    PyErr_SetNone(ffpy_class(FFPY_QUEUE_EMPTY));
     return NULL;
   }
   if (rc == FF_EPROTOCOL) return corrupt_error();
@@ -398,7 +388,7 @@ PyTypeObject ffpy_channel_type = {
     .tp_basicsize = sizeof(ffpy_channel_t),
     .tp_dealloc = (destructor)channel_dealloc,
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "Channel(segment, dumps, loads, empty, full, warning): a "
+    .tp_doc = "Channel(segment, dumps, loads): a "
               "message queue in a shared segment",
     .tp_methods = channel_methods,
     .tp_getset = channel_getset,

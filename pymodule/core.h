@@ -8,13 +8,31 @@
 
 #include "forkfarm.h"
 
-/* _core.Error: a runtime call failed; args are (code, message). The Python
- * layer maps codes to its exceptions in one place (forkfarm/_errors.py). */
+/* ---- errors.c: runtime codes become exceptions, in one place ----------- */
+
+/* _core.Error(code, message): a runtime code with no meaning of its own to
+ * the caller. */
 extern PyObject *ffpy_error_type;
-/* Raises _core.Error for a runtime return code (MemoryError for -ENOMEM),
- * and returns NULL for the caller to return. */
+/* Raises the exception of a runtime return code (see errors.c) and returns
+ * NULL for the caller to return. */
 PyObject *ffpy_raise(int code);
-/* _core.register_errors(*, WorkerStartError): the package's classes. */
+/* ffpy_raise for a call of pool: a pool that cannot run tasks raises why. */
+PyObject *ffpy_raise_for_pool(int code, ff_pool_t *pool);
+/* (code, detail, (pid, exit_code, signal)) once pool has failed, else
+ * None. */
+PyObject *ffpy_pool_failure(ff_pool_t *pool);
+/* The classes the package registers at import (_core.register_errors). */
+typedef enum {
+  FFPY_WORKER_START_ERROR,
+  FFPY_QUEUE_EMPTY,
+  FFPY_QUEUE_FULL,
+  FFPY_ABANDONED_LOCK_WARNING,
+  FFPY_BUFFER_TOO_SHORT,
+  FFPY_CLASS_COUNT
+} ffpy_class_t;
+/* A registered class (borrowed), or the builtin it stands in for. */
+PyObject *ffpy_class(ffpy_class_t which);
+/* _core.register_errors(**classes, pool_failure=callable). */
 PyObject *ffpy_register_errors(PyObject *module, PyObject *args,
                                PyObject *kw);
 
@@ -112,7 +130,6 @@ extern PyTypeObject ffpy_channel_type;
 /* ---- pipe.c: the ends of a Pipe ---- */
 extern PyTypeObject ffpy_pipe_end_type;
 PyObject *ffpy_slot_refs(PyObject *module, PyObject *args);
-PyObject *ffpy_set_lock_warning(PyObject *module, PyObject *cls);
 
 /* ---- shared.c: segments and out-of-band buffers ---- */
 extern PyTypeObject ffpy_segment_type;

@@ -141,9 +141,6 @@ static PyMethodDef core_methods[] = {
      "dumps(value, protocol=5, oob=True, *, memo=None) -> bytes: pickles "
      "for a pool: shared arrays as handles, and (with oob) large buffers "
      "through the arena, once per memo."},
-    {"set_lock_warning", ffpy_set_lock_warning, METH_O,
-     "set_lock_warning(cls): the warning a lock taken from a dead holder "
-     "raises"},
     {"slot_refs", ffpy_slot_refs, METH_VARARGS,
      "slot_refs(segment, offset, delta) -> the count after adding delta"},
     {"loads", core_loads, METH_VARARGS,
@@ -194,8 +191,10 @@ static PyMethodDef core_methods[] = {
      "strerror(code) -> str: describes a runtime return code."},
     {"register_errors", (PyCFunction)(void (*)(void))ffpy_register_errors,
      METH_VARARGS | METH_KEYWORDS,
-     "register_errors(*, WorkerStartError): the package's exception classes, "
-     "which runtime codes are raised as."},
+     "register_errors(*, WorkerStartError, Empty, Full, AbandonedLockWarning, "
+     "BufferTooShort, pool_failure): the classes runtime codes are raised "
+     "as, and pool_failure(code, detail, exit) -> the exception of a pool "
+     "that cannot run tasks; called once, at the package's import."},
     {NULL, NULL, 0, NULL},
 };
 

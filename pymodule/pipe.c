@@ -540,14 +540,10 @@ static PyObject *pipe_end_recv_bytes_into(ffpy_pipe_end_t *self,
   if (size > buf.len - start) {
     /* As multiprocessing: the message comes back in the exception. */
     PyObject *exc_args = Py_BuildValue("(O)", bytes);
-    PyObject *too_short = PyImport_ImportModule("multiprocessing");
-    PyObject *cls = too_short ? PyObject_GetAttrString(too_short,
-                                                       "BufferTooShort")
-                              : NULL;
-    if (cls && exc_args) PyErr_SetObject(cls, exc_args);
-    Py_XDECREF(cls);
-    Py_XDECREF(too_short);
-    Py_XDECREF(exc_args);
+    if (exc_args != NULL) {
+      PyErr_SetObject(ffpy_class(FFPY_BUFFER_TOO_SHORT), exc_args);
+      Py_DECREF(exc_args);
+    }
     result = NULL;
   } else {
     memcpy((char *)buf.buf + start, PyBytes_AS_STRING(bytes), (size_t)size);

@@ -214,7 +214,7 @@ static PyObject *pool_submit(ffpy_pool_t *self, PyObject *args, PyObject *kw) {
     Py_CLEAR(obj->notify);
     obj->task = NULL;
     Py_DECREF(obj);
-    return ffpy_raise(rc);
+    return ffpy_raise_for_pool(rc, self->pool);
   }
   return (PyObject *)obj;
 
@@ -254,7 +254,7 @@ static PyObject *pool_submit_many(ffpy_pool_t *self, PyObject *args) {
     if (rc < 0) {
       obj->task = NULL;
       Py_DECREF(obj);
-      ffpy_raise(rc);
+      ffpy_raise_for_pool(rc, self->pool);
       goto fail;
     }
     PyList_SET_ITEM(tasks, i, (PyObject *)obj);
@@ -274,7 +274,7 @@ static PyObject *pool_call_released(ffpy_pool_t *self,
   Py_BEGIN_ALLOW_THREADS
   rc = fn(self->pool);
   Py_END_ALLOW_THREADS
-  if (rc < 0) return ffpy_raise(rc);
+  if (rc < 0) return ffpy_raise_for_pool(rc, self->pool);
   Py_RETURN_NONE;
 }
 
@@ -352,7 +352,7 @@ static PyObject *pool_stop_workers(ffpy_pool_t *self, PyObject *arg) {
   Py_BEGIN_ALLOW_THREADS
   rc = ff_pool_stop_workers(self->pool, (int)signum);
   Py_END_ALLOW_THREADS
-  if (rc < 0) return ffpy_raise(rc);
+  if (rc < 0) return ffpy_raise_for_pool(rc, self->pool);
   Py_RETURN_NONE;
 }
 
@@ -411,7 +411,7 @@ static PyObject *pool_context(ffpy_pool_t *self, PyObject *arg) {
   if (rc < 0) {
     obj->context = NULL;
     Py_DECREF(obj);
-    return ffpy_raise(rc);
+    return ffpy_raise_for_pool(rc, self->pool);
   }
   return (PyObject *)obj;
 }
@@ -436,16 +436,7 @@ PyTypeObject ffpy_context_type = {
 static PyObject *pool_error(ffpy_pool_t *self, PyObject *unused) {
   (void)unused;
   if (pool_check(self) < 0) return NULL;
-  int code = ff_pool_error(self->pool);
-  if (code == 0) Py_RETURN_NONE;
-  size_t length = ff_pool_error_detail(self->pool, NULL, 0);
-  PyObject *detail = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)length);
-  if (detail == NULL) return NULL;
-  ff_pool_error_detail(self->pool, PyBytes_AS_STRING(detail), length);
-  ff_exit_t how;
-  ff_pool_error_exit(self->pool, &how);
-  return Py_BuildValue("(iN(iii))", code, detail, (int)how.pid, how.exit_code,
-                       how.term_signal);
+  return ffpy_pool_failure(self->pool);
 }
 
 /* stats() -> (queued, in_flight, done, failed, [(pid, restarts, tasks_done,

@@ -74,20 +74,6 @@ typedef struct {
   int32_t *count; /* an RLock's depth, in the slot: only its holder writes */
 } ffpy_mutex_t;
 
-/* The AbandonedLockWarning class, set by forkfarm.synchronize. */
-static PyObject *abandoned_warning;
-
-PyObject *ffpy_set_lock_warning(PyObject *module, PyObject *cls) {
-  (void)module;
-  if (!PyType_Check(cls) ||
-      !PyType_IsSubtype((PyTypeObject *)cls, (PyTypeObject *)PyExc_Warning)) {
-    PyErr_SetString(PyExc_TypeError, "a Warning subclass is required");
-    return NULL;
-  }
-  Py_XSETREF(abandoned_warning, Py_NewRef(cls));
-  Py_RETURN_NONE;
-}
-
 static PyObject *mutex_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
   static char *names[] = {"segment", "offset", "recursive", NULL};
   PyObject *segment;
@@ -158,8 +144,7 @@ static int parse_block_timeout(PyObject *const *args, Py_ssize_t nargs,
 /* Says that a dead holder's lock was taken over: 0, or -1 with an
  * exception (warnings turned into errors). */
 static int warn_abandoned(ffpy_mutex_t *self, pid_t dead) {
-  PyObject *cls = abandoned_warning ? abandoned_warning : PyExc_RuntimeWarning;
-  return PyErr_WarnFormat(cls, 1,
+  return PyErr_WarnFormat(ffpy_class(FFPY_ABANDONED_LOCK_WARNING), 1,
                           "%s: process %d died holding it; it was taken over "
                           "(what it protected may be inconsistent)",
                           self->recursive ? "RLock" : "Lock", (int)dead);

@@ -51,12 +51,6 @@ int ffpy_wait_interruptibly(int (*wait)(void *arg, double timeout), void *arg,
       if (PyErr_CheckSignals() < 0) return -1;
       continue;
     }
-    if (rc == -EDEADLK) {
-      PyErr_SetString(PyExc_RuntimeError,
-                      "cannot wait for a task inside a completion callback: "
-                      "callbacks run on the thread that completes tasks");
-      return -1;
-    }
     ffpy_raise(rc);
     return -1;
   }

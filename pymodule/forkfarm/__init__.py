@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import sys
 from typing import TYPE_CHECKING, Any
 from multiprocessing import (
     AuthenticationError,
@@ -79,6 +80,9 @@ from . import (  # noqa: E402
 
 # As multiprocessing.reducer: the module that pickles for processes.
 reducer = reduction
+
+# A context offers the package's names, as multiprocessing's contexts do.
+context.bind_package(sys.modules[__name__])
 
 __version__ = "0.1.0"
 

@@ -8,6 +8,7 @@ import multiprocessing
 import multiprocessing.pool
 import os
 import pickle
+import queue
 import signal as _signal
 import struct
 from concurrent.futures import CancelledError
@@ -283,19 +284,21 @@ def from_outcome(status: int, detail: bytes, exit: tuple[int, int, int]) -> Base
     return OSError(-status, _core.strerror(status))
 
 
-def from_error(error: _core.Error, pool: _core.Pool | None = None) -> BaseException:
-    """The exception for a failed runtime call."""
-    code, message = error.args
-    if code == _core.ECLOSED:
-        return ValueError("Pool not running")
-    if code in (_core.EINITFAILED, _core.EZYGOTELOST) and pool is not None:
-        failure = pool.error()
-        if failure is None:
-            return from_outcome(code, b"", (0, -1, 0))
-        return from_outcome(code, failure[1], failure[2])
-    if code < 0 and -code < 4096:
-        return OSError(-code, message)
-    return RuntimeError(message)
+class AbandonedLockWarning(RuntimeWarning):
+    """A lock's holder died holding it; the lock was taken over. What it
+    protected may be inconsistent."""
 
 
-_core.register_errors(WorkerStartError=WorkerStartError)
+# The classes the runtime's codes are raised as, and how a pool that cannot
+# run tasks says why: registered once, so that _core raises them directly
+# (pymodule/errors.c holds the table of codes). Queues raise queue's Empty
+# and Full, and a pipe multiprocessing's BufferTooShort, as the modules
+# forkfarm stands in for do.
+_core.register_errors(
+    WorkerStartError=WorkerStartError,
+    Empty=queue.Empty,
+    Full=queue.Full,
+    AbandonedLockWarning=AbandonedLockWarning,
+    BufferTooShort=multiprocessing.BufferTooShort,
+    pool_failure=from_outcome,
+)

@@ -60,7 +60,7 @@ from multiprocessing import popen_fork as _mp_popen_fork
 from multiprocessing.reduction import ForkingPickler
 from typing import Any, NoReturn
 
-from . import _core, _forkserver, _protocol
+from . import _core, _forkserver, _protocol, _start
 
 __all__ = ["CallbacksBusy", "ForkPopen", "ForkProcess", "ForkServerProcess", "Process", "ServerPopen"]
 
@@ -125,9 +125,7 @@ class Process(multiprocessing.process.BaseProcess):
             # The callback thread runs Python code: as good as a thread.
             if not chosen:
                 return ServerPopen(process_obj)
-        from . import context
-
-        if not context.threaded():  # else start_method_for warned already
+        if not _start.threaded():  # else start_method_for warned already
             _warn_of_threads(stacklevel=4)
         return ForkPopen(process_obj, wait_for_callbacks=False)
 
@@ -156,15 +154,13 @@ def start_method_for(process_obj: multiprocessing.process.BaseProcess) -> tuple[
     method, or the one set with ``set_start_method``, or else ``"fork"``
     unless this process runs other Python threads (then
     ``"forkserver"``)."""
-    from . import context
-
     method = getattr(process_obj, "_forkfarm_method", None)
     if method is None:
-        method = context.get_start_method(allow_none=True)
+        method = _start.setting.method
     if method is None:
-        return ("forkserver" if context.threaded() else "fork"), False
+        return ("forkserver" if _start.threaded() else "fork"), False
     if method == "fork":
-        if context.threaded():
+        if _start.threaded():
             _warn_of_threads(stacklevel=5)
         return "fork", True
     return "forkserver", True

@@ -5,6 +5,7 @@ Without NumPy, so that the primitives do not need it."""
 from __future__ import annotations
 
 import weakref
+from typing import Any
 
 from . import _core
 
@@ -40,3 +41,16 @@ def find(segment_id: int, map_bytes: int = -1) -> _core.Segment:
             # The next task will likely bring it again: keep it mapped.
             _opened[segment_id] = segment
     return segment
+
+
+def segment_of(obj: Any) -> _core.Segment | None:
+    """The segment that holds an array's (or a buffer's) memory, if any:
+    the first Segment among its bases."""
+    base: Any = obj
+    while base is not None:
+        if isinstance(base, _core.Segment):
+            return base
+        base = getattr(base, "base", None)
+        if isinstance(base, memoryview):
+            base = base.obj
+    return None

@@ -8,7 +8,7 @@ import html
 from dataclasses import dataclass
 from typing import ClassVar
 
-from . import _core
+from . import _backend
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,7 @@ class PoolStats:
         )
 
 
-def read(core: _core.Pool) -> PoolStats:
+def read(core: _backend.Core) -> PoolStats:
     queued, in_flight, done, failed, workers = core.stats()
     return PoolStats(
         queued,

@@ -31,13 +31,13 @@ import multiprocessing.forkserver
 import multiprocessing.managers
 import multiprocessing.spawn
 import os
-import threading
+import types
 from collections.abc import Callable, Iterable
 from multiprocessing import active_children, current_process, parent_process
 from multiprocessing.util import get_logger, log_to_stderr
 from typing import Any
 
-from . import _forkserver, _process, _reexport
+from . import _forkserver, _process, _reexport, _start
 from ._process import Process
 
 __all__ = [
@@ -59,7 +59,7 @@ __all__ = [
     "set_start_method",
 ]
 
-START_METHODS = ["fork", "forkserver", "spawn"]
+START_METHODS = _start.START_METHODS
 
 # multiprocessing.context's other public names that mean the same here:
 # its Process classes, pickling guards and errors. Its context classes are
@@ -134,26 +134,20 @@ def set_forkserver_preload(module_names: list[str]) -> None:
     multiprocessing.forkserver.set_forkserver_preload(names)
 
 
-def _check(method: str | None) -> str:
-    if method is None:
-        return "fork"
-    if method not in START_METHODS:
-        raise ValueError(f"cannot find context for {method!r}")
-    return method
+# The package, whose names a context offers as multiprocessing's do: it
+# hands itself over at import (bind_package), so that this module need not
+# import the package that imports it.
+_package: types.ModuleType | None = None
 
 
-def threaded() -> bool:
-    """Whether this process runs Python threads besides the caller's: then
-    a pool takes the fork server rather than fork. Threads the threading
-    module did not start (the runtime's own among them) are not counted:
-    they hold no lock of Python's."""
-    current = threading.current_thread()
-    if current is not threading.main_thread():
-        return True
-    return any(
-        thread is not current and not isinstance(thread, threading._DummyThread)
-        for thread in threading.enumerate()
-    )
+def bind_package(package: types.ModuleType) -> None:
+    """Called once by the package at import, with itself."""
+    global _package
+    _package = package
+
+
+_check = _start.check
+threaded = _start.threaded
 
 
 class ForkfarmContext:
@@ -164,11 +158,11 @@ class ForkfarmContext:
         self._method = _check(method)
 
     def __getattr__(self, name: str) -> Any:
-        import forkfarm
-
         if name.startswith("_") or name in ("get_context", "set_start_method"):
             raise AttributeError(name)
-        return getattr(forkfarm, name)
+        if _package is None:
+            raise AttributeError(name)
+        return getattr(_package, name)
 
     def get_context(self, method: str | None = None) -> ForkfarmContext:
         return ForkfarmContext(_check(method))
@@ -194,34 +188,27 @@ class ForkfarmContext:
         initargs: Iterable[Any] = (),
         maxtasksperchild: int | None = None,
     ) -> Any:
-        from .pool import Pool
-
-        return Pool(processes, initializer, initargs, maxtasksperchild, context=self)
+        return self.__getattr__("Pool")(processes, initializer, initargs, maxtasksperchild, context=self)
 
     def __repr__(self) -> str:
         return f"<forkfarm context {self._method!r}>"
 
 
 class _DefaultContext(ForkfarmContext):
-    """The module's own context, whose start method may be set once."""
+    """The module's own context, whose start method may be set once (the
+    setting lives in _start, where pools and Process read it)."""
 
     def __init__(self) -> None:
         super().__init__("fork")
-        self._set = False
 
     def set_start_method(self, method: str | None, force: bool = False) -> None:
-        if self._set and not force:
-            raise RuntimeError("context has already been set")
-        if method is None and force:
-            self._set = False
-            return
-        self._method = _check(method)
-        self._set = True
+        _start.setting.set(method, force)
 
     def get_start_method(self, allow_none: bool = False) -> str:
-        if not self._set and allow_none:
-            return None  # type: ignore[return-value]
-        return self._method
+        method = _start.setting.method
+        if method is None and not allow_none:
+            return "fork"
+        return method  # type: ignore[return-value]
 
     @property
     def Process(self) -> type[_process.Process]:  # noqa: N802 - multiprocessing's name

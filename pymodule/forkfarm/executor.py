@@ -39,22 +39,8 @@ from concurrent.futures.process import BrokenProcessPool, _RemoteTraceback
 from typing import Any, TypeVar, cast
 
 from . import _core, _errors, _identity, _node, _progress, _protocol, _stats
-from .pool import (
-    NO_LIMITS,
-    CallEncoder,
-    TaskLimits,
-    _live_pools,
-    AUTO,
-    check_buffersize,
-    check_inner_threads,
-    check_max_memory,
-    check_max_message,
-    check_pool_arguments,
-    check_retries,
-    check_task_timeout,
-    create_core,
-    start_method,
-)
+from ._backend import Task
+from ._engine import AUTO, NO_LIMITS, Engine, TaskLimits, check_buffersize, register
 
 __all__ = ["Executor", "LimitedCalls"]
 
@@ -113,7 +99,7 @@ def _with_exit_cause(exc: _errors.WorkerLostError) -> _errors.WorkerLostError:
     return exc
 
 
-def _task_value(task: _core.Task) -> Any:
+def _task_value(task: Task) -> Any:
     """The value of a finished task, or raises what ProcessPoolExecutor
     would for the same failure."""
     if task.ok():
@@ -145,7 +131,7 @@ def _task_value(task: _core.Task) -> Any:
 class _Future(concurrent.futures.Future):  # type: ignore[type-arg]
     """A future whose cancel() also withdraws its task from the runtime."""
 
-    _task: _core.Task | None = None
+    _task: Task | None = None
     _executor: Executor | None = None
 
     def cancel(self) -> bool:
@@ -185,7 +171,7 @@ class _Future(concurrent.futures.Future):  # type: ignore[type-arg]
     def exception(self, timeout: float | None = None) -> BaseException | None:
         return super().exception(self._collect(timeout))
 
-    def _on_done(self, task: _core.Task) -> None:
+    def _on_done(self, task: Task) -> None:
         # In the thread that collected the result, under the GIL, before the
         # task's waiters are woken.
         executor = self._executor
@@ -386,62 +372,39 @@ class Executor(concurrent.futures.Executor):
     ) -> None:
         self._shutdown_requested = True  # until the runtime pool exists
         self._broken_by: str | None = None
-        check_inner_threads(inner_threads)
-        self._timeout = check_task_timeout(timeout)
-        retries = check_retries(retries)
-        max_memory = check_max_memory(max_memory_per_child)
-        max_message = check_max_message(max_message_size)
-        self._start_method = start_method(mp_context, backend)
-        if max_workers is None and self._start_method == "mpi":
-            from . import mpi
-
-            max_workers = mpi.ranks()
-        max_workers = check_pool_arguments(
-            max_workers,
-            "max_workers must be greater than 0",
-            initializer,
-            max_tasks_per_child,
-            "max_tasks_per_child must be >= 1",
-            mp_context,
-        )
-        self._max_workers = max_workers
-        self._mp_context = mp_context if mp_context is not None else self._default_context()
         self._lock = threading.Lock()
         self._pending: set[_Future] = set()
         self._workers: dict[int, _WorkerProcess] = {}
         self._shutdown_event = threading.Event()
         self._stopped = threading.Event()
-        if initializer is not None:
-            initargs = (initializer, *initargs)
-            initializer = _initialize_worker
-        self._core, main_at_fork = create_core(
-            max_workers,
-            initializer,
-            initargs,
-            max_tasks_per_child,
-            self._timeout,
-            retries,
-            max_memory,
-            self._start_method,
-            inner_threads,
-            pin,
-            max_message,
+        self._engine = Engine(
+            workers=max_workers,
+            workers_error="max_workers must be greater than 0",
+            initializer=initializer,
+            initargs=initargs,
+            # Logs a failing initializer as ProcessPoolExecutor's workers do.
+            initializer_wrapper=_initialize_worker,
+            max_tasks=max_tasks_per_child,
+            max_tasks_error="max_tasks_per_child must be >= 1",
+            context=mp_context,
+            timeout=timeout,
+            retries=retries,
+            max_memory_per_child=max_memory_per_child,
+            backend=backend,
+            inner_threads=inner_threads,
+            pin=pin,
+            max_message_size=max_message_size,
             # Workers are ForkProcess-N, SpawnProcess-N..., as ProcessPoolExecutor's.
             role="Process",
             # ProcessPoolExecutor starts its workers on demand but with fork.
-            on_demand=self._start_method == "forkserver",
+            on_demand_with=("forkserver",),
         )
-        self._calls = CallEncoder(self._core, main_at_fork)
+        self._max_workers = self._engine.workers
+        self._core = self._engine.core
+        # The forkfarm context of the start method in use (None for MPI).
+        self._mp_context = mp_context if mp_context is not None else self._engine.backend.mp_context()
         self._shutdown_requested = False
-        _live_pools.add(self)
-
-    def _default_context(self) -> Any:
-        """The forkfarm context of the start method in use (None for MPI)."""
-        if self._start_method == "mpi":
-            return None
-        from . import context
-
-        return context.get_context(self._start_method)
+        register(self)
 
     # -- what code written for ProcessPoolExecutor reads -----------------------
 
@@ -453,7 +416,7 @@ class Executor(concurrent.futures.Executor):
         if self._broken_by is not None:
             return self._broken_by
         core = getattr(self, "_core", None)
-        failure = core.error() if core is not None and self._start_method != "mpi" else None
+        failure = core.error() if core is not None else None
         if failure is None:
             return False
         code, detail, exit = failure
@@ -464,7 +427,7 @@ class Executor(concurrent.futures.Executor):
         """The live workers by pid, as ProcessPoolExecutor's attribute of
         that name has them. Waits for the pids of workers being started."""
         core = getattr(self, "_core", None)
-        if core is None or self._start_method == "mpi":
+        if core is None:
             return {}
         deadline = time.monotonic() + _PIDS_WAIT
         pids = core.worker_pids()
@@ -472,7 +435,7 @@ class Executor(concurrent.futures.Executor):
             time.sleep(0.001)
             pids = core.worker_pids()
         # Named as each calls itself (current_process().name): by its slot.
-        prefix = _identity.identity_for(self._start_method, "Process").name_prefix
+        prefix = _identity.identity_for(self._engine.start_method, "Process").name_prefix
         slots = {row[0]: slot for slot, row in enumerate(core.stats()[4])}
         with self._lock:
             known = {pid: self._workers[pid] for pid in pids if pid in self._workers}
@@ -501,7 +464,7 @@ class Executor(concurrent.futures.Executor):
     def _submit_payload(
         self,
         payload: bytes,
-        context: _core.Context | None = None,
+        context: Any = None,
         items: int = 1,
         limits: TaskLimits = NO_LIMITS,
     ) -> _Future:
@@ -514,17 +477,12 @@ class Executor(concurrent.futures.Executor):
             try:
                 # The thread that waits for this future completes it itself
                 # if it gets there before the callback thread.
-                future._task = self._core.submit(
-                    payload,
-                    future._on_done,
-                    None,
-                    context,
-                    *limits.submit_args(self._timeout, items),
-                    claimable=True,
+                future._task = self._engine.submit(
+                    payload, future._on_done, None, context, items, limits, claimable=True
                 )
-            except _core.Error as error:
+            except BaseException:
                 self._pending.discard(future)
-                raise _errors.from_error(error, self._core) from None
+                raise
         return future
 
     def submit(self, fn: Callable[..., _T], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[_T]:
@@ -539,7 +497,7 @@ class Executor(concurrent.futures.Executor):
             raise TypeError(f"{type(fn).__name__!r} object is not callable")
         self._check_open()
         try:
-            payload, context = self._calls.encode(fn, args, kwargs)
+            payload, context = self._engine.call(fn, args, kwargs)
         except Exception as error:  # noqa: BLE001 - delivered through the future
             return _failed_future(error)
         return self._submit_payload(payload, context, 1, limits)
@@ -623,7 +581,7 @@ class Executor(concurrent.futures.Executor):
     @property
     def start_method(self) -> str:
         """Where the workers come from: ``"fork"`` or ``"forkserver"``."""
-        return self._start_method
+        return self._engine.start_method
 
     def layout(self) -> list[_node.WorkerPlace]:
         """Where each live worker runs: its pid, the CPUs it may use and
@@ -668,8 +626,6 @@ class Executor(concurrent.futures.Executor):
         workers are all still starting: ProcessPoolExecutor hands its first
         calls to its workers as it starts them, and code that cancels the
         rest right after submitting expects those to run."""
-        if self._start_method == "mpi":
-            return
         deadline = time.monotonic() + _FIRST_DISPATCH_WAIT
         while time.monotonic() < deadline and self._core.error() is None:
             queued, in_flight, done, failed, _workers = self._core.stats()
@@ -694,10 +650,10 @@ class Executor(concurrent.futures.Executor):
         with self._lock:
             if not hasattr(self, "_core"):
                 return
+            if not self._engine.backend.local:
+                raise NotImplementedError(f"{how}() needs workers on this machine, which signals reach")
             self._shutdown_requested = True
             pending = list(self._pending)
-        if self._start_method == "mpi":
-            raise NotImplementedError(f"{how}() needs local workers, not MPI ranks")
         if self._core.worker_count() and self._broken_by is None:
             self._broken_by = f"the executor's workers were stopped by {how}(): it runs no more calls"
         # Those no worker has are cancelled on return, as with shutdown().
@@ -727,20 +683,17 @@ class _ChunkSubmitter:
         self._fn = fn
         self._limits = limits
         self._bar = bar
-        self._memo = _core.BufferMemo()  # a buffer many items carry is copied once
-        self._context: _core.Context | None = None
+        self._memo: Any = None  # a buffer many items carry is copied once
+        self._context: Any = None
 
     def submit(self, executor: Executor, chunk: list[tuple[Any, ...]]) -> concurrent.futures.Future[list[Any]]:
         executor._check_open()
         try:
+            engine = executor._engine
             if self._context is None:
-                try:
-                    self._context = executor._core.context(
-                        _protocol.encode_function(executor._calls.sendable(self._fn), True)
-                    )
-                except _core.Error as error:
-                    raise _errors.from_error(error, executor._core) from None
-            payload = _protocol.encode_items(chunk, self._memo)
+                self._context = engine.function(self._fn, True)
+                self._memo = engine.encoder.memo()
+            payload = engine.encoder.items(chunk, self._memo)
         except Exception as error:  # noqa: BLE001 - delivered through the future
             return _failed_future(error)
         future = executor._submit_payload(payload, self._context, len(chunk), self._limits)

@@ -21,13 +21,11 @@ no thread, no name. What follows from that:
 from __future__ import annotations
 
 import pickle
-import queue
 from functools import partial
 from queue import Empty as Empty, Full as Full  # raised here, and named so in multiprocessing.queues
 from typing import Any, Generic, TypeVar
 
 from . import _core, _segments
-from .synchronize import AbandonedLockWarning
 
 __all__ = ["JoinableQueue", "Queue", "SimpleQueue"]
 
@@ -45,7 +43,7 @@ _dumps = partial(pickle.dumps, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def _channel(segment: _core.Segment) -> _core.Channel:
-    return _core.Channel(segment, _dumps, pickle.loads, queue.Empty, queue.Full, AbandonedLockWarning)
+    return _core.Channel(segment, _dumps, pickle.loads)
 
 
 class Queue(Generic[_T]):

@@ -31,18 +31,6 @@ from . import _core, _segments
 
 __all__ = ["SharedArray", "as_shared", "empty", "full", "shared_array", "zeros"]
 
-def _segment_of(array: np.ndarray[Any, Any]) -> _core.Segment | None:
-    """The segment that holds array's memory, if any."""
-    base: Any = array
-    while base is not None:
-        if isinstance(base, _core.Segment):
-            return base
-        base = getattr(base, "base", None)
-        if isinstance(base, memoryview):
-            base = base.obj
-    return None
-
-
 def _extent(array: np.ndarray[Any, Any]) -> tuple[int, int]:
     """The byte offsets, from the first element, of the lowest and one past
     the highest byte the array covers."""
@@ -58,7 +46,7 @@ def _extent(array: np.ndarray[Any, Any]) -> tuple[int, int]:
 
 
 def _handle(array: np.ndarray[Any, Any]) -> tuple[Any, ...] | None:
-    segment = _segment_of(array)
+    segment = _segments.segment_of(array)
     if segment is None:
         return None
     # Segments a worker made on its own (not through its parent) cannot be
@@ -86,7 +74,7 @@ def _handle(array: np.ndarray[Any, Any]) -> tuple[Any, ...] | None:
     )
 
 
-def _rebuild(
+def rebuild(
     segment_id: int,
     offset: int,
     shape: tuple[int, ...],
@@ -94,6 +82,9 @@ def _rebuild(
     dtype: np.dtype[Any],
     writeable: bool,
 ) -> SharedArray:
+    """The shared array a handle describes (_handle's tuple), on its
+    segment, mapped here if it is not yet: how arrays arrive in another
+    process without a copy (pickles, and the MPI wire)."""
     segment = _segments.find(segment_id)
     if math.prod(shape) == 0:
         array = np.ndarray(shape, dtype).view(SharedArray)
@@ -115,7 +106,7 @@ class SharedArray(np.ndarray):  # type: ignore[type-arg, unused-ignore]
         if _core.pickling_for_pool():
             handle = _handle(self)
             if handle is not None:
-                return _rebuild, handle
+                return rebuild, handle
         return self.view(np.ndarray).__reduce_ex__(protocol)
 
     def __reduce__(self) -> Any:
@@ -125,7 +116,7 @@ class SharedArray(np.ndarray):  # type: ignore[type-arg, unused-ignore]
         self, array: Any, context: Any = None, return_scalar: bool = False
     ) -> Any:
         result = super().__array_wrap__(array, context, return_scalar)
-        if isinstance(result, SharedArray) and _segment_of(result) is None:
+        if isinstance(result, SharedArray) and _segments.segment_of(result) is None:
             return result.view(np.ndarray)
         return result
 

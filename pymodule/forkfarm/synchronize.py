@@ -24,12 +24,12 @@ import os
 import struct
 import threading
 import time
-import warnings
 import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from . import _core, _protocol, _segments
+from ._errors import AbandonedLockWarning
 
 __all__ = [
     "AbandonedLockWarning",
@@ -48,11 +48,6 @@ SLOT = 64  # bytes per primitive
 REFS = 60  # where a slot's count of users lives
 SLAB = 64 * 1024  # bytes per segment of slots
 SEM_VALUE_MAX = 0x7FFFFFFF
-
-
-class AbandonedLockWarning(RuntimeWarning):
-    """A lock's holder died holding it; the lock was taken over. What it
-    protected may be inconsistent."""
 
 
 # -- slots ---------------------------------------------------------------------
@@ -96,7 +91,6 @@ class _Slabs:
             view.release()
 
 
-_core.set_lock_warning(AbandonedLockWarning)
 _slabs = _Slabs()
 # Every primitive alive in this process: what a fork copies.
 _live: weakref.WeakSet[_Shared] = weakref.WeakSet()

@@ -183,24 +183,24 @@ class TestCallsReuseTheirFunction:
             assert pool.apply(helpers.add, (i, 1)) == i + 1
         assert pool.apply(helpers.echo_kwargs, (), {"a": 1}) == {"a": 1}
         assert pool.apply(helpers.args_and_kwargs, (1, 2), {"k": 3}) == ((1, 2), {"k": 3})
-        assert helpers.add in pool._calls._contexts
+        assert helpers.add in pool._engine.encoder._contexts
 
     def test_more_functions_than_kept(self, pool: forkfarm.Pool, monkeypatch: pytest.MonkeyPatch) -> None:
-        monkeypatch.setattr(pool._calls, "LIMIT", 3)
+        monkeypatch.setattr(pool._engine.encoder._contexts, "LIMIT", 3)
         funcs = [helpers.square, helpers.identity, helpers.type_name, helpers.length, abs]
         for _ in range(20):
             for f in funcs:
                 arg = [1, 2] if f is helpers.length else -3
                 assert pool.apply(f, (arg,)) == f(arg)
-        assert len(pool._calls._contexts) <= 3
+        assert len(pool._engine.encoder._contexts) <= 3
 
     def test_other_callables_travel_with_each_call(self, pool: forkfarm.Pool) -> None:
         method = "abc".upper
         partial = functools.partial(helpers.add, 10)
         assert pool.apply(method) == "ABC"
         assert pool.apply(partial, (5,)) == 15
-        assert method not in pool._calls._contexts
-        assert partial not in pool._calls._contexts
+        assert method not in pool._engine.encoder._contexts
+        assert partial not in pool._engine.encoder._contexts
 
     def test_executor_submit(self) -> None:
         with forkfarm.Executor(max_workers=2) as ex:

@@ -47,7 +47,7 @@ def test_workers_come_from_a_fresh_interpreter(pool: forkfarm.Pool) -> None:
     global MARK
     MARK = "changed after import"
     try:
-        assert pool._start_method == "forkserver"
+        assert pool.start_method == "forkserver"
         assert pool.apply(read_mark) == "parent"  # the module as imported afresh
         server = _forkserver._server._process
         assert server is not None
@@ -73,21 +73,21 @@ def test_the_server_is_kept_for_later_pools(pool: forkfarm.Pool) -> None:
 def test_chosen_when_the_parent_has_threads() -> None:
     assert not forkfarm.context.threaded()
     with forkfarm.Pool(1) as forked:
-        assert forked._start_method == "fork"
+        assert forked.start_method == "fork"
     stop = threading.Event()
     thread = threading.Thread(target=stop.wait)
     thread.start()
     try:
         assert forkfarm.context.threaded()
         with forkfarm.Pool(2) as p:
-            assert p._start_method == "forkserver"
+            assert p.start_method == "forkserver"
             assert p.map(helpers.square, range(10)) == [x * x for x in range(10)]
         with forkfarm.Executor(1) as executor:
-            assert executor._start_method == "forkserver"
+            assert executor.start_method == "forkserver"
             assert executor.submit(helpers.square, 5).result(timeout=30) == 25
         # What the caller asked for is what it gets.
         with forkfarm.get_context("fork").Pool(1) as forked:
-            assert forked._start_method == "fork"
+            assert forked.start_method == "fork"
     finally:
         stop.set()
         thread.join()
@@ -98,7 +98,7 @@ def test_a_pool_made_in_another_thread() -> None:
 
     def make() -> None:
         with forkfarm.Pool(1) as p:
-            results.append((p._start_method, p.apply(helpers.square, (3,))))
+            results.append((p.start_method, p.apply(helpers.square, (3,))))
 
     thread = threading.Thread(target=make)
     thread.start()
@@ -114,13 +114,13 @@ def test_contexts_and_start_methods() -> None:
     with pytest.raises(ValueError, match="cannot find context for 'thread'"):
         forkfarm.Pool(1, context="thread")
     with forkfarm.Executor(1, mp_context=multiprocessing.get_context("spawn")) as executor:
-        assert executor._start_method == "forkserver"
+        assert executor.start_method == "forkserver"
         assert executor.submit(helpers.add, 2, 3).result(timeout=30) == 5
     forkfarm.set_start_method("forkserver", force=True)
     try:
         assert forkfarm.get_start_method() == "forkserver"
         with forkfarm.Pool(1) as p:
-            assert p._start_method == "forkserver"
+            assert p.start_method == "forkserver"
     finally:
         forkfarm.set_start_method(None, force=True)
     assert forkfarm.get_start_method(allow_none=True) is None
@@ -199,7 +199,7 @@ def test_main_travels_by_value_from_a_threaded_script() -> None:
             return Point(point.x * SCALE)
 
         with forkfarm.Pool(2) as pool:
-            print(pool._start_method)
+            print(pool.start_method)
             result = pool.map(scaled, [Point(i) for i in range(4)])
             print(all(type(p) is Point for p in result), [p.x for p in result])
             print(pool.map(lambda x: x + SCALE, range(3)))

@@ -4,6 +4,7 @@ during a wait, worker signal handling, forks of the parent, and reaping."""
 from __future__ import annotations
 
 import os
+import queue
 import signal
 import threading
 import time
@@ -106,3 +107,26 @@ def test_abandoned_imap_iterator() -> None:
             del it
             gc.collect()
         assert pool.map(helpers.square, range(100)) == [x * x for x in range(100)]
+
+
+def test_the_core_raises_the_final_exceptions() -> None:
+    """Runtime codes come out of _core as the exceptions users catch
+    (pymodule/errors.c's table), with the classes the package registered
+    once at import."""
+    pool = forkfarm.Pool(1)
+    try:
+        pool.close()
+        with pytest.raises(ValueError, match="Pool not running"):
+            pool._core.submit(b"")
+        with pytest.raises(ValueError, match="Pool not running"):
+            pool.apply_async(abs, (1,))
+    finally:
+        pool.terminate()
+    with pytest.raises(TypeError, match="unexpected keyword 'Bogus'"):
+        forkfarm._core.register_errors(Bogus=ValueError)
+    with pytest.raises(TypeError, match="AbandonedLockWarning must be a subclass of RuntimeWarning"):
+        forkfarm._core.register_errors(AbandonedLockWarning=ValueError)
+    q = forkfarm.Queue()
+    with pytest.raises(queue.Empty):
+        q.get_nowait()
+    q.close()

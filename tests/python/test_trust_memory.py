@@ -417,7 +417,7 @@ def open_segment_sum(segment_id):
 def open_neighbours(array, radius):
     """Given a shared array, tries to open the segments whose ids lie
     within radius of its own: {delta: what happened}."""
-    own = forkfarm.shared._segment_of(array).id
+    own = forkfarm._segments.segment_of(array).id
     seen = {}
     for distance in range(1, radius + 1):
         for delta in (distance, -distance):
@@ -843,7 +843,7 @@ try:
     summary["started"] = pool.apply(square, (3,))
     secret = forkfarm.zeros(1000)
     secret[:] = 7
-    secret_id = forkfarm.shared._segment_of(secret).id
+    secret_id = forkfarm._segments.segment_of(secret).id
     summary["unsent"] = outcome(lambda: pool.apply_async(open_segment_sum, (secret_id,)).get(timeout=60))
     # Sending the array itself still works.
     summary["sent_sum"] = pool.apply_async(big_sum, (secret,)).get(timeout=60)

@@ -15,15 +15,29 @@ One MPI pool runs at a time. See ``docs/across-nodes.md``.
 
 from __future__ import annotations
 
-import threading
-from typing import Any
+from .. import _backend
+from .root import MpiBackend, ranks, shutdown
+from .wire import world
+
+__all__ = ["backend", "hybrid", "launch", "launched", "node_ranks", "ranks", "shutdown", "world"]
 
 _launched = False
-_active = threading.Lock()
 # Set by the launcher: None, or hybrid mode with this many workers per rank
 # (0: the rank's share of its node's CPUs).
 _hybrid: int | None = None
 _node_ranks = 1
+
+
+def launch(node_ranks: int, hybrid: int | None, root: bool) -> None:
+    """What ``python -m forkfarm.mpi`` learnt at launch, on every rank: how
+    many ranks share this node and the hybrid mode. On rank 0 the pools made
+    with neither a context nor a backend then farm to the other ranks."""
+    global _launched, _hybrid, _node_ranks
+    _node_ranks = node_ranks
+    _hybrid = hybrid
+    if root:
+        _launched = True
+        _backend.set_default(backend())
 
 
 def launched() -> bool:
@@ -42,61 +56,6 @@ def node_ranks() -> int:
     return _node_ranks
 
 
-def world() -> Any:
-    """The communicator the pools farm over: MPI.COMM_WORLD."""
-    from mpi4py import MPI
-
-    return MPI.COMM_WORLD
-
-
-def ranks() -> int:
-    """The ranks that run tasks: all but rank 0 (at least one)."""
-    count = int(world().Get_size()) - 1
-    if count < 1:
-        raise ValueError(
-            "an MPI pool needs at least 2 ranks: rank 0 runs the program, the others its tasks"
-        )
-    return count
-
-
-def core(processes: int | None) -> tuple[Any, dict[str, Any]]:
-    """Rank 0's pool over the other ranks, and what of __main__ they got."""
-    from .. import _forkserver
-    from .transport import Core
-
-    if not _active.acquire(blocking=False):
-        raise RuntimeError("one MPI pool runs at a time: close and join the other first")
-    try:
-        comm = world()
-        if comm.Get_rank() != 0:
-            raise RuntimeError("MPI pools are made on rank 0; the other ranks run their tasks")
-        if processes is not None and processes != ranks():
-            raise ValueError(
-                f"an MPI pool runs on every rank but rank 0: {ranks()} here, not {processes} "
-                "(start mpiexec with one more rank than workers)"
-            )
-        main, sent = _forkserver.main_by_value()
-        global _current
-        _current = Core(comm, main, _released, _hybrid)
-        return _current, sent
-    except BaseException:
-        _active.release()
-        raise
-
-
-_current: Any = None
-
-
-def _released() -> None:
-    global _current
-    _current = None
-    _active.release()
-
-
-def shutdown() -> None:
-    """At the end of rank 0's program: a pool it left running is
-    terminated, so that its ranks are free before they are told to exit."""
-    core = _current
-    if core is not None:
-        core.terminate()
-        core.join()
+def backend() -> MpiBackend:
+    """The backend of pools over the other ranks (``backend="mpi"``)."""
+    return MpiBackend(_hybrid)

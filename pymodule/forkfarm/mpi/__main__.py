@@ -23,7 +23,7 @@ def main(argv: list[str]) -> int:
         print(USAGE, file=sys.stderr if not argv else sys.stdout)
         return 0 if argv else 2
     import forkfarm.mpi
-    from forkfarm.mpi import transport
+    from forkfarm.mpi import server
 
     hybrid: int | None = None
     while argv and argv[0] in ("--hybrid", "--workers"):
@@ -44,18 +44,18 @@ def main(argv: list[str]) -> int:
     comm = forkfarm.mpi.world()
     # Every rank, before anything else: a collective call.
     node = comm.Split_type(MPI.COMM_TYPE_SHARED)
-    forkfarm.mpi._node_ranks = node.Get_size()
+    node_ranks = node.Get_size()
     node.Free()
-    forkfarm.mpi._hybrid = hybrid
-    if comm.Get_rank() != 0:
+    root = comm.Get_rank() == 0
+    forkfarm.mpi.launch(node_ranks, hybrid, root)
+    if not root:
         try:
-            transport.serve_until_exit(comm)
+            server.serve_until_exit(comm, node_ranks)
         except BaseException:  # noqa: BLE001 - rank 0 would wait for it forever
             traceback.print_exc()
             sys.stderr.flush()
             comm.Abort(1)
         return 0
-    forkfarm.mpi._launched = True
     try:
         if argv[0] == "-m" and len(argv) > 1:
             sys.argv = argv[1:]
@@ -76,14 +76,14 @@ def main(argv: list[str]) -> int:
         if code:
             comm.Abort(code)
         forkfarm.mpi.shutdown()
-        transport.release_all(comm)
+        server.release_all(comm)
         return 0
     except BaseException:  # noqa: BLE001 - reported, then the whole job ends
         traceback.print_exc()
         sys.stderr.flush()
         comm.Abort(1)
     forkfarm.mpi.shutdown()
-    transport.release_all(comm)
+    server.release_all(comm)
     return 0
 
 
