@@ -80,7 +80,9 @@ from . import (  # noqa: E402
 # As multiprocessing.reducer: the module that pickles for processes.
 reducer = reduction
 
-__version__ = "0.1.0"
+# The version is written once, in meson.build: the runtime returns it
+# (ff_version) and meson-python puts it in the package's metadata.
+from ._core import __version__ as __version__  # noqa: E402
 
 __all__ = [
     "AbandonedLockWarning",
