@@ -54,10 +54,13 @@ $(INSTALL_STAMP): $(DEPS_STAMP) $(SOURCES)
 	$(VPY) -m pip install --quiet --no-build-isolation ".[test,bench]"
 	touch $@
 
-# CMocka tests of lib/, built with -Werror.
+# CMocka tests of lib/, built with -Werror; then the installable C library
+# (-Dlibrary=true), installed into a temporary prefix and used through
+# pkg-config by examples/c/square_pool.c.
 test-c: $(DEPS_STAMP)
 	@[ -f build/c/build.ninja ] || meson setup build/c -Dpython=false -Dwerror=true
 	meson test -C build/c --verbose
+	bash tools/test-installed-c.sh
 
 # With CPython's own multiprocessing and concurrent.futures suites
 # (tests/python/cpython), from Debian's testsuite package where the Python

@@ -22,9 +22,24 @@
 extern "C" {
 #endif
 
-#define FF_VERSION_MAJOR 0
-#define FF_VERSION_MINOR 1
-#define FF_VERSION_PATCH 0
+/* FF_VERSION_MAJOR, _MINOR, _PATCH and FF_VERSION_STRING: the version of
+ * these headers, generated from the project version. */
+#include "forkfarm_version.h"
+
+/* Marks the public functions: with FF_BUILDING_SHARED (the build of
+ * libforkfarm.so, whose other symbols are hidden) they are exported;
+ * elsewhere, in the static library and in the programs that include this
+ * header, it adds nothing. */
+#if defined(FF_BUILDING_SHARED) && (defined(__GNUC__) || defined(__clang__))
+#define FF_API __attribute__((visibility("default")))
+#else
+#define FF_API
+#endif
+
+/* The version of the library, as FF_VERSION_STRING was when it was built
+ * ("0.1.0"): a program may be running against a newer library than the
+ * headers it was compiled with. */
+FF_API const char *ff_version(void);
 
 /* Error codes that are not errno values. They are negative, like the errno
  * codes the functions return, and well outside errno's range. */
@@ -66,7 +81,7 @@ typedef enum {
 
 /* Returns a static, human-readable description of a return code: one of the
  * FF_E codes above or a negative errno value. */
-const char *ff_strerror(int code);
+FF_API const char *ff_strerror(int code);
 
 /* A growable output buffer handed to the work callback in the worker. The
  * runtime reuses it across tasks, so a callback that fills it does not
@@ -79,9 +94,9 @@ typedef struct ff_buf_s {
 
 /* Makes room for len bytes, sets buf->len = len, and returns buf->base (NULL
  * when out of memory). */
-void *ff_buf_reserve(ff_buf_t *buf, size_t len);
+FF_API void *ff_buf_reserve(ff_buf_t *buf, size_t len);
 /* Copies len bytes into the buffer: 0 or -ENOMEM. */
-int ff_buf_set(ff_buf_t *buf, const void *data, size_t len);
+FF_API int ff_buf_set(ff_buf_t *buf, const void *data, size_t len);
 
 /* Runs in a worker for each task. It reads the input message (never NULL,
  * even when empty) and writes the result into out. context is what
@@ -134,7 +149,7 @@ typedef struct ff_fork_hooks_s {
  * has run). As after any fork, the child has one thread and starts a
  * runtime of its own if it makes a pool. */
 #define FF_FORK_CALLBACK_WAIT 1.0
-pid_t ff_fork(const ff_fork_hooks_t *hooks, double callbacks_wait);
+FF_API pid_t ff_fork(const ff_fork_hooks_t *hooks, double callbacks_wait);
 
 typedef struct ff_pool_s ff_pool_t;
 typedef struct ff_task_s ff_task_t;
@@ -222,20 +237,20 @@ typedef struct ff_pool_options_s {
 } ff_pool_options_t;
 
 /* Fills options with the defaults: one worker per CPU and no callbacks. */
-void ff_pool_options_init(ff_pool_options_t *options);
+FF_API void ff_pool_options_init(ff_pool_options_t *options);
 
 /* Creates a pool: forks its zygote from the calling thread (so the workers
  * see this process as it is now) and starts the workers. Returns 0 and sets
  * *pool, or a negative error: -EINVAL for bad options, or the error of the
  * failed fork or system call. */
-int ff_pool_create(ff_pool_t **pool, const ff_pool_options_t *options);
+FF_API int ff_pool_create(ff_pool_t **pool, const ff_pool_options_t *options);
 
 /* Runs the calling process as a pool's zygote (see ff_zygote_t), until the
  * other end of ctl closes: then kills the workers it forked and exits. The
  * process must be single-threaded. In each worker the child fork hook runs
  * once; the prepare and parent hooks are not called. Returns only on bad
  * arguments, with -EINVAL. */
-int ff_zygote_serve(const ff_pool_options_t *options, int ctl);
+FF_API int ff_zygote_serve(const ff_pool_options_t *options, int ctl);
 
 #define FF_SUBMIT_NOTIFY 1u /* call options.on_complete when it finishes */
 /* With FF_SUBMIT_NOTIFY: a thread that waits for the task (ff_task_wait)
@@ -251,9 +266,9 @@ int ff_zygote_serve(const ff_pool_options_t *options, int ctl);
  * On success *task holds a reference the caller must ff_task_release().
  * When queue is not NULL the finished task is also pushed onto it. Errors:
  * FF_ECLOSED after ff_pool_close() or ff_pool_terminate(), -EINVAL, -ENOMEM. */
-int ff_pool_submit(ff_pool_t *pool, ff_context_t *context,
-                   const void *message, size_t length, unsigned flags,
-                   ff_queue_t *queue, void *user_data, ff_task_t **task);
+FF_API int ff_pool_submit(ff_pool_t *pool, ff_context_t *context,
+                          const void *message, size_t length, unsigned flags,
+                          ff_queue_t *queue, void *user_data, ff_task_t **task);
 
 /* What one task may override of its pool's options. */
 typedef struct ff_submit_options_s {
@@ -270,24 +285,26 @@ typedef struct ff_submit_options_s {
 
 /* ff_pool_submit with options of its own for this task. -EINVAL for a NaN
  * timeout. */
-int ff_pool_submit_with(ff_pool_t *pool, ff_context_t *context,
-                        const void *message, size_t length, unsigned flags,
-                        const ff_submit_options_t *options, ff_queue_t *queue,
-                        void *user_data, ff_task_t **task);
+FF_API int ff_pool_submit_with(ff_pool_t *pool, ff_context_t *context,
+                               const void *message, size_t length,
+                               unsigned flags,
+                               const ff_submit_options_t *options,
+                               ff_queue_t *queue, void *user_data,
+                               ff_task_t **task);
 
 /* A context: bytes shared by many tasks (the function of a map), sent to a
  * worker once and kept there while it is among the worker's recent ones.
  * The runtime copies data. Tasks hold their own references. */
-int ff_context_create(ff_pool_t *pool, const void *data, size_t length,
-                      ff_context_t **context);
-void ff_context_release(ff_context_t *context);
+FF_API int ff_context_create(ff_pool_t *pool, const void *data, size_t length,
+                             ff_context_t **context);
+FF_API void ff_context_release(ff_context_t *context);
 
 /* Stops accepting tasks; the queued ones still run, then the workers exit. */
-int ff_pool_close(ff_pool_t *pool);
+FF_API int ff_pool_close(ff_pool_t *pool);
 
 /* Stops at once: queued tasks fail with FF_ECANCELED, running ones with
  * FF_EWORKERLOST, and the workers and the zygote are killed. */
-int ff_pool_terminate(ff_pool_t *pool);
+FF_API int ff_pool_terminate(ff_pool_t *pool);
 
 /* Waits until every worker has exited and been reaped, after
  * ff_pool_close() or ff_pool_terminate(). After a close, the zygote (which
@@ -295,17 +312,17 @@ int ff_pool_terminate(ff_pool_t *pool);
  * the loop thread reaps it, and ff_pool_destroy() waits for that. timeout
  * is in seconds, negative for no limit. Returns 0, -ETIMEDOUT, -EINTR (a
  * signal arrived: call again), or -EINVAL when the pool is still open. */
-int ff_pool_join(ff_pool_t *pool, double timeout);
+FF_API int ff_pool_join(ff_pool_t *pool, double timeout);
 
 /* Terminates the pool if needed, waits for its processes to be reaped
  * (unless called from the loop thread, in a callback), then frees it. Tasks
  * keep their own references and stay valid. */
-void ff_pool_destroy(ff_pool_t *pool);
+FF_API void ff_pool_destroy(ff_pool_t *pool);
 
 /* Like ff_pool_destroy, but returns at once: the loop thread terminates
  * the pool, reaps its processes and frees it. For finalizers, which must
  * not wait for a thread that may be waiting for them. */
-void ff_pool_abandon(ff_pool_t *pool);
+FF_API void ff_pool_abandon(ff_pool_t *pool);
 
 /* Closes the pool and sends signum to every worker: the tasks they are
  * running fail as their workers' exits are reported (FF_EWORKERLOST, with
@@ -314,42 +331,43 @@ void ff_pool_abandon(ff_pool_t *pool);
  * FF_ECANCELED. A worker whose pid is not known yet gets SIGKILL when it
  * is. ff_pool_join() then returns once the workers are gone. Returns 0,
  * or -EINVAL for a bad signal. */
-int ff_pool_stop_workers(ff_pool_t *pool, int signum);
+FF_API int ff_pool_stop_workers(ff_pool_t *pool, int signum);
 
 /* Writes up to capacity worker pids into pids and returns how many workers
  * are alive now. */
-size_t ff_pool_worker_pids(ff_pool_t *pool, pid_t *pids, size_t capacity);
+FF_API size_t ff_pool_worker_pids(ff_pool_t *pool, pid_t *pids,
+                                  size_t capacity);
 
 /* The worker processes the pool has started and not yet seen exit, those
  * whose pid the zygote has not reported yet included (and, with
  * start_on_demand, those about to be started). */
-size_t ff_pool_worker_count(ff_pool_t *pool);
+FF_API size_t ff_pool_worker_count(ff_pool_t *pool);
 
 /* A new descriptor (close-on-exec) of the pidfd of the live worker process
  * pid of this pool, which the zygote opened before it could be reaped: it
  * names that process, never a later one with the same pid. Returns it, or
  * -ENOENT (pid is not a live worker of the pool), or -errno. */
-int ff_pool_worker_pidfd(ff_pool_t *pool, pid_t pid);
+FF_API int ff_pool_worker_pidfd(ff_pool_t *pool, pid_t pid);
 
 /* How the worker process pid of this pool ended, if it is among the last
  * FF_EXITS_KEPT exits of the slot it ran in: 0 and *how filled, or -ENOENT
  * (it runs, or exited long ago, or the pool killed it at its end, when the
  * zygote no longer reports exits). */
 #define FF_EXITS_KEPT 4
-int ff_pool_worker_exit(ff_pool_t *pool, pid_t pid, ff_exit_t *how);
+FF_API int ff_pool_worker_exit(ff_pool_t *pool, pid_t pid, ff_exit_t *how);
 
 /* In a worker process: the slot it fills, from 0 to workers - 1, which a
  * replacement inherits from the worker it replaces; -1 outside workers. */
-int ff_worker_slot(void);
+FF_API int ff_worker_slot(void);
 
 /* The pool's error, once it cannot run tasks any more (FF_EINITFAILED,
  * FF_EZYGOTELOST), else 0. */
-int ff_pool_error(ff_pool_t *pool);
+FF_API int ff_pool_error(ff_pool_t *pool);
 
 /* Copies the detail of the pool's error (for FF_EINITFAILED, the bytes the
  * worker initializer wrote) into buf, up to capacity bytes, and returns its
  * full length; 0 when there is none. */
-size_t ff_pool_error_detail(ff_pool_t *pool, void *buf, size_t capacity);
+FF_API size_t ff_pool_error_detail(ff_pool_t *pool, void *buf, size_t capacity);
 
 /* What a pool has done so far, pool-wide. */
 typedef struct ff_pool_stats_s {
@@ -375,78 +393,78 @@ typedef struct ff_worker_stats_s {
 
 /* Fills *stats and up to capacity worker slots; returns the number of
  * slots. */
-size_t ff_pool_stats(ff_pool_t *pool, ff_pool_stats_t *stats,
-                     ff_worker_stats_t *workers, size_t capacity);
+FF_API size_t ff_pool_stats(ff_pool_t *pool, ff_pool_stats_t *stats,
+                            ff_worker_stats_t *workers, size_t capacity);
 
 /* The worker exit that failed the pool (a worker that kept dying before it
  * was ready, say); pid 0 when no exit did. */
-void ff_pool_error_exit(ff_pool_t *pool, ff_exit_t *how);
+FF_API void ff_pool_error_exit(ff_pool_t *pool, ff_exit_t *how);
 
 /* Waits for the task to finish. timeout is in seconds, negative for no limit.
  * Returns 0 when it finished, -ETIMEDOUT, or -EINTR when a signal arrived. */
-int ff_task_wait(ff_task_t *task, double timeout);
+FF_API int ff_task_wait(ff_task_t *task, double timeout);
 
 /* 1 when the task has finished, else 0. */
-int ff_task_done(const ff_task_t *task);
+FF_API int ff_task_done(const ff_task_t *task);
 
 /* Asks for a queued task to be dropped. Returns 0 when it will not run (it
  * finishes with FF_ECANCELED), -EBUSY when it already went to a worker. */
-int ff_task_cancel(ff_task_t *task);
+FF_API int ff_task_cancel(ff_task_t *task);
 /* Stops the task wherever it is: a queued one is dropped as by
  * ff_task_cancel, and the worker running one is killed (and replaced; tasks
  * queued behind it go to other workers). The task finishes with
  * FF_ECANCELED, unless its result came first. 0, or -EALREADY when it has
  * finished already. */
-int ff_task_kill(ff_task_t *task);
+FF_API int ff_task_kill(ff_task_t *task);
 
 /* The outcome of a finished task: 0 when the worker returned a result, or an
  * error code (FF_EWORKERLOST, FF_ETASKFAILED, FF_ECANCELED, FF_EINITFAILED,
  * FF_EZYGOTELOST, FF_EMSGSIZE, -ETIMEDOUT when it ran past its timeout),
  * or FF_EPENDING while it is still running. The outcome can be read
  * from the completion callback on, just before waiters are woken. */
-int ff_task_status(const ff_task_t *task);
+FF_API int ff_task_status(const ff_task_t *task);
 
 /* The result bytes of a finished task (the error detail on FF_ETASKFAILED or
  * FF_EINITFAILED; on FF_EMSGSIZE three uint64_t: the result's size, 1 if
  * that is its whole size or 0 if only what had arrived when the worker was
  * stopped, and the limit). Valid while the caller holds its reference. */
-const void *ff_task_result(const ff_task_t *task, size_t *length);
+FF_API const void *ff_task_result(const ff_task_t *task, size_t *length);
 
 /* The result's out-of-band buffers (an arena frame's references) were
  * received by a decoder (ff_arena_receive), which gives each back when it
  * lets go of it: the task's release must not give them back as well, or
  * the worker would reuse memory that a decoded value still shows. */
-void ff_task_result_taken(ff_task_t *task);
+FF_API void ff_task_result_taken(ff_task_t *task);
 
 /* The result bytes before offset will not be read again: the memory of
  * the pages they fill goes back to the system (reading them again gives
  * zeros). A big result decoded as it is read costs one copy of memory,
  * not two. */
-void ff_task_result_consumed(ff_task_t *task, size_t offset);
+FF_API void ff_task_result_consumed(ff_task_t *task, size_t offset);
 
 /* How long the worker spent in work() for this task, in nanoseconds (0
  * until it finished, or when it did not run). */
-uint64_t ff_task_run_ns(const ff_task_t *task);
+FF_API uint64_t ff_task_run_ns(const ff_task_t *task);
 
 /* How the worker ended, when the status is FF_EWORKERLOST. */
-const ff_exit_t *ff_task_exit(const ff_task_t *task);
+FF_API const ff_exit_t *ff_task_exit(const ff_task_t *task);
 
-void *ff_task_user_data(const ff_task_t *task);
-uint64_t ff_task_id(const ff_task_t *task);
+FF_API void *ff_task_user_data(const ff_task_t *task);
+FF_API uint64_t ff_task_id(const ff_task_t *task);
 
-void ff_task_retain(ff_task_t *task);
-void ff_task_release(ff_task_t *task);
+FF_API void ff_task_retain(ff_task_t *task);
+FF_API void ff_task_release(ff_task_t *task);
 
 /* A completion queue: tasks submitted with it are pushed onto it when they
  * finish, in the order they finish. Any thread may pop. */
-int ff_queue_create(ff_queue_t **queue);
+FF_API int ff_queue_create(ff_queue_t **queue);
 /* Drops the owner's queue, releasing the tasks still on it. Tasks still
  * running keep it alive; when they finish they are simply not queued. */
-void ff_queue_destroy(ff_queue_t *queue);
+FF_API void ff_queue_destroy(ff_queue_t *queue);
 /* Pops the next finished task, waiting up to timeout seconds (negative: no
  * limit). Returns 0 and a task reference the caller releases, -ETIMEDOUT or
  * -EINTR. */
-int ff_queue_pop(ff_queue_t *queue, double timeout, ff_task_t **task);
+FF_API int ff_queue_pop(ff_queue_t *queue, double timeout, ff_task_t **task);
 
 /* ---- Shared-memory segments ---------------------------------------------
  * A segment is an anonymous memfd (0600, never a name in /dev/shm) that the
@@ -462,25 +480,26 @@ int ff_queue_pop(ff_queue_t *queue, double timeout, ff_task_t **task);
 /* Creates a segment of size bytes. *fd is the caller's own descriptor (map
  * it, then close it); the segment stays open by *id until ff_segment_forget.
  * 0, or -EINVAL, -ENOMEM, a negative errno. */
-int ff_segment_create(size_t size, unsigned flags, uint64_t *id, int *fd);
+FF_API int ff_segment_create(size_t size, unsigned flags, uint64_t *id,
+                             int *fd);
 /* A new descriptor of the segment id: this process's own, one it inherited,
  * or (in a worker) the parent's. -ENOENT if nobody lends it. */
-int ff_segment_open(uint64_t id, int *fd);
+FF_API int ff_segment_open(uint64_t id, int *fd);
 /* Stops lending the segment. Descriptors and mappings handed out stay
  * valid; the memory goes with the last of them. In a worker, for a segment
  * its parent made for it, the parent is told (after the worker's current
  * result), and stops lending it once nothing else holds it. */
-int ff_segment_forget(uint64_t id);
+FF_API int ff_segment_forget(uint64_t id);
 /* Keeps a segment this process lends (one it opened from a worker, say)
  * lendable until the matching ff_segment_release, even after its creator
  * forgets it. -ENOENT if this process does not lend it. */
-int ff_segment_retain(uint64_t id);
-void ff_segment_release(uint64_t id);
+FF_API int ff_segment_retain(uint64_t id);
+FF_API void ff_segment_release(uint64_t id);
 /* Makes segment id, received as fd from the process that lends it (a fork
  * server's child gets its arguments' segments so), this process's own to
  * open and lend by that id; takes over fd, closing it if the id is known
  * here already. 0, -EINVAL, or a negative errno. */
-int ff_segment_adopt(uint64_t id, int fd);
+FF_API int ff_segment_adopt(uint64_t id, int fd);
 
 /* ---- The arena: large buffers out of band --------------------------------
  * A sender copies a large buffer into its arena once, and its message
@@ -519,36 +538,37 @@ typedef struct ff_arena_ref_s {
  * (FF_SEGMENT_PARENT in a worker, so that the parent can read them), and
  * FF_ARENA_TO_PARENT or not; at least chunk_size bytes each, and at most
  * limit bytes in all. */
-int ff_arena_create(ff_arena_t **arena, unsigned flags, size_t chunk_size,
-                    size_t limit);
+FF_API int ff_arena_create(ff_arena_t **arena, unsigned flags,
+                           size_t chunk_size, size_t limit);
 /* Unmaps the arena's chunks and stops lending them; receivers keep what
  * they hold. */
-void ff_arena_destroy(ff_arena_t *arena);
+FF_API void ff_arena_destroy(ff_arena_t *arena);
 /* Releases idle chunks (no message in them waits or is held) beyond the
  * first keep bytes of chunks; returns the bytes released. Receivers unmap
  * a released chunk once they hold nothing in it. */
-size_t ff_arena_trim(ff_arena_t *arena, size_t keep);
+FF_API size_t ff_arena_trim(ff_arena_t *arena, size_t keep);
 /* Reserves length bytes for one message: *data is where to write them.
  * -ENOSPC when the arena is at its limit (send the bytes in band). */
-int ff_arena_alloc(ff_arena_t *arena, size_t length, ff_arena_ref_t *ref,
-                   void **data);
+FF_API int ff_arena_alloc(ff_arena_t *arena, size_t length, ff_arena_ref_t *ref,
+                          void **data);
 /* Another message's reference to the bytes of ref, which must still be
  * held (-ESTALE otherwise): the bytes are copied once for all the
  * messages. */
-int ff_arena_share(ff_arena_t *arena, const ff_arena_ref_t *ref,
-                   ff_arena_ref_t *another);
+FF_API int ff_arena_share(ff_arena_t *arena, const ff_arena_ref_t *ref,
+                          ff_arena_ref_t *another);
 /* The message of ref will never be received: frees its slot, unless it was
  * given to a receiver. */
-void ff_arena_cancel(ff_arena_t *arena, const ff_arena_ref_t *ref);
+FF_API void ff_arena_cancel(ff_arena_t *arena, const ff_arena_ref_t *ref);
 /* Receiver: points *data at the bytes of ref (how: FF_ARENA_FROM_WORKER or
  * FF_ARENA_FROM_PARENT), mapping the chunk the first time. -ENOENT if the
  * chunk cannot be found, FF_EPROTOCOL if ref is out of bounds or the chunk
  * is not an arena chunk. */
-int ff_arena_receive(const ff_arena_ref_t *ref, unsigned how, void **data);
+FF_API int ff_arena_receive(const ff_arena_ref_t *ref, unsigned how,
+                            void **data);
 /* Receiver: done with the bytes of a received ref. */
-void ff_arena_release(const ff_arena_ref_t *ref, unsigned how);
+FF_API void ff_arena_release(const ff_arena_ref_t *ref, unsigned how);
 /* Receiver: ref will never be received here; frees it. */
-void ff_arena_discard(const ff_arena_ref_t *ref, unsigned how);
+FF_API void ff_arena_discard(const ff_arena_ref_t *ref, unsigned how);
 
 /* A message that carries arena references or shared segments starts with a
  * frame: the magic, a uint32_t count of references, a uint32_t count of
@@ -569,13 +589,14 @@ typedef struct ff_arena_frame_s {
 
 /* If message starts with a frame: 1 and its layout, 0 without a frame, or
  * FF_EPROTOCOL for a truncated or malformed one. */
-int ff_arena_frame(const void *message, size_t length,
-                   ff_arena_frame_t *frame);
+FF_API int ff_arena_frame(const void *message, size_t length,
+                          ff_arena_frame_t *frame);
 /* The i-th reference of a framed message (copied: it may be unaligned). */
-void ff_arena_frame_ref(const void *message, size_t i, ff_arena_ref_t *ref);
+FF_API void ff_arena_frame_ref(const void *message, size_t i,
+                               ff_arena_ref_t *ref);
 /* The i-th pinned segment id of a framed message. */
-uint64_t ff_arena_frame_pin(const void *message, const ff_arena_frame_t *frame,
-                            size_t i);
+FF_API uint64_t ff_arena_frame_pin(const void *message,
+                                   const ff_arena_frame_t *frame, size_t i);
 
 /* ---- The compact encoding (compact.c) --------------------------------------
  * A map chunk's result that is a list of 64-bit ints or of floats travels
@@ -591,8 +612,8 @@ uint64_t ff_arena_frame_pin(const void *message, const ff_arena_frame_t *frame,
 /* If data starts with the magic: 1, with the kind and the count of values
  * it holds (its length is exactly the header and count values); 0 without
  * the magic; FF_EPROTOCOL for a truncated or malformed one. */
-int ff_compact_parse(const void *data, size_t length, char *kind,
-                     uint64_t *count);
+FF_API int ff_compact_parse(const void *data, size_t length, char *kind,
+                            uint64_t *count);
 
 /* ---- process-shared synchronization (sync.c) ------------------------------
  *
@@ -628,37 +649,39 @@ typedef struct ff_cond_waiter_s {
   int notified;
 } ff_cond_waiter_t;
 
-int ff_mutex_init(ff_mutex_t *mutex);
+FF_API int ff_mutex_init(ff_mutex_t *mutex);
 /* Takes the mutex. If the process that held it died (or is a zombie), the
  * mutex is taken over within about 50 ms of waiting: -EOWNERDEAD, with the
  * mutex held by the caller and the dead holder's pid in *dead_holder (which
  * may be NULL); what it protected may be half-updated. */
-int ff_mutex_acquire(ff_mutex_t *mutex, double timeout, pid_t *dead_holder);
+FF_API int ff_mutex_acquire(ff_mutex_t *mutex, double timeout,
+                            pid_t *dead_holder);
 /* Takes the mutex if it is free: 0 or -EBUSY, without a look at the
  * holder. */
-int ff_mutex_try_acquire(ff_mutex_t *mutex);
+FF_API int ff_mutex_try_acquire(ff_mutex_t *mutex);
 /* Releases the mutex, whoever holds it (a lock, not an owner-checked
  * mutex: ff_mutex_held_by_caller is there for callers that check).
  * -EPERM when it is not held. */
-int ff_mutex_release(ff_mutex_t *mutex);
+FF_API int ff_mutex_release(ff_mutex_t *mutex);
 /* The pid of the process holding the mutex, or 0. */
-pid_t ff_mutex_holder(const ff_mutex_t *mutex);
+FF_API pid_t ff_mutex_holder(const ff_mutex_t *mutex);
 /* 1 when the calling thread holds the mutex. */
-int ff_mutex_held_by_caller(const ff_mutex_t *mutex);
+FF_API int ff_mutex_held_by_caller(const ff_mutex_t *mutex);
 
 /* max: the value release may not exceed (0: no bound). */
-int ff_semaphore_init(ff_semaphore_t *semaphore, unsigned value, unsigned max);
-int ff_semaphore_acquire(ff_semaphore_t *semaphore, double timeout);
+FF_API int ff_semaphore_init(ff_semaphore_t *semaphore, unsigned value,
+                             unsigned max);
+FF_API int ff_semaphore_acquire(ff_semaphore_t *semaphore, double timeout);
 /* -EOVERFLOW past the semaphore's bound. */
-int ff_semaphore_release(ff_semaphore_t *semaphore);
-unsigned ff_semaphore_value(const ff_semaphore_t *semaphore);
+FF_API int ff_semaphore_release(ff_semaphore_t *semaphore);
+FF_API unsigned ff_semaphore_value(const ff_semaphore_t *semaphore);
 
-int ff_event_init(ff_event_t *event);
-void ff_event_set(ff_event_t *event);
-void ff_event_clear(ff_event_t *event);
-int ff_event_is_set(const ff_event_t *event);
+FF_API int ff_event_init(ff_event_t *event);
+FF_API void ff_event_set(ff_event_t *event);
+FF_API void ff_event_clear(ff_event_t *event);
+FF_API int ff_event_is_set(const ff_event_t *event);
 /* 0 once the event is set. */
-int ff_event_wait(ff_event_t *event, double timeout);
+FF_API int ff_event_wait(ff_event_t *event, double timeout);
 
 /* A condition variable used with a lock the caller holds around prepare,
  * finish and notify (any lock, always the same one: the condition does not
@@ -668,20 +691,21 @@ int ff_event_wait(ff_event_t *event, double timeout);
  * one prepared after it: a notifier that then waits does not take its own
  * notification back. A waiter killed while it waits never makes a later
  * notify go missing; it may cause one spurious wake-up, once. */
-int ff_cond_init(ff_cond_t *cond);
+FF_API int ff_cond_init(ff_cond_t *cond);
 /* Counts the caller in as a waiter; fills *waiter. */
-int ff_cond_prepare(ff_cond_t *cond, ff_cond_waiter_t *waiter);
+FF_API int ff_cond_prepare(ff_cond_t *cond, ff_cond_waiter_t *waiter);
 /* Sleeps until notified (0), -ETIMEDOUT or -EINTR. */
-int ff_cond_sleep(ff_cond_t *cond, ff_cond_waiter_t *waiter, double timeout);
+FF_API int ff_cond_sleep(ff_cond_t *cond, ff_cond_waiter_t *waiter,
+                         double timeout);
 /* Counts the caller out; returns 1 if it was notified (a notification that
  * came after its sleep ended is taken here), else 0. */
-int ff_cond_finish(ff_cond_t *cond, ff_cond_waiter_t *waiter);
+FF_API int ff_cond_finish(ff_cond_t *cond, ff_cond_waiter_t *waiter);
 /* Wakes up to count waiters (UINT32_MAX: all); returns how many. */
-unsigned ff_cond_notify(ff_cond_t *cond, unsigned count);
+FF_API unsigned ff_cond_notify(ff_cond_t *cond, unsigned count);
 /* The waits between prepare and finish. */
-unsigned ff_cond_waiters(const ff_cond_t *cond);
+FF_API unsigned ff_cond_waiters(const ff_cond_t *cond);
 /* The notifications handed out and not yet taken by a waiter. */
-unsigned ff_cond_pending(const ff_cond_t *cond);
+FF_API unsigned ff_cond_pending(const ff_cond_t *cond);
 
 /* ---- channels: message queues in shared memory (channel.c) ----------------
  *
@@ -708,40 +732,40 @@ typedef struct ff_channel_s {
 #define FF_CHANNEL_HEADER 4096
 
 /* maxsize: the most messages it holds (0: as many as fit). */
-int ff_channel_init(void *region, size_t size, size_t capacity,
-                    unsigned maxsize);
+FF_API int ff_channel_init(void *region, size_t size, size_t capacity,
+                           unsigned maxsize);
 /* A handle of the channel ff_channel_init made in this region (mapped here
  * too, at any address). */
-int ff_channel_attach(void *region, size_t size, ff_channel_t *channel);
+FF_API int ff_channel_attach(void *region, size_t size, ff_channel_t *channel);
 /* A handle of the channel in the size bytes at offset (a multiple of 4096)
  * of segment id, mapping only the header and the first window bytes of the
  * ring here, and larger windows as the ring grows: a channel costs this
  * process the address space its messages need, not size. With init, makes
  * the channel first (see ff_channel_init). ff_channel_unmap undoes it. */
-int ff_channel_map(ff_channel_t *channel, uint64_t segment, uint64_t offset,
-                   size_t size, size_t window, int init, size_t capacity,
-                   unsigned maxsize);
-void ff_channel_unmap(ff_channel_t *channel);
+FF_API int ff_channel_map(ff_channel_t *channel, uint64_t segment,
+                          uint64_t offset, size_t size, size_t window, int init,
+                          size_t capacity, unsigned maxsize);
+FF_API void ff_channel_unmap(ff_channel_t *channel);
 /* Appends a copy of the message: 0, -ETIMEDOUT when still full at the
  * timeout, -EMSGSIZE when it could never fit, -EINTR, -ENOMEM when a larger
  * window cannot be mapped. *recovered (may be NULL) is set to a dead lock
  * holder's pid. */
-int ff_channel_put(ff_channel_t *channel, const void *data, size_t length,
-                   double timeout, int *recovered);
+FF_API int ff_channel_put(ff_channel_t *channel, const void *data,
+                          size_t length, double timeout, int *recovered);
 /* Takes the oldest message: alloc(arg, length) returns where to copy it
  * (NULL: -ENOMEM, and the message stays). 0, -ETIMEDOUT when still empty
  * at the timeout, -EINTR, or FF_EPROTOCOL for a corrupt record or state
  * (the channel is emptied; put returns it too). */
-int ff_channel_get(ff_channel_t *channel, double timeout,
-                   void *(*alloc)(void *arg, size_t length), void *arg,
-                   int *recovered);
+FF_API int ff_channel_get(ff_channel_t *channel, double timeout,
+                          void *(*alloc)(void *arg, size_t length), void *arg,
+                          int *recovered);
 /* The messages in the channel now. */
-unsigned ff_channel_count(const ff_channel_t *channel);
-unsigned ff_channel_maxsize(const ff_channel_t *channel);
+FF_API unsigned ff_channel_count(const ff_channel_t *channel);
+FF_API unsigned ff_channel_maxsize(const ff_channel_t *channel);
 /* JoinableQueue: every put counts a task; task_done uncounts one
  * (-EOVERFLOW when none is left), and join waits until none is left. */
-int ff_channel_task_done(ff_channel_t *channel);
-int ff_channel_join(ff_channel_t *channel, double timeout);
+FF_API int ff_channel_task_done(ff_channel_t *channel);
+FF_API int ff_channel_join(ff_channel_t *channel, double timeout);
 
 #ifdef __cplusplus
 }

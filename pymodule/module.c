@@ -219,6 +219,10 @@ static int core_exec(PyObject *m) {
   FF_ERRNO_MAP(XX)
 #undef XX
   if (PyModule_AddIntConstant(m, "ESPAWN_BASE", FF_ESPAWN_BASE) < 0) return -1;
+  /* The runtime's version, meson.build's project version: the package's
+   * __version__. */
+  if (PyModule_AddStringConstant(m, "__version__", ff_version()) < 0)
+    return -1;
   return 0;
 }
 

@@ -84,7 +84,9 @@ reducer = reduction
 # A context offers the package's names, as multiprocessing's contexts do.
 context.bind_package(sys.modules[__name__])
 
-__version__ = "0.1.0"
+# The version is written once, in meson.build: the runtime returns it
+# (ff_version) and meson-python puts it in the package's metadata.
+from ._core import __version__ as __version__  # noqa: E402
 
 __all__ = [
     "AbandonedLockWarning",

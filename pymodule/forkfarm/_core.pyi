@@ -20,6 +20,9 @@ ETASKFAILED: int
 EWORKERLOST: int
 EZYGOTELOST: int
 
+# ff_version(): the project version of meson.build.
+__version__: str
+
 class Error(RuntimeError):
     """A runtime call failed: args are (code, message)."""
 
