@@ -11,7 +11,7 @@ from __future__ import annotations
 import atexit
 import sys
 import weakref
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple, cast
 
 from . import _backend, _errors, _node, _protocol
@@ -261,10 +261,6 @@ class Engine:
         self, payloads: list[Any], queue: Any, context: Any, items: int = 1, limits: TaskLimits = NO_LIMITS
     ) -> Sequence[_backend.Task]:
         return self.core.submit_many(payloads, queue, context, *limits.submit_args(self.timeout, items))
-
-    def call(self, func: Callable[..., Any], args: Iterable[Any], kwds: Mapping[str, Any]) -> tuple[Any, Any]:
-        """``func(*args, **kwds)`` encoded: (payload, context or None)."""
-        return self.encoder.call(func, args, kwds)
 
     def function(self, func: Callable[..., Any], star: bool) -> Any:
         """The context of a map's tasks: its function, sent to each worker

@@ -401,6 +401,8 @@ class Executor(concurrent.futures.Executor):
         )
         self._max_workers = self._engine.workers
         self._core = self._engine.core
+        # A call encoded: (payload, context or None), on submit's hot path.
+        self._encode_call = self._engine.encoder.call
         # The forkfarm context of the start method in use (None for MPI).
         self._mp_context = mp_context if mp_context is not None else self._engine.backend.mp_context()
         self._shutdown_requested = False
@@ -497,7 +499,7 @@ class Executor(concurrent.futures.Executor):
             raise TypeError(f"{type(fn).__name__!r} object is not callable")
         self._check_open()
         try:
-            payload, context = self._engine.call(fn, args, kwargs)
+            payload, context = self._encode_call(fn, args, kwargs)
         except Exception as error:  # noqa: BLE001 - delivered through the future
             return _failed_future(error)
         return self._submit_payload(payload, context, 1, limits)

@@ -158,6 +158,8 @@ class Pool:
         )
         self._processes = self._engine.workers
         self._core = self._engine.core
+        # A call encoded: (payload, context or None), on apply's hot path.
+        self._encode_call = self._engine.encoder.call
         # Maps and imaps that still cut chunks as results come back.
         self._feeding: weakref.WeakSet[Any] = weakref.WeakSet()
         self._state = RUN
@@ -251,7 +253,7 @@ class Pool:
         self._check_running()
         self._check_func(func)
         limits = NO_LIMITS if timeout is None and retries is None else TaskLimits.checked(timeout, retries)
-        payload, context = self._engine.call(func, args, kwds)
+        payload, context = self._encode_call(func, args, kwds)
         result: ApplyResult[_T] = ApplyResult(self, callback, error_callback)
         result._start(payload, context, limits)
         return result

@@ -384,7 +384,9 @@ class MpiEncoder:
     def call(self, func: Callable[..., Any], args: Iterable[Any], kwds: Mapping[str, Any]) -> tuple[Wire, Context | None]:
         if not _protocol.cacheable(func):
             return encode((func, tuple(args), dict(kwds)), copy=True), None
-        context = self._contexts.get(func, lambda: self._core.context(encode((_protocol.CALL, func), copy=True)))
+        context = self._contexts.get(func)
+        if context is None:
+            context = self._contexts.add(func, self._core.context(encode((_protocol.CALL, func), copy=True)))
         return encode((tuple(args), dict(kwds)), copy=True), context
 
     def function(self, func: Callable[..., Any], star: bool) -> Context:
