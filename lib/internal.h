@@ -316,21 +316,9 @@ void ff__fd_untrack(int fd);
 /* Closes every tracked descriptor but keep; in a fresh child only. */
 void ff__fd_close_tracked_in_child(int keep);
 
-/* ---- zygote.c: the process that forks a pool's workers ------------------ */
-
-enum ff__ctl_type {
-  FF__CTL_SPAWN = 1,   /* parent -> zygote, with the worker's segment,
-                          doorbell and lender socket */
-  FF__CTL_SPAWNED = 2, /* zygote -> parent, with a pidfd of the worker */
-  FF__CTL_EXITED = 3,  /* zygote -> parent: a worker exited */
-};
-
-typedef struct ff__ctl_msg_s {
-  uint32_t type;
-  uint32_t slot;
-  int32_t pid;
-  int32_t status; /* wait status for EXITED; -errno for a failed SPAWNED */
-} ff__ctl_msg_t;
+/* ---- process.c: sockets that carry descriptors, pidfds, wait statuses ----
+ * A leaf: the zygote's control socket and the lender sockets (share.c)
+ * both use it. */
 
 /* The most descriptors one socket message carries. */
 #define FF__SOCK_MAX_FDS 3
@@ -346,6 +334,27 @@ int ff__sock_send(int socket, const void *msg, size_t length, const int *fds,
 int ff__sock_recv(int socket, void *msg, size_t length, int *fds,
                   unsigned *nfds, int flags);
 void ff__sock_close_fds(int *fds, unsigned *nfds);
+
+int ff__pidfd_open(pid_t pid);
+int ff__pidfd_send_signal(int pidfd, int sig);
+/* Describes a wait status in exit: exit code or signal. */
+void ff__exit_from_status(ff_exit_t *exit, pid_t pid, int status);
+
+/* ---- zygote.c: the process that forks a pool's workers ------------------ */
+
+enum ff__ctl_type {
+  FF__CTL_SPAWN = 1,   /* parent -> zygote, with the worker's segment,
+                          doorbell and lender socket */
+  FF__CTL_SPAWNED = 2, /* zygote -> parent, with a pidfd of the worker */
+  FF__CTL_EXITED = 3,  /* zygote -> parent: a worker exited */
+};
+
+typedef struct ff__ctl_msg_s {
+  uint32_t type;
+  uint32_t slot;
+  int32_t pid;
+  int32_t status; /* wait status for EXITED; -errno for a failed SPAWNED */
+} ff__ctl_msg_t;
 
 /* Forks the zygote of a pool from the calling thread. On success sets *pid,
  * *pidfd and *ctl (the parent's end of the control socket). */
@@ -496,13 +505,6 @@ void ff__arena_segment_gone(uint64_t id);
 void ff__share_fork_prepare(void);
 void ff__share_fork_parent(void);
 void ff__share_fork_child(void);
-
-/* ---- process helpers (zygote.c) ------------------------------------------ */
-
-int ff__pidfd_open(pid_t pid);
-int ff__pidfd_send_signal(int pidfd, int sig);
-/* Describes a wait status in exit: exit code or signal. */
-void ff__exit_from_status(ff_exit_t *exit, pid_t pid, int status);
 
 /* ---- task.c: tasks and completion queues --------------------------------- */
 
