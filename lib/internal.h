@@ -448,6 +448,10 @@ void ff__share_set_lender(int socket);
 int ff__share_lender_lost(void);
 /* The worker a segment was made for (its receiver id), or 0. */
 uint64_t ff__share_owner_of(uint64_t id);
+/* Sets who is told (with the table's lock released) of each segment that
+ * can no longer be opened here, its worker gone: the arena, which unmaps
+ * its views of them. share.c is below arena.c and does not call it. */
+void ff__share_on_gone(void (*hook)(uint64_t id));
 /* ---- arena.c ---------------------------------------------------------- */
 
 /* The header at the start of each arena chunk: regions start after it. */
@@ -496,9 +500,6 @@ void ff__arena_put_back_reports(uint64_t owner, const ff__arena_report_t *in,
                                 size_t count);
 /* In a new worker: the reports and the lock are this process's own. */
 void ff__arena_forget_reports(void);
-/* Segment id can no longer be opened here (its worker is gone): a view of
- * it is unmapped once nothing holds it. */
-void ff__arena_segment_gone(uint64_t id);
 
 /* Around a fork of the runtime's (ff__runtime_fork): the table is
  * consistent in the child, and its lock free there. */
