@@ -287,6 +287,9 @@ typedef struct ff__runtime_s ff__runtime_t;
 /* The runtime of this process, started on first use. */
 int ff__runtime_acquire(ff__runtime_t **runtime);
 uv_loop_t *ff__runtime_loop(ff__runtime_t *runtime);
+/* The runtime of this process if it runs already, else NULL (none is
+ * started). */
+ff__runtime_t *ff__runtime_running(void);
 int ff__runtime_on_loop_thread(ff__runtime_t *runtime);
 /* Runs fn(arg) in the loop thread and waits for it to return (runs it
  * directly when called from the loop thread). */
@@ -300,9 +303,9 @@ void ff__runtime_kick(void);
  * calling thread can fork. Serializes concurrent callers. */
 void ff__runtime_park(ff__runtime_t *runtime);
 void ff__runtime_unpark(ff__runtime_t *runtime);
-/* Forks the caller with the loop thread of runtime (NULL: none runs)
- * parked, the hooks around the fork, and the share table consistent in the
- * child: the child's pid, 0 in the child (which ran hooks->child only with
+/* fork.c, above loop.c, task.c and share.c: forks the caller with the
+ * loop thread of runtime (NULL: none runs) parked, the hooks around the
+ * fork, and the share table consistent in the child: the child's pid, 0 in the child (which ran hooks->child only with
  * child_hook), or a negative errno. With callbacks_wait >= 0, the callback
  * thread is held too, waiting that many seconds at most for a batch it
  * runs to end (else -EBUSY, and no fork), as ff_fork says. */
@@ -579,8 +582,6 @@ void ff__task_publish(ff_task_t *task);
  * run: on the callback thread, in order, unless a waiter claims one; each
  * is published after its callback. Empties tasks. */
 void ff__task_defer_callbacks(ff__link_t *tasks);
-/* In a forked child: the callback thread is the parent's. */
-void ff__task_callbacks_atfork_child(void);
 /* Keeps the callback thread from running callbacks, once the batch it runs
  * (if any) is done, until the deadline: 1 when held, 0 on the callback
  * thread itself (between its batches already), -ETIMEDOUT. */

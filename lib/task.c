@@ -45,9 +45,19 @@ static void queue_release(ff_queue_t *q) {
   free(q);
 }
 
+static void callbacks_atfork_child(void);
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+static void callbacks_register_atfork(void) {
+  pthread_atfork(NULL, NULL, callbacks_atfork_child);
+}
+
 ff_task_t *ff__task_new(ff_pool_t *pool, ff_context_t *context,
                         const void *message, size_t length, unsigned flags,
                         ff_queue_t *queue, void *user_data) {
+  /* Before the first callback could be queued: a child never inherits the
+   * callback thread's queue or its locks held. */
+  pthread_once(&atfork_once, callbacks_register_atfork);
   ff_task_t *task = calloc(1, sizeof(*task));
   if (task == NULL) return NULL;
   task->message = malloc(length ? length : 1);
@@ -231,7 +241,8 @@ void ff__task_defer_callbacks(ff__link_t *tasks) {
   }
 }
 
-void ff__task_callbacks_atfork_child(void) {
+/* In a forked child (a pthread_atfork handler, set with the first task). */
+static void callbacks_atfork_child(void) {
   /* The thread does not exist here; its queue held the parent's tasks. */
   pthread_mutex_init(&callbacks_lock, NULL);
   pthread_cond_init(&callbacks_ready, NULL);
