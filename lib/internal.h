@@ -510,7 +510,9 @@ void ff__share_fork_prepare(void);
 void ff__share_fork_parent(void);
 void ff__share_fork_child(void);
 
-/* ---- task.c: tasks and completion queues --------------------------------- */
+/* ---- task.c: tasks, contexts and completion queues -----------------------
+ * Below the pool: task.c reaches a task's pool only through the
+ * ff__task_host_t the pool gave it. */
 
 enum ff__task_stage {
   FF__TASK_QUEUED = 0,     /* waiting in the pool */
@@ -523,6 +525,44 @@ enum ff__task_stage {
 #define FF__TASK_RUNNING 0u
 #define FF__TASK_PUBLISHED 1u /* finished; waiters may go */
 #define FF__TASK_CALLBACK 2u  /* finished; its callback has yet to run */
+
+/* What task.c needs of the pool a task belongs to: the pool gives these
+ * with each task (ff__task_new), so that task.c, below the pool, never
+ * calls it by name. */
+typedef struct ff__task_host_s {
+  void (*retain)(ff_pool_t *pool);
+  void (*release)(ff_pool_t *pool);
+  /* 1 in a forked child that holds a copy of its parent's pool. */
+  int (*is_foreign)(ff_pool_t *pool);
+  /* 1 on the loop thread, which finishes tasks and must never wait. */
+  int (*on_loop_thread)(ff_pool_t *pool);
+  /* The options the pool was made with (its completion callback, for the
+   * callback thread). */
+  const ff_pool_options_t *(*options)(ff_pool_t *pool);
+  /* Drains the pool's result rings if no other thread holds its lock. */
+  void (*poll)(ff_pool_t *pool);
+  /* Waits until *word != value or the deadline, polling the pool's result
+   * rings for a while first. 0, -ETIMEDOUT or -EINTR. */
+  int (*wait)(ff_pool_t *pool, _Atomic uint32_t *word, uint32_t value,
+              _Atomic uint32_t *sleepers, uint64_t deadline_ns);
+  /* A queued task was marked cancelling: the loop finishes it. */
+  void (*wake)(ff_pool_t *pool);
+  /* Kills the worker running task (now, or once the task is the one it
+   * runs next), for ff_task_kill. */
+  void (*kill)(ff_pool_t *pool, ff_task_t *task);
+} ff__task_host_t;
+
+/* A context: immutable once made, shared by reference. */
+struct ff_context_s {
+  _Atomic uint32_t refs;
+  uint64_t key; /* names it to the workers (never reused) */
+  char *data;
+  size_t length;
+};
+
+/* A context holding a copy of data: 0, or -ENOMEM. */
+int ff__context_new(const void *data, size_t length, ff_context_t **out);
+void ff__context_retain(ff_context_t *context);
 
 struct ff_task_s {
   /* In the pool's pending list, a worker's in-flight list, a list of tasks
@@ -537,6 +577,7 @@ struct ff_task_s {
   uint64_t id;
   unsigned flags;
   ff_pool_t *pool; /* holds a reference to the pool while the task lives */
+  const ff__task_host_t *host; /* what the task may ask of its pool */
   ff_context_t *context; /* a reference, or NULL */
   uint16_t ring_flags;   /* the TASK record's flags for the worker it went to */
   ff_queue_t *queue;
@@ -567,9 +608,10 @@ struct ff_task_s {
   unsigned retries; /* runs left after a worker dies under it */
 };
 
-ff_task_t *ff__task_new(ff_pool_t *pool, ff_context_t *context,
-                        const void *message, size_t length, unsigned flags,
-                        ff_queue_t *queue, void *user_data);
+ff_task_t *ff__task_new(ff_pool_t *pool, const ff__task_host_t *host,
+                        ff_context_t *context, const void *message,
+                        size_t length, unsigned flags, ff_queue_t *queue,
+                        void *user_data);
 /* Records the outcome: the result is result_length bytes at offset in
  * block, which the task takes over (NULL: none). Waiters are not woken
  * yet: ff__task_publish does that, after any completion callback ran. */
@@ -598,7 +640,6 @@ void ff__pool_retain(ff_pool_t *pool);
  * thread). */
 const ff_pool_options_t *ff__pool_options(ff_pool_t *pool);
 void ff__pool_release(ff_pool_t *pool);
-void ff__context_retain(ff_context_t *context);
 /* Waits until *word != value or the deadline: first polling the pool's
  * result rings from this thread for a short while, then asleep on the
  * word's (private) futex. 0, -ETIMEDOUT or -EINTR. */

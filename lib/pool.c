@@ -133,13 +133,6 @@ struct ff__worker_s {
   unsigned exits_next;
 };
 
-struct ff_context_s {
-  _Atomic uint32_t refs;
-  uint64_t key;
-  char *data;
-  size_t length;
-};
-
 /* Tasks finished under the lock, published after it. */
 typedef struct done_list_s {
   ff__link_t tasks;
@@ -257,31 +250,10 @@ void ff__pool_wake(ff_pool_t *pool) {
 
 int ff_context_create(ff_pool_t *pool, const void *data, size_t length,
                       ff_context_t **out) {
-  static _Atomic uint64_t next_key = 1;
   if (pool == NULL || out == NULL || (data == NULL && length > 0))
     return -EINVAL;
   if (pool->options.define_context == NULL) return -EINVAL;
-  ff_context_t *c = calloc(1, sizeof(*c));
-  if (c == NULL) return -ENOMEM;
-  c->data = malloc(length ? length : 1);
-  if (c->data == NULL) {
-    free(c);
-    return -ENOMEM;
-  }
-  if (length) memcpy(c->data, data, length);
-  c->length = length;
-  c->key = atomic_fetch_add(&next_key, 1);
-  atomic_init(&c->refs, 1);
-  *out = c;
-  return 0;
-}
-
-void ff__context_retain(ff_context_t *c) { atomic_fetch_add(&c->refs, 1); }
-
-void ff_context_release(ff_context_t *c) {
-  if (c == NULL || atomic_fetch_sub(&c->refs, 1) != 1) return;
-  free(c->data);
-  free(c);
+  return ff__context_new(data, length, out);
 }
 
 /* ---- completing tasks ------------------------------------------------------ */
@@ -1578,6 +1550,19 @@ int ff_pool_create(ff_pool_t **out, const ff_pool_options_t *options) {
   return 0;
 }
 
+/* What a task may ask of its pool (task.c is below the pool). */
+static const ff__task_host_t pool_task_host = {
+    .retain = ff__pool_retain,
+    .release = ff__pool_release,
+    .is_foreign = ff__pool_is_foreign,
+    .on_loop_thread = ff__pool_loop_thread_is_current,
+    .options = ff__pool_options,
+    .poll = ff__pool_poll,
+    .wait = ff__pool_wait,
+    .wake = ff__pool_wake,
+    .kill = ff__pool_kill_task,
+};
+
 int ff_pool_submit(ff_pool_t *pool, ff_context_t *context,
                    const void *message, size_t length, unsigned flags,
                    ff_queue_t *queue, void *user_data, ff_task_t **task_out) {
@@ -1600,8 +1585,8 @@ int ff_pool_submit_with(ff_pool_t *pool, ff_context_t *context,
                          ? pool->options.task_retries
                          : (unsigned)options->retries;
   if (pool_foreign(pool)) return FF_EFOREIGN;
-  ff_task_t *task =
-      ff__task_new(pool, context, message, length, flags, queue, user_data);
+  ff_task_t *task = ff__task_new(pool, &pool_task_host, context, message,
+                                 length, flags, queue, user_data);
   if (task == NULL) return -ENOMEM;
   task->timeout_ns = (uint64_t)(timeout * 1e9);
   task->retries = retries;

@@ -1,4 +1,9 @@
-/* Tasks, completion queues, and the callback thread.
+/* Tasks, their contexts, completion queues, and the callback thread.
+ *
+ * Layering: task.c sits below the pool. It reaches the pool a task belongs
+ * to only through the operations the pool gave with the task
+ * (ff__task_host_t), never by name: the pool calls task.c, not the other
+ * way round. Below it: arena.c, share.c and futex.c.
  *
  * A task is shared by the caller and the runtime, each holding a reference.
  * Its outcome is written by the loop thread before the task is published;
@@ -33,14 +38,15 @@ struct ff_queue_s {
   _Atomic uint32_t sleepers;
   _Atomic uint32_t refs;
   bool closed; /* the owner destroyed it: pushes are dropped */
-  /* The pool of its first task (a reference): a pop polls its results. */
-  _Atomic(ff_pool_t *) pool;
+  /* The pool of its first task (a reference), and what task.c may ask of
+   * it (under lock): a pop polls its results. */
+  ff_pool_t *pool;
+  const ff__task_host_t *host;
 };
 
 static void queue_release(ff_queue_t *q) {
   if (atomic_fetch_sub(&q->refs, 1) != 1) return;
-  ff_pool_t *pool = atomic_load(&q->pool);
-  if (pool) ff__pool_release(pool);
+  if (q->pool) q->host->release(q->pool);
   pthread_mutex_destroy(&q->lock);
   free(q);
 }
@@ -52,9 +58,10 @@ static void callbacks_register_atfork(void) {
   pthread_atfork(NULL, NULL, callbacks_atfork_child);
 }
 
-ff_task_t *ff__task_new(ff_pool_t *pool, ff_context_t *context,
-                        const void *message, size_t length, unsigned flags,
-                        ff_queue_t *queue, void *user_data) {
+ff_task_t *ff__task_new(ff_pool_t *pool, const ff__task_host_t *host,
+                        ff_context_t *context, const void *message,
+                        size_t length, unsigned flags, ff_queue_t *queue,
+                        void *user_data) {
   /* Before the first callback could be queued: a child never inherits the
    * callback thread's queue or its locks held. */
   pthread_once(&atfork_once, callbacks_register_atfork);
@@ -75,10 +82,13 @@ ff_task_t *ff__task_new(ff_pool_t *pool, ff_context_t *context,
   task->queue = queue;
   if (queue) {
     atomic_fetch_add(&queue->refs, 1);
-    ff_pool_t *none = NULL;
-    ff__pool_retain(pool);
-    if (!atomic_compare_exchange_strong(&queue->pool, &none, pool))
-      ff__pool_release(pool);
+    pthread_mutex_lock(&queue->lock);
+    if (queue->pool == NULL) {
+      host->retain(pool);
+      queue->pool = pool;
+      queue->host = host;
+    }
+    pthread_mutex_unlock(&queue->lock);
   }
   task->context = context;
   if (context) ff__context_retain(context);
@@ -90,7 +100,8 @@ ff_task_t *ff__task_new(ff_pool_t *pool, ff_context_t *context,
   ff__list_init(&task->link);
   ff__list_init(&task->queue_link);
   task->pool = pool;
-  ff__pool_retain(pool);
+  task->host = host;
+  host->retain(pool);
   return task;
 }
 
@@ -148,7 +159,7 @@ static bool callback_claim(ff_task_t *task) {
 /* Runs the callback of tasks[0..count) (one pool's, claimed), then wakes
  * their waiters. */
 static void callbacks_run(ff_task_t **tasks, size_t count) {
-  const ff_pool_options_t *o = ff__pool_options(tasks[0]->pool);
+  const ff_pool_options_t *o = tasks[0]->host->options(tasks[0]->pool);
   o->on_complete(tasks, count, o->notify_arg);
   for (size_t i = 0; i < count; i++) ff__task_publish(tasks[i]);
 }
@@ -273,8 +284,8 @@ int ff_task_wait(ff_task_t *task, double timeout) {
     return 0;
   /* The loop thread finishes tasks: waiting there would never end, and
    * neither would waiting in a fork, where no loop thread runs. */
-  if (ff__pool_is_foreign(task->pool)) return FF_EFOREIGN;
-  if (ff__pool_loop_thread_is_current(task->pool)) return -EDEADLK;
+  if (task->host->is_foreign(task->pool)) return FF_EFOREIGN;
+  if (task->host->on_loop_thread(task->pool)) return -EDEADLK;
   uint64_t deadline = ff__deadline(timeout);
   for (;;) {
     uint32_t done = atomic_load_explicit(&task->done, memory_order_acquire);
@@ -290,8 +301,8 @@ int ff_task_wait(ff_task_t *task, double timeout) {
       rc = ff__futex_sleep(&task->done, FF__TASK_CALLBACK, &task->sleepers,
                            deadline);
     } else {
-      rc = ff__pool_wait(task->pool, &task->done, 0, &task->sleepers,
-                         deadline);
+      rc = task->host->wait(task->pool, &task->done, 0, &task->sleepers,
+                            deadline);
     }
     if (rc == -ETIMEDOUT || rc == -EINTR) {
       if (atomic_load(&task->done) == FF__TASK_PUBLISHED) return 0;
@@ -308,11 +319,11 @@ int ff_task_done(const ff_task_t *task) {
 }
 
 int ff_task_cancel(ff_task_t *task) {
-  if (ff__pool_is_foreign(task->pool)) return FF_EFOREIGN;
+  if (task->host->is_foreign(task->pool)) return FF_EFOREIGN;
   uint32_t expected = FF__TASK_QUEUED;
   if (atomic_compare_exchange_strong(&task->stage, &expected,
                                      FF__TASK_CANCELLING)) {
-    ff__pool_wake(task->pool);
+    task->host->wake(task->pool);
     return 0;
   }
   return expected == FF__TASK_CANCELLING ? 0 : -EBUSY;
@@ -320,11 +331,11 @@ int ff_task_cancel(ff_task_t *task) {
 
 int ff_task_kill(ff_task_t *task) {
   if (ff_task_cancel(task) == 0) return 0;
-  if (ff__pool_is_foreign(task->pool)) return FF_EFOREIGN;
+  if (task->host->is_foreign(task->pool)) return FF_EFOREIGN;
   if (atomic_load(&task->stage) == FF__TASK_FINISHED) return -EALREADY;
   int none = 0;
   atomic_compare_exchange_strong(&task->kill_status, &none, FF_ECANCELED);
-  ff__pool_kill_task(task->pool, task);
+  task->host->kill(task->pool, task);
   return 0;
 }
 
@@ -390,8 +401,37 @@ void ff_task_release(ff_task_t *task) {
   free(task->result_block);
   ff_context_release(task->context);
   if (task->queue) queue_release(task->queue);
-  ff__pool_release(task->pool);
+  task->host->release(task->pool);
   free(task);
+}
+
+/* ---- contexts ---------------------------------------------------------------
+ * A context is immutable once made, and shared by the tasks that run with
+ * it (each holds a reference) and the pool's caller. */
+
+int ff__context_new(const void *data, size_t length, ff_context_t **out) {
+  static _Atomic uint64_t next_key = 1;
+  ff_context_t *c = calloc(1, sizeof(*c));
+  if (c == NULL) return -ENOMEM;
+  c->data = malloc(length ? length : 1);
+  if (c->data == NULL) {
+    free(c);
+    return -ENOMEM;
+  }
+  if (length) memcpy(c->data, data, length);
+  c->length = length;
+  c->key = atomic_fetch_add(&next_key, 1);
+  atomic_init(&c->refs, 1);
+  *out = c;
+  return 0;
+}
+
+void ff__context_retain(ff_context_t *c) { atomic_fetch_add(&c->refs, 1); }
+
+void ff_context_release(ff_context_t *c) {
+  if (c == NULL || atomic_fetch_sub(&c->refs, 1) != 1) return;
+  free(c->data);
+  free(c);
 }
 
 /* ---- completion queues ---------------------------------------------------- */
@@ -403,7 +443,6 @@ int ff_queue_create(ff_queue_t **queue) {
   ff__list_init(&q->tasks);
   atomic_init(&q->sequence, 0);
   atomic_init(&q->refs, 1);
-  atomic_init(&q->pool, NULL);
   *queue = q;
   return 0;
 }
@@ -443,23 +482,23 @@ int ff_queue_pop(ff_queue_t *q, double timeout, ff_task_t **task) {
     uint32_t seen = atomic_load(&q->sequence);
     pthread_mutex_lock(&q->lock);
     ff__link_t *l = ff__list_pop_front(&q->tasks);
+    ff_pool_t *pool = q->pool;
+    const ff__task_host_t *host = q->host;
     pthread_mutex_unlock(&q->lock);
     if (l != NULL) {
       *task = FF__CONTAINER_OF(l, ff_task_t, queue_link);
       return 0;
     }
-    ff_pool_t *pool = atomic_load(&q->pool);
-    bool drive = pool && !ff__pool_is_foreign(pool) &&
-                 !ff__pool_loop_thread_is_current(pool);
+    bool drive = pool && !host->is_foreign(pool) && !host->on_loop_thread(pool);
     if (drive && !polled) {
       /* Results may be waiting in the rings: collect them first. */
-      ff__pool_poll(pool);
+      host->poll(pool);
       polled = true;
       continue;
     }
     if (deadline != UINT64_MAX && ff__now_ns() >= deadline) return -ETIMEDOUT;
-    int rc = drive ? ff__pool_wait(pool, &q->sequence, seen, &q->sleepers,
-                                   deadline)
+    int rc = drive ? host->wait(pool, &q->sequence, seen, &q->sleepers,
+                                deadline)
                    : ff__futex_sleep(&q->sequence, seen, &q->sleepers,
                                      deadline);
     if (rc == -ETIMEDOUT || rc == -EINTR) return rc;
