@@ -633,27 +633,9 @@ int ff__task_callbacks_hold(uint64_t deadline_ns);
 void ff__task_callbacks_unhold(int held);
 void ff__queue_push(ff_queue_t *queue, ff_task_t *task);
 
-/* ---- pool.c -------------------------------------------------------------- */
-
-void ff__pool_retain(ff_pool_t *pool);
-/* The options the pool was made with (its callbacks, for the callback
- * thread). */
-const ff_pool_options_t *ff__pool_options(ff_pool_t *pool);
-void ff__pool_release(ff_pool_t *pool);
-/* Waits until *word != value or the deadline: first polling the pool's
- * result rings from this thread for a short while, then asleep on the
- * word's (private) futex. 0, -ETIMEDOUT or -EINTR. */
-int ff__pool_wait(ff_pool_t *pool, _Atomic uint32_t *word, uint32_t value,
-                  _Atomic uint32_t *sleepers, uint64_t deadline_ns);
-/* Drains the pool's result rings if no other thread holds its lock. */
-void ff__pool_poll(ff_pool_t *pool);
-/* Called by ff_task_cancel once the task is marked cancelling. */
-void ff__pool_wake(ff_pool_t *pool);
-/* Kills the worker running task (now, or once the task is the one it runs
- * next), for ff_task_kill. */
-void ff__pool_kill_task(ff_pool_t *pool, ff_task_t *task);
-int ff__pool_loop_thread_is_current(ff_pool_t *pool);
-/* 1 in a forked child that holds a copy of its parent's pool. */
-int ff__pool_is_foreign(ff_pool_t *pool);
+/* ---- the pool (pool.c, pool_dispatch.c, pool_slot.c, pool_core.c) ------
+ * Its state and the interface between its files are in pool_internal.h:
+ * nothing else in lib/ calls the pool (task.c reaches it through
+ * ff__task_host_t). */
 
 #endif /* FF_INTERNAL_H */
