@@ -14,6 +14,7 @@
  * other subsystems (the callback thread, the share table) is fork.c's. */
 #include "internal.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -284,6 +285,7 @@ void ff__runtime_park(ff__runtime_t *rt) {
 void ff__runtime_unpark(ff__runtime_t *rt) {
   if (!ff__runtime_on_loop_thread(rt)) {
     pthread_mutex_lock(&rt->lock);
+    assert(rt->park_requested && rt->parked);
     rt->park_requested = false;
     pthread_cond_broadcast(&rt->cond);
     pthread_mutex_unlock(&rt->lock);

@@ -73,6 +73,7 @@ void ff__pool_close_ctl(ff_pool_t *pool) {
 /* Once a closing pool has run its last task and its workers are gone, the
  * zygote is told to exit. */
 void ff__pool_maybe_finish(ff_pool_t *pool) {
+  FF__ASSERT_LOCKED(pool);
   if (pool->state != POOL_CLOSING) return;
   if (!ff__list_empty(&pool->pending) || pool->live_workers > 0) return;
   /* Every worker has been reaped (the zygote reported each exit): join
@@ -85,6 +86,8 @@ void ff__pool_maybe_finish(ff_pool_t *pool) {
 
 void ff__pool_fail(ff_pool_t *pool, int code, const void *detail,
                    size_t length, const ff_exit_t *exit, ff__done_t *done) {
+  FF__ASSERT_LOCKED(pool);
+  assert(code != 0);
   ff__pool_set_error(pool, code, detail, length, exit);
   ff__link_t *l;
   while ((l = ff__list_pop_front(&pool->pending)) != NULL)
@@ -103,6 +106,8 @@ void ff__pool_fail_noted(ff_pool_t *pool, ff__done_t *done) {
 }
 
 void ff__pool_terminate_locked(ff_pool_t *pool, ff__done_t *done) {
+  FF__ASSERT_LOCKED(pool);
+  FF__ASSERT_POOL_STATE(pool);
   pool->accepting = false;
   pool->spawns_wanted = 0;
   if (pool->state == POOL_TERMINATING || pool->state == POOL_STOPPED) return;
@@ -125,6 +130,7 @@ void ff__pool_terminate_locked(ff_pool_t *pool, ff__done_t *done) {
 /* ---- the workers' events ------------------------------------------------- */
 
 void ff__pool_drain(ff_pool_t *pool, ff__done_t *done) {
+  FF__ASSERT_LOCKED(pool);
   for (unsigned i = 0; i < pool->options.workers; i++) {
     if (ff__slot_drain(&pool->workers[i], done, false))
       pool->drain_again = true;
@@ -151,12 +157,15 @@ static void doorbell_on_ring(uv_poll_t *handle, int status, int events) {
 }
 
 void ff__pool_spawn(ff_pool_t *pool, ff__worker_t *w, ff__done_t *done) {
+  /* Handles are the loop thread's: only it starts workers. */
+  assert(ff__runtime_on_loop_thread(pool->runtime));
   int rc = ff__slot_spawn(w, doorbell_on_ring);
   if (rc < 0) ff__pool_fail(pool, rc, NULL, 0, NULL, done);
 }
 
 void ff__pool_worker_exited(ff_pool_t *pool, ff__worker_t *w, int wstatus,
                             ff__done_t *done) {
+  assert(ff__runtime_on_loop_thread(pool->runtime));
   ff_exit_t how;
   bool was_ready;
   ff__slot_exited(w, wstatus, done, &how, &was_ready);
@@ -222,6 +231,7 @@ static void pool_drop_cancelled(ff_pool_t *pool, ff__done_t *done) {
     l = l->next;
     if (atomic_load(&task->stage) == FF__TASK_CANCELLING) {
       ff__list_remove(&task->link);
+      assert(pool->pending_count > 0);
       pool->pending_count--;
       ff__pool_settle(done, task, FF_ECANCELED, NULL, 0, NULL);
     }
@@ -264,6 +274,7 @@ static void pool_want_workers(ff_pool_t *pool, ff__done_t *done) {
        i++) {
     ff__worker_t *w = &pool->workers[i];
     if (w->state != WORKER_EMPTY || w->exiting) continue;
+    assert(pool->spawns_wanted <= pool->options.workers);
     pool->spawns_wanted--;
     ff__pool_spawn(pool, w, done);
   }
@@ -296,6 +307,10 @@ static ff__worker_t *pool_pick_worker(ff_pool_t *pool, unsigned credit) {
 }
 
 void ff__pool_dispatch(ff_pool_t *pool, ff__done_t *done) {
+  FF__ASSERT_LOCKED(pool);
+  FF__ASSERT_POOL_STATE(pool);
+  /* The count and the list of queued tasks go together. */
+  assert((pool->pending_count == 0) == ff__list_empty(&pool->pending));
   if (pool->state != POOL_RUNNING && pool->state != POOL_CLOSING) return;
   pool_drop_cancelled(pool, done);
   ff__worker_t *w;
@@ -304,6 +319,7 @@ void ff__pool_dispatch(ff_pool_t *pool, ff__done_t *done) {
          (w = pool_pick_worker(pool, credit)) != NULL) {
     ff_task_t *task =
         FF__CONTAINER_OF(ff__list_pop_front(&pool->pending), ff_task_t, link);
+    assert(pool->pending_count > 0 && w->state == WORKER_READY);
     pool->pending_count--;
     uint32_t expected = FF__TASK_QUEUED;
     if (!atomic_compare_exchange_strong(&task->stage, &expected,
@@ -482,6 +498,7 @@ int ff__pool_wait(ff_pool_t *pool, _Atomic uint32_t *word, uint32_t value,
   /* Hand the rings back to the loop thread: results pushed from now on
    * ring the doorbell, and those pushed before are drained here. */
   pthread_mutex_lock(&pool->lock);
+  assert(pool->spinners > 0);
   if (--pool->spinners == 0) pool_arm_all(pool, &done);
   ff__pool_unlock_publish(pool, &done);
   return ff__futex_sleep(word, value, sleepers, deadline_ns);

@@ -27,6 +27,9 @@
 
 #include "internal.h"
 
+#include <assert.h>
+#include <errno.h>
+
 enum pool_state {
   POOL_RUNNING,
   POOL_CLOSING,     /* no new tasks; queued ones still run */
@@ -182,6 +185,18 @@ struct ff_pool_s {
   size_t error_detail_length;
   ff_exit_t error_exit; /* the worker exit that failed the pool, if one did */
 };
+
+/* Invariants, checked with assert() in the debug builds the tests use.
+ * FF__ASSERT_LOCKED says the pool's lock is held (by someone: a default
+ * mutex cannot say by whom; trylock fails on a held one). */
+#define FF__ASSERT_LOCKED(pool)                                             \
+  assert(pthread_mutex_trylock(&(pool)->lock) == EBUSY)
+#define FF__ASSERT_POOL_STATE(pool)                                         \
+  assert((pool)->state >= POOL_RUNNING && (pool)->state <= POOL_STOPPED)
+#define FF__ASSERT_SLOT(w)                                                  \
+  assert((w)->state >= WORKER_EMPTY && (w)->state <= WORKER_RETIRING &&     \
+         (w)->slot < (w)->pool->options.workers &&                          \
+         &(w)->pool->workers[(w)->slot] == (w))
 
 /* ---- pool_core.c ------------------------------------------------------------ */
 

@@ -94,6 +94,8 @@ static int lender_start(ff__worker_t *w, int fd) {
 }
 
 void ff__slot_release_process(ff__worker_t *w) {
+  FF__ASSERT_LOCKED(w->pool);
+  FF__ASSERT_SLOT(w);
   /* Another thread may be copying its fragments, without the lock, from
    * the ring about to be unmapped. */
   while (w->reading) pthread_cond_wait(&w->pool->reader_done, &w->pool->lock);
@@ -120,7 +122,10 @@ void ff__slot_release_process(ff__worker_t *w) {
     close(w->pidfd);
     w->pidfd = -1;
   }
-  if (w->state != WORKER_EMPTY) w->pool->live_workers--;
+  if (w->state != WORKER_EMPTY) {
+    assert(w->pool->live_workers > 0);
+    w->pool->live_workers--;
+  }
   w->state = WORKER_EMPTY;
   w->pid = 0;
   w->sending = NULL;
@@ -128,6 +133,7 @@ void ff__slot_release_process(ff__worker_t *w) {
 
 void ff__slot_fail_in_flight(ff__worker_t *w, int code,
                              const ff_exit_t *exit, ff__done_t *done) {
+  FF__ASSERT_LOCKED(w->pool);
   ff__link_t *l;
   w->sending = NULL;
   while ((l = ff__list_pop_front(&w->in_flight)) != NULL) {
@@ -175,6 +181,7 @@ static void worker_settle_result(ff__worker_t *w, ff_task_t *task,
   memcpy(&run_ns, msg->data, sizeof(run_ns));
   if (run_ns > FF__RUN_NS_MAX) run_ns = FF__RUN_NS_MAX;
   size_t length = msg->length - FF__RESULT_PREFIX;
+  assert(w->in_flight_count > 0);
   ff__list_remove(&task->link);
   w->in_flight_count--;
   task->run_ns = run_ns;
@@ -297,6 +304,8 @@ static int worker_read_fragments(ff__worker_t *w, ff__ring_msg_t *msg,
  * left is all there will be). Returns true if some were left. */
 bool ff__slot_drain(ff__worker_t *w, ff__done_t *done,
                     bool unbounded) {
+  FF__ASSERT_LOCKED(w->pool);
+  FF__ASSERT_SLOT(w);
   if (unbounded)
     while (w->reading) pthread_cond_wait(&w->pool->reader_done, &w->pool->lock);
   if (w->shm.base == NULL || w->state == WORKER_EMPTY || w->corrupt ||
@@ -354,6 +363,7 @@ bool ff__slot_drain(ff__worker_t *w, ff__done_t *done,
 /* Writes the worker's current task (its context's DEFINE first, when the
  * worker lacks the context) into the task ring, as far as it fits. */
 static int worker_write(ff__worker_t *w) {
+  assert(w->sending != NULL);
   ff_task_t *task = w->sending;
   int rc;
   if (w->send_define) {
@@ -394,6 +404,11 @@ void ff__slot_flush(ff__worker_t *w) {
 
 /* Starts sending task to the worker. */
 void ff__slot_send_task(ff__worker_t *w, ff_task_t *task) {
+  FF__ASSERT_LOCKED(w->pool);
+  /* Only a ready (or just retired) worker with nothing half-written gets
+   * a task, and the task is already the last of its in-flight list. */
+  assert(w->state == WORKER_READY || w->state == WORKER_RETIRING);
+  assert(w->sending == NULL && w->in_flight.prev == &task->link);
   task->ring_flags = 0;
   w->send_define = false;
   ff_context_t *c = task->context;
@@ -403,6 +418,7 @@ void ff__slot_send_task(ff__worker_t *w, ff_task_t *task) {
       if (w->context_keys[i] == c->key) slot = i;
     if (slot == FF__CONTEXT_SLOTS) {
       slot = w->context_next++ % FF__CONTEXT_SLOTS;
+      assert(slot < FF__CONTEXT_SLOTS);
       w->context_keys[slot] = c->key;
       w->send_define = true;
     }
@@ -540,6 +556,7 @@ fail:
 
 void ff__slot_exited(ff__worker_t *w, int wstatus, ff__done_t *done,
                      ff_exit_t *out, bool *was_ready_out) {
+  FF__ASSERT_LOCKED(w->pool);
   ff_pool_t *pool = w->pool;
   assert(w->state != WORKER_EMPTY);
   /* What the worker pushed before it exited (results, or how its start
@@ -551,6 +568,7 @@ void ff__slot_exited(ff__worker_t *w, int wstatus, ff__done_t *done,
   w->exiting = false;
   ff_exit_t how;
   ff__exit_from_status(&how, w->pid, wstatus);
+  /* A ring: the oldest of the kept exits gives way (see exits). */
   w->exits[w->exits_next++ % FF_EXITS_KEPT] = how;
   w->sending = NULL;
   if (!ff__list_empty(&w->in_flight)) {
@@ -560,6 +578,7 @@ void ff__slot_exited(ff__worker_t *w, int wstatus, ff__done_t *done,
      * front of the queue rather than fail with it. */
     ff_task_t *lost =
         FF__CONTAINER_OF(ff__list_pop_front(&w->in_flight), ff_task_t, link);
+    assert(w->in_flight_count > 0);
     w->in_flight_count--;
     while (!ff__list_empty(&w->in_flight)) {
       ff_task_t *task =
@@ -585,6 +604,7 @@ void ff__slot_exited(ff__worker_t *w, int wstatus, ff__done_t *done,
       pool->pending_count++;
     }
     w->in_flight_count = 0;
+    assert(ff__list_empty(&w->in_flight));
     int killed = atomic_load(&lost->kill_status);
     if (!killed && !w->corrupt && lost->retries > 0 && !pool->stopping &&
         (pool->state == POOL_RUNNING || pool->state == POOL_CLOSING) &&

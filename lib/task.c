@@ -21,6 +21,7 @@
  * through another thread. */
 #include "internal.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -45,7 +46,9 @@ struct ff_queue_s {
 };
 
 static void queue_release(ff_queue_t *q) {
-  if (atomic_fetch_sub(&q->refs, 1) != 1) return;
+  uint32_t refs = atomic_fetch_sub(&q->refs, 1);
+  assert(refs > 0);
+  if (refs != 1) return;
   if (q->pool) q->host->release(q->pool);
   pthread_mutex_destroy(&q->lock);
   free(q);
@@ -117,6 +120,9 @@ static void task_drop_message(ff_task_t *task) {
 
 void ff__task_settle(ff_task_t *task, int status, char *block, size_t offset,
                      size_t result_length, const ff_exit_t *exit) {
+  /* A task is settled once, before it is published. */
+  assert(atomic_load(&task->stage) != FF__TASK_FINISHED);
+  assert(atomic_load(&task->done) == FF__TASK_RUNNING);
   task_drop_message(task);
   ff_context_release(task->context);
   task->context = NULL;
@@ -132,6 +138,7 @@ void ff__task_settle(ff_task_t *task, int status, char *block, size_t offset,
 }
 
 void ff__task_publish(ff_task_t *task) {
+  assert(atomic_load(&task->stage) == FF__TASK_FINISHED);
   ff__futex_publish(&task->done, FF__TASK_PUBLISHED, &task->sleepers);
   if (task->queue) ff__queue_push(task->queue, task);
   ff_task_release(task);
@@ -389,7 +396,9 @@ void ff_task_retain(ff_task_t *task) { atomic_fetch_add(&task->refs, 1); }
 
 void ff_task_release(ff_task_t *task) {
   if (task == NULL) return;
-  if (atomic_fetch_sub(&task->refs, 1) != 1) return;
+  uint32_t refs = atomic_fetch_sub(&task->refs, 1);
+  assert(refs > 0);
+  if (refs != 1) return;
   task_drop_message(task); /* a task the pool refused was never settled */
   /* A result nobody decoded gives its buffers back to the worker; a
    * decoded one's go back as the decoder lets go of each. */
@@ -429,7 +438,10 @@ int ff__context_new(const void *data, size_t length, ff_context_t **out) {
 void ff__context_retain(ff_context_t *c) { atomic_fetch_add(&c->refs, 1); }
 
 void ff_context_release(ff_context_t *c) {
-  if (c == NULL || atomic_fetch_sub(&c->refs, 1) != 1) return;
+  if (c == NULL) return;
+  uint32_t refs = atomic_fetch_sub(&c->refs, 1);
+  assert(refs > 0);
+  if (refs != 1) return;
   free(c->data);
   free(c);
 }
