@@ -149,11 +149,10 @@ def strongly_connected(graph):
     return components
 
 
-def cycle_in(graph, component):
-    """One cycle through the component, as a list of files (first again at
-    the end), to name it."""
+def cycle_in(graph, component, start):
+    """The shortest cycle through start inside the component, as a list of
+    files (start again at the end), to name it."""
     members = set(component)
-    start = component[0]
     # Breadth-first from start's successors back to start.
     previous = {}
     frontier = [start]
@@ -250,15 +249,24 @@ def main(argv):
                             "library?" % (len(lib_members), args.archive))
         graph = build_graph(lib_members)
         for component in strongly_connected(graph):
-            cycle = cycle_in(graph, component)
-            steps = []
-            for a, b in zip(cycle, cycle[1:]):
-                syms = sorted(graph[a][b])
-                more = " and %d more" % (len(syms) - 2) if len(syms) > 2 else ""
-                steps.append("  %s -> %s (%s%s)" % (a, b, ", ".join(syms[:2]), more))
+            # Every file of the component is on a cycle: name one through
+            # each file not named yet, with the symbols of each step.
+            lines = []
+            named = set()
+            for start in component:
+                if start in named:
+                    continue
+                cycle = cycle_in(graph, component, start)
+                named.update(cycle)
+                lines.append("  cycle: " + " -> ".join(cycle))
+                for a, b in zip(cycle, cycle[1:]):
+                    syms = sorted(graph[a][b])
+                    more = " and %d more" % (len(syms) - 2) if len(syms) > 2 else ""
+                    lines.append("    %s calls %s (%s%s)"
+                                 % (a, b, ", ".join(syms[:2]), more))
             failures.append(
-                "dependency cycle between the files of lib/: %s\n%s"
-                % (" -> ".join(cycle), "\n".join(steps))
+                "dependency cycle among %d files of lib/ (%s):\n%s"
+                % (len(component), ", ".join(component), "\n".join(lines))
             )
         if args.graph:
             depth = layers(graph)
