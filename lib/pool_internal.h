@@ -89,8 +89,11 @@ struct ff__worker_s {
    * pool's lock: nobody else reads its result ring, and its process is not
    * released, until it is done (reader_done). */
   bool reading;
-  bool doomed;  /* to be killed as soon as its pidfd arrives */
-  bool corrupt; /* killed for a corrupt message: its task fails so */
+  bool doomed; /* to be killed as soon as its pidfd arrives */
+  /* Killed because its rings could not be used any more: the code its
+   * task fails with (FF_EPROTOCOL for a corrupt message, -ENOMEM when its
+   * result could not be joined), else 0. */
+  int corrupt;
   /* Killed for a message past max_message_size: the bytes that had come,
    * which its task fails with. */
   uint64_t oversize;

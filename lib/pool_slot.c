@@ -345,8 +345,9 @@ bool ff__slot_drain(ff__worker_t *w, ff__done_t *done,
       break;
     }
     if (rc < 0) {
-      /* Nothing more of this ring can be trusted. */
-      w->corrupt = true;
+      /* Nothing more of this ring can be trusted, or read: its task fails
+       * with why. */
+      w->corrupt = rc;
       ff__slot_kill(w);
       break;
     }
@@ -389,7 +390,7 @@ void ff__slot_flush(ff__worker_t *w) {
   while (w->sending) {
     int rc = worker_write(w);
     if (rc < 0) {
-      if (rc == FF_EPROTOCOL) w->corrupt = true;
+      if (rc == FF_EPROTOCOL) w->corrupt = rc;
       ff__slot_kill(w);
       return;
     }
@@ -526,7 +527,7 @@ int ff__slot_spawn(ff__worker_t *w, uv_poll_cb on_doorbell) {
   w->sending = NULL;
   w->state = WORKER_STARTING;
   w->doomed = false;
-  w->corrupt = false;
+  w->corrupt = 0;
   w->oversize = 0;
   w->stop_when_idle = false;
   w->pid = 0;
@@ -623,7 +624,7 @@ void ff__slot_exited(ff__worker_t *w, int wstatus, ff__done_t *done,
     } else {
       ff__pool_settle(done, lost,
                       killed      ? killed
-                      : w->corrupt ? FF_EPROTOCOL
+                      : w->corrupt ? w->corrupt
                                    : FF_EWORKERLOST,
                       NULL, 0, &how);
     }

@@ -204,6 +204,8 @@ int ff__zygote_adopt(const ff_zygote_t *zygote, pid_t *pid_out,
 int ff__zygote_fork(ff__runtime_t *runtime, const ff_pool_options_t *options,
                     pid_t *pid_out, int *pidfd_out, int *ctl_out) {
   int sv[2];
+  int pidfd = -1;
+  int rc;
   if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
     return FF_ESPAWN(errno);
   pid_t parent = getpid();
@@ -215,29 +217,22 @@ int ff__zygote_fork(ff__runtime_t *runtime, const ff_pool_options_t *options,
     close(sv[0]);
     zygote_main(options, sv[1], parent, main_thread);
   }
-  int err = pid < 0 ? FF_ESPAWN(-pid) : 0;
   close(sv[1]);
-  if (err < 0) {
-    close(sv[0]);
-    return err;
+  if (pid < 0) {
+    rc = FF_ESPAWN(-pid);
+    goto fail;
   }
-  int pidfd = ff__pidfd_open(pid);
+  /* Without a pidfd the exit could not be watched: the fork is undone. */
+  pidfd = ff__pidfd_open(pid);
   if (pidfd < 0) {
-    /* Without a pidfd the exit could not be watched: undo the fork. */
-    kill(pid, SIGKILL);
-    waitpid(pid, NULL, 0);
-    close(sv[0]);
-    return pidfd;
+    rc = pidfd;
+    goto fail;
   }
   /* The loop thread polls the control socket; it must never block on it. */
   int flags = fcntl(sv[0], F_GETFL);
   if (flags < 0 || fcntl(sv[0], F_SETFL, flags | O_NONBLOCK) < 0) {
-    err = -errno;
-    kill(pid, SIGKILL);
-    waitpid(pid, NULL, 0);
-    close(pidfd);
-    close(sv[0]);
-    return err;
+    rc = -errno;
+    goto fail;
   }
   ff__fd_track(sv[0]);
   ff__fd_track(pidfd);
@@ -245,4 +240,13 @@ int ff__zygote_fork(ff__runtime_t *runtime, const ff_pool_options_t *options,
   *pidfd_out = pidfd;
   *ctl_out = sv[0];
   return 0;
+
+fail:
+  if (pid > 0) {
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+  }
+  if (pidfd >= 0) close(pidfd);
+  close(sv[0]);
+  return rc;
 }
