@@ -50,6 +50,7 @@ pid_t ff_fork(const ff_fork_hooks_t *hooks, double callbacks_wait) {
   static const ff_fork_hooks_t no_hooks = {NULL, NULL, NULL, NULL};
   /* A runtime that does not run yet is not started for a fork: there is no
    * loop thread to park then. */
-  return ff__runtime_fork(ff__runtime_running(), hooks != NULL ? hooks : &no_hooks, true,
+  return ff__runtime_fork(ff__runtime_running(),
+                          hooks != NULL ? hooks : &no_hooks, true,
                           callbacks_wait);
 }

@@ -1,5 +1,16 @@
-/* The one private header of the runtime: shared types and the internal
- * interface between subsystems. Internal names start with ff__. */
+/* The private header of the runtime: shared types and the internal
+ * interface between subsystems. Internal names start with ff__.
+ *
+ * The files of lib/ form layers: each calls only files below it, never
+ * one above, so that none depends on itself through others. From the top:
+ * the pool (pool.c, pool_dispatch.c, pool_slot.c, pool_core.c; its own
+ * header is pool_internal.h), zygote.c, fork.c, worker.c, task.c,
+ * arena.c, channel.c, share.c, ring.c, sync.c, loop.c, and the leaves
+ * (process.c, frame.c, shm.c, futex.c, buf.c, error.c, compact.c). Where a
+ * lower file must reach a higher one it is given a function to call: the
+ * pool's operations for task.c (ff__task_host_t), the arena's "segment
+ * gone" hook for share.c (ff__share_on_gone). tools/check-lib-layers.py,
+ * run by meson test, fails on any cycle. */
 #ifndef FF_INTERNAL_H
 #define FF_INTERNAL_H
 
@@ -343,7 +354,8 @@ int ff__pidfd_send_signal(int pidfd, int sig);
 /* Describes a wait status in exit: exit code or signal. */
 void ff__exit_from_status(ff_exit_t *exit, pid_t pid, int status);
 
-/* ---- zygote.c: the process that forks a pool's workers ------------------ */
+/* ---- zygote.c: the process that forks a pool's workers ------------------
+ * Above worker.c (it runs a worker's main in each child) and fork.c. */
 
 enum ff__ctl_type {
   FF__CTL_SPAWN = 1,   /* parent -> zygote, with the worker's segment,
@@ -408,7 +420,7 @@ int ff__worker_rings(void *segment, ff__ring_t *tasks, ff__ring_t *results,
 _Noreturn void ff__worker_main(const ff_pool_options_t *options, unsigned slot,
                                int shm_fd, int doorbell_fd, int lender_fd);
 
-/* ---- share.c: segments this process lends to its workers -----------------
+/* ---- share.c: segments this process lends to its workers (below arena.c)
  * A table of the memfds this process created with ff_segment_create, by
  * id. Each worker has a SOCK_SEQPACKET socket to its pool's creator (the
  * lender socket); the creator's loop thread answers the worker's requests
@@ -455,7 +467,7 @@ uint64_t ff__share_owner_of(uint64_t id);
  * can no longer be opened here, its worker gone: the arena, which unmaps
  * its views of them. share.c is below arena.c and does not call it. */
 void ff__share_on_gone(void (*hook)(uint64_t id));
-/* ---- arena.c ---------------------------------------------------------- */
+/* ---- arena.c: above share.c, whose segments its chunks are ------------- */
 
 /* The header at the start of each arena chunk: regions start after it. */
 #define FF__ARENA_HEADER 8192u

@@ -54,7 +54,7 @@ char *ff__copy_bytes(const void *data, size_t length) {
   return copy;
 }
 
-/* ---- the done list ---------------------------------------------------------- */
+/* ---- the done list ------------------------------------------------------- */
 
 void ff__done_init(ff__done_t *done) {
   memset(done, 0, sizeof(*done));
