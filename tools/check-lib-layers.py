@@ -35,13 +35,16 @@ LENGTH_GLOBS = [("lib", (".c", ".h")), ("pymodule", (".c",))]
 
 
 def run_nm(args, path):
-    out = subprocess.run(
-        [os.environ.get("NM", "nm")] + args + [path],
-        check=True,
-        stdout=subprocess.PIPE,
-        universal_newlines=True,
-    ).stdout
-    return out
+    nm = os.environ.get("NM", "nm")
+    try:
+        return subprocess.run(
+            [nm] + args + [path],
+            check=True,
+            stdout=subprocess.PIPE,
+            universal_newlines=True,
+        ).stdout
+    except (OSError, subprocess.CalledProcessError) as e:
+        sys.exit("check-lib-layers: %s could not read %s: %s" % (nm, path, e))
 
 
 def parse_nm(text, default_member):
