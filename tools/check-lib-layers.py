@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Keeps lib/ layered: no dependency cycle between its files, and no source
-file of lib/ or pymodule/ (its C files) longer than MAX_LINES.
+file of lib/ or pymodule/ (its C files and headers) longer than MAX_LINES.
 
 The file-level dependency graph comes from the object files of the static
 library: lib/a.c depends on lib/b.c when a.o has an undefined symbol that
@@ -24,14 +24,17 @@ import sys
 
 MAX_LINES = 800
 
-# Files allowed past MAX_LINES, each with the reason. Keep this short: a
-# file that grows past the limit is split, not added here.
+# Files allowed past MAX_LINES, each with the reason (the same list as
+# tests/python/test_structure.py's). Keep this short: a file that grows
+# past the limit is split, not added here; one that no longer needs its
+# place fails the check until it is taken off.
 LONG_FILES = {
-    "pymodule/pipe.c": "being moved to lib/ in issue 17's binding step",
+    "pymodule/pipe.c": "its wake-up protocol and clock move to lib/ as "
+    "ff_pipe_* in issue 17's binding step",
 }
 
 # The C sources whose length is checked (relative to the source root).
-LENGTH_GLOBS = [("lib", (".c", ".h")), ("pymodule", (".c",))]
+LENGTH_GLOBS = [("lib", (".c", ".h")), ("pymodule", (".c", ".h"))]
 
 
 def run_nm(args, path):
@@ -222,8 +225,15 @@ def check_lengths(root):
                     % (rel, count, MAX_LINES, os.path.basename(__file__))
                 )
     for rel in sorted(LONG_FILES):
-        if not os.path.exists(os.path.join(root, rel)):
+        path = os.path.join(root, rel)
+        if not os.path.exists(path):
             failures.append("%s is named in LONG_FILES but does not exist" % rel)
+            continue
+        with open(path, "rb") as f:
+            count = sum(1 for _ in f)
+        if count <= MAX_LINES:
+            failures.append("%s has %d lines now: take it off LONG_FILES"
+                            % (rel, count))
     return failures
 
 
