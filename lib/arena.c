@@ -377,38 +377,6 @@ void ff_arena_cancel(ff_arena_t *arena, const ff_arena_ref_t *ref) {
   pthread_mutex_unlock(&arena->lock);
 }
 
-int ff_arena_frame(const void *message, size_t length,
-                   ff_arena_frame_t *frame) {
-  if (length < 4 || memcmp(message, FF_ARENA_FRAME_MAGIC, 4) != 0) return 0;
-  if (length < FF_ARENA_FRAME_HEADER) return FF_EPROTOCOL;
-  uint32_t counts[3];
-  memcpy(counts, (const char *)message + 4, sizeof(counts));
-  uint64_t need = FF_ARENA_FRAME_HEADER +
-                  (uint64_t)counts[0] * sizeof(ff_arena_ref_t) +
-                  (uint64_t)counts[1] * sizeof(uint64_t);
-  if (counts[2] != 0 || need > length) return FF_EPROTOCOL;
-  frame->refs = counts[0];
-  frame->pins = counts[1];
-  frame->body = (size_t)need;
-  return 1;
-}
-
-void ff_arena_frame_ref(const void *message, size_t i, ff_arena_ref_t *ref) {
-  memcpy(ref,
-         (const char *)message + FF_ARENA_FRAME_HEADER + i * sizeof(*ref),
-         sizeof(*ref));
-}
-
-uint64_t ff_arena_frame_pin(const void *message, const ff_arena_frame_t *frame,
-                            size_t i) {
-  uint64_t id;
-  memcpy(&id,
-         (const char *)message + FF_ARENA_FRAME_HEADER +
-             frame->refs * sizeof(ff_arena_ref_t) + i * sizeof(id),
-         sizeof(id));
-  return id;
-}
-
 /* Calls fn(chunk, ref, arg) for each reference of a framed message, with
  * the chunk it names among this process's arenas (NULL if none), under
  * the arenas' locks. */
@@ -580,10 +548,15 @@ static view_t *view_find(uint64_t id) {
   return NULL;
 }
 
+static void arena_watch_segments(void);
+static pthread_once_t watch_once = PTHREAD_ONCE_INIT;
+
 /* The view of chunk id, mapped if needed, with one more reference. */
 static int view_get(uint64_t id, view_t **out) {
   view_t *v = view_find(id);
   if (v == NULL) {
+    /* From the first view on, the lender says which segments go. */
+    pthread_once(&watch_once, arena_watch_segments);
     view_t *grown = realloc(views, (view_count + 1) * sizeof(*views));
     if (grown == NULL) return -ENOMEM;
     views = grown;
@@ -751,10 +724,15 @@ void ff__arena_discard_message(const void *message, size_t length) {
   }
 }
 
-void ff__arena_segment_gone(uint64_t id) {
+/* Segment id can no longer be opened here (its worker is gone): a view of
+ * it is unmapped once nothing holds it. share.c calls it through the hook
+ * set below, being the lower layer. */
+static void arena_segment_gone(uint64_t id) {
   pthread_mutex_lock(&views_lock);
   view_t *v = view_find(id);
   if (v != NULL) v->gone = true;
   views_sweep();
   pthread_mutex_unlock(&views_lock);
 }
+
+static void arena_watch_segments(void) { ff__share_on_gone(arena_segment_gone); }

@@ -1,5 +1,16 @@
-/* The one private header of the runtime: shared types and the internal
- * interface between subsystems. Internal names start with ff__. */
+/* The private header of the runtime: shared types and the internal
+ * interface between subsystems. Internal names start with ff__.
+ *
+ * The files of lib/ form layers: each calls only files below it, never
+ * one above, so that none depends on itself through others. From the top:
+ * the pool (pool.c, pool_dispatch.c, pool_slot.c, pool_core.c; its own
+ * header is pool_internal.h), zygote.c, fork.c, worker.c, task.c,
+ * arena.c, channel.c, share.c, ring.c, sync.c, loop.c, and the leaves
+ * (process.c, frame.c, shm.c, futex.c, buf.c, error.c, compact.c). Where a
+ * lower file must reach a higher one it is given a function to call: the
+ * pool's operations for task.c (ff__task_host_t), the arena's "segment
+ * gone" hook for share.c (ff__share_on_gone). tools/check-lib-layers.py,
+ * run by meson test, fails on any cycle. */
 #ifndef FF_INTERNAL_H
 #define FF_INTERNAL_H
 
@@ -287,6 +298,9 @@ typedef struct ff__runtime_s ff__runtime_t;
 /* The runtime of this process, started on first use. */
 int ff__runtime_acquire(ff__runtime_t **runtime);
 uv_loop_t *ff__runtime_loop(ff__runtime_t *runtime);
+/* The runtime of this process if it runs already, else NULL (none is
+ * started). */
+ff__runtime_t *ff__runtime_running(void);
 int ff__runtime_on_loop_thread(ff__runtime_t *runtime);
 /* Runs fn(arg) in the loop thread and waits for it to return (runs it
  * directly when called from the loop thread). */
@@ -300,9 +314,9 @@ void ff__runtime_kick(void);
  * calling thread can fork. Serializes concurrent callers. */
 void ff__runtime_park(ff__runtime_t *runtime);
 void ff__runtime_unpark(ff__runtime_t *runtime);
-/* Forks the caller with the loop thread of runtime (NULL: none runs)
- * parked, the hooks around the fork, and the share table consistent in the
- * child: the child's pid, 0 in the child (which ran hooks->child only with
+/* fork.c, above loop.c, task.c and share.c: forks the caller with the
+ * loop thread of runtime (NULL: none runs) parked, the hooks around the
+ * fork, and the share table consistent in the child: the child's pid, 0 in the child (which ran hooks->child only with
  * child_hook), or a negative errno. With callbacks_wait >= 0, the callback
  * thread is held too, waiting that many seconds at most for a batch it
  * runs to end (else -EBUSY, and no fork), as ff_fork says. */
@@ -316,21 +330,9 @@ void ff__fd_untrack(int fd);
 /* Closes every tracked descriptor but keep; in a fresh child only. */
 void ff__fd_close_tracked_in_child(int keep);
 
-/* ---- zygote.c: the process that forks a pool's workers ------------------ */
-
-enum ff__ctl_type {
-  FF__CTL_SPAWN = 1,   /* parent -> zygote, with the worker's segment,
-                          doorbell and lender socket */
-  FF__CTL_SPAWNED = 2, /* zygote -> parent, with a pidfd of the worker */
-  FF__CTL_EXITED = 3,  /* zygote -> parent: a worker exited */
-};
-
-typedef struct ff__ctl_msg_s {
-  uint32_t type;
-  uint32_t slot;
-  int32_t pid;
-  int32_t status; /* wait status for EXITED; -errno for a failed SPAWNED */
-} ff__ctl_msg_t;
+/* ---- process.c: sockets that carry descriptors, pidfds, wait statuses ----
+ * A leaf: the zygote's control socket and the lender sockets (share.c)
+ * both use it. */
 
 /* The most descriptors one socket message carries. */
 #define FF__SOCK_MAX_FDS 3
@@ -346,6 +348,28 @@ int ff__sock_send(int socket, const void *msg, size_t length, const int *fds,
 int ff__sock_recv(int socket, void *msg, size_t length, int *fds,
                   unsigned *nfds, int flags);
 void ff__sock_close_fds(int *fds, unsigned *nfds);
+
+int ff__pidfd_open(pid_t pid);
+int ff__pidfd_send_signal(int pidfd, int sig);
+/* Describes a wait status in exit: exit code or signal. */
+void ff__exit_from_status(ff_exit_t *exit, pid_t pid, int status);
+
+/* ---- zygote.c: the process that forks a pool's workers ------------------
+ * Above worker.c (it runs a worker's main in each child) and fork.c. */
+
+enum ff__ctl_type {
+  FF__CTL_SPAWN = 1,   /* parent -> zygote, with the worker's segment,
+                          doorbell and lender socket */
+  FF__CTL_SPAWNED = 2, /* zygote -> parent, with a pidfd of the worker */
+  FF__CTL_EXITED = 3,  /* zygote -> parent: a worker exited */
+};
+
+typedef struct ff__ctl_msg_s {
+  uint32_t type;
+  uint32_t slot;
+  int32_t pid;
+  int32_t status; /* wait status for EXITED; -errno for a failed SPAWNED */
+} ff__ctl_msg_t;
 
 /* Forks the zygote of a pool from the calling thread. On success sets *pid,
  * *pidfd and *ctl (the parent's end of the control socket). */
@@ -396,7 +420,7 @@ int ff__worker_rings(void *segment, ff__ring_t *tasks, ff__ring_t *results,
 _Noreturn void ff__worker_main(const ff_pool_options_t *options, unsigned slot,
                                int shm_fd, int doorbell_fd, int lender_fd);
 
-/* ---- share.c: segments this process lends to its workers -----------------
+/* ---- share.c: segments this process lends to its workers (below arena.c)
  * A table of the memfds this process created with ff_segment_create, by
  * id. Each worker has a SOCK_SEQPACKET socket to its pool's creator (the
  * lender socket); the creator's loop thread answers the worker's requests
@@ -439,7 +463,11 @@ void ff__share_set_lender(int socket);
 int ff__share_lender_lost(void);
 /* The worker a segment was made for (its receiver id), or 0. */
 uint64_t ff__share_owner_of(uint64_t id);
-/* ---- arena.c ---------------------------------------------------------- */
+/* Sets who is told (with the table's lock released) of each segment that
+ * can no longer be opened here, its worker gone: the arena, which unmaps
+ * its views of them. share.c is below arena.c and does not call it. */
+void ff__share_on_gone(void (*hook)(uint64_t id));
+/* ---- arena.c: above share.c, whose segments its chunks are ------------- */
 
 /* The header at the start of each arena chunk: regions start after it. */
 #define FF__ARENA_HEADER 8192u
@@ -487,9 +515,6 @@ void ff__arena_put_back_reports(uint64_t owner, const ff__arena_report_t *in,
                                 size_t count);
 /* In a new worker: the reports and the lock are this process's own. */
 void ff__arena_forget_reports(void);
-/* Segment id can no longer be opened here (its worker is gone): a view of
- * it is unmapped once nothing holds it. */
-void ff__arena_segment_gone(uint64_t id);
 
 /* Around a fork of the runtime's (ff__runtime_fork): the table is
  * consistent in the child, and its lock free there. */
@@ -497,14 +522,9 @@ void ff__share_fork_prepare(void);
 void ff__share_fork_parent(void);
 void ff__share_fork_child(void);
 
-/* ---- process helpers (zygote.c) ------------------------------------------ */
-
-int ff__pidfd_open(pid_t pid);
-int ff__pidfd_send_signal(int pidfd, int sig);
-/* Describes a wait status in exit: exit code or signal. */
-void ff__exit_from_status(ff_exit_t *exit, pid_t pid, int status);
-
-/* ---- task.c: tasks and completion queues --------------------------------- */
+/* ---- task.c: tasks, contexts and completion queues -----------------------
+ * Below the pool: task.c reaches a task's pool only through the
+ * ff__task_host_t the pool gave it. */
 
 enum ff__task_stage {
   FF__TASK_QUEUED = 0,     /* waiting in the pool */
@@ -517,6 +537,44 @@ enum ff__task_stage {
 #define FF__TASK_RUNNING 0u
 #define FF__TASK_PUBLISHED 1u /* finished; waiters may go */
 #define FF__TASK_CALLBACK 2u  /* finished; its callback has yet to run */
+
+/* What task.c needs of the pool a task belongs to: the pool gives these
+ * with each task (ff__task_new), so that task.c, below the pool, never
+ * calls it by name. */
+typedef struct ff__task_host_s {
+  void (*retain)(ff_pool_t *pool);
+  void (*release)(ff_pool_t *pool);
+  /* 1 in a forked child that holds a copy of its parent's pool. */
+  int (*is_foreign)(ff_pool_t *pool);
+  /* 1 on the loop thread, which finishes tasks and must never wait. */
+  int (*on_loop_thread)(ff_pool_t *pool);
+  /* The options the pool was made with (its completion callback, for the
+   * callback thread). */
+  const ff_pool_options_t *(*options)(ff_pool_t *pool);
+  /* Drains the pool's result rings if no other thread holds its lock. */
+  void (*poll)(ff_pool_t *pool);
+  /* Waits until *word != value or the deadline, polling the pool's result
+   * rings for a while first. 0, -ETIMEDOUT or -EINTR. */
+  int (*wait)(ff_pool_t *pool, _Atomic uint32_t *word, uint32_t value,
+              _Atomic uint32_t *sleepers, uint64_t deadline_ns);
+  /* A queued task was marked cancelling: the loop finishes it. */
+  void (*wake)(ff_pool_t *pool);
+  /* Kills the worker running task (now, or once the task is the one it
+   * runs next), for ff_task_kill. */
+  void (*kill)(ff_pool_t *pool, ff_task_t *task);
+} ff__task_host_t;
+
+/* A context: immutable once made, shared by reference. */
+struct ff_context_s {
+  _Atomic uint32_t refs;
+  uint64_t key; /* names it to the workers (never reused) */
+  char *data;
+  size_t length;
+};
+
+/* A context holding a copy of data: 0, or -ENOMEM. */
+int ff__context_new(const void *data, size_t length, ff_context_t **out);
+void ff__context_retain(ff_context_t *context);
 
 struct ff_task_s {
   /* In the pool's pending list, a worker's in-flight list, a list of tasks
@@ -531,6 +589,7 @@ struct ff_task_s {
   uint64_t id;
   unsigned flags;
   ff_pool_t *pool; /* holds a reference to the pool while the task lives */
+  const ff__task_host_t *host; /* what the task may ask of its pool */
   ff_context_t *context; /* a reference, or NULL */
   uint16_t ring_flags;   /* the TASK record's flags for the worker it went to */
   ff_queue_t *queue;
@@ -561,9 +620,10 @@ struct ff_task_s {
   unsigned retries; /* runs left after a worker dies under it */
 };
 
-ff_task_t *ff__task_new(ff_pool_t *pool, ff_context_t *context,
-                        const void *message, size_t length, unsigned flags,
-                        ff_queue_t *queue, void *user_data);
+ff_task_t *ff__task_new(ff_pool_t *pool, const ff__task_host_t *host,
+                        ff_context_t *context, const void *message,
+                        size_t length, unsigned flags, ff_queue_t *queue,
+                        void *user_data);
 /* Records the outcome: the result is result_length bytes at offset in
  * block, which the task takes over (NULL: none). Waiters are not woken
  * yet: ff__task_publish does that, after any completion callback ran. */
@@ -576,8 +636,6 @@ void ff__task_publish(ff_task_t *task);
  * run: on the callback thread, in order, unless a waiter claims one; each
  * is published after its callback. Empties tasks. */
 void ff__task_defer_callbacks(ff__link_t *tasks);
-/* In a forked child: the callback thread is the parent's. */
-void ff__task_callbacks_atfork_child(void);
 /* Keeps the callback thread from running callbacks, once the batch it runs
  * (if any) is done, until the deadline: 1 when held, 0 on the callback
  * thread itself (between its batches already), -ETIMEDOUT. */
@@ -587,28 +645,9 @@ int ff__task_callbacks_hold(uint64_t deadline_ns);
 void ff__task_callbacks_unhold(int held);
 void ff__queue_push(ff_queue_t *queue, ff_task_t *task);
 
-/* ---- pool.c -------------------------------------------------------------- */
-
-void ff__pool_retain(ff_pool_t *pool);
-/* The options the pool was made with (its callbacks, for the callback
- * thread). */
-const ff_pool_options_t *ff__pool_options(ff_pool_t *pool);
-void ff__pool_release(ff_pool_t *pool);
-void ff__context_retain(ff_context_t *context);
-/* Waits until *word != value or the deadline: first polling the pool's
- * result rings from this thread for a short while, then asleep on the
- * word's (private) futex. 0, -ETIMEDOUT or -EINTR. */
-int ff__pool_wait(ff_pool_t *pool, _Atomic uint32_t *word, uint32_t value,
-                  _Atomic uint32_t *sleepers, uint64_t deadline_ns);
-/* Drains the pool's result rings if no other thread holds its lock. */
-void ff__pool_poll(ff_pool_t *pool);
-/* Called by ff_task_cancel once the task is marked cancelling. */
-void ff__pool_wake(ff_pool_t *pool);
-/* Kills the worker running task (now, or once the task is the one it runs
- * next), for ff_task_kill. */
-void ff__pool_kill_task(ff_pool_t *pool, ff_task_t *task);
-int ff__pool_loop_thread_is_current(ff_pool_t *pool);
-/* 1 in a forked child that holds a copy of its parent's pool. */
-int ff__pool_is_foreign(ff_pool_t *pool);
+/* ---- the pool (pool.c, pool_dispatch.c, pool_slot.c, pool_core.c) ------
+ * Its state and the interface between its files are in pool_internal.h:
+ * nothing else in lib/ calls the pool (task.c reaches it through
+ * ff__task_host_t). */
 
 #endif /* FF_INTERNAL_H */

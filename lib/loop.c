@@ -4,12 +4,17 @@
  * the loop thread and wait for it) and through each pool's uv_async. Before
  * a pool forks its zygote, the loop thread is parked inside an async callback,
  * waiting on a condition variable: it holds no lock and is in the middle of
- * nothing, so the child starts from a consistent state; ff_fork does the
- * same for any other fork of the caller's (a Python Process). A forked
- * child (ours or the user's) abandons the parent's runtime and closes its
- * descriptors; it starts a fresh runtime if it creates a pool itself. */
+ * nothing, so the child starts from a consistent state; ff_fork (fork.c)
+ * does the same for any other fork of the caller's (a Python Process). A
+ * forked child (ours or the user's) abandons the parent's runtime and
+ * closes its descriptors; it starts a fresh runtime if it creates a pool
+ * itself.
+ *
+ * Layering: loop.c calls only futex.c of lib/. What a fork must do to the
+ * other subsystems (the callback thread, the share table) is fork.c's. */
 #include "internal.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -78,7 +83,6 @@ void ff__fd_close_tracked_in_child(int keep) {
 static void runtime_atfork_child(void) {
   pthread_mutex_init(&runtime_lock, NULL);
   runtime_current = NULL;
-  ff__task_callbacks_atfork_child();
   ff__fd_close_tracked_in_child(-1);
 }
 
@@ -209,6 +213,13 @@ int ff__runtime_acquire(ff__runtime_t **runtime) {
 
 uv_loop_t *ff__runtime_loop(ff__runtime_t *runtime) { return &runtime->loop; }
 
+ff__runtime_t *ff__runtime_running(void) {
+  pthread_mutex_lock(&runtime_lock);
+  ff__runtime_t *rt = runtime_current;
+  pthread_mutex_unlock(&runtime_lock);
+  return rt;
+}
+
 void ff__runtime_kick(void) {
   pthread_mutex_lock(&runtime_lock);
   if (runtime_current != NULL) uv_async_send(&runtime_current->wakeup);
@@ -274,54 +285,10 @@ void ff__runtime_park(ff__runtime_t *rt) {
 void ff__runtime_unpark(ff__runtime_t *rt) {
   if (!ff__runtime_on_loop_thread(rt)) {
     pthread_mutex_lock(&rt->lock);
+    assert(rt->park_requested && rt->parked);
     rt->park_requested = false;
     pthread_cond_broadcast(&rt->cond);
     pthread_mutex_unlock(&rt->lock);
   }
   pthread_mutex_unlock(&rt->park_serial);
-}
-
-static void run_fork_hook(void (*hook)(void *), void *arg) {
-  if (hook != NULL) hook(arg);
-}
-
-pid_t ff__runtime_fork(ff__runtime_t *rt, const ff_fork_hooks_t *hooks,
-                       bool child_hook, double callbacks_wait) {
-  /* Held before the park: a running callback may need the loop to end. */
-  int held = 0;
-  if (callbacks_wait >= 0) {
-    held = ff__task_callbacks_hold(ff__deadline(callbacks_wait));
-    if (held < 0) return held == -ETIMEDOUT ? -EBUSY : held;
-  }
-  /* C stdio is flushed first, so that no buffered output is written twice,
-   * once by each process. */
-  fflush(NULL);
-  if (rt != NULL) ff__runtime_park(rt);
-  run_fork_hook(hooks->prepare, hooks->arg);
-  ff__share_fork_prepare();
-  pid_t pid = fork();
-  if (pid == 0) {
-    /* runtime_atfork_child has abandoned the parent's runtime already. */
-    ff__share_fork_child();
-    ff__task_callbacks_unhold(held);
-    if (child_hook) run_fork_hook(hooks->child, hooks->arg);
-    return 0;
-  }
-  int err = pid < 0 ? -errno : 0;
-  ff__share_fork_parent();
-  run_fork_hook(hooks->parent, hooks->arg);
-  if (rt != NULL) ff__runtime_unpark(rt);
-  ff__task_callbacks_unhold(held);
-  return err < 0 ? err : pid;
-}
-
-pid_t ff_fork(const ff_fork_hooks_t *hooks, double callbacks_wait) {
-  static const ff_fork_hooks_t no_hooks = {NULL, NULL, NULL, NULL};
-  /* A runtime that does not run yet is not started for a fork: there is no
-   * loop thread to park then. */
-  pthread_mutex_lock(&runtime_lock);
-  ff__runtime_t *rt = runtime_current;
-  pthread_mutex_unlock(&runtime_lock);
-  return ff__runtime_fork(rt, hooks != NULL ? hooks : &no_hooks, true,
-                          callbacks_wait);
 }

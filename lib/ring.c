@@ -14,6 +14,7 @@
  * other side is awake. */
 #include "internal.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -119,6 +120,10 @@ int ff__ring_write2(ff__ring_t *ring, uint16_t type, uint16_t flags,
   size_t length = prefix_length + data_length;
   uint64_t cap = ring->capacity;
   uint64_t tail = ring->tail;
+  /* This side's own state: a power-of-two ring, a message resumed where
+   * the last call left it. */
+  assert(cap >= 4096 && (cap & (cap - 1)) == 0);
+  assert(*offset <= length);
   uint64_t head = atomic_load_explicit(&s->head, memory_order_acquire);
   /* The consumer's position comes from the other process: one that is
    * ahead of what was written, or further behind than the ring holds,
@@ -143,6 +148,8 @@ int ff__ring_write2(ff__ring_t *ring, uint16_t type, uint16_t flags,
       tail += pad;
       index = 0;
     }
+    /* A record never wraps. */
+    assert(index + need <= cap);
     bool more = *offset + chunk < length;
     record_header_t h = {(uint32_t)chunk, type,
                          (uint16_t)(flags | (more ? FF__RING_MORE : 0)), id};
@@ -212,6 +219,8 @@ static int reader_append(ff__ring_reader_t *reader, const char *data,
 
 /* Gives the space up to head back to the producer. */
 static void consumer_advance(ff__ring_t *ring, uint64_t head) {
+  /* The consumer's position only moves forward. */
+  assert(head >= ring->head);
   ring->head = head;
   atomic_store_explicit(&ring->shared->head, head, memory_order_release);
 }

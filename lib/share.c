@@ -130,6 +130,15 @@ static void note_gone(uint64_t id) {
   gone_ids[gone_count++] = id;
 }
 
+/* Who is told of segments that can no longer be opened: the arena, which
+ * sits above this file and sets it (ff__share_on_gone) rather than being
+ * called by name. */
+static void (*_Atomic gone_hook)(uint64_t id);
+
+void ff__share_on_gone(void (*hook)(uint64_t id)) {
+  atomic_store(&gone_hook, hook);
+}
+
 /* Tells the arena of the entries removed (without table_lock). */
 static void flush_gone(void) {
   for (;;) {
@@ -137,7 +146,8 @@ static void flush_gone(void) {
     uint64_t id = gone_count > 0 ? gone_ids[--gone_count] : 0;
     pthread_mutex_unlock(&table_lock);
     if (id == 0) return;
-    ff__arena_segment_gone(id);
+    void (*hook)(uint64_t id) = atomic_load(&gone_hook);
+    if (hook != NULL) hook(id);
   }
 }
 

@@ -1,4 +1,9 @@
-/* Tasks, completion queues, and the callback thread.
+/* Tasks, their contexts, completion queues, and the callback thread.
+ *
+ * Layering: task.c sits below the pool. It reaches the pool a task belongs
+ * to only through the operations the pool gave with the task
+ * (ff__task_host_t), never by name: the pool calls task.c, not the other
+ * way round. Below it: arena.c, share.c and futex.c.
  *
  * A task is shared by the caller and the runtime, each holding a reference.
  * Its outcome is written by the loop thread before the task is published;
@@ -16,6 +21,7 @@
  * through another thread. */
 #include "internal.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -33,21 +39,35 @@ struct ff_queue_s {
   _Atomic uint32_t sleepers;
   _Atomic uint32_t refs;
   bool closed; /* the owner destroyed it: pushes are dropped */
-  /* The pool of its first task (a reference): a pop polls its results. */
-  _Atomic(ff_pool_t *) pool;
+  /* The pool of its first task (a reference), and what task.c may ask of
+   * it (under lock): a pop polls its results. */
+  ff_pool_t *pool;
+  const ff__task_host_t *host;
 };
 
 static void queue_release(ff_queue_t *q) {
-  if (atomic_fetch_sub(&q->refs, 1) != 1) return;
-  ff_pool_t *pool = atomic_load(&q->pool);
-  if (pool) ff__pool_release(pool);
+  uint32_t refs = atomic_fetch_sub(&q->refs, 1);
+  assert(refs > 0);
+  if (refs != 1) return;
+  if (q->pool) q->host->release(q->pool);
   pthread_mutex_destroy(&q->lock);
   free(q);
 }
 
-ff_task_t *ff__task_new(ff_pool_t *pool, ff_context_t *context,
-                        const void *message, size_t length, unsigned flags,
-                        ff_queue_t *queue, void *user_data) {
+static void callbacks_atfork_child(void);
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+static void callbacks_register_atfork(void) {
+  pthread_atfork(NULL, NULL, callbacks_atfork_child);
+}
+
+ff_task_t *ff__task_new(ff_pool_t *pool, const ff__task_host_t *host,
+                        ff_context_t *context, const void *message,
+                        size_t length, unsigned flags, ff_queue_t *queue,
+                        void *user_data) {
+  /* Before the first callback could be queued: a child never inherits the
+   * callback thread's queue or its locks held. */
+  pthread_once(&atfork_once, callbacks_register_atfork);
   ff_task_t *task = calloc(1, sizeof(*task));
   if (task == NULL) return NULL;
   task->message = malloc(length ? length : 1);
@@ -65,10 +85,13 @@ ff_task_t *ff__task_new(ff_pool_t *pool, ff_context_t *context,
   task->queue = queue;
   if (queue) {
     atomic_fetch_add(&queue->refs, 1);
-    ff_pool_t *none = NULL;
-    ff__pool_retain(pool);
-    if (!atomic_compare_exchange_strong(&queue->pool, &none, pool))
-      ff__pool_release(pool);
+    pthread_mutex_lock(&queue->lock);
+    if (queue->pool == NULL) {
+      host->retain(pool);
+      queue->pool = pool;
+      queue->host = host;
+    }
+    pthread_mutex_unlock(&queue->lock);
   }
   task->context = context;
   if (context) ff__context_retain(context);
@@ -80,7 +103,8 @@ ff_task_t *ff__task_new(ff_pool_t *pool, ff_context_t *context,
   ff__list_init(&task->link);
   ff__list_init(&task->queue_link);
   task->pool = pool;
-  ff__pool_retain(pool);
+  task->host = host;
+  host->retain(pool);
   return task;
 }
 
@@ -96,6 +120,9 @@ static void task_drop_message(ff_task_t *task) {
 
 void ff__task_settle(ff_task_t *task, int status, char *block, size_t offset,
                      size_t result_length, const ff_exit_t *exit) {
+  /* A task is settled once, before it is published. */
+  assert(atomic_load(&task->stage) != FF__TASK_FINISHED);
+  assert(atomic_load(&task->done) == FF__TASK_RUNNING);
   task_drop_message(task);
   ff_context_release(task->context);
   task->context = NULL;
@@ -111,6 +138,7 @@ void ff__task_settle(ff_task_t *task, int status, char *block, size_t offset,
 }
 
 void ff__task_publish(ff_task_t *task) {
+  assert(atomic_load(&task->stage) == FF__TASK_FINISHED);
   ff__futex_publish(&task->done, FF__TASK_PUBLISHED, &task->sleepers);
   if (task->queue) ff__queue_push(task->queue, task);
   ff_task_release(task);
@@ -138,7 +166,7 @@ static bool callback_claim(ff_task_t *task) {
 /* Runs the callback of tasks[0..count) (one pool's, claimed), then wakes
  * their waiters. */
 static void callbacks_run(ff_task_t **tasks, size_t count) {
-  const ff_pool_options_t *o = ff__pool_options(tasks[0]->pool);
+  const ff_pool_options_t *o = tasks[0]->host->options(tasks[0]->pool);
   o->on_complete(tasks, count, o->notify_arg);
   for (size_t i = 0; i < count; i++) ff__task_publish(tasks[i]);
 }
@@ -231,7 +259,8 @@ void ff__task_defer_callbacks(ff__link_t *tasks) {
   }
 }
 
-void ff__task_callbacks_atfork_child(void) {
+/* In a forked child (a pthread_atfork handler, set with the first task). */
+static void callbacks_atfork_child(void) {
   /* The thread does not exist here; its queue held the parent's tasks. */
   pthread_mutex_init(&callbacks_lock, NULL);
   pthread_cond_init(&callbacks_ready, NULL);
@@ -262,8 +291,8 @@ int ff_task_wait(ff_task_t *task, double timeout) {
     return 0;
   /* The loop thread finishes tasks: waiting there would never end, and
    * neither would waiting in a fork, where no loop thread runs. */
-  if (ff__pool_is_foreign(task->pool)) return FF_EFOREIGN;
-  if (ff__pool_loop_thread_is_current(task->pool)) return -EDEADLK;
+  if (task->host->is_foreign(task->pool)) return FF_EFOREIGN;
+  if (task->host->on_loop_thread(task->pool)) return -EDEADLK;
   uint64_t deadline = ff__deadline(timeout);
   for (;;) {
     uint32_t done = atomic_load_explicit(&task->done, memory_order_acquire);
@@ -279,8 +308,8 @@ int ff_task_wait(ff_task_t *task, double timeout) {
       rc = ff__futex_sleep(&task->done, FF__TASK_CALLBACK, &task->sleepers,
                            deadline);
     } else {
-      rc = ff__pool_wait(task->pool, &task->done, 0, &task->sleepers,
-                         deadline);
+      rc = task->host->wait(task->pool, &task->done, 0, &task->sleepers,
+                            deadline);
     }
     if (rc == -ETIMEDOUT || rc == -EINTR) {
       if (atomic_load(&task->done) == FF__TASK_PUBLISHED) return 0;
@@ -297,11 +326,11 @@ int ff_task_done(const ff_task_t *task) {
 }
 
 int ff_task_cancel(ff_task_t *task) {
-  if (ff__pool_is_foreign(task->pool)) return FF_EFOREIGN;
+  if (task->host->is_foreign(task->pool)) return FF_EFOREIGN;
   uint32_t expected = FF__TASK_QUEUED;
   if (atomic_compare_exchange_strong(&task->stage, &expected,
                                      FF__TASK_CANCELLING)) {
-    ff__pool_wake(task->pool);
+    task->host->wake(task->pool);
     return 0;
   }
   return expected == FF__TASK_CANCELLING ? 0 : -EBUSY;
@@ -309,11 +338,11 @@ int ff_task_cancel(ff_task_t *task) {
 
 int ff_task_kill(ff_task_t *task) {
   if (ff_task_cancel(task) == 0) return 0;
-  if (ff__pool_is_foreign(task->pool)) return FF_EFOREIGN;
+  if (task->host->is_foreign(task->pool)) return FF_EFOREIGN;
   if (atomic_load(&task->stage) == FF__TASK_FINISHED) return -EALREADY;
   int none = 0;
   atomic_compare_exchange_strong(&task->kill_status, &none, FF_ECANCELED);
-  ff__pool_kill_task(task->pool, task);
+  task->host->kill(task->pool, task);
   return 0;
 }
 
@@ -367,7 +396,9 @@ void ff_task_retain(ff_task_t *task) { atomic_fetch_add(&task->refs, 1); }
 
 void ff_task_release(ff_task_t *task) {
   if (task == NULL) return;
-  if (atomic_fetch_sub(&task->refs, 1) != 1) return;
+  uint32_t refs = atomic_fetch_sub(&task->refs, 1);
+  assert(refs > 0);
+  if (refs != 1) return;
   task_drop_message(task); /* a task the pool refused was never settled */
   /* A result nobody decoded gives its buffers back to the worker; a
    * decoded one's go back as the decoder lets go of each. */
@@ -379,8 +410,40 @@ void ff_task_release(ff_task_t *task) {
   free(task->result_block);
   ff_context_release(task->context);
   if (task->queue) queue_release(task->queue);
-  ff__pool_release(task->pool);
+  task->host->release(task->pool);
   free(task);
+}
+
+/* ---- contexts ---------------------------------------------------------------
+ * A context is immutable once made, and shared by the tasks that run with
+ * it (each holds a reference) and the pool's caller. */
+
+int ff__context_new(const void *data, size_t length, ff_context_t **out) {
+  static _Atomic uint64_t next_key = 1;
+  ff_context_t *c = calloc(1, sizeof(*c));
+  if (c == NULL) return -ENOMEM;
+  c->data = malloc(length ? length : 1);
+  if (c->data == NULL) {
+    free(c);
+    return -ENOMEM;
+  }
+  if (length) memcpy(c->data, data, length);
+  c->length = length;
+  c->key = atomic_fetch_add(&next_key, 1);
+  atomic_init(&c->refs, 1);
+  *out = c;
+  return 0;
+}
+
+void ff__context_retain(ff_context_t *c) { atomic_fetch_add(&c->refs, 1); }
+
+void ff_context_release(ff_context_t *c) {
+  if (c == NULL) return;
+  uint32_t refs = atomic_fetch_sub(&c->refs, 1);
+  assert(refs > 0);
+  if (refs != 1) return;
+  free(c->data);
+  free(c);
 }
 
 /* ---- completion queues ---------------------------------------------------- */
@@ -392,7 +455,6 @@ int ff_queue_create(ff_queue_t **queue) {
   ff__list_init(&q->tasks);
   atomic_init(&q->sequence, 0);
   atomic_init(&q->refs, 1);
-  atomic_init(&q->pool, NULL);
   *queue = q;
   return 0;
 }
@@ -432,23 +494,23 @@ int ff_queue_pop(ff_queue_t *q, double timeout, ff_task_t **task) {
     uint32_t seen = atomic_load(&q->sequence);
     pthread_mutex_lock(&q->lock);
     ff__link_t *l = ff__list_pop_front(&q->tasks);
+    ff_pool_t *pool = q->pool;
+    const ff__task_host_t *host = q->host;
     pthread_mutex_unlock(&q->lock);
     if (l != NULL) {
       *task = FF__CONTAINER_OF(l, ff_task_t, queue_link);
       return 0;
     }
-    ff_pool_t *pool = atomic_load(&q->pool);
-    bool drive = pool && !ff__pool_is_foreign(pool) &&
-                 !ff__pool_loop_thread_is_current(pool);
+    bool drive = pool && !host->is_foreign(pool) && !host->on_loop_thread(pool);
     if (drive && !polled) {
       /* Results may be waiting in the rings: collect them first. */
-      ff__pool_poll(pool);
+      host->poll(pool);
       polled = true;
       continue;
     }
     if (deadline != UINT64_MAX && ff__now_ns() >= deadline) return -ETIMEDOUT;
-    int rc = drive ? ff__pool_wait(pool, &q->sequence, seen, &q->sleepers,
-                                   deadline)
+    int rc = drive ? host->wait(pool, &q->sequence, seen, &q->sleepers,
+                                deadline)
                    : ff__futex_sleep(&q->sequence, seen, &q->sleepers,
                                      deadline);
     if (rc == -ETIMEDOUT || rc == -EINTR) return rc;

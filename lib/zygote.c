@@ -26,103 +26,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#ifndef SYS_pidfd_open
-#define SYS_pidfd_open 434
-#endif
-#ifndef SYS_pidfd_send_signal
-#define SYS_pidfd_send_signal 424
-#endif
-
-int ff__pidfd_open(pid_t pid) {
-  long fd = syscall(SYS_pidfd_open, pid, 0);
-  if (fd < 0) return -errno;
-  return (int)fd;
-}
-
-int ff__pidfd_send_signal(int pidfd, int sig) {
-  if (syscall(SYS_pidfd_send_signal, pidfd, sig, NULL, 0) < 0) return -errno;
-  return 0;
-}
-
-void ff__exit_from_status(ff_exit_t *exit, pid_t pid, int status) {
-  exit->pid = pid;
-  exit->exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  exit->term_signal = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
-}
-
-int ff__sock_send(int socket, const void *msg, size_t length, const int *fds,
-                  unsigned nfds) {
-  if (nfds > FF__SOCK_MAX_FDS) return -EINVAL;
-  struct iovec iov = {(void *)msg, length};
-  union {
-    char buf[CMSG_SPACE(sizeof(int) * FF__SOCK_MAX_FDS)];
-    struct cmsghdr align;
-  } control;
-  struct msghdr mh = {0};
-  mh.msg_iov = &iov;
-  mh.msg_iovlen = 1;
-  if (nfds > 0) {
-    memset(&control, 0, sizeof(control));
-    mh.msg_control = control.buf;
-    mh.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
-    struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
-    cm->cmsg_level = SOL_SOCKET;
-    cm->cmsg_type = SCM_RIGHTS;
-    cm->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
-    memcpy(CMSG_DATA(cm), fds, sizeof(int) * nfds);
-  }
-  for (;;) {
-    ssize_t n = sendmsg(socket, &mh, MSG_NOSIGNAL);
-    if (n == (ssize_t)length) return 0;
-    if (n >= 0) return -EIO; /* a seqpacket send is whole or not at all */
-    if (errno != EINTR) return -errno;
-  }
-}
-
-void ff__sock_close_fds(int *fds, unsigned *nfds) {
-  for (unsigned i = 0; i < *nfds; i++)
-    if (fds[i] >= 0) close(fds[i]);
-  *nfds = 0;
-}
-
-int ff__sock_recv(int socket, void *msg, size_t length, int *fds,
-                  unsigned *nfds, int flags) {
-  struct iovec iov = {msg, length};
-  union {
-    char buf[CMSG_SPACE(sizeof(int) * FF__SOCK_MAX_FDS)];
-    struct cmsghdr align;
-  } control;
-  struct msghdr mh = {0};
-  mh.msg_iov = &iov;
-  mh.msg_iovlen = 1;
-  mh.msg_control = control.buf;
-  mh.msg_controllen = sizeof(control.buf);
-  *nfds = 0;
-  ssize_t n;
-  do {
-    n = recvmsg(socket, &mh, MSG_CMSG_CLOEXEC | flags);
-  } while (n < 0 && errno == EINTR);
-  if (n < 0) return -errno;
-  if (n == 0) return 0;
-  for (struct cmsghdr *cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm)) {
-    if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS) continue;
-    size_t count = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-    for (size_t i = 0; i < count; i++) {
-      int fd;
-      memcpy(&fd, CMSG_DATA(cm) + i * sizeof(int), sizeof(int));
-      if (*nfds < FF__SOCK_MAX_FDS)
-        fds[(*nfds)++] = fd;
-      else
-        close(fd);
-    }
-  }
-  if (n != (ssize_t)length || (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC))) {
-    ff__sock_close_fds(fds, nfds);
-    return FF_EPROTOCOL;
-  }
-  return 1;
-}
-
 /* ---- inside the zygote -------------------------------------------------- */
 
 typedef struct zygote_s {
@@ -301,6 +204,8 @@ int ff__zygote_adopt(const ff_zygote_t *zygote, pid_t *pid_out,
 int ff__zygote_fork(ff__runtime_t *runtime, const ff_pool_options_t *options,
                     pid_t *pid_out, int *pidfd_out, int *ctl_out) {
   int sv[2];
+  int pidfd = -1;
+  int rc;
   if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
     return FF_ESPAWN(errno);
   pid_t parent = getpid();
@@ -312,29 +217,22 @@ int ff__zygote_fork(ff__runtime_t *runtime, const ff_pool_options_t *options,
     close(sv[0]);
     zygote_main(options, sv[1], parent, main_thread);
   }
-  int err = pid < 0 ? FF_ESPAWN(-pid) : 0;
   close(sv[1]);
-  if (err < 0) {
-    close(sv[0]);
-    return err;
+  if (pid < 0) {
+    rc = FF_ESPAWN(-pid);
+    goto fail;
   }
-  int pidfd = ff__pidfd_open(pid);
+  /* Without a pidfd the exit could not be watched: the fork is undone. */
+  pidfd = ff__pidfd_open(pid);
   if (pidfd < 0) {
-    /* Without a pidfd the exit could not be watched: undo the fork. */
-    kill(pid, SIGKILL);
-    waitpid(pid, NULL, 0);
-    close(sv[0]);
-    return pidfd;
+    rc = pidfd;
+    goto fail;
   }
   /* The loop thread polls the control socket; it must never block on it. */
   int flags = fcntl(sv[0], F_GETFL);
   if (flags < 0 || fcntl(sv[0], F_SETFL, flags | O_NONBLOCK) < 0) {
-    err = -errno;
-    kill(pid, SIGKILL);
-    waitpid(pid, NULL, 0);
-    close(pidfd);
-    close(sv[0]);
-    return err;
+    rc = -errno;
+    goto fail;
   }
   ff__fd_track(sv[0]);
   ff__fd_track(pidfd);
@@ -342,4 +240,13 @@ int ff__zygote_fork(ff__runtime_t *runtime, const ff_pool_options_t *options,
   *pidfd_out = pidfd;
   *ctl_out = sv[0];
   return 0;
+
+fail:
+  if (pid > 0) {
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+  }
+  if (pidfd >= 0) close(pidfd);
+  close(sv[0]);
+  return rc;
 }

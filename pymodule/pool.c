@@ -7,6 +7,7 @@
 #include "core.h"
 
 #include <errno.h>
+#include <stdlib.h>
 
 typedef struct {
   PyObject_HEAD
@@ -308,22 +309,33 @@ static PyObject *pool_join(ffpy_pool_t *self, PyObject *args, PyObject *kw) {
 static PyObject *pool_worker_pids(ffpy_pool_t *self, PyObject *unused) {
   (void)unused;
   if (pool_check(self) < 0) return NULL;
-  pid_t pids[1024];
-  size_t count;
-  Py_BEGIN_ALLOW_THREADS
-  count = ff_pool_worker_pids(self->pool, pids, 1024);
-  Py_END_ALLOW_THREADS
-  if (count > 1024) count = 1024;
+  /* Every worker's pid, however many: asked again with room for as many as
+   * the pool said it has, should more have started than there was room
+   * for (the runtime's growable buffer holds them). */
+  ff_buf_t buf = {NULL, 0, 0};
+  size_t capacity = 64, count;
+  for (;;) {
+    if (ff_buf_reserve(&buf, capacity * sizeof(pid_t)) == NULL) {
+      free(buf.base);
+      return PyErr_NoMemory();
+    }
+    Py_BEGIN_ALLOW_THREADS
+    count = ff_pool_worker_pids(self->pool, (pid_t *)buf.base, capacity);
+    Py_END_ALLOW_THREADS
+    if (count <= capacity) break;
+    capacity = count;
+  }
+  const pid_t *pids = (const pid_t *)buf.base;
   PyObject *list = PyList_New((Py_ssize_t)count);
-  if (list == NULL) return NULL;
-  for (size_t i = 0; i < count; i++) {
+  for (size_t i = 0; list != NULL && i < count; i++) {
     PyObject *pid = PyLong_FromLong((long)pids[i]);
     if (pid == NULL) {
-      Py_DECREF(list);
-      return NULL;
+      Py_CLEAR(list);
+      break;
     }
     PyList_SET_ITEM(list, (Py_ssize_t)i, pid);
   }
+  free(buf.base);
   return list;
 }
 
