@@ -97,9 +97,11 @@ def test_a_shared_array_goes_to_each_rank_once(mode: list[str]) -> None:
 def test_hybrid_ranks_run_a_local_pool() -> None:
     script = textwrap.dedent(
         """
-        import os, forkfarm
+        import os, time, forkfarm
         with forkfarm.Pool() as pool:
-            found = pool.map(lambda _: (os.getppid(), os.getpid()), range(40), chunksize=1)
+            # Each task takes 50 ms, so that a worker still starting on a
+            # loaded machine is not left without one.
+            found = pool.map(lambda _: (time.sleep(0.05), os.getppid(), os.getpid())[1:], range(40), chunksize=1)
         parents = {parent for parent, _ in found}
         print(len({pid for _, pid in found}), len(parents))
         """
