@@ -184,3 +184,22 @@ def test_a_crash_in_a_hybrid_rank_fails_its_task_alone() -> None:
     done = mpiexec(2, "--hybrid", "--workers", "1", "-c", script)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == ["lost 9", "then 3", "lock refused True"]
+
+
+def test_a_task_carries_its_arguments_as_they_were_when_submitted() -> None:
+    # Rank 0's encoder writes each call once, at submission, in the wire's
+    # form; a large buffer is copied then, since the MPI thread sends it
+    # later: a write after submit is not seen by the task.
+    script = textwrap.dedent(
+        """
+        import numpy as np, forkfarm
+        a = np.ones(200_000)
+        with forkfarm.Pool() as pool:
+            results = [pool.apply_async(np.sum, (a,)) for _ in range(4)]
+            a[:] = 0
+            print([float(r.get()) for r in results], [float(x) for x in pool.map(np.sum, [a, a + 2], chunksize=1)])
+        """
+    )
+    done = mpiexec(2, "-c", script)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[200000.0, 200000.0, 200000.0, 200000.0] [0.0, 400000.0]"
