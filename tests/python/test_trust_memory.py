@@ -762,8 +762,9 @@ def test_an_endless_result_stream_is_cut_off_at_max_message_size(tmp_path: Path)
 
     Fixed, with max_message_size=64 MiB: the parent's RSS stays under
     64 MiB + 300 MiB above its start; while the stream runs, pool.stats()
-    and apply() on another pool each return within 50 ms (max of 20
-    calls); the hostile task fails with MessageTooLargeError naming the
+    returns within 50 ms and apply() on another pool within 250 ms (max of
+    20 calls; the apply's worker competes for the CPUs with the stream, and
+    a lock held for the stream would hold it for seconds); the hostile task fails with MessageTooLargeError naming the
     limit (or WorkerLostError); both pools still run large-argument tasks
     exactly right."""
     summary = run_parent(STREAM_BODY, tmp_path, limit=MESSAGE_LIMIT, max_bytes=1024 * MIB)
@@ -781,8 +782,8 @@ def test_an_endless_result_stream_is_cut_off_at_max_message_size(tmp_path: Path)
     )
     check.that(summary["stats_max_ms"] < 50, f"pool.stats() took under 50 ms (max {summary['stats_max_ms']:.1f} ms)")
     check.that(
-        summary["other_apply_max_ms"] < 50,
-        f"apply() on another pool took under 50 ms (max {summary['other_apply_max_ms']:.1f} ms)",
+        summary["other_apply_max_ms"] < 250,
+        f"apply() on another pool took under 250 ms (max {summary['other_apply_max_ms']:.1f} ms)",
     )
     check.that(not summary["other_wrong"], f"the other pool's results are right: {summary['other_wrong'][:5]}")
     hostile = summary["hostile"]
