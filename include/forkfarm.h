@@ -767,6 +767,90 @@ FF_API unsigned ff_channel_maxsize(const ff_channel_t *channel);
 FF_API int ff_channel_task_done(ff_channel_t *channel);
 FF_API int ff_channel_join(ff_channel_t *channel, double timeout);
 
+/* ---- pipes: two channels and a socket between two ends (pipe.c) -----------
+ *
+ * Python's multiprocessing Pipe on shared memory: a pipe is a page of
+ * flags and two channels (one per direction) in a segment, and a connected
+ * pair of SOCK_STREAM sockets (socketpair), one per end, that carry no
+ * message: a receiver spins briefly on an empty channel, then sleeps in
+ * poll() on its socket, and a sender writes a wake-up byte to it only when
+ * the receiver said it sleeps. The kernel closes a dead process's socket,
+ * so either end learns that the other is gone: a receiver reads what is
+ * left, then gets -EPIPE (the end of the stream); a sender gets -EPIPE
+ * once its messages pile up unread. The sockets also carry descriptors
+ * (ff_pipe_send_fds), never mixed with the messages. An end is used by one
+ * process (a forked child uses its inherited copy); its functions may be
+ * called from several threads, but ff_pipe_destroy only once none runs.
+ * Timeouts are in seconds: negative waits without limit, 0 does not
+ * wait. */
+typedef struct ff_pipe_s ff_pipe_t;
+
+/* The page of flags at the start of a pipe; the two channels' regions
+ * follow it. */
+#define FF_PIPE_HEADER 4096
+/* The most descriptors one ff_pipe_send_fds carries (Linux's
+ * SCM_MAX_FD). */
+#define FF_PIPE_MAX_FDS 253
+
+/* Opens an end of the pipe at offset (a multiple of 4096) of segment id:
+ * the page of flags, then two regions of region bytes (a multiple of 4096,
+ * at least 8192), channels 0 and 1. The end reads channel in_index and
+ * writes out_index (-1: it does not read, or write), and wakes its peer
+ * through socket fd, which it takes over on success. With init, makes its
+ * channels first (the segment is new: its flags are zero). 0, -EINVAL when
+ * the arguments or the segment's size do not make a pipe or a channel is
+ * not there, or a negative errno (-ENOENT: nobody lends the segment). */
+FF_API int ff_pipe_open(ff_pipe_t **pipe, uint64_t segment, uint64_t offset,
+                        size_t region, int in_index, int out_index, int fd,
+                        int init);
+/* Closes the end's socket (and the descriptors received and not taken):
+ * the peer sees the end of the stream once every copy of the socket is
+ * closed. Later calls return -EBADF; the end stays mapped. */
+FF_API void ff_pipe_close(ff_pipe_t *pipe);
+/* Closes the end if it is open, unmaps and frees it. */
+FF_API void ff_pipe_destroy(ff_pipe_t *pipe);
+/* The end's socket, for a selector (readable when a sleeping receiver is
+ * woken, see ff_pipe_arm), or -1 once closed. */
+FF_API int ff_pipe_fd(const ff_pipe_t *pipe);
+/* 1 when the end reads (writes) a channel, else 0. */
+FF_API int ff_pipe_readable(const ff_pipe_t *pipe);
+FF_API int ff_pipe_writable(const ff_pipe_t *pipe);
+/* Sends a copy of the message, waking the receiver if it sleeps: 0,
+ * -ETIMEDOUT when the channel is still full at the timeout, -EPIPE when
+ * the other end is gone, -EMSGSIZE when the message could never fit,
+ * -EBADF when closed or not writable, -EINTR, or ff_channel_put's other
+ * codes. */
+FF_API int ff_pipe_send(ff_pipe_t *pipe, const void *data, size_t length,
+                        double timeout);
+/* Takes the next message, waiting for it; alloc as ff_channel_get's. 0,
+ * -ETIMEDOUT, -EPIPE at the end of the stream (the other end is gone and
+ * the channel empty), -EBADF when closed or not readable, -EINTR, or
+ * ff_channel_get's other codes. */
+FF_API int ff_pipe_recv(ff_pipe_t *pipe, double timeout,
+                        void *(*alloc)(void *arg, size_t length), void *arg);
+/* 1 when ff_pipe_recv would not wait (a message, or the end of the
+ * stream), waiting up to the timeout for it; 0 if not, -EINTR, -EBADF. */
+FF_API int ff_pipe_poll(ff_pipe_t *pipe, double timeout);
+/* For a caller that sleeps on ff_pipe_fd itself, with other descriptors:
+ * arm announces that the end's receiver sleeps (senders then wake its
+ * socket) and returns 1 if a message is there already (then do not
+ * sleep); disarm withdraws it, reads the wake-ups, and returns 1 if
+ * ff_pipe_recv would not wait. Both return 0 for an end that does not
+ * read, -EBADF once closed. */
+FF_API int ff_pipe_arm(ff_pipe_t *pipe);
+FF_API int ff_pipe_disarm(ff_pipe_t *pipe);
+/* Sends count descriptors (1 to FF_PIPE_MAX_FDS) to the other end's
+ * ff_pipe_recv_fds, as Python's multiprocessing.reduction.sendfds does
+ * (one byte, their count, with SCM_RIGHTS): 0, -ETIMEDOUT while the
+ * socket's buffer is full, -EINVAL, -EBADF, -EINTR, or a negative errno. */
+FF_API int ff_pipe_send_fds(ff_pipe_t *pipe, const int *fds, unsigned count,
+                            double timeout);
+/* Receives the descriptors of the next ff_pipe_send_fds (or sendfds) into
+ * fds (room for FF_PIPE_MAX_FDS), close-on-exec: their number, or
+ * -ETIMEDOUT, -EPIPE at the end of the stream, FF_EPROTOCOL for a byte
+ * that brought none, -EBADF, -EINTR, or a negative errno. */
+FF_API int ff_pipe_recv_fds(ff_pipe_t *pipe, int *fds, double timeout);
+
 #ifdef __cplusplus
 }
 #endif

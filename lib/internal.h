@@ -5,12 +5,12 @@
  * one above, so that none depends on itself through others. From the top:
  * the pool (pool.c, pool_dispatch.c, pool_slot.c, pool_core.c; its own
  * header is pool_internal.h), zygote.c, fork.c, worker.c, task.c,
- * arena.c, channel.c, share.c, ring.c, sync.c, loop.c, and the leaves
- * (process.c, frame.c, shm.c, futex.c, buf.c, error.c, compact.c). Where a
- * lower file must reach a higher one it is given a function to call: the
- * pool's operations for task.c (ff__task_host_t), the arena's "segment
- * gone" hook for share.c (ff__share_on_gone). tools/check-lib-layers.py,
- * run by meson test, fails on any cycle. */
+ * arena.c, pipe.c, channel.c, share.c, ring.c, sync.c, loop.c, and the
+ * leaves (process.c, frame.c, shm.c, futex.c, buf.c, error.c, compact.c).
+ * Where a lower file must reach a higher one it is given a function to
+ * call: the pool's operations for task.c (ff__task_host_t), the arena's
+ * "segment gone" hook for share.c (ff__share_on_gone).
+ * tools/check-lib-layers.py, run by meson test, fails on any cycle. */
 #ifndef FF_INTERNAL_H
 #define FF_INTERNAL_H
 
@@ -334,8 +334,11 @@ void ff__fd_close_tracked_in_child(int keep);
  * A leaf: the zygote's control socket and the lender sockets (share.c)
  * both use it. */
 
-/* The most descriptors one socket message carries. */
+/* The most descriptors one message of the runtime's own protocols
+ * carries. */
 #define FF__SOCK_MAX_FDS 3
+/* The most descriptors one message carries at all: Linux's SCM_MAX_FD. */
+#define FF__SCM_MAX_FDS 253
 
 /* Sends a message of length bytes on a SOCK_SEQPACKET socket with nfds
  * descriptors attached (SCM_RIGHTS). 0 or a negative errno. */
@@ -348,6 +351,19 @@ int ff__sock_send(int socket, const void *msg, size_t length, const int *fds,
 int ff__sock_recv(int socket, void *msg, size_t length, int *fds,
                   unsigned *nfds, int flags);
 void ff__sock_close_fds(int *fds, unsigned *nfds);
+/* What the two above are made of, for stream sockets too (a pipe's).
+ * One sendmsg of length bytes with nfds descriptors (at most
+ * FF__SCM_MAX_FDS) attached, flags added to MSG_NOSIGNAL (MSG_DONTWAIT,
+ * say): 0 once all of it went, -EIO for a part, or a negative errno. */
+int ff__sock_sendmsg(int socket, const void *msg, size_t length,
+                     const int *fds, unsigned nfds, int flags);
+/* One recvmsg of at most length bytes: how many came (0 at end of
+ * stream), or a negative errno. Its descriptors go to fds, up to max_fds
+ * of them (their number in *nfds; any more are closed); *cut (may be NULL)
+ * says whether any were closed or the message did not fit. */
+ssize_t ff__sock_recvmsg(int socket, void *msg, size_t length, int *fds,
+                         unsigned max_fds, unsigned *nfds, int flags,
+                         bool *cut);
 
 int ff__pidfd_open(pid_t pid);
 int ff__pidfd_send_signal(int pidfd, int sig);
