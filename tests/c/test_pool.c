@@ -370,8 +370,14 @@ static void test_worker_exit_lookup(void **state) {
   ff_task_release(task);
   ff_exit_t how;
   assert_int_equal(ff_pool_worker_exit(pool, pid, &how), -ENOENT); /* alive */
-  /* Its pidfd: another descriptor of the runtime's, readable once it exits. */
+  /* Its pidfd: another descriptor of the runtime's, readable once it exits.
+   * It comes with the zygote's SPAWNED, which may arrive after the
+   * worker's first result (two channels). */
   int pidfd = ff_pool_worker_pidfd(pool, pid);
+  for (int i = 0; pidfd == -ENOENT && i < 500; i++) {
+    usleep(10000);
+    pidfd = ff_pool_worker_pidfd(pool, pid);
+  }
   assert_true(pidfd >= 0);
   assert_int_equal(ff_pool_worker_pidfd(pool, getpid()), -ENOENT);
   task = submit(pool, "exit 7");
@@ -517,15 +523,19 @@ static void test_stop_workers(void **state) {
   enum { N = 12 };
   ff_task_t *tasks[N];
   for (int i = 0; i < N; i++) tasks[i] = submit(pool, "sleep 20000");
-  /* Both workers run one: the rest wait in the pool or behind them. */
+  /* Both workers run one: the rest wait in the pool or behind them. A
+   * worker's pid comes with the zygote's SPAWNED, which may arrive after
+   * its first results (two channels): that is waited for too. */
   ff_pool_stats_t stats;
   ff_worker_stats_t workers[2];
+  pid_t pids[2];
   for (int i = 0; i < 500; i++) {
     ff_pool_stats(pool, &stats, workers, 2);
-    if (workers[0].current_ns > 0 && workers[1].current_ns > 0) break;
+    if (workers[0].current_ns > 0 && workers[1].current_ns > 0 &&
+        ff_pool_worker_pids(pool, pids, 2) == 2)
+      break;
     usleep(10000);
   }
-  pid_t pids[2];
   assert_int_equal(ff_pool_worker_pids(pool, pids, 2), 2);
   assert_int_equal(ff_pool_stop_workers(pool, 0), -EINVAL);
   assert_int_equal(ff_pool_stop_workers(pool, SIGTERM), 0);
