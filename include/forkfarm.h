@@ -501,6 +501,39 @@ FF_API void ff_segment_release(uint64_t id);
  * here already. 0, -EINVAL, or a negative errno. */
 FF_API int ff_segment_adopt(uint64_t id, int fd);
 
+/* ---- Segments with a header (segment.c) ----------------------------------
+ * A segment that carries data another process maps by id (a Python shared
+ * array) starts with a header page: a magic, its id, its size (the bytes
+ * after the header) and a released flag its creator sets when it lets go,
+ * which tells the caches of other processes to drop it. Its bytes start
+ * FF_SEGMENT_HEADER bytes after the mapping's base. */
+#define FF_SEGMENT_HEADER 4096u
+
+/* Creates a segment of size bytes after its header (flags as for
+ * ff_segment_create; size may be 0), maps the header and the first mapped
+ * of those bytes (all of them when mapped >= size) at *base, and writes
+ * the header. 0, or a negative errno (nothing is left behind). */
+FF_API int ff_segment_create_mapped(size_t size, unsigned flags,
+                                    size_t mapped, uint64_t *id, void **base);
+/* Maps segment id (ff_segment_open) as ff_segment_create_mapped did: the
+ * header and the first mapped bytes after it, at *base; *size is the size
+ * its header and its file agree on. -ENOENT if nobody lends it,
+ * FF_EPROTOCOL if its header is missing or wrong (a segment made
+ * otherwise), or a negative errno. */
+FF_API int ff_segment_open_mapped(uint64_t id, size_t mapped, void **base,
+                                  size_t *size);
+/* Unmaps what ff_segment_create_mapped or _open_mapped mapped (mapped as
+ * clamped to the segment's size); NULL does nothing. */
+FF_API void ff_segment_unmap(void *base, size_t mapped);
+/* The id and size a mapped header says now: untrusted when another process
+ * can write it (ff_segment_open_mapped checked them once). */
+FF_API uint64_t ff_segment_header_id(const void *base);
+FF_API uint64_t ff_segment_header_size(const void *base);
+/* Sets the released flag, for every process that maps the segment. */
+FF_API void ff_segment_mark_released(void *base);
+/* 1 once the flag is set, else 0. */
+FF_API int ff_segment_released(const void *base);
+
 /* ---- The arena: large buffers out of band --------------------------------
  * A sender copies a large buffer into its arena once, and its message
  * carries an ff_arena_ref_t instead of the bytes; the receiver reads the

@@ -5,11 +5,11 @@
  * one above, so that none depends on itself through others. From the top:
  * the pool (pool.c, pool_dispatch.c, pool_slot.c, pool_core.c; its own
  * header is pool_internal.h), zygote.c, fork.c, worker.c, task.c,
- * arena.c, pipe.c, channel.c, share.c, ring.c, sync.c, loop.c, and the
- * leaves (process.c, frame.c, shm.c, futex.c, buf.c, error.c, compact.c).
- * Where a lower file must reach a higher one it is given a function to
- * call: the pool's operations for task.c (ff__task_host_t), the arena's
- * "segment gone" hook for share.c (ff__share_on_gone).
+ * arena.c, pipe.c, channel.c, segment.c, share.c, ring.c, sync.c, loop.c,
+ * and the leaves (process.c, frame.c, shm.c, futex.c, buf.c, error.c,
+ * compact.c). Where a lower file must reach a higher one it is given a
+ * function to call: the pool's operations for task.c (ff__task_host_t),
+ * the arena's "segment gone" hook for share.c (ff__share_on_gone).
  * tools/check-lib-layers.py, run by meson test, fails on any cycle. */
 #ifndef FF_INTERNAL_H
 #define FF_INTERNAL_H

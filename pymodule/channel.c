@@ -20,7 +20,7 @@ typedef struct {
 
 /* The channel's region: the whole of the segment's bytes, after its
  * header page. */
-#define CHANNEL_OFFSET 4096u
+#define CHANNEL_OFFSET FF_SEGMENT_HEADER
 
 static PyObject *channel_new(PyTypeObject *type, PyObject *args,
                              PyObject *kw) {

@@ -3,8 +3,8 @@
  *
  * _core.Segment is a mapped segment that exports its bytes with the buffer
  * protocol; forkfarm/shared.py builds ndarrays on it. A segment starts with
- * a header page (its id, its size, and whether its creator let it go, which
- * tells a worker's cache to drop it); the bytes follow.
+ * a header page (lib/segment.c: its id, its size, and whether its creator
+ * let it go, which tells a worker's cache to drop it); the bytes follow.
  *
  * _core.dumps pickles with protocol 5 and sends each large out-of-band
  * buffer (an ndarray's data, a bytearray, a PickleBuffer) through this
@@ -13,26 +13,15 @@
 #include "core.h"
 
 #include <errno.h>
-#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <unistd.h>
-
-#define SEGMENT_MAGIC UINT64_C(0x314d474553464646) /* "FFFSEGM1" */
-#define SEGMENT_HEADER 4096u
-
-typedef struct segment_header_s {
-  uint64_t magic;
-  uint64_t id;
-  uint64_t size;
-  _Atomic uint32_t released; /* the creator let go: caches drop it */
-} segment_header_t;
 
 typedef struct {
   PyObject_HEAD
   uint64_t id;
-  char *base; /* the header; the bytes follow at SEGMENT_HEADER */
+  char *base; /* the header (lib/segment.c); the bytes follow at
+                 FF_SEGMENT_HEADER */
   size_t size;
   size_t mapped; /* the bytes mapped here (a queue maps its own windows) */
   int creator;  /* made here (or for here, by the parent): lent until this
@@ -41,17 +30,6 @@ typedef struct {
   int retained; /* opened here and kept lendable while this object lives */
   PyObject *weakrefs;
 } ffpy_segment_t;
-
-static int segment_map(ffpy_segment_t *self, int fd, size_t mapped) {
-  void *base = mmap(NULL, mapped, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-  close(fd);
-  if (base == MAP_FAILED) {
-    PyErr_SetFromErrno(PyExc_OSError);
-    return -1;
-  }
-  self->base = base;
-  return 0;
-}
 
 /* The bytes of a segment of size to map: all, or the first `mapped`
  * (negative: all). */
@@ -73,26 +51,20 @@ static PyObject *segment_new(PyTypeObject *type, PyObject *args,
   }
   ffpy_segment_t *self = (ffpy_segment_t *)type->tp_alloc(type, 0);
   if (self == NULL) return NULL;
-  self->mapped = mapped_bytes((size_t)size, mapped);
-  int fd;
-  int rc = ff_segment_create(SEGMENT_HEADER + (size_t)size,
-                             parent ? FF_SEGMENT_PARENT : 0, &self->id, &fd);
+  void *base;
+  int rc = ff_segment_create_mapped((size_t)size,
+                                    parent ? FF_SEGMENT_PARENT : 0,
+                                    mapped_bytes((size_t)size, mapped),
+                                    &self->id, &base);
   if (rc < 0) {
     Py_DECREF(self);
     return ffpy_raise(rc);
   }
-  if (segment_map(self, fd, SEGMENT_HEADER + self->mapped) < 0) {
-    ff_segment_forget(self->id);
-    Py_DECREF(self);
-    return NULL;
-  }
+  self->base = base;
+  self->size = (size_t)size;
+  self->mapped = mapped_bytes(self->size, mapped);
   self->creator = 1;
   self->parent = parent && ffpy_in_worker();
-  segment_header_t *h = (segment_header_t *)self->base;
-  h->magic = SEGMENT_MAGIC;
-  h->id = self->id;
-  h->size = (uint64_t)size;
-  self->size = (size_t)size;
   return (PyObject *)self;
 }
 
@@ -103,8 +75,10 @@ static PyObject *segment_open(PyObject *cls, PyObject *args,
   Py_ssize_t mapped = -1;
   if (!PyArg_ParseTupleAndKeywords(args, kw, "K|n:open", names, &id, &mapped))
     return NULL;
-  int fd;
-  int rc = ff_segment_open((uint64_t)id, &fd);
+  void *base;
+  size_t size;
+  int rc = ff_segment_open_mapped(
+      (uint64_t)id, mapped_bytes(SIZE_MAX, mapped), &base, &size);
   if (rc == -ENOENT) {
     PyErr_Format(PyExc_LookupError,
                  "shared segment %llu is not reachable from this process: "
@@ -113,42 +87,25 @@ static PyObject *segment_open(PyObject *cls, PyObject *args,
                  id);
     return NULL;
   }
+  if (rc == FF_EPROTOCOL) {
+    PyErr_Format(PyExc_ValueError, "segment %llu is not a shared array", id);
+    return NULL;
+  }
   if (rc < 0) return ffpy_raise(rc);
-  /* The file's size is what counts (segments are sealed at it); the header
-   * is written by whoever made the segment, and checked against it. */
-  off_t end = lseek(fd, 0, SEEK_END);
+  size_t bytes = mapped_bytes(size, mapped);
   ffpy_segment_t *self =
       (ffpy_segment_t *)((PyTypeObject *)cls)->tp_alloc((PyTypeObject *)cls, 0);
   if (self == NULL) {
-    close(fd);
-    return NULL;
-  }
-  if (end < (off_t)SEGMENT_HEADER) {
-    close(fd);
-    Py_DECREF(self);
-    PyErr_Format(PyExc_ValueError, "segment %llu is not a shared array", id);
-    return NULL;
-  }
-  size_t size = (size_t)end - SEGMENT_HEADER;
-  self->mapped = mapped_bytes(size, mapped);
-  if (segment_map(self, fd, SEGMENT_HEADER + self->mapped) < 0) {
-    Py_DECREF(self);
+    ff_segment_unmap(base, bytes);
     return NULL;
   }
   self->id = (uint64_t)id;
+  self->base = base;
+  self->size = size;
+  self->mapped = bytes;
   /* A segment a worker made (and returned) stays lendable to other workers
    * while this process holds it. */
   self->retained = ff_segment_retain(self->id) == 0;
-  segment_header_t h;
-  memcpy(&h, self->base, offsetof(segment_header_t, released));
-  if (h.magic != SEGMENT_MAGIC || h.id != id || h.size != size) {
-    munmap(self->base, SEGMENT_HEADER + self->mapped);
-    self->base = NULL;
-    Py_DECREF(self);
-    PyErr_Format(PyExc_ValueError, "segment %llu is not a shared array", id);
-    return NULL;
-  }
-  self->size = size;
   return (PyObject *)self;
 }
 
@@ -158,11 +115,10 @@ static void segment_dealloc(ffpy_segment_t *self) {
     if (self->creator) {
       /* Workers drop their copies of what this process made; what the
        * parent made for a worker, the parent decides. */
-      if (!self->parent)
-        atomic_store(&((segment_header_t *)self->base)->released, 1);
+      if (!self->parent) ff_segment_mark_released(self->base);
       ff_segment_forget(self->id);
     }
-    munmap(self->base, SEGMENT_HEADER + self->mapped);
+    ff_segment_unmap(self->base, self->mapped);
   }
   if (self->retained) ff_segment_release(self->id);
   Py_TYPE(self)->tp_free((PyObject *)self);
@@ -171,7 +127,7 @@ static void segment_dealloc(ffpy_segment_t *self) {
 static int segment_getbuffer(ffpy_segment_t *self, Py_buffer *view,
                              int flags) {
   return PyBuffer_FillInfo(view, (PyObject *)self,
-                           self->base + SEGMENT_HEADER,
+                           self->base + FF_SEGMENT_HEADER,
                            (Py_ssize_t)self->mapped, 0, flags);
 }
 
@@ -200,13 +156,12 @@ static PyObject *segment_get_size(ffpy_segment_t *self, void *closure) {
 
 static PyObject *segment_get_address(ffpy_segment_t *self, void *closure) {
   (void)closure;
-  return PyLong_FromVoidPtr(self->base + SEGMENT_HEADER);
+  return PyLong_FromVoidPtr(self->base + FF_SEGMENT_HEADER);
 }
 
 static PyObject *segment_get_released(ffpy_segment_t *self, void *closure) {
   (void)closure;
-  return PyBool_FromLong(
-      atomic_load(&((segment_header_t *)self->base)->released));
+  return PyBool_FromLong(ff_segment_released(self->base));
 }
 
 static PyObject *segment_get_creator(ffpy_segment_t *self, void *closure) {
