@@ -95,30 +95,72 @@ void ffpy_worker_context_clear(ffpy_worker_context_t *context);
  * child); returns only on error. */
 PyObject *ffpy_zygote_serve(PyObject *module, PyObject *args);
 
+/* ---- codec.c: the wire format of messages and results ---------------
+ * (the frame kinds are described at the top of codec.c) */
+
 /* A map chunk's result that is a list of ints (each fitting 64 bits) or of
  * floats travels in the compact encoding (FF_COMPACT_MAGIC, forkfarm.h)
  * rather than as a pickle. Lists shorter than this are pickled. */
 #define FFPY_COMPACT_MIN_ITEMS 1
 
-/* Writes value into out in the compact encoding if it applies: 1, else 0
- * (out untouched), or -1 on a memory error. */
-int ffpy_compact_encode(PyObject *value, ff_buf_t *out);
-/* The chunks of one item each of a map with chunksize 1: a list of
- * payloads, compact for ints and floats, dumps([item], protocol) else. */
-PyObject *ffpy_encode_singletons(PyObject *items, PyObject *dumps,
-                                 PyObject *protocol);
-/* Decodes a message or a result: the compact encoding in C, anything else
- * with loads (called on a memoryview of data). */
+/* What ffpy_encode may do (flags of ffpy_encoding_t). */
+/* Large buffers go out of band through this process's arena, and the
+ * segments of shared objects are pinned: a frame, when there are any. */
+#define FFPY_ENCODE_OOB 1u
+/* A list of ints or floats goes in the compact encoding. */
+#define FFPY_ENCODE_COMPACT 2u
+
+typedef struct {
+  PyObject *protocol; /* the pickle protocol, an int */
+  unsigned flags;     /* FFPY_ENCODE_* */
+  /* With FFPY_ENCODE_OOB: a BufferMemo (the messages of one map share one
+   * copy of a buffer they all carry), None or NULL. */
+  PyObject *memo;
+  /* NULL: the codec's pickler (pickle.dumps, shared objects as handles).
+   * Else dumps(value, protocol) -> bytes, called as it is: a hook that
+   * encodes by itself (the worker's, which is _core.dumps), or, with pins,
+   * the pickler to run (FFPY_ENCODE_OOB does not apply to it). */
+  PyObject *dumps;
+  /* Given: the segments the pickle names (the shared objects it holds as
+   * handles), returned here as a new list, and no frame: buffers stay in
+   * band (a Process's arguments, which travel another way). */
+  PyObject **pins;
+} ffpy_encoding_t;
+
+/* THE ENCODER. Encodes value for the wire as how says: the compact
+ * encoding, a frame, or a plain pickle, in that order of preference. As a
+ * new bytes object; or, given out (a worker's result buffer), into out,
+ * returning Py_None (a new reference), the compact encoding written there
+ * in place. NULL with an exception. */
+PyObject *ffpy_encode(PyObject *value, const ffpy_encoding_t *how,
+                      ff_buf_t *out);
+
+/* THE DECODER. Decodes a message or a result of any kind: the compact
+ * encoding in C, a frame with its regions, a plain pickle with loads
+ * (called on a memoryview of data, released after). Data may come from a
+ * process that is not trusted: a corrupt message fails cleanly. */
 PyObject *ffpy_decode(const char *data, size_t length, PyObject *loads);
+/* ffpy_decode for a map chunk's result of count items, written into
+ * target[start:start + count] (a list), a compact one without a list of
+ * its own: 0, or -1 with an exception. */
+int ffpy_decode_into(const char *data, size_t length, PyObject *loads,
+                     PyObject *target, Py_ssize_t start, Py_ssize_t count);
+
+/* What a message's first bytes say it is (nothing more is checked). */
+typedef enum {
+  FFPY_WIRE_PICKLE,
+  FFPY_WIRE_FRAMED,
+  FFPY_WIRE_COMPACT
+} ffpy_wire_kind_t;
+ffpy_wire_kind_t ffpy_wire_kind(const char *data, size_t length);
 
 /* Releases (and drops) a memoryview that loads read, keeping the exception
  * loads raised (*value NULL); a view loads kept alive fails *value. */
 void ffpy_release_view(PyObject *view, PyObject **value);
 
-/* Decodes a map chunk's result of count items into target[start:start +
- * count] (a list): 0, or -1 with an exception. */
-int ffpy_decode_into(const char *data, size_t length, PyObject *loads,
-                     PyObject *target, Py_ssize_t start, Py_ssize_t count);
+extern PyTypeObject ffpy_memo_type;
+/* Buffers of threshold bytes and more go out of band. */
+int ffpy_set_oob_threshold(Py_ssize_t threshold);
 
 /* ---- sync.c: process-shared primitives in segments ---- */
 extern PyTypeObject ffpy_mutex_type;
@@ -131,47 +173,50 @@ extern PyTypeObject ffpy_channel_type;
 extern PyTypeObject ffpy_pipe_end_type;
 PyObject *ffpy_slot_refs(PyObject *module, PyObject *args);
 
-/* ---- shared.c: segments and out-of-band buffers ---- */
+/* ---- shared.c: segments, arenas, regions and pins ---- */
 extern PyTypeObject ffpy_segment_type;
 /* A _core.Segment's id and size (its bytes after the header page). */
 uint64_t ffpy_segment_id(PyObject *segment);
 size_t ffpy_segment_size(PyObject *segment);
 extern PyTypeObject ffpy_region_type;
-extern PyTypeObject ffpy_memo_type;
-/* Pickles value with protocol; with oob, large out-of-band buffers go
- * through this process's arena and the result is framed
- * (FF_ARENA_FRAME_MAGIC). Shared arrays pickle as handles either way. A
- * memo (a BufferMemo, or NULL) lets the messages of one map share one copy
- * of a buffer they all carry. */
-PyObject *ffpy_dumps(PyObject *value, PyObject *protocol, int oob,
-                     PyObject *memo);
-/* The segment ids pickling value for a pool would pin (the shared arrays,
- * queues and locks it names), as a list. */
-PyObject *ffpy_pins_of(PyObject *value, PyObject *protocol);
-/* Pickles value as ffpy_pins_of does (shared objects as handles, buffers
- * in band), with dumps(value, protocol) (NULL: pickle.dumps), and keeps
- * the pickle: it, and the list of pins in *pins, or NULL with an
- * exception. */
-PyObject *ffpy_dumps_pinned(PyObject *value, PyObject *protocol,
-                            PyObject *dumps, PyObject **pins);
-/* Decodes a framed message: loads(body, buffers=[regions]). */
-PyObject *ffpy_decode_framed(const char *data, size_t length,
-                             PyObject *loads);
-/* Inside ffpy_dumps (with oob): the message names segment id, which the
- * pool keeps open until its task finishes. 0, or -1 with an exception. */
-int ffpy_note_pin(uint64_t id);
-/* True while ffpy_dumps runs in this thread. */
-int ffpy_pickling_for_pool(void);
-/* True in a pool's worker process. */
-int ffpy_in_worker(void);
-int ffpy_set_oob_threshold(Py_ssize_t threshold);
+/* The arena this thread's large buffers go through now (a worker's result
+ * arena while it encodes upstream), made on first use; NULL if it cannot
+ * be made (the buffers then stay in band). */
+ff_arena_t *ffpy_sending_arena(void);
+/* A _core.Region over the bytes of ref, from a message this thread decodes
+ * (in a worker decoding upstream, its parent's; else a worker's result),
+ * or NULL with an exception. */
+PyObject *ffpy_region_receive(const ff_arena_ref_t *ref);
+/* Gives back a reference of such a message that will not be received. */
+void ffpy_region_discard(const ff_arena_ref_t *ref);
 /* Releases this process's idle arena chunks beyond keep bytes. */
 size_t ffpy_trim_arena(size_t keep);
-/* In a new worker: its own arena, made through the parent. */
+/* In a new worker: its own arenas, made through the parent. */
 void ffpy_shared_after_fork_in_worker(void);
 /* In a worker, while it decodes a message from its parent or encodes a
  * result for it (on), and otherwise (off). */
 void ffpy_set_upstream(int on);
+/* True in a pool's worker process. */
+int ffpy_in_worker(void);
+
+/* The scope of a pool's pickling in this thread: inside one, shared objects
+ * pickle as handles (forkfarm/shared.py asks ffpy_pickling_for_pool), and
+ * with collect the segments they name are noted (ffpy_note_pin) for the
+ * message to pin. Scopes nest; the ids are the caller's to PyMem_Free. */
+typedef struct ffpy_pin_scope_s {
+  uint64_t *ids;
+  size_t count;
+  size_t capacity;
+  int collect;
+  struct ffpy_pin_scope_s *outer;
+} ffpy_pin_scope_t;
+void ffpy_pin_scope_enter(ffpy_pin_scope_t *scope, int collect);
+void ffpy_pin_scope_exit(ffpy_pin_scope_t *scope);
+/* True inside a scope in this thread. */
+int ffpy_pickling_for_pool(void);
+/* Inside a collecting scope: the message names segment id, which the pool
+ * keeps open until its task finishes. 0, or -1 with an exception. */
+int ffpy_note_pin(uint64_t id);
 
 /* Fills the runtime's options with the worker callbacks and fork hooks. */
 void ffpy_worker_options(ff_pool_options_t *options,

@@ -10,13 +10,33 @@ static PyObject *core_strerror(PyObject *module, PyObject *arg) {
   return PyUnicode_FromString(ff_strerror((int)code));
 }
 
+/* encode_singletons(items, dumps, protocol): the chunks of one item each
+ * of a map with chunksize 1, each [item] encoded as a map chunk is
+ * (compact for an int or a float, dumps([item], protocol) else). */
 static PyObject *core_encode_singletons(PyObject *module, PyObject *args) {
   (void)module;
   PyObject *items, *dumps, *protocol;
   if (!PyArg_ParseTuple(args, "OOO:encode_singletons", &items, &dumps,
                         &protocol))
     return NULL;
-  return ffpy_encode_singletons(items, dumps, protocol);
+  PyObject *seq = PySequence_Fast(items, "items must be a sequence");
+  if (seq == NULL) return NULL;
+  ffpy_encoding_t how = {protocol, FFPY_ENCODE_COMPACT, NULL, dumps, NULL};
+  Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+  PyObject *out = PyList_New(n);
+  for (Py_ssize_t i = 0; out != NULL && i < n; i++) {
+    PyObject *one = PyList_New(1);
+    PyObject *payload = NULL;
+    if (one != NULL) {
+      PyList_SET_ITEM(one, 0, Py_NewRef(PySequence_Fast_GET_ITEM(seq, i)));
+      payload = ffpy_encode(one, &how, NULL);
+      Py_DECREF(one);
+    }
+    if (payload == NULL) Py_CLEAR(out);
+    else PyList_SET_ITEM(out, i, payload);
+  }
+  Py_DECREF(seq);
+  return out;
 }
 
 /* dumps(value, protocol=5, oob=True, *, memo=None), parsed by hand: it
@@ -54,7 +74,9 @@ static PyObject *core_dumps(PyObject *module, PyObject *const *args,
   if (use_oob < 0) return NULL;
   static PyObject *five;
   if (five == NULL && (five = PyLong_FromLong(5)) == NULL) return NULL;
-  return ffpy_dumps(value, protocol ? protocol : five, use_oob, memo);
+  ffpy_encoding_t how = {protocol ? protocol : five,
+                         use_oob ? FFPY_ENCODE_OOB : 0, memo, NULL, NULL};
+  return ffpy_encode(value, &how, NULL);
 }
 
 /* loads(data, loads=pickle.loads): decodes a message as a worker or the
@@ -87,7 +109,12 @@ static PyObject *core_pins_of(PyObject *module, PyObject *value) {
   (void)module;
   static PyObject *five;
   if (five == NULL && (five = PyLong_FromLong(5)) == NULL) return NULL;
-  return ffpy_pins_of(value, five);
+  PyObject *pins;
+  ffpy_encoding_t how = {five, 0, NULL, NULL, &pins};
+  PyObject *pickled = ffpy_encode(value, &how, NULL);
+  if (pickled == NULL) return NULL;
+  Py_DECREF(pickled);
+  return pins;
 }
 
 static PyObject *core_pickling_for_pool(PyObject *module, PyObject *unused) {

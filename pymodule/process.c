@@ -90,8 +90,9 @@ PyObject *ffpy_dumps_with_pins(PyObject *module, PyObject *args) {
   if (protocol == NULL && (protocol = five = PyLong_FromLong(5)) == NULL)
     return NULL;
   PyObject *pins = NULL;
-  PyObject *pickled = ffpy_dumps_pinned(value, protocol,
-                                        dumps == Py_None ? NULL : dumps, &pins);
+  ffpy_encoding_t how = {protocol, 0, NULL, dumps == Py_None ? NULL : dumps,
+                         &pins};
+  PyObject *pickled = ffpy_encode(value, &how, NULL);
   Py_XDECREF(five);
   if (pickled == NULL) return NULL;
   PyObject *pair = PyTuple_Pack(2, pickled, pins);

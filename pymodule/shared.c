@@ -1,15 +1,17 @@
-/* Shared memory for Python: segments (the memory of shared arrays), and
- * large buffers sent out of band through the arena.
+/* Shared memory for Python: segments (the memory of shared arrays), the
+ * arenas large buffers go out of band through, the regions a receiver
+ * reads them in, and the pins of a message (the segments it names).
  *
  * _core.Segment is a mapped segment that exports its bytes with the buffer
  * protocol; forkfarm/shared.py builds ndarrays on it. A segment starts with
  * a header page (lib/segment.c: its id, its size, and whether its creator
  * let it go, which tells a worker's cache to drop it); the bytes follow.
  *
- * _core.dumps pickles with protocol 5 and sends each large out-of-band
- * buffer (an ndarray's data, a bytearray, a PickleBuffer) through this
- * process's arena: one copy here, none on the other side, where
- * ffpy_decode hands the unpickler a _core.Region over the arena's bytes. */
+ * The codec (codec.c) sends each large out-of-band buffer (an ndarray's
+ * data, a bytearray, a PickleBuffer) through this process's arena: one
+ * copy here, none on the other side, where it hands the unpickler a
+ * _core.Region over the arena's bytes. This file knows nothing of the
+ * codec. */
 #include "core.h"
 
 #include <errno.h>
@@ -251,31 +253,7 @@ PyTypeObject ffpy_region_type = {
               "arena; they go back to it when the last view goes.",
 };
 
-static PyObject *region_receive(const ff_arena_ref_t *ref, unsigned how) {
-  ffpy_region_t *self = PyObject_New(ffpy_region_t, &ffpy_region_type);
-  if (self == NULL) return NULL;
-  self->ref = *ref;
-  self->data = NULL;
-  self->how = how;
-  void *data;
-  int rc = ff_arena_receive(ref, how, &data);
-  if (rc < 0) {
-    Py_DECREF(self);
-    PyErr_Format(PyExc_RuntimeError,
-                 "an out-of-band buffer of %llu bytes could not be received "
-                 "(%s)",
-                 (unsigned long long)ref->length, ff_strerror(rc));
-    return NULL;
-  }
-  self->data = data;
-  return (PyObject *)self;
-}
-
-/* ---- pickling ----------------------------------------------------------- */
-
-/* Buffers smaller than this stay in the pickle: copying them twice costs
- * less than an arena slot and a mapping lookup. */
-static Py_ssize_t oob_threshold = 64 * 1024;
+/* ---- the arenas -------------------------------------------------------- */
 
 /* This process's arenas, made on first use (again in each worker: a
  * forked copy of the parent's would allocate in the parent's chunks): one
@@ -285,9 +263,6 @@ static Py_ssize_t oob_threshold = 64 * 1024;
 static ff_arena_t *arena;
 static ff_arena_t *result_arena;
 static pid_t arena_pid;
-/* Set while _core.dumps runs in this thread: shared arrays then pickle as
- * handles (forkfarm/shared.py asks with pickling_for_pool()). */
-static _Thread_local int pickling_for_pool;
 /* Set while a worker encodes a result for its parent, or decodes a message
  * from it. */
 static _Thread_local int upstream;
@@ -302,7 +277,9 @@ void ffpy_shared_after_fork_in_worker(void) {
 
 void ffpy_set_upstream(int on) { upstream = on; }
 
-static ff_arena_t *process_arena(void) {
+int ffpy_in_worker(void) { return in_worker; }
+
+ff_arena_t *ffpy_sending_arena(void) {
   if (arena_pid != getpid()) {
     arena = NULL;
     result_arena = NULL;
@@ -322,333 +299,6 @@ static ff_arena_t *process_arena(void) {
   return made;
 }
 
-/* ---- BufferMemo: one copy of a buffer for all the messages of a map ---- */
-
-typedef struct memo_entry_s {
-  const void *address;
-  size_t length;
-  ff_arena_ref_t ref; /* the memo's own claim, which keeps the bytes */
-  PyObject *buffer;   /* keeps the source alive, so the address stays its */
-} memo_entry_t;
-
-typedef struct {
-  PyObject_HEAD
-  memo_entry_t *entries;
-  size_t count;
-  ff_arena_t *arena; /* the arena of its entries */
-} ffpy_memo_t;
-
-static void memo_dealloc(ffpy_memo_t *self) {
-  for (size_t i = 0; i < self->count; i++) {
-    if (self->arena != NULL) ff_arena_cancel(self->arena, &self->entries[i].ref);
-    Py_DECREF(self->entries[i].buffer);
-  }
-  PyMem_Free(self->entries);
-  PyObject_Free(self);
-}
-
-static PyObject *memo_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
-  if (PyTuple_GET_SIZE(args) != 0 || (kw != NULL && PyDict_GET_SIZE(kw))) {
-    PyErr_SetString(PyExc_TypeError, "BufferMemo() takes no arguments");
-    return NULL;
-  }
-  ffpy_memo_t *self = (ffpy_memo_t *)type->tp_alloc(type, 0);
-  if (self == NULL) return NULL;
-  self->entries = NULL;
-  self->count = 0;
-  self->arena = NULL;
-  return (PyObject *)self;
-}
-
-PyTypeObject ffpy_memo_type = {
-    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "forkfarm._core.BufferMemo",
-    .tp_basicsize = sizeof(ffpy_memo_t),
-    .tp_dealloc = (destructor)memo_dealloc,
-    .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "BufferMemo(): given to dumps() for every message of one map "
-              "call, it copies a buffer that several messages carry into "
-              "the arena once.",
-    .tp_new = memo_new,
-};
-
-static memo_entry_t *memo_find(ffpy_memo_t *memo, const void *address,
-                               size_t length) {
-  for (size_t i = 0; memo != NULL && i < memo->count; i++)
-    if (memo->entries[i].address == address &&
-        memo->entries[i].length == length)
-      return &memo->entries[i];
-  return NULL;
-}
-
-static void memo_add(ffpy_memo_t *memo, ff_arena_t *a, const void *address,
-                     size_t length, const ff_arena_ref_t *ref,
-                     PyObject *buffer) {
-  memo_entry_t *grown =
-      PyMem_Realloc(memo->entries, (memo->count + 1) * sizeof(*grown));
-  if (grown == NULL) return; /* only the sharing is lost */
-  memo->entries = grown;
-  memo_entry_t *e = &memo->entries[memo->count];
-  if (memo->arena != NULL && memo->arena != a) return;
-  if (ff_arena_share(a, ref, &e->ref) != 0) return;
-  memo->arena = a;
-  e->address = address;
-  e->length = length;
-  Py_INCREF(buffer);
-  e->buffer = buffer;
-  memo->count++;
-}
-
-typedef struct {
-  char *refs; /* the frame's references so far */
-  size_t count;
-  size_t capacity;
-  ff_arena_t *arena; /* where they are */
-  ffpy_memo_t *memo; /* or NULL */
-  uint64_t *pins;    /* the segments its handles name */
-  size_t pin_count;
-  size_t pin_capacity;
-} oob_collector_t;
-
-/* The collector of the dumps() running in this thread, for pins. */
-static _Thread_local oob_collector_t *current_collector;
-
-int ffpy_note_pin(uint64_t id) {
-  oob_collector_t *c = current_collector;
-  if (c == NULL) return 0;
-  for (size_t i = 0; i < c->pin_count; i++)
-    if (c->pins[i] == id) return 0;
-  if (c->pin_count == c->pin_capacity) {
-    size_t capacity = c->pin_capacity * 2 + 4;
-    uint64_t *grown = PyMem_Realloc(c->pins, capacity * sizeof(*grown));
-    if (grown == NULL) {
-      PyErr_NoMemory();
-      return -1;
-    }
-    c->pins = grown;
-    c->pin_capacity = capacity;
-  }
-  c->pins[c->pin_count++] = id;
-  return 0;
-}
-
-static void collector_cancel(oob_collector_t *c) {
-  for (size_t i = 0; i < c->count; i++) {
-    ff_arena_ref_t ref;
-    memcpy(&ref, c->refs + i * sizeof(ref), sizeof(ref));
-    ff_arena_cancel(c->arena, &ref);
-  }
-}
-
-/* pickle's buffer_callback: False sends the buffer out of band (it went
- * into the arena), True keeps it in the pickle. */
-static PyObject *oob_collect(PyObject *unused, PyObject *buffer) {
-  (void)unused;
-  oob_collector_t *c = current_collector;
-  if (c == NULL) Py_RETURN_TRUE; /* called outside dumps(): keep it in band */
-  Py_buffer view;
-  if (PyObject_GetBuffer(buffer, &view, PyBUF_ANY_CONTIGUOUS) < 0) {
-    PyErr_Clear();
-    Py_RETURN_TRUE;
-  }
-  ff_arena_t *a = view.len >= oob_threshold ? process_arena() : NULL;
-  if (a != NULL) c->arena = a;
-  ff_arena_ref_t ref;
-  void *data;
-  int sent = 0;
-  if (a != NULL && c->count == c->capacity) {
-    size_t capacity = c->capacity * 2 + 4;
-    char *grown = PyMem_Realloc(c->refs, capacity * sizeof(ref));
-    if (grown == NULL) {
-      PyBuffer_Release(&view);
-      return PyErr_NoMemory();
-    }
-    c->refs = grown;
-    c->capacity = capacity;
-  }
-  if (a != NULL) {
-    int rc;
-    memo_entry_t *seen = memo_find(c->memo, view.buf, (size_t)view.len);
-    if (seen != NULL && c->memo->arena == a) {
-      rc = ff_arena_share(a, &seen->ref, &ref);
-    } else {
-      Py_BEGIN_ALLOW_THREADS
-      rc = ff_arena_alloc(a, (size_t)view.len, &ref, &data);
-      if (rc == 0) memcpy(data, view.buf, (size_t)view.len);
-      Py_END_ALLOW_THREADS
-      if (rc == 0 && c->memo != NULL)
-        memo_add(c->memo, a, view.buf, (size_t)view.len, &ref, buffer);
-    }
-    if (rc == 0) {
-      memcpy(c->refs + c->count * sizeof(ref), &ref, sizeof(ref));
-      c->count++;
-      sent = 1;
-    }
-  }
-  PyBuffer_Release(&view);
-  return PyBool_FromLong(!sent);
-}
-
-static PyMethodDef oob_collect_def = {"buffer_callback", oob_collect, METH_O,
-                                      NULL};
-
-/* Made once: pickle.dumps, the keyword name of its callback, and the
- * callback, which finds the dumps() it serves through current_collector. */
-static PyObject *pickle_dumps;
-static PyObject *callback_kwnames;
-static PyObject *oob_callback;
-
-static int dumps_init(void) {
-  if (oob_callback != NULL) return 0;
-  PyObject *pickle = PyImport_ImportModule("pickle");
-  if (pickle == NULL) return -1;
-  pickle_dumps = PyObject_GetAttrString(pickle, "dumps");
-  Py_DECREF(pickle);
-  callback_kwnames = Py_BuildValue("(s)", "buffer_callback");
-  oob_callback = PyCFunction_New(&oob_collect_def, NULL);
-  if (pickle_dumps == NULL || callback_kwnames == NULL || oob_callback == NULL) {
-    Py_CLEAR(pickle_dumps);
-    Py_CLEAR(callback_kwnames);
-    Py_CLEAR(oob_callback);
-    return -1;
-  }
-  return 0;
-}
-
-PyObject *ffpy_dumps(PyObject *value, PyObject *protocol, int oob,
-                     PyObject *memo) {
-  if (dumps_init() < 0) return NULL;
-  if (memo != NULL && memo != Py_None &&
-      !PyObject_TypeCheck(memo, &ffpy_memo_type)) {
-    PyErr_SetString(PyExc_TypeError, "memo must be a BufferMemo");
-    return NULL;
-  }
-  oob_collector_t collector = {
-      NULL, 0, 0, NULL, memo == Py_None ? NULL : (ffpy_memo_t *)memo,
-      NULL, 0, 0};
-  int outer = pickling_for_pool;
-  oob_collector_t *outer_collector = current_collector;
-  pickling_for_pool = 1;
-  /* A context (oob false) is a plain pickle: no frame, so no pins. */
-  current_collector = oob ? &collector : NULL;
-  PyObject *args[3] = {value, protocol, oob_callback};
-  PyObject *pickled = PyObject_Vectorcall(pickle_dumps, args, 2,
-                                          oob ? callback_kwnames : NULL);
-  pickling_for_pool = outer;
-  current_collector = outer_collector;
-  PyObject *framed = NULL;
-  if (pickled != NULL && PyBytes_Check(pickled) &&
-      collector.count + collector.pin_count > 0) {
-    size_t refs_length = collector.count * sizeof(ff_arena_ref_t);
-    size_t pins_length = collector.pin_count * sizeof(uint64_t);
-    size_t body = FF_ARENA_FRAME_HEADER + refs_length + pins_length;
-    framed = PyBytes_FromStringAndSize(
-        NULL, (Py_ssize_t)(body + (size_t)PyBytes_GET_SIZE(pickled)));
-    if (framed != NULL) {
-      char *out = PyBytes_AS_STRING(framed);
-      uint32_t counts[3] = {(uint32_t)collector.count,
-                            (uint32_t)collector.pin_count, 0};
-      memcpy(out, FF_ARENA_FRAME_MAGIC, 4);
-      memcpy(out + 4, counts, sizeof(counts));
-      if (refs_length)
-        memcpy(out + FF_ARENA_FRAME_HEADER, collector.refs, refs_length);
-      if (pins_length)
-        memcpy(out + FF_ARENA_FRAME_HEADER + refs_length, collector.pins,
-               pins_length);
-      memcpy(out + body, PyBytes_AS_STRING(pickled),
-             (size_t)PyBytes_GET_SIZE(pickled));
-    }
-    Py_SETREF(pickled, framed);
-  }
-  /* What went into the arena for a message that failed goes back. */
-  if (pickled == NULL) collector_cancel(&collector);
-  PyMem_Free(collector.refs);
-  PyMem_Free(collector.pins);
-  return pickled;
-}
-
-PyObject *ffpy_decode_framed(const char *data, size_t length,
-                             PyObject *loads) {
-  ff_arena_frame_t frame;
-  int rc = ff_arena_frame(data, length, &frame);
-  if (rc < 0) return ffpy_raise(rc);
-  size_t count = frame.refs, body = frame.body;
-  /* A worker's message from its parent goes back to the parent; a result
-   * of this process's worker, to that worker. */
-  unsigned how =
-      in_worker && upstream ? FF_ARENA_FROM_PARENT : FF_ARENA_FROM_WORKER;
-  PyObject *buffers = PyList_New((Py_ssize_t)count);
-  if (buffers == NULL) return NULL;
-  for (size_t i = 0; i < count; i++) {
-    ff_arena_ref_t ref;
-    ff_arena_frame_ref(data, i, &ref);
-    PyObject *region = region_receive(&ref, how);
-    if (region == NULL) {
-      /* The ones not reached are never taken: give them back. */
-      for (size_t j = i + 1; j < count; j++) {
-        ff_arena_frame_ref(data, j, &ref);
-        ff_arena_discard(&ref, how);
-      }
-      Py_DECREF(buffers);
-      return NULL;
-    }
-    PyList_SET_ITEM(buffers, (Py_ssize_t)i, region);
-  }
-  PyObject *view = PyMemoryView_FromMemory((char *)data + body,
-                                           (Py_ssize_t)(length - body),
-                                           PyBUF_READ);
-  PyObject *value = NULL;
-  if (view != NULL) {
-    PyObject *args[2] = {view, buffers};
-    PyObject *names = Py_BuildValue("(s)", "buffers");
-    if (names != NULL) value = PyObject_Vectorcall(loads, args, 1, names);
-    Py_XDECREF(names);
-    ffpy_release_view(view, &value);
-  }
-  Py_DECREF(buffers);
-  return value;
-}
-
-PyObject *ffpy_dumps_pinned(PyObject *value, PyObject *protocol,
-                            PyObject *dumps, PyObject **pins) {
-  *pins = NULL;
-  if (dumps_init() < 0) return NULL;
-  if (dumps == NULL) dumps = pickle_dumps;
-  oob_collector_t collector = {NULL, 0, 0, NULL, NULL, NULL, 0, 0};
-  int outer = pickling_for_pool;
-  oob_collector_t *outer_collector = current_collector;
-  pickling_for_pool = 1;
-  current_collector = &collector;
-  /* No buffer callback: buffers stay in band, only the pins are noted. */
-  PyObject *args[2] = {value, protocol};
-  PyObject *pickled = PyObject_Vectorcall(dumps, args, 2, NULL);
-  pickling_for_pool = outer;
-  current_collector = outer_collector;
-  if (pickled != NULL && !PyBytes_Check(pickled)) {
-    PyErr_SetString(PyExc_TypeError, "dumps must return bytes");
-    Py_CLEAR(pickled);
-  }
-  if (pickled != NULL) {
-    PyObject *list = PyList_New((Py_ssize_t)collector.pin_count);
-    for (size_t i = 0; list != NULL && i < collector.pin_count; i++) {
-      PyObject *id = PyLong_FromUnsignedLongLong(collector.pins[i]);
-      if (id == NULL) Py_CLEAR(list);
-      else PyList_SET_ITEM(list, (Py_ssize_t)i, id);
-    }
-    if (list == NULL) Py_CLEAR(pickled);
-    *pins = list;
-  }
-  PyMem_Free(collector.pins);
-  return pickled;
-}
-
-PyObject *ffpy_pins_of(PyObject *value, PyObject *protocol) {
-  PyObject *pins;
-  PyObject *pickled = ffpy_dumps_pinned(value, protocol, NULL, &pins);
-  if (pickled == NULL) return NULL;
-  Py_DECREF(pickled);
-  return pins;
-}
-
 size_t ffpy_trim_arena(size_t keep) {
   if (arena_pid != getpid()) return 0;
   size_t released = 0;
@@ -659,11 +309,72 @@ size_t ffpy_trim_arena(size_t keep) {
   return released;
 }
 
-int ffpy_pickling_for_pool(void) { return pickling_for_pool; }
+/* Where a received reference goes back: a worker's message from its
+ * parent to the parent; a result of this process's worker, to that
+ * worker. */
+static unsigned receiving_from(void) {
+  return in_worker && upstream ? FF_ARENA_FROM_PARENT : FF_ARENA_FROM_WORKER;
+}
 
-int ffpy_in_worker(void) { return in_worker; }
+PyObject *ffpy_region_receive(const ff_arena_ref_t *ref) {
+  ffpy_region_t *self = PyObject_New(ffpy_region_t, &ffpy_region_type);
+  if (self == NULL) return NULL;
+  self->ref = *ref;
+  self->data = NULL;
+  self->how = receiving_from();
+  void *data;
+  int rc = ff_arena_receive(ref, self->how, &data);
+  if (rc < 0) {
+    Py_DECREF(self);
+    PyErr_Format(PyExc_RuntimeError,
+                 "an out-of-band buffer of %llu bytes could not be received "
+                 "(%s)",
+                 (unsigned long long)ref->length, ff_strerror(rc));
+    return NULL;
+  }
+  self->data = data;
+  return (PyObject *)self;
+}
 
-int ffpy_set_oob_threshold(Py_ssize_t threshold) {
-  oob_threshold = threshold;
+void ffpy_region_discard(const ff_arena_ref_t *ref) {
+  ff_arena_discard(ref, receiving_from());
+}
+
+/* ---- pins ------------------------------------------------------------- */
+
+/* The scope of the pool pickling that runs in this thread, or NULL. */
+static _Thread_local ffpy_pin_scope_t *current_scope;
+
+void ffpy_pin_scope_enter(ffpy_pin_scope_t *scope, int collect) {
+  scope->ids = NULL;
+  scope->count = 0;
+  scope->capacity = 0;
+  scope->collect = collect;
+  scope->outer = current_scope;
+  current_scope = scope;
+}
+
+void ffpy_pin_scope_exit(ffpy_pin_scope_t *scope) {
+  current_scope = scope->outer;
+}
+
+int ffpy_pickling_for_pool(void) { return current_scope != NULL; }
+
+int ffpy_note_pin(uint64_t id) {
+  ffpy_pin_scope_t *c = current_scope;
+  if (c == NULL || !c->collect) return 0;
+  for (size_t i = 0; i < c->count; i++)
+    if (c->ids[i] == id) return 0;
+  if (c->count == c->capacity) {
+    size_t capacity = c->capacity * 2 + 4;
+    uint64_t *grown = PyMem_Realloc(c->ids, capacity * sizeof(*grown));
+    if (grown == NULL) {
+      PyErr_NoMemory();
+      return -1;
+    }
+    c->ids = grown;
+    c->capacity = capacity;
+  }
+  c->ids[c->count++] = id;
   return 0;
 }

@@ -275,12 +275,8 @@ static PyObject *task_value(ffpy_task_t *self, PyObject *loads) {
     Py_XDECREF(pickle);
     if (pickle_loads == NULL) return NULL;
   }
-  char kind;
-  uint64_t count;
-  ff_arena_frame_t frame;
   if (data != NULL && length >= STREAM_DECODE_MIN && loads == pickle_loads &&
-      ff_compact_parse(data, length, &kind, &count) == 0 &&
-      ff_arena_frame(data, length, &frame) == 0)
+      ffpy_wire_kind(data, length) == FFPY_WIRE_PICKLE)
     return task_value_streamed(self, data, length);
   PyObject *value = ffpy_decode(data ? data : "", length, loads);
   /* Its out-of-band buffers are the value's now: they go back with it, not

@@ -214,21 +214,21 @@ static int worker_work(void *arg, void *context, const void *input,
   int loading = 0;
   PyObject *value = run_task(c, context, input, length, &loading);
   PyObject *encoded = NULL;
-  if (value != NULL && context_kind(context) != TASK_CALL) {
-    /* A map chunk's list of ints or floats skips pickle. */
-    int compact = ffpy_compact_encode(value, out);
-    if (compact != 0) {
-      Py_DECREF(value);
-      saved_thread_state = PyEval_SaveThread();
-      return compact > 0 ? 0 : -1;
-    }
-  }
+  int written = 0; /* the encoding is in out */
   /* Large buffers of the result go into the arena the parent claims from. */
   ffpy_set_upstream(1);
   if (value != NULL) {
-    PyObject *args[2] = {value, c->protocol};
-    encoded = PyObject_Vectorcall(c->dumps, args, 2, NULL);
-    if (encoded == NULL) {
+    /* A map chunk's list of ints or floats skips pickle; the rest goes
+     * through the dumps hook, into out either way. */
+    ffpy_encoding_t how = {c->protocol,
+                           context_kind(context) != TASK_CALL
+                               ? FFPY_ENCODE_COMPACT
+                               : 0,
+                           NULL, c->dumps, NULL};
+    PyObject *done = ffpy_encode(value, &how, out);
+    written = done != NULL;
+    Py_XDECREF(done);
+    if (!written) {
       /* A class or function pickle cannot name (defined by value in this
        * worker, say) goes by value. */
       PyObject *exc = take_exception();
@@ -242,7 +242,7 @@ static int worker_work(void *arg, void *context, const void *input,
       }
       Py_XDECREF(exc);
     }
-    if (encoded == NULL) {
+    if (!written && encoded == NULL) {
       /* The value cannot travel: say so, naming it. */
       PyObject *exc = take_exception();
       encoded = exc ? PyObject_CallFunctionObjArgs(c->encode_result_error,
@@ -254,7 +254,9 @@ static int worker_work(void *arg, void *context, const void *input,
     Py_DECREF(value);
   }
   ffpy_set_upstream(0);
-  if (encoded != NULL && PyBytes_Check(encoded)) {
+  if (written) {
+    /* out holds it. */
+  } else if (encoded != NULL && PyBytes_Check(encoded)) {
     if (ff_buf_set(out, PyBytes_AS_STRING(encoded),
                    (size_t)PyBytes_GET_SIZE(encoded)) < 0)
       rc = -1;
@@ -276,10 +278,8 @@ static void *worker_define_context(void *arg, const void *data, size_t length,
                                    ff_buf_t *error) {
   ffpy_worker_context_t *c = arg;
   PyEval_RestoreThread(saved_thread_state);
-  PyObject *view =
-      PyMemoryView_FromMemory((char *)data, (Py_ssize_t)length, PyBUF_READ);
-  PyObject *context = view ? PyObject_CallOneArg(c->loads, view) : NULL;
-  Py_XDECREF(view);
+  /* A plain pickle (contexts never carry frames). */
+  PyObject *context = ffpy_decode(data, length, c->loads);
   if (context != NULL &&
       !(PyTuple_CheckExact(context) && PyTuple_GET_SIZE(context) == 2 &&
         PyLong_Check(PyTuple_GET_ITEM(context, 0)))) {

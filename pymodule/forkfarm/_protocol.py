@@ -9,12 +9,15 @@ encodings, so that both sides agree in one place:
 - a map sends its ``(kind, func)`` once per worker, as the context of its
   tasks (:func:`encode_function`), and each chunk is a pickled list of items;
 - large buffers (an ndarray's data) travel out of band through the arena,
-  and shared arrays as handles (``pymodule/shared.c``, ``shared.py``);
+  and shared arrays as handles (``pymodule/codec.c``, ``shared.py``);
 - a result is the pickled value (a map chunk's list of ints or floats
-  travels as a compact array, ``pymodule/compact.c``); a failure is flagged
-  by the runtime and
+  travels as a compact array); a failure is flagged by the runtime and
   carries :func:`encode_error`'s bytes: the exception, with the worker's
   traceback attached.
+
+The bytes themselves (plain pickles, frames of out-of-band buffers, the
+compact arrays) are ``pymodule/codec.c``'s, whose first comment describes
+each kind.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ STARMAP = 2
 PROTOCOL = 5
 loads = pickle.loads
 # Pickle protocol 5, with shared arrays as handles and large out-of-band
-# buffers through the arena (pymodule/shared.c). Used for messages and
+# buffers through the arena (pymodule/codec.c). Used for messages and
 # results; contexts, sent once per worker, stay plain pickles.
 dumps = _core.dumps
 
