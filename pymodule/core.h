@@ -61,8 +61,10 @@ typedef struct {
 /* Wraps a runtime task reference (stolen) in a new Task object. */
 PyObject *ffpy_task_wrap(ff_task_t *task);
 
-/* What a worker process needs from the pool's creator: inherited by fork,
- * so these are plain references to the parent's objects. */
+/* What a worker process needs from the pool's creator: the hooks (read
+ * once from a forkfarm._protocol.WorkerHooks, each field of the same name)
+ * and the initializer. Inherited by fork, so these are plain references to
+ * the parent's objects. */
 typedef struct {
   PyObject *loads;        /* loads(buffer) -> object */
   PyObject *dumps;        /* dumps(object, protocol) -> bytes */
@@ -83,16 +85,16 @@ typedef struct {
   PyObject *encode_load_error;
 } ffpy_worker_context_t;
 
-/* Fills a worker context from the protocol module's attributes and the
+/* Fills a worker context from hooks (a WorkerHooks: TypeError naming the
+ * hook that is missing or not callable, and the context untouched) and the
  * pool's initializer and initargs (a tuple): 0, or -1 with an exception. */
-int ffpy_worker_context_load(ffpy_worker_context_t *context,
-                             PyObject *protocol, PyObject *initializer,
-                             PyObject *initargs);
+int ffpy_worker_context_load(ffpy_worker_context_t *context, PyObject *hooks,
+                             PyObject *initializer, PyObject *initargs);
 void ffpy_worker_context_clear(ffpy_worker_context_t *context);
 
-/* _core.zygote_serve(ctl, protocol, initializer, initargs, max_tasks=0,
- * max_memory=0): runs this process as a pool's zygote (a fork server's
- * child); returns only on error. */
+/* _core.zygote_serve(ctl, hooks, initializer, initargs, max_tasks=0,
+ * max_memory=0, max_message=0): runs this process as a pool's zygote (a
+ * fork server's child); returns only on error. */
 PyObject *ffpy_zygote_serve(PyObject *module, PyObject *args);
 
 /* ---- codec.c: the wire format of messages and results ---------------

@@ -211,7 +211,7 @@ static PyMethodDef core_methods[] = {
      "adopt_segment(id, fd): the segment received as fd is lent here under "
      "id, as if made here; takes over fd."},
     {"zygote_serve", ffpy_zygote_serve, METH_VARARGS,
-     "zygote_serve(ctl, protocol, initializer, initargs, max_tasks=0, "
+     "zygote_serve(ctl, hooks, initializer, initargs, max_tasks=0, "
      "max_memory=0, max_message=0): serves a pool as its zygote until ctl's other end "
      "closes, then exits. Only a single-threaded process may call it."},
     {"strerror", core_strerror, METH_O,

@@ -47,7 +47,7 @@ static void pool_on_complete(ff_task_t **tasks, size_t count, void *arg) {
 }
 
 static int pool_init(ffpy_pool_t *self, PyObject *args, PyObject *kw) {
-  static char *names[] = {"processes", "protocol", "initializer", "initargs",
+  static char *names[] = {"processes", "hooks", "initializer", "initargs",
                           "maxtasksperchild", "task_timeout", "retries",
                           "max_memory", "zygote", "max_message", "lendable",
                           "on_demand", NULL};
@@ -56,11 +56,11 @@ static int pool_init(ffpy_pool_t *self, PyObject *args, PyObject *kw) {
   double task_timeout = 0;
   unsigned int retries = 0;
   unsigned long long max_memory = 0, max_message = 0;
-  PyObject *protocol, *initializer, *initargs, *zygote = Py_None;
+  PyObject *hooks, *initializer, *initargs, *zygote = Py_None;
   PyObject *lendable = NULL;
   int on_demand = 0;
   if (!PyArg_ParseTupleAndKeywords(args, kw, "iOOO!|IdIKOKO!p:Pool", names,
-                                   &processes, &protocol, &initializer,
+                                   &processes, &hooks, &initializer,
                                    &PyTuple_Type, &initargs, &max_tasks,
                                    &task_timeout, &retries, &max_memory,
                                    &zygote, &max_message, &PyList_Type,
@@ -83,7 +83,7 @@ static int pool_init(ffpy_pool_t *self, PyObject *args, PyObject *kw) {
     PyErr_SetString(PyExc_ValueError, "processes must be at least 1");
     return -1;
   }
-  if (ffpy_worker_context_load(&self->context, protocol, initializer,
+  if (ffpy_worker_context_load(&self->context, hooks, initializer,
                                initargs) < 0)
     return -1;
 

@@ -8,6 +8,7 @@
  * it for its Python work. */
 #include "core.h"
 
+#include <stddef.h>
 #include <string.h>
 
 /* The thread state of the thread that forks (or, in a child, of the one
@@ -33,46 +34,73 @@ static void fork_child(void *arg) {
   saved_thread_state = PyEval_SaveThread();
 }
 
-/* The fields of a worker context: the protocol module's attributes first,
- * in the order of context_attributes. */
-#define CONTEXT_FIELDS 11
-static void context_fields(ffpy_worker_context_t *c, PyObject ***out) {
-  out[0] = &c->loads;
-  out[1] = &c->dumps;
-  out[2] = &c->protocol;
-  out[3] = &c->encode_error;
-  out[4] = &c->encode_result_error;
-  out[5] = &c->worker_setup;
-  out[6] = &c->worker_exit;
-  out[7] = &c->dumps_by_value;
-  out[8] = &c->encode_load_error;
-  out[9] = &c->initializer;
-  out[10] = &c->initargs;
+/* The hooks of a worker context, each read from the field of the same name
+ * of a forkfarm._protocol.WorkerHooks. */
+static const struct {
+  const char *name;
+  size_t offset;
+  int is_int; /* an int, not a callable */
+} hook_table[] = {
+#define HOOK(name, is_int)                                                   \
+  {#name, offsetof(ffpy_worker_context_t, name), is_int}
+    HOOK(loads, 0),
+    HOOK(dumps, 0),
+    HOOK(protocol, 1),
+    HOOK(encode_error, 0),
+    HOOK(encode_result_error, 0),
+    HOOK(encode_load_error, 0),
+    HOOK(dumps_by_value, 0),
+    HOOK(worker_setup, 0),
+    HOOK(worker_exit, 0),
+#undef HOOK
+};
+#define HOOK_COUNT (sizeof(hook_table) / sizeof(hook_table[0]))
+
+static PyObject **hook_field(ffpy_worker_context_t *c, size_t i) {
+  return (PyObject **)((char *)c + hook_table[i].offset);
 }
 
-static const char *context_attributes[] = {
-    "loads",          "dumps",          "PROTOCOL",
-    "encode_error",   "encode_result_error", "worker_setup",
-    "worker_exit",    "dumps_by_value", "encode_load_error"};
-
-int ffpy_worker_context_load(ffpy_worker_context_t *c, PyObject *protocol,
+int ffpy_worker_context_load(ffpy_worker_context_t *c, PyObject *hooks,
                              PyObject *initializer, PyObject *initargs) {
-  PyObject **fields[CONTEXT_FIELDS];
-  context_fields(c, fields);
-  for (size_t i = 0; i < sizeof(context_attributes) / sizeof(char *); i++) {
-    Py_XSETREF(*fields[i], PyObject_GetAttrString(protocol,
-                                                  context_attributes[i]));
-    if (*fields[i] == NULL) return -1;
+  PyObject *read[HOOK_COUNT] = {NULL};
+  int rc = -1;
+  for (size_t i = 0; i < HOOK_COUNT; i++) {
+    const char *name = hook_table[i].name;
+    read[i] = PyObject_GetAttrString(hooks, name);
+    if (read[i] == NULL) {
+      if (!PyErr_ExceptionMatches(PyExc_AttributeError)) goto cleanup;
+      PyErr_Format(PyExc_TypeError,
+                   "the worker hooks have no '%s': pass a "
+                   "forkfarm._protocol.WorkerHooks, not %.100s",
+                   name, Py_TYPE(hooks)->tp_name);
+      goto cleanup;
+    }
+    if (hook_table[i].is_int ? !PyLong_Check(read[i])
+                             : !PyCallable_Check(read[i])) {
+      PyErr_Format(PyExc_TypeError,
+                   "the worker hook '%s' must be %s, not %.100s", name,
+                   hook_table[i].is_int ? "an int" : "callable",
+                   Py_TYPE(read[i])->tp_name);
+      goto cleanup;
+    }
+  }
+  /* All or nothing: a context is never half filled. */
+  for (size_t i = 0; i < HOOK_COUNT; i++) {
+    Py_XSETREF(*hook_field(c, i), read[i]);
+    read[i] = NULL;
   }
   Py_XSETREF(c->initializer, Py_NewRef(initializer));
   Py_XSETREF(c->initargs, Py_NewRef(initargs));
-  return 0;
+  rc = 0;
+cleanup:
+  for (size_t i = 0; i < HOOK_COUNT; i++) Py_XDECREF(read[i]);
+  return rc;
 }
 
 void ffpy_worker_context_clear(ffpy_worker_context_t *c) {
-  PyObject **fields[CONTEXT_FIELDS];
-  context_fields(c, fields);
-  for (size_t i = 0; i < CONTEXT_FIELDS; i++) Py_CLEAR(*fields[i]);
+  for (size_t i = 0; i < HOOK_COUNT; i++) Py_CLEAR(*hook_field(c, i));
+  Py_CLEAR(c->initializer);
+  Py_CLEAR(c->initargs);
 }
 
 int ffpy_pool_create_released(ff_pool_t **pool,
@@ -326,16 +354,16 @@ void ffpy_worker_options(ff_pool_options_t *options,
 PyObject *ffpy_zygote_serve(PyObject *module, PyObject *args) {
   (void)module;
   int ctl;
-  PyObject *protocol, *initializer, *initargs;
+  PyObject *hooks, *initializer, *initargs;
   unsigned int max_tasks = 0;
   unsigned long long max_memory = 0, max_message = 0;
-  if (!PyArg_ParseTuple(args, "iOOO!|IKK:zygote_serve", &ctl, &protocol,
+  if (!PyArg_ParseTuple(args, "iOOO!|IKK:zygote_serve", &ctl, &hooks,
                         &initializer, &PyTuple_Type, &initargs, &max_tasks,
                         &max_memory, &max_message))
     return NULL;
   /* Lives as long as the process: the zygote never returns. */
   static ffpy_worker_context_t context;
-  if (ffpy_worker_context_load(&context, protocol, initializer, initargs) < 0)
+  if (ffpy_worker_context_load(&context, hooks, initializer, initargs) < 0)
     return NULL;
   ff_pool_options_t options;
   ff_pool_options_init(&options);

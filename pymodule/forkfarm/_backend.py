@@ -286,7 +286,7 @@ class LocalBackend:
         # the pool's keeps what it may refer to (a lock's segment) alive.
         core = _core.Pool(
             processes,
-            _protocol,
+            _protocol.WORKER_HOOKS,
             initializer,
             initargs,
             max_tasks,

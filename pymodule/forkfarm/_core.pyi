@@ -2,10 +2,11 @@
 shared segments, synchronization objects, channels and pipe ends."""
 
 from collections.abc import Callable, Sequence
-from types import ModuleType
 from typing import Any, final
 
 from typing_extensions import Buffer
+
+from ._protocol import WorkerHooks
 
 ECANCELED: int
 ECLOSED: int
@@ -59,7 +60,7 @@ class Pool:
     def __init__(
         self,
         processes: int,
-        protocol: ModuleType,
+        hooks: WorkerHooks,
         initializer: Callable[..., object] | None,
         initargs: tuple[Any, ...],
         maxtasksperchild: int = 0,
@@ -253,7 +254,7 @@ def segment_fd(id: int) -> int: ...
 def adopt_segment(id: int, fd: int) -> None: ...
 def zygote_serve(
     ctl: int,
-    protocol: ModuleType,
+    hooks: WorkerHooks,
     initializer: Callable[..., object] | None,
     initargs: tuple[Any, ...],
     max_tasks: int = 0,

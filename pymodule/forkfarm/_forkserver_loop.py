@@ -161,6 +161,6 @@ def _become_zygote(ctl: int, spec_fd: int) -> NoReturn:
     for stream in (sys.stdout, sys.stderr):
         stream.flush()
     try:
-        _core.zygote_serve(ctl, _protocol, initializer, initargs, max_tasks, max_memory, max_message)
+        _core.zygote_serve(ctl, _protocol.WORKER_HOOKS, initializer, initargs, max_tasks, max_memory, max_message)
     finally:
         os._exit(1)

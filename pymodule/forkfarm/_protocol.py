@@ -1,7 +1,8 @@
 """The messages between the parent and its workers.
 
 The worker's loop is C (``pymodule/worker.c``); this module gives it the
-encodings, so that both sides agree in one place:
+encodings, as one :class:`WorkerHooks` object (:data:`WORKER_HOOKS`), so
+that both sides agree in one place:
 
 - a call is a pickled ``(func, args, kwds)`` tuple, or, for a module-level
   function called again and again, ``(args, kwds)`` with ``(CALL, func)``
@@ -30,7 +31,7 @@ import types
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from multiprocessing.pool import MaybeEncodingError  # type: ignore[attr-defined]
-from typing import Any
+from typing import Any, NamedTuple
 
 from . import _core
 from ._errors import RemoteError, RemoteTraceback
@@ -374,3 +375,42 @@ def worker_exit() -> None:
                 stream.flush()
         except (OSError, ValueError):
             pass
+
+
+class WorkerHooks(NamedTuple):
+    """What the worker's C loop (``pymodule/worker.c``) calls: given once
+    to ``_core.Pool`` and ``_core.zygote_serve``, which read every field
+    when the pool is made and raise TypeError naming one that is missing
+    or of the wrong kind."""
+
+    # loads(buffer, buffers=...) -> the task's message
+    loads: Callable[..., Any]
+    # dumps(value, protocol) -> a result's bytes
+    dumps: Callable[[Any, int], bytes]
+    # the pickle protocol dumps is given
+    protocol: int
+    # a call (or an initializer, or a context) that raised
+    encode_error: Callable[[BaseException], bytes]
+    # a result that could not be pickled
+    encode_result_error: Callable[[BaseException, Any], bytes]
+    # a task's message that could not be unpickled in the worker
+    encode_load_error: Callable[[BaseException], bytes]
+    # a result plain pickle refused, by value (cloudpickle), or raises
+    dumps_by_value: Callable[[Any, BaseException], bytes]
+    # before the initializer, in each new worker
+    worker_setup: Callable[[], None]
+    # just before a worker exits
+    worker_exit: Callable[[], None]
+
+
+WORKER_HOOKS = WorkerHooks(
+    loads=loads,
+    dumps=dumps,
+    protocol=PROTOCOL,
+    encode_error=encode_error,
+    encode_result_error=encode_result_error,
+    encode_load_error=encode_load_error,
+    dumps_by_value=dumps_by_value,
+    worker_setup=worker_setup,
+    worker_exit=worker_exit,
+)

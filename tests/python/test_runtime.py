@@ -8,6 +8,8 @@ import queue
 import signal
 import threading
 import time
+import types
+from typing import Any, cast
 
 import helpers
 import pytest
@@ -130,3 +132,25 @@ def test_the_core_raises_the_final_exceptions() -> None:
     with pytest.raises(queue.Empty):
         q.get_nowait()
     q.close()
+
+
+def test_the_worker_hooks_are_one_object_checked_once() -> None:
+    # _core.Pool and _core.zygote_serve read a WorkerHooks once; what is
+    # missing or of the wrong kind is named, before any process starts.
+    from forkfarm import _core, _protocol
+
+    hooks = _protocol.WORKER_HOOKS
+    fields = hooks._asdict()
+    del fields["worker_exit"]
+    missing = types.SimpleNamespace(**fields)
+    with pytest.raises(TypeError, match="no 'worker_exit'"):
+        _core.Pool(1, cast(Any, missing), None, ())
+    with pytest.raises(TypeError, match="'encode_error' must be callable"):
+        _core.Pool(1, hooks._replace(encode_error=cast(Any, None)), None, ())
+    with pytest.raises(TypeError, match="'protocol' must be an int"):
+        _core.Pool(1, hooks._replace(protocol=cast(Any, "5")), None, ())
+    # The module itself is no longer the hooks.
+    with pytest.raises(TypeError, match="no 'protocol'"):
+        _core.Pool(1, cast(Any, _protocol), None, ())
+    with pytest.raises(TypeError, match="no 'worker_exit'"):
+        _core.zygote_serve(-1, cast(Any, missing), None, ())
