@@ -115,6 +115,36 @@ static PyObject *compact_encode(PyObject *value, ff_buf_t *out) {
   return NULL;
 }
 
+/* The compact encoding of [item] when item is an int that fits 64 bits or
+ * a float, as bytes; NULL without an exception when it is neither, with
+ * one on a memory error. No list is made: a map with chunksize 1 encodes
+ * every item so. */
+static PyObject *compact_singleton(PyObject *item) {
+  char kind;
+  int64_t raw;
+  if (PyLong_CheckExact(item)) {
+    int overflow = 0;
+    long long v = PyLong_AsLongLongAndOverflow(item, &overflow);
+    if (overflow) return NULL;
+    kind = FF_COMPACT_INTS;
+    raw = (int64_t)v;
+  } else if (PyFloat_CheckExact(item)) {
+    double d = PyFloat_AS_DOUBLE(item);
+    memcpy(&raw, &d, sizeof(raw));
+    kind = FF_COMPACT_FLOATS;
+  } else {
+    return NULL;
+  }
+  char buf[FF_COMPACT_HEADER + 8];
+  memcpy(buf, FF_COMPACT_MAGIC, 4);
+  memset(buf + 4, 0, 4);
+  buf[4] = kind;
+  uint64_t count = 1;
+  memcpy(buf + 8, &count, sizeof(count));
+  memcpy(buf + FF_COMPACT_HEADER, &raw, sizeof(raw));
+  return PyBytes_FromStringAndSize(buf, (Py_ssize_t)sizeof(buf));
+}
+
 /* Checks a compact payload's header (ff_compact_parse): its count, or -1
  * with ValueError. */
 static Py_ssize_t compact_count(const char *data, size_t length) {
@@ -412,9 +442,28 @@ static PyObject *pickle_value(PyObject *value, const ffpy_encoding_t *how) {
   return pickled;
 }
 
+/* ffpy_encode of [item] (FFPY_ENCODE_ONE_ITEM). */
+static PyObject *encode_one_item(PyObject *item, const ffpy_encoding_t *how,
+                                 ff_buf_t *out) {
+  if ((how->flags & FFPY_ENCODE_COMPACT) && out == NULL) {
+    PyObject *compact = compact_singleton(item);
+    if (compact != NULL || PyErr_Occurred()) return compact;
+  }
+  PyObject *one = PyList_New(1);
+  if (one == NULL) return NULL;
+  PyList_SET_ITEM(one, 0, Py_NewRef(item));
+  ffpy_encoding_t as_list = *how;
+  as_list.flags &= ~FFPY_ENCODE_ONE_ITEM;
+  PyObject *encoded = ffpy_encode(one, &as_list, out);
+  Py_DECREF(one);
+  return encoded;
+}
+
 PyObject *ffpy_encode(PyObject *value, const ffpy_encoding_t *how,
                       ff_buf_t *out) {
   if (how->pins != NULL) *how->pins = NULL;
+  if (how->flags & FFPY_ENCODE_ONE_ITEM)
+    return encode_one_item(value, how, out);
   if (how->flags & FFPY_ENCODE_COMPACT) {
     PyObject *compact = compact_encode(value, out);
     if (compact != NULL || PyErr_Occurred()) return compact;

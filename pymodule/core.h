@@ -111,6 +111,9 @@ PyObject *ffpy_zygote_serve(PyObject *module, PyObject *args);
 #define FFPY_ENCODE_OOB 1u
 /* A list of ints or floats goes in the compact encoding. */
 #define FFPY_ENCODE_COMPACT 2u
+/* value is the one item of the list to encode (a map chunk of one item):
+ * as bytes, an int or a float is encoded with no list made. */
+#define FFPY_ENCODE_ONE_ITEM 4u
 
 typedef struct {
   PyObject *protocol; /* the pickle protocol, an int */

@@ -21,17 +21,13 @@ static PyObject *core_encode_singletons(PyObject *module, PyObject *args) {
     return NULL;
   PyObject *seq = PySequence_Fast(items, "items must be a sequence");
   if (seq == NULL) return NULL;
-  ffpy_encoding_t how = {protocol, FFPY_ENCODE_COMPACT, NULL, dumps, NULL};
+  ffpy_encoding_t how = {protocol, FFPY_ENCODE_COMPACT | FFPY_ENCODE_ONE_ITEM,
+                         NULL, dumps, NULL};
   Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
   PyObject *out = PyList_New(n);
   for (Py_ssize_t i = 0; out != NULL && i < n; i++) {
-    PyObject *one = PyList_New(1);
-    PyObject *payload = NULL;
-    if (one != NULL) {
-      PyList_SET_ITEM(one, 0, Py_NewRef(PySequence_Fast_GET_ITEM(seq, i)));
-      payload = ffpy_encode(one, &how, NULL);
-      Py_DECREF(one);
-    }
+    PyObject *payload =
+        ffpy_encode(PySequence_Fast_GET_ITEM(seq, i), &how, NULL);
     if (payload == NULL) Py_CLEAR(out);
     else PyList_SET_ITEM(out, i, payload);
   }
