@@ -8,11 +8,19 @@
          ``apply`` at a time: the time per task, the time the worker spent
          in it, and the overhead around it; and ``apply(arr_first)``, which
          touches one element, for the cost of getting the array  -> µs
-    W9   a 64 MiB result returned by ``apply`` (made once per worker, so
-         that only the return travels); forkfarm also with the result in
-         a shared array the worker made                          -> ms
+    W9   ``map(made_result, [64 MiB] * 4)``: four new 64 MiB arrays made by
+         ``np.full`` in the workers and returned                 -> ms
+    W9k  a 64 MiB result returned by ``apply`` that the worker made once
+         and keeps (so it must go by copy); forkfarm also with the result
+         in a shared array the worker made                       -> ms
     W10  examples/numpy_farm.py: a blockwise stencil on 2 workers, against
          the same NumPy code run serially                        -> speedup
+
+W7 and W9 also measure their physical ideal in the same rounds: for W7 one
+warm copy of ``a`` plus the eight sums split over WORKERS threads (NumPy's
+sum releases the GIL), with no transport at all; for W9 the workers' own
+making of the four arrays, returning nothing, on a forkfarm pool whose
+workers use NumPy's own allocator.
 
 Method: the implementations of a workload run in interleaved rounds (A B C,
 A B C, ...), ``--rounds`` times, each with a pool made once outside the
@@ -84,6 +92,37 @@ class SharedResultImpl(Impl):
 
     def apply(self, h: Any, func: Callable[..., Any], *args: Any) -> Any:
         return h.apply(tasks.big_shared_result, args)
+
+
+class IdealW7(Impl):
+    """W7's ideal: one warm copy of the array, then the tasks on WORKERS
+    threads of this process."""
+
+    def open(self) -> Any:
+        return concurrent.futures.ThreadPoolExecutor(WORKERS), {}
+
+    def map(self, h: Any, func: Callable[[Any], Any], items: list[Any]) -> list[Any]:
+        threads, warm = h
+        source = items[0]
+        copy = warm.get(source.nbytes)
+        if copy is None:
+            copy = warm[source.nbytes] = np.zeros_like(source)
+        np.copyto(copy, source)
+        return list(threads.map(func, [copy if x is source else x for x in items]))
+
+    def close(self, h: Any) -> None:
+        h[0].shutdown()
+
+
+class IdealW9(Impl):
+    """W9's ideal: the workers make the arrays and return nothing, with
+    NumPy's own allocator."""
+
+    def open(self) -> Any:
+        return forkfarm.Pool(WORKERS, initializer=forkfarm._core.set_shared_threshold, initargs=(0,))
+
+    def map(self, h: Any, func: Callable[[Any], Any], items: list[Any]) -> list[Any]:
+        return list(h.map(tasks.made_and_dropped, items, chunksize=1))
 
 
 class ExecutorImpl(Impl):
@@ -208,7 +247,8 @@ def w7(rounds: int, nbytes: int) -> dict[str, Any]:
     def check(values: list[float]) -> None:
         assert values == [expected] * 8, values
 
-    samples = interleaved(implementations(), rounds, lambda i, h: i.map(h, tasks.arr_sum, [a] * 8), check)
+    impls = [IdealW7("ideal: one copy, sums on threads"), *implementations()]
+    samples = interleaved(impls, rounds, lambda i, h: i.map(h, tasks.arr_sum, [a] * 8), check)
     serial = [timed(lambda: [tasks.arr_sum(a) for _ in range(8)]) for _ in range(rounds)]
     return {"samples": samples, "serial_s": statistics.median(serial), "nbytes": nbytes}
 
@@ -257,6 +297,17 @@ def w8(calls: int, sizes: list[int]) -> dict[str, Any]:
 
 
 def w9(rounds: int, nbytes: int) -> dict[str, Any]:
+    impls = [IdealW9("ideal: the workers' making"), *(i for i in implementations() if not isinstance(i, JoblibImpl))]
+
+    def check(values: list[Any]) -> None:
+        assert len(values) == 4, values
+        assert all(v is None or (v.nbytes == nbytes and v[-1] == 1.0) for v in values)
+
+    samples = interleaved(impls, rounds, lambda i, h: i.map(h, tasks.made_result, [nbytes] * 4), check)
+    return {"samples": samples, "nbytes": nbytes}
+
+
+def w9k(rounds: int, nbytes: int) -> dict[str, Any]:
     impls = [i for i in implementations() if not isinstance(i, JoblibImpl)]
     impls.insert(1, SharedResultImpl("forkfarm, shared array", lambda: forkfarm.Pool(WORKERS)))
 
@@ -306,6 +357,8 @@ def report(results: dict[str, Any]) -> None:
         m = print_peers(title, r["samples"], 1.0, "s")
         base = m["forkfarm.Pool"]
         print(f"  {'serial, in this process':24s} {r['serial_s']:9.4f} s")
+        of_ideal = m["ideal: one copy, sums on threads"] / base
+        print(f"  target >= 0.9 of the ideal: {'met' if of_ideal >= 0.9 else 'NOT met'} ({of_ideal:.2f})")
         print(
             "  target >= 1000x multiprocessing.Pool: "
             f"{'met' if m['multiprocessing.Pool'] / base >= 1000 else 'NOT met'}"
@@ -342,7 +395,13 @@ def report(results: dict[str, Any]) -> None:
         )
     if "W9" in results:
         r = results["W9"]
-        title = f"W9  a {r['nbytes'] // MiB} MiB result returned by apply (median ms)"
+        title = f"W9  map(made_result, [{r['nbytes'] // MiB} MiB] * 4): new arrays made in the workers (median ms)"
+        m = print_peers(title, r["samples"], 1e3, "ms")
+        of_ideal = m["ideal: the workers' making"] / m["forkfarm.Pool"]
+        print(f"  target >= 0.9 of the ideal: {'met' if of_ideal >= 0.9 else 'NOT met'} ({of_ideal:.2f})")
+    if "W9k" in results:
+        r = results["W9k"]
+        title = f"W9k a {r['nbytes'] // MiB} MiB result the worker keeps, returned by apply (median ms)"
         m = print_peers(title, r["samples"], 1e3, "ms")
         base = m["forkfarm.Pool"]
         ratio = m["multiprocessing.Pool"] / base
@@ -367,7 +426,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--quick", action="store_true", help="small sizes, 2 rounds: a smoke run")
-    p.add_argument("--only", default="W7,W8,W9,W10")
+    p.add_argument("--only", default="W7,W8,W9,W9k,W10")
     p.add_argument("--output", default=os.path.join(HERE, "results", "arrays.json"))
     return p.parse_args(argv)
 
@@ -388,6 +447,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "W9" in only:
         print("W9 ...", file=sys.stderr)
         results["W9"] = w9(rounds, big)
+    if "W9k" in only:
+        print("W9k ...", file=sys.stderr)
+        results["W9k"] = w9k(rounds, big)
     if "W10" in only:
         print("W10 ...", file=sys.stderr)
         results["W10"] = w10(min(rounds, 3), 1024 if ns.quick else 4096, 2 if ns.quick else 4)

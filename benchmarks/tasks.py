@@ -74,14 +74,28 @@ _results: dict[int, Any] = {}
 
 
 def big_result(nbytes: int) -> Any:
-    """W9: returns an array of nbytes, made once per worker, so that only
-    returning it is measured."""
+    """W9k: returns an array of nbytes, made once per worker and kept, so
+    that only returning it is measured (a kept array goes by copy)."""
     import numpy as np
 
     array = _results.get(nbytes)
     if array is None:
         array = _results[nbytes] = np.ones(nbytes // 8)
     return array
+
+
+def made_result(nbytes: int) -> Any:
+    """W9: a new array of nbytes, made by the task and returned."""
+    import numpy as np
+
+    return np.full(nbytes // 8, 1.0)
+
+
+def made_and_dropped(nbytes: int) -> None:
+    """W9's ideal: the same making, and nothing returned."""
+    import numpy as np
+
+    np.full(nbytes // 8, 1.0)
 
 
 def sleep_timed(seconds: float) -> float:

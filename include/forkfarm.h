@@ -592,6 +592,23 @@ FF_API int ff_arena_share(ff_arena_t *arena, const ff_arena_ref_t *ref,
 /* The message of ref will never be received: frees its slot, unless it was
  * given to a receiver. */
 FF_API void ff_arena_cancel(ff_arena_t *arena, const ff_arena_ref_t *ref);
+/* Held regions: memory the sender keeps for its own use (the data of a
+ * NumPy array born in shared memory), whole pages. ff_arena_hold reserves
+ * length bytes; *fresh says they were never used, so they are zeros. */
+FF_API int ff_arena_hold(ff_arena_t *arena, size_t length, ff_arena_ref_t *ref,
+                         void **data, int *fresh);
+/* The holder lets a held region go; messages that were lent it keep it. */
+FF_API void ff_arena_unhold(ff_arena_t *arena, const ff_arena_ref_t *held);
+/* A message's reference to length bytes at offset within a held region,
+ * without a copy: -ESTALE if it is no longer held, -EBUSY if it is frozen
+ * (copy it instead), -EINVAL if out of bounds. */
+FF_API int ff_arena_lend(ff_arena_t *arena, const ff_arena_ref_t *held,
+                         size_t offset, size_t length, ff_arena_ref_t *lent);
+/* Maps a held region privately over its own addresses, so that this
+ * process's later writes no longer reach the shared file: before a fork, a
+ * child must not share what its parent goes on writing. A frozen region is
+ * never lent, and never used again once let go. */
+FF_API int ff_arena_freeze(ff_arena_t *arena, const ff_arena_ref_t *held);
 /* Receiver: points *data at the bytes of ref (how: FF_ARENA_FROM_WORKER or
  * FF_ARENA_FROM_PARENT), mapping the chunk the first time. -ENOENT if the
  * chunk cannot be found, FF_EPROTOCOL if ref is out of bounds or the chunk

@@ -28,7 +28,7 @@
  *
  * A receiver can then waste what it was given, never free what another
  * holds, and a worker that scribbles on its own chunks' headers still sends
- * right results. */
+ * right results. The receiving side is arena_view.c. */
 #define _GNU_SOURCE
 #include "internal.h"
 
@@ -40,33 +40,23 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#define ARENA_MAGIC UINT64_C(0x31414e4552414646) /* "FFARENA1" */
 /* Regions start on a cache line (NumPy wants 16 bytes; 64 avoids sharing a
  * line between two messages). */
 #define REGION_ALIGN 64u
-/* The most messages a chunk holds at once. */
-#define ARENA_SLOTS 340u
-
-/* The chunk header in shared memory: what receivers check a chunk by. The
- * sender writes it and never reads it back. */
-typedef struct arena_header_s {
-  uint64_t magic;
-  uint64_t id;
-  uint64_t size;
-  uint32_t slots;
-  /* Set by the sender when it lets the chunk go: receivers unmap it once
-   * they hold nothing in it. */
-  _Atomic uint32_t retired;
-} arena_header_t;
-
-_Static_assert(sizeof(arena_header_t) <= FF__ARENA_HEADER,
-               "the header fits its space");
+#define ARENA_SLOTS FF__ARENA_SLOTS
+#define ARENA_MAGIC FF__ARENA_MAGIC
+typedef ff__arena_header_t arena_header_t;
 
 enum slot_state {
   SLOT_FREE = 0,
   SLOT_SENT = 1,     /* in a message no receiver has been given (or, in a
                         worker's result arena, given to the parent) */
   SLOT_ASSIGNED = 2, /* given to receiver; freed by its report or death */
+  SLOT_HELD = 3,     /* the sender's own memory (ff_arena_hold), freed by
+                        ff_arena_unhold; lent to messages by SENT slots */
+  SLOT_RETIRED = 4,  /* a frozen held region let go: a child forked while
+                        it was held may map it still, so it is never used
+                        again (the chunk goes when nothing else is busy) */
 };
 
 /* A slot as the sender knows it, in private memory. */
@@ -75,13 +65,18 @@ typedef struct slot_s {
   uint64_t length;
   uint64_t receiver; /* while ASSIGNED */
   uint32_t generation;
-  uint32_t state;
+  uint16_t state;
+  uint8_t frozen; /* HELD, and mapped privately here (ff_arena_freeze) */
+  uint8_t fresh;  /* its bytes were never written: past the chunk's high */
 } slot_t;
 
 typedef struct arena_chunk_s {
   uint64_t id;
   char *base;
   size_t size;
+  /* The end of the furthest region ever taken: the bytes past it were never
+   * written, so they are still the zeros of a new segment. */
+  uint64_t high;
   slot_t slot[ARENA_SLOTS];
 } arena_chunk_t;
 
@@ -108,19 +103,6 @@ static void header_write(arena_chunk_t *c) {
   h->size = c->size;
   h->slots = (uint32_t)ARENA_SLOTS;
   atomic_store(&h->retired, 0);
-}
-
-static int map_segment(uint64_t id, char **base, size_t *size) {
-  int fd;
-  int rc = ff_segment_open(id, &fd);
-  if (rc < 0) return rc;
-  ff__shm_t shm;
-  rc = ff__shm_attach(&shm, fd);
-  close(fd);
-  if (rc < 0) return rc;
-  *base = shm.base;
-  *size = shm.size;
-  return 0;
 }
 
 static void chunk_release(arena_chunk_t *c) {
@@ -241,8 +223,8 @@ static size_t used_spans(const arena_chunk_t *c, span_t *spans) {
   return n;
 }
 
-static uint64_t align_up(uint64_t x) {
-  return (x + REGION_ALIGN - 1) & ~(uint64_t)(REGION_ALIGN - 1);
+static uint64_t align_up(uint64_t x, uint64_t align) {
+  return (x + align - 1) & ~(align - 1);
 }
 
 /* Takes a free slot of chunk c for the region [offset, offset + length). */
@@ -256,65 +238,78 @@ static int slot_take(arena_chunk_t *c, uint64_t offset, uint64_t length,
     s->offset = offset;
     s->length = length;
     s->state = SLOT_SENT;
+    s->frozen = 0;
+    s->fresh = offset >= c->high;
     s->receiver = 0;
+    if (offset + length > c->high) c->high = offset + length;
     *ref = (ff_arena_ref_t){c->id, offset, length, i, s->generation};
     return 0;
   }
   return -ENOSPC;
 }
 
-/* Claims a free slot of chunk c for length bytes at a free place. */
-static int chunk_alloc(arena_chunk_t *c, size_t length, ff_arena_ref_t *ref) {
+/* Claims a free slot of chunk c for length bytes at a free place that
+ * starts on a multiple of align (a power of two). */
+static int chunk_alloc(arena_chunk_t *c, size_t length, uint64_t align,
+                       ff_arena_ref_t *ref) {
   span_t spans[ARENA_SLOTS];
   size_t n = used_spans(c, spans);
   int rc = -ENOSPC;
   if (n < ARENA_SLOTS) {
-    uint64_t at = FF__ARENA_HEADER;
+    uint64_t at = align_up(FF__ARENA_HEADER, align);
     for (size_t i = 0; i <= n; i++) {
       uint64_t limit = i < n ? spans[i].offset : c->size;
       if (limit >= at && limit - at >= length) {
         rc = slot_take(c, at, length, ref);
         break;
       }
-      if (i < n && spans[i].end > at) at = align_up(spans[i].end);
+      if (i < n && spans[i].end > at) at = align_up(spans[i].end, align);
     }
   }
   return rc;
+}
+
+/* Takes a slot for length bytes aligned to align, in a new chunk if no
+ * chunk has room (under the arena's lock): the chunk, or NULL with *rc. */
+static arena_chunk_t *arena_take(ff_arena_t *arena, size_t length,
+                                 uint64_t align, ff_arena_ref_t *ref, int *rc) {
+  *rc = -ENOSPC;
+  /* Newest chunks first: they are the largest. */
+  for (size_t i = arena->chunk_count; i-- > 0;) {
+    *rc = chunk_alloc(arena->chunks[i], length, align, ref);
+    if (*rc != -ENOSPC) return *rc == 0 ? arena->chunks[i] : NULL;
+  }
+  *rc = chunk_add(arena, length + align);
+  if (*rc == -ENOSPC) {
+    /* At the limit: idle chunks (of other sizes, say) make room. */
+    pthread_mutex_unlock(&arena->lock);
+    ff_arena_trim(arena, 0);
+    pthread_mutex_lock(&arena->lock);
+    *rc = chunk_add(arena, length + align);
+  }
+  if (*rc < 0) return NULL;
+  arena_chunk_t *c = arena->chunks[arena->chunk_count - 1];
+  *rc = chunk_alloc(c, length, align, ref);
+  return *rc == 0 ? c : NULL;
 }
 
 int ff_arena_alloc(ff_arena_t *arena, size_t length, ff_arena_ref_t *ref,
                    void **data) {
   if (length == 0) return -EINVAL;
   pthread_mutex_lock(&arena->lock);
-  int rc = -ENOSPC;
-  /* Newest chunks first: they are the largest. */
-  for (size_t i = arena->chunk_count; i-- > 0 && rc == -ENOSPC;)
-    rc = chunk_alloc(arena->chunks[i], length, ref);
-  if (rc == -ENOSPC) {
-    rc = chunk_add(arena, length);
-    if (rc == -ENOSPC) {
-      /* At the limit: idle chunks (of other sizes, say) make room. */
-      pthread_mutex_unlock(&arena->lock);
-      ff_arena_trim(arena, 0);
-      pthread_mutex_lock(&arena->lock);
-      rc = chunk_add(arena, length);
-    }
-    if (rc == 0)
-      rc = chunk_alloc(arena->chunks[arena->chunk_count - 1], length, ref);
-  }
-  if (rc == 0) {
-    /* Where the private slot says: inside the chunk by construction. */
-    for (size_t i = 0; i < arena->chunk_count; i++)
-      if (arena->chunks[i]->id == ref->chunk)
-        *data = arena->chunks[i]->base + ref->offset;
-  }
+  int rc;
+  arena_chunk_t *c = arena_take(arena, length, REGION_ALIGN, ref, &rc);
+  /* Where the private slot says: inside the chunk by construction. */
+  if (c != NULL) *data = c->base + ref->offset;
   pthread_mutex_unlock(&arena->lock);
   return rc;
 }
 
+/* Whether nothing in chunk c is in use: a retired region is not, though
+ * it is never allocated again. */
 static bool chunk_idle(const arena_chunk_t *c) {
   for (uint32_t i = 0; i < ARENA_SLOTS; i++)
-    if (slot_busy(c, i)) return false;
+    if (slot_busy(c, i) && c->slot[i].state != SLOT_RETIRED) return false;
   return true;
 }
 
@@ -375,6 +370,90 @@ void ff_arena_cancel(ff_arena_t *arena, const ff_arena_ref_t *ref) {
   pthread_mutex_lock(&arena->lock);
   slot_cancel(chunk_find(arena, ref->chunk), ref);
   pthread_mutex_unlock(&arena->lock);
+}
+
+/* ---- held regions ---------------------------------------------------------
+ * Memory the sender keeps for itself: the data of a NumPy array born in
+ * shared memory. It is whole pages, so that freezing it (below) never
+ * covers a neighbour's bytes, and a message lends it (ff_arena_lend) by a
+ * SENT slot on the same bytes instead of a copy. */
+
+static size_t page_size(void) {
+  long page = sysconf(_SC_PAGESIZE);
+  return page > 0 ? (size_t)page : 4096;
+}
+
+int ff_arena_hold(ff_arena_t *arena, size_t length, ff_arena_ref_t *ref,
+                  void **data, int *fresh) {
+  size_t page = page_size();
+  if (length == 0 || length > SIZE_MAX - page) return -EINVAL;
+  length = (length + page - 1) / page * page;
+  pthread_mutex_lock(&arena->lock);
+  int rc;
+  arena_chunk_t *c = arena_take(arena, length, page, ref, &rc);
+  if (c != NULL) {
+    slot_t *s = &c->slot[ref->slot];
+    s->state = SLOT_HELD;
+    *data = c->base + ref->offset;
+    *fresh = s->fresh;
+  }
+  pthread_mutex_unlock(&arena->lock);
+  return rc;
+}
+
+/* The HELD slot of ref (under the arena's lock), or NULL. */
+static slot_t *held_slot(ff_arena_t *arena, const ff_arena_ref_t *ref,
+                         arena_chunk_t **chunk) {
+  arena_chunk_t *c = chunk_find(arena, ref->chunk);
+  slot_t *s = slot_of(c, ref);
+  if (s == NULL || s->state != SLOT_HELD) return NULL;
+  if (chunk != NULL) *chunk = c;
+  return s;
+}
+
+void ff_arena_unhold(ff_arena_t *arena, const ff_arena_ref_t *ref) {
+  pthread_mutex_lock(&arena->lock);
+  slot_t *s = held_slot(arena, ref, NULL);
+  /* Messages that lent it keep its bytes through their own slots. */
+  if (s != NULL) s->state = s->frozen ? SLOT_RETIRED : SLOT_FREE;
+  pthread_mutex_unlock(&arena->lock);
+}
+
+int ff_arena_lend(ff_arena_t *arena, const ff_arena_ref_t *held,
+                  size_t offset, size_t length, ff_arena_ref_t *lent) {
+  pthread_mutex_lock(&arena->lock);
+  arena_chunk_t *c = NULL;
+  slot_t *s = held_slot(arena, held, &c);
+  int rc = s == NULL ? -ESTALE : 0;
+  if (rc == 0 && (offset > s->length || length > s->length - offset))
+    rc = -EINVAL;
+  /* A frozen region's file no longer has what its holder sees. */
+  if (rc == 0 && s->frozen) rc = -EBUSY;
+  if (rc == 0) rc = slot_take(c, s->offset + offset, length, lent);
+  pthread_mutex_unlock(&arena->lock);
+  return rc;
+}
+
+int ff_arena_freeze(ff_arena_t *arena, const ff_arena_ref_t *held) {
+  pthread_mutex_lock(&arena->lock);
+  arena_chunk_t *c = NULL;
+  slot_t *s = held_slot(arena, held, &c);
+  int rc = s == NULL ? -ESTALE : 0;
+  if (rc == 0 && !s->frozen) {
+    int fd;
+    rc = ff_segment_open(c->id, &fd);
+    if (rc == 0) {
+      /* Over the same addresses, so every pointer into it stays valid; the
+       * contents are the file's, which nobody writes again. */
+      void *at = mmap(c->base + s->offset, s->length, PROT_READ | PROT_WRITE,
+                      MAP_PRIVATE | MAP_FIXED, fd, (off_t)s->offset);
+      rc = at == MAP_FAILED ? -errno : 0;
+      close(fd);
+    }
+    if (rc == 0) s->frozen = 1;
+  }
+  pthread_mutex_unlock(&arena->lock);
+  return rc;
 }
 
 /* Calls fn(chunk, ref, arg) for each reference of a framed message, with
@@ -475,10 +554,8 @@ void ff__arena_reported(uint64_t receiver, const void *records,
   pthread_mutex_unlock(&arenas_lock);
 }
 
-static void down_reports_drop(uint64_t owner);
-
 void ff__arena_drop_receiver(uint64_t receiver) {
-  down_reports_drop(receiver);
+  ff__arena_drop_reports_for(receiver);
   pthread_mutex_lock(&arenas_lock);
   for (size_t j = 0; j < arena_count; j++) {
     ff_arena_t *a = arenas[j];
@@ -493,246 +570,3 @@ void ff__arena_drop_receiver(uint64_t receiver) {
   }
   pthread_mutex_unlock(&arenas_lock);
 }
-
-/* ---- the receiving side ------------------------------------------------- */
-
-/* The chunks this process has mapped as a receiver, kept mapped while it
- * holds slots in them and afterwards too, so that the next message finds
- * them warm. A chunk is unmapped once nothing here holds it and its sender
- * retired it, or it can no longer be opened (its worker is gone). */
-typedef struct view_s {
-  uint64_t id;
-  char *base;
-  size_t size;
-  unsigned refs;
-  bool gone;
-} view_t;
-
-static pthread_mutex_t views_lock = PTHREAD_MUTEX_INITIALIZER;
-static view_t *views;
-static size_t view_count;
-
-/* In a worker: what it let go of its parent's messages, not yet reported
- * (under views_lock). */
-static ff__arena_report_t *reports;
-static size_t report_count;
-static size_t report_capacity;
-
-/* In a parent: what it let go of its workers' results, by worker, not yet
- * written to their task rings (under views_lock), and how many. */
-typedef struct down_report_s {
-  uint64_t owner;
-  ff__arena_report_t report;
-} down_report_t;
-static down_report_t *down_reports;
-static size_t down_count;
-static size_t down_capacity;
-static _Atomic size_t down_pending;
-
-static void views_sweep(void) {
-  for (size_t i = 0; i < view_count;) {
-    view_t *v = &views[i];
-    const arena_header_t *h = (const arena_header_t *)v->base;
-    if (v->refs == 0 && (v->gone || atomic_load(&h->retired))) {
-      munmap(v->base, v->size);
-      views[i] = views[--view_count];
-    } else {
-      i++;
-    }
-  }
-}
-
-static view_t *view_find(uint64_t id) {
-  for (size_t i = 0; i < view_count; i++)
-    if (views[i].id == id) return &views[i];
-  return NULL;
-}
-
-static void arena_watch_segments(void);
-static pthread_once_t watch_once = PTHREAD_ONCE_INIT;
-
-/* The view of chunk id, mapped if needed, with one more reference. */
-static int view_get(uint64_t id, view_t **out) {
-  view_t *v = view_find(id);
-  if (v == NULL) {
-    /* From the first view on, the lender says which segments go. */
-    pthread_once(&watch_once, arena_watch_segments);
-    view_t *grown = realloc(views, (view_count + 1) * sizeof(*views));
-    if (grown == NULL) return -ENOMEM;
-    views = grown;
-    char *base;
-    size_t size;
-    int rc = map_segment(id, &base, &size);
-    if (rc < 0) return rc;
-    /* One look at the header, copied: its sender may be hostile. */
-    arena_header_t h;
-    if (size >= FF__ARENA_HEADER) memcpy(&h, base, sizeof(h));
-    if (size < FF__ARENA_HEADER || h.magic != ARENA_MAGIC || h.id != id ||
-        h.size != size || h.slots != ARENA_SLOTS) {
-      munmap(base, size);
-      return FF_EPROTOCOL;
-    }
-    v = &views[view_count++];
-    *v = (view_t){id, base, size, 0, false};
-  }
-  v->refs++;
-  *out = v;
-  return 0;
-}
-
-/* A reference checked against what this process mapped. */
-static int ref_check(const view_t *v, const ff_arena_ref_t *ref) {
-  if (ref->slot >= ARENA_SLOTS || ref->offset < FF__ARENA_HEADER ||
-      ref->offset > v->size || ref->length > v->size - ref->offset)
-    return FF_EPROTOCOL;
-  return 0;
-}
-
-/* Queues a report for this process's parent (under views_lock). Without
- * memory for it the report is lost, and its slot waits for the receiver's
- * end; so in down_report_push. */
-static void report_push(ff__arena_report_t r) {
-  ff__arena_report_t *grown =
-      ff__grow(reports, report_count, &report_capacity, sizeof(*reports));
-  if (grown == NULL) return;
-  reports = grown;
-  reports[report_count++] = r;
-}
-
-/* Queues a report for the worker owner (under views_lock). */
-static void down_report_push(uint64_t owner, ff__arena_report_t r) {
-  down_report_t *grown =
-      ff__grow(down_reports, down_count, &down_capacity, sizeof(*down_reports));
-  if (grown == NULL) return;
-  down_reports = grown;
-  down_reports[down_count++] = (down_report_t){owner, r};
-}
-
-/* Gives ref back to its sender, by report (under views_lock). */
-static void report(const ff_arena_ref_t *ref, unsigned how) {
-  ff__arena_report_t r = {ref->chunk, ref->slot, ref->generation};
-  if (how == FF_ARENA_FROM_PARENT) {
-    report_push(r);
-    return;
-  }
-  /* A worker's result: to the worker that made the chunk, if it lives. */
-  uint64_t owner = ff__share_owner_of(ref->chunk);
-  if (owner == 0) return;
-  down_report_push(owner, r);
-  atomic_store(&down_pending, down_count);
-  ff__runtime_kick();
-}
-
-size_t ff__arena_take_reports(ff__arena_report_t *out, size_t max) {
-  pthread_mutex_lock(&views_lock);
-  size_t n = report_count < max ? report_count : max;
-  if (n > 0) {
-    memcpy(out, reports + report_count - n, n * sizeof(*out));
-    report_count -= n;
-  }
-  pthread_mutex_unlock(&views_lock);
-  return n;
-}
-
-size_t ff__arena_take_reports_for(uint64_t owner, ff__arena_report_t *out,
-                                  size_t max) {
-  if (atomic_load(&down_pending) == 0) return 0;
-  pthread_mutex_lock(&views_lock);
-  size_t n = 0;
-  for (size_t i = 0; i < down_count && n < max;) {
-    if (down_reports[i].owner == owner) {
-      out[n++] = down_reports[i].report;
-      down_reports[i] = down_reports[--down_count];
-    } else {
-      i++;
-    }
-  }
-  atomic_store(&down_pending, down_count);
-  pthread_mutex_unlock(&views_lock);
-  return n;
-}
-
-void ff__arena_put_back_reports(uint64_t owner, const ff__arena_report_t *in,
-                                size_t count) {
-  pthread_mutex_lock(&views_lock);
-  for (size_t i = 0; i < count; i++) down_report_push(owner, in[i]);
-  atomic_store(&down_pending, down_count);
-  pthread_mutex_unlock(&views_lock);
-}
-
-static void down_reports_drop(uint64_t owner) {
-  pthread_mutex_lock(&views_lock);
-  for (size_t i = 0; i < down_count;) {
-    if (down_reports[i].owner == owner)
-      down_reports[i] = down_reports[--down_count];
-    else
-      i++;
-  }
-  atomic_store(&down_pending, down_count);
-  pthread_mutex_unlock(&views_lock);
-}
-
-void ff__arena_forget_reports(void) {
-  pthread_mutex_init(&views_lock, NULL);
-  report_count = 0;
-  down_count = 0;
-  atomic_store(&down_pending, 0);
-}
-
-int ff_arena_receive(const ff_arena_ref_t *ref, unsigned how, void **data) {
-  (void)how;
-  pthread_mutex_lock(&views_lock);
-  view_t *v;
-  int rc = view_get(ref->chunk, &v);
-  if (rc == 0) {
-    rc = ref_check(v, ref);
-    if (rc == 0)
-      *data = v->base + ref->offset;
-    else
-      v->refs--;
-  }
-  views_sweep();
-  pthread_mutex_unlock(&views_lock);
-  return rc;
-}
-
-void ff_arena_release(const ff_arena_ref_t *ref, unsigned how) {
-  pthread_mutex_lock(&views_lock);
-  view_t *v = view_find(ref->chunk);
-  if (v != NULL) {
-    report(ref, how);
-    v->refs--;
-  }
-  views_sweep();
-  pthread_mutex_unlock(&views_lock);
-}
-
-void ff_arena_discard(const ff_arena_ref_t *ref, unsigned how) {
-  pthread_mutex_lock(&views_lock);
-  report(ref, how);
-  pthread_mutex_unlock(&views_lock);
-}
-
-void ff__arena_discard_message(const void *message, size_t length) {
-  ff_arena_frame_t frame;
-  if (message == NULL || ff_arena_frame(message, length, &frame) != 1)
-    return;
-  for (size_t i = 0; i < frame.refs; i++) {
-    ff_arena_ref_t ref;
-    ff_arena_frame_ref(message, i, &ref);
-    ff_arena_discard(&ref, FF_ARENA_FROM_WORKER);
-  }
-}
-
-/* Segment id can no longer be opened here (its worker is gone): a view of
- * it is unmapped once nothing holds it. share.c calls it through the hook
- * set below, being the lower layer. */
-static void arena_segment_gone(uint64_t id) {
-  pthread_mutex_lock(&views_lock);
-  view_t *v = view_find(id);
-  if (v != NULL) v->gone = true;
-  views_sweep();
-  pthread_mutex_unlock(&views_lock);
-}
-
-static void arena_watch_segments(void) { ff__share_on_gone(arena_segment_gone); }

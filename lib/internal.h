@@ -487,6 +487,28 @@ void ff__share_on_gone(void (*hook)(uint64_t id));
 
 /* The header at the start of each arena chunk: regions start after it. */
 #define FF__ARENA_HEADER 8192u
+#define FF__ARENA_MAGIC UINT64_C(0x31414e4552414646) /* "FFARENA1" */
+/* The most messages and held regions a chunk holds at once. */
+#define FF__ARENA_SLOTS 340u
+
+/* The chunk header in shared memory: what receivers check a chunk by. The
+ * sender (arena.c) writes it and never reads it back; receivers
+ * (arena_view.c) copy it before they look. */
+typedef struct ff__arena_header_s {
+  uint64_t magic;
+  uint64_t id;
+  uint64_t size;
+  uint32_t slots;
+  /* Set by the sender when it lets the chunk go: receivers unmap it once
+   * they hold nothing in it. */
+  _Atomic uint32_t retired;
+} ff__arena_header_t;
+
+_Static_assert(sizeof(ff__arena_header_t) <= FF__ARENA_HEADER,
+               "the header fits its space");
+
+/* arena_view.c: drops the reports not yet sent to a worker that is gone. */
+void ff__arena_drop_reports_for(uint64_t owner);
 /* The receiver id that names a worker's parent in its result arena. */
 #define FF__RECEIVER_PARENT 1u
 

@@ -16,6 +16,7 @@
 #include <numpy/arrayobject.h>
 
 #include <stdint.h>
+#include <string.h>
 
 static int numpy_loaded;
 
@@ -178,4 +179,79 @@ PyObject *ffpy_array_on_segment(PyObject *module, PyObject *args,
     PyArray_CLEARFLAGS((PyArrayObject *)array, NPY_ARRAY_WRITEABLE);
   }
   return array;
+}
+
+/* ---- the NEP 49 allocator: array data born in shared memory --------------
+ * Requests of at least the threshold go to allocator.c, in a worker; the
+ * rest, and anything allocator.c declines, to the handler that was current
+ * when ours was installed. Freeing goes back to the one that allocated,
+ * which allocator.c tells by address. */
+
+/* The handler ours delegates to, held for ever (NEP 49: handlers are
+ * immortal). */
+static PyObject *previous_capsule;
+static PyDataMemAllocator previous;
+
+static void *shared_malloc(void *ctx, size_t size) {
+  (void)ctx;
+  void *p = ffpy_shared_alloc(size, 0);
+  return p != NULL ? p : previous.malloc(previous.ctx, size);
+}
+
+static void *shared_calloc(void *ctx, size_t count, size_t size) {
+  (void)ctx;
+  void *p = NULL;
+  if (size == 0 || count <= SIZE_MAX / size) p = ffpy_shared_alloc(count * size, 1);
+  return p != NULL ? p : previous.calloc(previous.ctx, count, size);
+}
+
+static void *shared_realloc(void *ctx, void *p, size_t size) {
+  (void)ctx;
+  /* NEP 49's realloc is not told the old size: only our own blocks may
+   * move between allocators, since only their size is known. */
+  size_t old = ffpy_shared_length(p);
+  if (old == 0) return previous.realloc(previous.ctx, p, size);
+  if (ffpy_shared_resize(p, size)) return p;
+  void *moved = ffpy_shared_alloc(size, 0);
+  if (moved == NULL) moved = previous.malloc(previous.ctx, size);
+  if (moved == NULL) return NULL;
+  memcpy(moved, p, old < size ? old : size);
+  ffpy_shared_free(p);
+  return moved;
+}
+
+static void shared_free(void *ctx, void *p, size_t size) {
+  (void)ctx;
+  if (!ffpy_shared_free(p)) previous.free(previous.ctx, p, size);
+}
+
+static PyDataMem_Handler shared_handler = {
+    "forkfarm_shared",
+    1,
+    {NULL, shared_malloc, shared_calloc, shared_realloc, shared_free},
+};
+static PyObject *shared_capsule;
+
+int ffpy_numpy_use_shared_allocator(void) {
+  if (numpy_load() < 0) return -1;
+  if (shared_capsule == NULL) {
+    /* The capsule's name is the one NumPy requires. */
+    shared_capsule = PyCapsule_New(&shared_handler, "mem_handler", NULL);
+    if (shared_capsule == NULL) return -1;
+  }
+  PyObject *old = PyDataMem_SetHandler(shared_capsule);
+  if (old == NULL) return -1;
+  PyDataMem_Handler *handler = PyCapsule_GetPointer(old, "mem_handler");
+  if (handler == NULL) {
+    PyDataMem_SetHandler(old);
+    Py_DECREF(old);
+    return -1;
+  }
+  if (handler != &shared_handler && previous_capsule == NULL) {
+    previous_capsule = old; /* held for ever */
+    previous = handler->allocator;
+  } else {
+    Py_DECREF(old);
+  }
+  return 0;
 }

@@ -320,7 +320,9 @@ static PyObject *oob_collect(PyObject *unused, PyObject *buffer) {
   if (a != NULL) {
     int rc;
     memo_entry_t *seen = memo_find(c->memo, view.buf, (size_t)view.len);
-    if (seen != NULL && c->memo->arena == a) {
+    if (ffpy_shared_lend(view.buf, (size_t)view.len, a, &ref)) {
+      rc = 0; /* born in shared memory: lent, not copied */
+    } else if (seen != NULL && c->memo->arena == a) {
       rc = ff_arena_share(a, &seen->ref, &ref);
     } else {
       Py_BEGIN_ALLOW_THREADS

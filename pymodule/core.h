@@ -190,6 +190,9 @@ extern PyTypeObject ffpy_region_type;
  * arena while it encodes upstream), made on first use; NULL if it cannot
  * be made (the buffers then stay in band). */
 ff_arena_t *ffpy_sending_arena(void);
+/* In a worker, its result arena (made on first use), where arrays born in
+ * shared memory live; NULL elsewhere or if it cannot be made. */
+ff_arena_t *ffpy_result_arena(void);
 /* A _core.Region over the bytes of ref, from a message this thread decodes
  * (in a worker decoding upstream, its parent's; else a worker's result),
  * or NULL with an exception. */
@@ -256,11 +259,53 @@ PyObject *ffpy_adopt_segment(PyObject *module, PyObject *args);
  * do not wait (0). Returns -2 with an exception set on a bad value. */
 double ffpy_parse_timeout(PyObject *value);
 
+/* ---- allocator.c: arrays born in shared memory ---- */
+typedef struct ffpy_shared_counts_s {
+  size_t held_bytes;  /* held regions now: arrays' data in shared memory */
+  size_t held_count;
+  size_t allocations; /* since the process started */
+  size_t lent;        /* results that went with no copy */
+  size_t lent_bytes;
+  size_t copies;      /* results copied: the worker kept the array */
+  size_t frozen;      /* regions frozen before a fork */
+} ffpy_shared_counts_t;
+/* size bytes of shared memory for an array (zeroed if asked), or NULL when
+ * the allocator does not take it (below the threshold, outside a worker, or
+ * out of arena): the caller then uses the previous allocator. */
+void *ffpy_shared_alloc(size_t size, int zeroed);
+/* Frees p if it is a held region: 1, else 0. */
+int ffpy_shared_free(void *p);
+/* The bytes asked for at held region p, or 0 if p is not one. */
+size_t ffpy_shared_length(const void *p);
+/* Held region p now holds size bytes, if they fit its pages: 1, else 0. */
+int ffpy_shared_resize(void *p, size_t size);
+/* In a worker, around a result's encoding: lending is on from here... */
+void ffpy_shared_begin_result(void);
+/* ...and buffer, if it lies in a held region of arena, is lent to the
+ * message as *lent instead of copied (1; 0 to copy it)... */
+int ffpy_shared_lend(const void *buffer, size_t length, ff_arena_t *arena,
+                     ff_arena_ref_t *lent);
+/* ...until the result, in out, is settled, after the worker dropped its
+ * value: regions it still holds are copied and renamed in out. 0, or a
+ * negative errno (out cannot leave as it is). */
+int ffpy_shared_settle(ff_buf_t *out);
+/* The smallest array data that goes to shared memory (0: none). */
+void ffpy_shared_set_threshold(size_t bytes);
+size_t ffpy_shared_threshold(void);
+ffpy_shared_counts_t ffpy_shared_counts(void);
+/* _core.shared_counts() -> dict: ffpy_shared_counts and the threshold. */
+PyObject *ffpy_core_shared_counts(PyObject *module, PyObject *unused);
+/* _core.set_shared_threshold(n): ffpy_shared_set_threshold. */
+PyObject *ffpy_core_set_shared_threshold(PyObject *module, PyObject *arg);
+
 /* ---- arrays.c: NumPy's C API, loaded only when an array is asked for -- */
 
 /* _core.array_on_segment(segment, offset, shape, strides, dtype, writeable,
  * subtype, fortran=False). */
 PyObject *ffpy_array_on_segment(PyObject *module, PyObject *args,
                                 PyObject *kw);
+/* Makes forkfarm's allocator NumPy's current one (in this thread's
+ * context), loading NumPy's API: 0, or -1 with an exception. */
+int ffpy_numpy_use_shared_allocator(void);
 
 #endif

@@ -193,6 +193,13 @@ static PyMethodDef core_methods[] = {
      "in_worker() -> bool: True in a pool's worker process."},
     {"set_oob_threshold", core_set_oob_threshold, METH_O,
      "set_oob_threshold(n): buffers of n bytes and more go out of band."},
+    {"shared_counts", ffpy_core_shared_counts, METH_NOARGS,
+     "shared_counts() -> dict: this process's arrays born in shared memory "
+     "(held bytes and count, allocations, results lent and copied, regions "
+     "frozen before a fork) and the threshold."},
+    {"set_shared_threshold", ffpy_core_set_shared_threshold, METH_O,
+     "set_shared_threshold(n): in a worker, NumPy array data of n bytes and "
+     "more is born in shared memory (0: none)."},
     {"encode_singletons", core_encode_singletons, METH_VARARGS,
      "encode_singletons(items, dumps, protocol) -> list[bytes]: one map "
      "chunk per item, compact for ints and floats."},

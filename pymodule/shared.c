@@ -283,13 +283,14 @@ void ffpy_set_upstream(int on) { upstream = on; }
 
 int ffpy_in_worker(void) { return in_worker; }
 
-ff_arena_t *ffpy_sending_arena(void) {
+/* This process's arena for results (in a worker) or for its own messages,
+ * made on first use. */
+static ff_arena_t *arena_of(int results) {
   if (arena_pid != getpid()) {
     arena = NULL;
     result_arena = NULL;
     arena_pid = getpid();
   }
-  int results = in_worker && upstream;
   ff_arena_t **slot = results ? &result_arena : &arena;
   if (*slot != NULL) return *slot;
   /* At most a quarter of the memory, and 64 MiB chunks. */
@@ -301,6 +302,12 @@ ff_arena_t *ffpy_sending_arena(void) {
   if (ff_arena_create(&made, flags, (size_t)64 << 20, limit) < 0) return NULL;
   *slot = made;
   return made;
+}
+
+ff_arena_t *ffpy_sending_arena(void) { return arena_of(in_worker && upstream); }
+
+ff_arena_t *ffpy_result_arena(void) {
+  return in_worker ? arena_of(1) : NULL;
 }
 
 size_t ffpy_trim_arena(size_t keep) {

@@ -201,6 +201,27 @@ static PyObject *run_chunk(PyObject *func, long kind, PyObject *items) {
   return out;
 }
 
+/* From the first task that finds NumPy imported, the data of large arrays
+ * the worker makes is born in shared memory (allocator.c), so that results
+ * carry it with no copy. Where that cannot be (a NumPy before 1.22), they
+ * are copied as before. */
+static int shared_allocator_tried;
+
+static void use_shared_allocator(void) {
+  static PyObject *numpy_name;
+  if (shared_allocator_tried) return;
+  if (numpy_name == NULL) numpy_name = PyUnicode_InternFromString("numpy");
+  PyObject *numpy = numpy_name ? PyImport_GetModule(numpy_name) : NULL;
+  if (numpy == NULL || numpy == Py_None) {
+    Py_XDECREF(numpy);
+    PyErr_Clear();
+    return;
+  }
+  Py_DECREF(numpy);
+  shared_allocator_tried = 1;
+  if (ffpy_numpy_use_shared_allocator() < 0) PyErr_Clear();
+}
+
 /* Runs a task message: the value, or NULL with an exception set and
  * *loading set when the message itself failed to unpickle. */
 static PyObject *run_task(ffpy_worker_context_t *c, PyObject *context,
@@ -211,6 +232,8 @@ static PyObject *run_task(ffpy_worker_context_t *c, PyObject *context,
   ffpy_set_upstream(0);
   *loading = message == NULL;
   if (message == NULL) return NULL;
+  /* After the message: loading it may be what imported NumPy. */
+  use_shared_allocator();
   PyObject *value = NULL;
   long kind = context_kind(context);
   if (context != NULL && kind != TASK_CALL) {
@@ -246,6 +269,7 @@ static int worker_work(void *arg, void *context, const void *input,
   /* Large buffers of the result go into the arena the parent claims from. */
   ffpy_set_upstream(1);
   if (value != NULL) {
+    ffpy_shared_begin_result();
     /* A map chunk's list of ints or floats skips pickle; the rest goes
      * through the dumps hook, into out either way. */
     ffpy_encoding_t how = {c->protocol,
@@ -297,6 +321,14 @@ static int worker_work(void *arg, void *context, const void *input,
     rc = -1;
   }
   Py_XDECREF(encoded);
+  /* The value is gone: arrays the worker still holds are copied now. */
+  if (ffpy_shared_settle(out) < 0) {
+    PyErr_SetString(PyExc_MemoryError,
+                    "the result's arrays could not be copied into shared "
+                    "memory (the worker still holds them)");
+    store_exception(c->encode_error, out);
+    rc = -1;
+  }
   saved_thread_state = PyEval_SaveThread();
   return rc;
 }

@@ -355,6 +355,104 @@ static void test_arena_trim_releases_idle_chunks(void **state) {
   ff_arena_destroy(arena);
 }
 
+static void test_arena_held_region_is_lent_without_copy(void **state) {
+  (void)state;
+  /* A held region (an array's data) is whole pages, zeros when new, lent
+   * to a message at its own bytes, and kept by the message after the
+   * holder lets go. */
+  ff_arena_t *arena;
+  assert_int_equal(ff_arena_create(&arena, FF_ARENA_TO_PARENT, 4 << 20,
+                                   64 << 20),
+                   0);
+  ff_arena_ref_t held, lent, other, again;
+  void *data, *other_data;
+  int fresh = 0;
+  assert_int_equal(ff_arena_hold(arena, 10000, &held, &data, &fresh), 0);
+  long page = sysconf(_SC_PAGESIZE);
+  assert_int_equal(held.offset % (uint64_t)page, 0);
+  assert_int_equal(held.length, 12288); /* three pages */
+  assert_true(fresh);
+  assert_int_equal(((char *)data)[9999], 0);
+  memset(data, 5, 10000);
+  assert_int_equal(ff_arena_lend(arena, &held, 4096, 5000, &lent), 0);
+  assert_int_equal(lent.chunk, held.chunk);
+  assert_int_equal(lent.offset, held.offset + 4096);
+  assert_int_equal(lent.length, 5000);
+  assert_int_equal(ff_arena_lend(arena, &held, 8192, 5000, &other), -EINVAL);
+  /* A message's bytes never share a page with a held region. */
+  assert_int_equal(ff_arena_alloc(arena, 100, &other, &other_data), 0);
+  assert_true(other.offset >= held.offset + held.length ||
+              other.offset + other.length <= held.offset);
+  ff_arena_cancel(arena, &other);
+  ff_arena_unhold(arena, &held);
+  assert_int_equal(ff_arena_lend(arena, &held, 0, 10, &other), -ESTALE);
+  /* The message still holds its part: a new region lands elsewhere, and
+   * is not fresh once the bytes were used. */
+  assert_int_equal(ff_arena_hold(arena, 4096, &again, &data, &fresh), 0);
+  assert_true(again.offset + again.length <= lent.offset ||
+              again.offset >= lent.offset + lent.length);
+  ff_arena_unhold(arena, &again);
+  /* The parent's report frees the lent bytes. */
+  ff__arena_report_t r = report_of(&lent);
+  ff__arena_reported(FF__RECEIVER_PARENT, &r, sizeof(r));
+  assert_int_equal(ff_arena_hold(arena, 10000, &again, &data, &fresh), 0);
+  assert_int_equal(again.offset, held.offset);
+  assert_false(fresh);
+  ff_arena_unhold(arena, &again);
+  assert_int_equal(ff_arena_trim(arena, 0), 4 << 20);
+  ff_arena_destroy(arena);
+}
+
+static void test_arena_frozen_region_is_private_and_retired(void **state) {
+  (void)state;
+  /* Frozen before a fork: the child keeps what the region held, the
+   * parent's later writes stay its own, and the region is neither lent nor
+   * reused once let go. */
+  ff_arena_t *arena;
+  assert_int_equal(ff_arena_create(&arena, 0, 4 << 20, 64 << 20), 0);
+  ff_arena_ref_t held, lent, again;
+  void *data;
+  int fresh;
+  assert_int_equal(ff_arena_hold(arena, 8192, &held, &data, &fresh), 0);
+  char *bytes = data;
+  memset(bytes, 1, 8192);
+  assert_int_equal(ff_arena_freeze(arena, &held), 0);
+  assert_int_equal(bytes[8191], 1); /* the same bytes, at the same place */
+  assert_int_equal(ff_arena_lend(arena, &held, 0, 10, &lent), -EBUSY);
+  int ready[2];
+  assert_int_equal(pipe(ready), 0);
+  pid_t child = fork();
+  assert_true(child >= 0);
+  if (child == 0) {
+    char go;
+    /* Wait for the parent's write, then check it is not seen. */
+    if (read(ready[0], &go, 1) != 1) _exit(2);
+    _exit(bytes[0] == 1 && bytes[8191] == 1 ? 0 : 1);
+  }
+  memset(bytes, 9, 8192);
+  assert_int_equal(write(ready[1], "x", 1), 1);
+  int status;
+  assert_int_equal(waitpid(child, &status, 0), child);
+  assert_true(WIFEXITED(status));
+  assert_int_equal(WEXITSTATUS(status), 0);
+  close(ready[0]);
+  close(ready[1]);
+  /* The file kept what was there at the freeze. */
+  int fd;
+  assert_int_equal(ff_segment_open(held.chunk, &fd), 0);
+  char seen;
+  assert_int_equal(pread(fd, &seen, 1, (off_t)held.offset), 1);
+  assert_int_equal(seen, 1);
+  close(fd);
+  ff_arena_unhold(arena, &held);
+  assert_int_equal(ff_arena_hold(arena, 8192, &again, &data, &fresh), 0);
+  assert_true(again.offset != held.offset);
+  ff_arena_unhold(arena, &again);
+  /* A chunk holding nothing but retired regions is idle. */
+  assert_int_equal(ff_arena_trim(arena, 0), 4 << 20);
+  ff_arena_destroy(arena);
+}
+
 static void test_frame_bounds(void **state) {
   (void)state;
   ff_arena_frame_t frame;
@@ -454,6 +552,10 @@ int main(void) {
       cmocka_unit_test_setup(test_arena_scribbled_header_is_ignored, setup_alarm),
       cmocka_unit_test_setup(test_arena_limit_and_bad_references, setup_alarm),
       cmocka_unit_test_setup(test_arena_trim_releases_idle_chunks, setup_alarm),
+      cmocka_unit_test_setup(test_arena_held_region_is_lent_without_copy,
+                             setup_alarm),
+      cmocka_unit_test_setup(test_arena_frozen_region_is_private_and_retired,
+                             setup_alarm),
       cmocka_unit_test_setup(test_frame_bounds, setup_alarm),
       cmocka_unit_test_setup(test_pinned_segment_outlives_forget, setup_alarm),
   };
