@@ -183,6 +183,8 @@ extern PyTypeObject ffpy_segment_type;
 /* A _core.Segment's id and size (its bytes after the header page). */
 uint64_t ffpy_segment_id(PyObject *segment);
 size_t ffpy_segment_size(PyObject *segment);
+/* The first of a _core.Segment's bytes (after its header page). */
+char *ffpy_segment_data(PyObject *segment);
 extern PyTypeObject ffpy_region_type;
 /* The arena this thread's large buffers go through now (a worker's result
  * arena while it encodes upstream), made on first use; NULL if it cannot
@@ -253,5 +255,12 @@ PyObject *ffpy_adopt_segment(PyObject *module, PyObject *args);
 /* Parses a timeout argument: None means no limit (-1); negative values mean
  * do not wait (0). Returns -2 with an exception set on a bad value. */
 double ffpy_parse_timeout(PyObject *value);
+
+/* ---- arrays.c: NumPy's C API, loaded only when an array is asked for -- */
+
+/* _core.array_on_segment(segment, offset, shape, strides, dtype, writeable,
+ * subtype, fortran=False). */
+PyObject *ffpy_array_on_segment(PyObject *module, PyObject *args,
+                                PyObject *kw);
 
 #endif

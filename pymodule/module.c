@@ -168,6 +168,13 @@ static PyMethodDef core_methods[] = {
      "slot_refs(segment, offset, delta) -> the count after adding delta"},
     {"loads", core_loads, METH_VARARGS,
      "loads(data, loads=pickle.loads): decodes what dumps made"},
+    {"array_on_segment",
+     (PyCFunction)(void (*)(void))ffpy_array_on_segment,
+     METH_VARARGS | METH_KEYWORDS,
+     "array_on_segment(segment, offset, shape, strides, dtype, writeable, "
+     "subtype, fortran=False): an array of subtype on the segment's bytes "
+     "from offset (strides None: contiguous), the segment its base; checked "
+     "to lie within the segment. Needs NumPy (loaded on first use)."},
     {"pins_of", core_pins_of, METH_O,
      "pins_of(value) -> list[int]: the segments a pool's message carrying "
      "value would name (its shared arrays, queues and locks)."},

@@ -146,6 +146,10 @@ size_t ffpy_segment_size(PyObject *segment) {
   return ((ffpy_segment_t *)segment)->size;
 }
 
+char *ffpy_segment_data(PyObject *segment) {
+  return ((ffpy_segment_t *)segment)->base + FF_SEGMENT_HEADER;
+}
+
 static PyObject *segment_get_id(ffpy_segment_t *self, void *closure) {
   (void)closure;
   return PyLong_FromUnsignedLongLong(self->id);

@@ -86,14 +86,9 @@ def rebuild(
     segment, mapped here if it is not yet: how arrays arrive in another
     process without a copy (pickles, and the MPI wire)."""
     segment = _segments.find(segment_id)
-    if math.prod(shape) == 0:
-        array = np.ndarray(shape, dtype).view(SharedArray)
-    else:
-        # A Segment exports its memory as a buffer; numpy's stubs before 2.5 know only the builtin ones.
-        plain = np.ndarray(shape, dtype, buffer=segment, offset=offset, strides=strides)  # type: ignore[arg-type, unused-ignore]
-        array = plain.view(SharedArray)
-    if not writeable:
-        array.flags.writeable = False
+    # Made in C on the segment's bytes, checked to lie within them: the
+    # handle came from another process.
+    array: SharedArray = _core.array_on_segment(segment, offset, shape, strides, dtype, writeable, SharedArray)
     return array
 
 
@@ -151,9 +146,8 @@ def shared_array(
         raise ValueError(f"order must be 'C' or 'F', not {order!r}")
     # In a worker the parent makes it, so that it can come back as a handle.
     segment = _segments.new(math.prod(dims) * kind.itemsize)
-    # A Segment exports its memory as a buffer; numpy's stubs before 2.5 know only the builtin ones.
-    array = np.ndarray(dims, kind, buffer=segment, order=order)  # type: ignore[arg-type, unused-ignore]
-    return array.view(SharedArray)
+    array: SharedArray = _core.array_on_segment(segment, 0, dims, None, kind, True, SharedArray, order == "F")
+    return array
 
 
 def zeros(shape: int | Sequence[int], dtype: npt.DTypeLike = float, order: Literal["C", "F"] = "C") -> SharedArray:
