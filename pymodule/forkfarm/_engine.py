@@ -283,7 +283,7 @@ class Engine:
             return False
         if not _reuse.park(key, core, encoder, grace):
             return False
-        self.core = _reuse.Released()
+        self.core = self.encoder = _reuse.Released()
         return True
 
     @property

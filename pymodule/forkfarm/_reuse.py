@@ -188,10 +188,26 @@ def compatible(parked: ReuseKey, wanted: ReuseKey) -> bool:
 
 
 class Released:
-    """What a pool holds in place of its core once the core is parked: the
-    workers are no longer its own, so it has none, closing and joining it
-    are done, and it runs nothing (its front refuses tasks before they get
-    here)."""
+    """What a pool holds in place of its core and its encoder once they are
+    parked (it must not keep them: the pool that adopts them is their only
+    owner, and a pool let go lets its descriptors go): the workers are no
+    longer its own, so it has none, closing and joining it are done, and it
+    runs nothing (its front refuses tasks before they get here)."""
+
+    def call(self, func: Callable[..., Any], args: Any, kwds: Any) -> tuple[Any, Any]:
+        raise ValueError("Pool not running")
+
+    def function(self, func: Callable[..., Any], star: bool) -> Any:
+        raise ValueError("Pool not running")
+
+    def memo(self) -> Any:
+        raise ValueError("Pool not running")
+
+    def items(self, chunk: Any, memo: Any) -> Any:
+        raise ValueError("Pool not running")
+
+    def singletons(self, items: Any) -> list[Any]:
+        raise ValueError("Pool not running")
 
     def context(self, data: Any) -> Any:
         raise ValueError("Pool not running")

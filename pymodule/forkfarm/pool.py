@@ -472,6 +472,7 @@ class Pool:
         if self._engine.grace is None or not self._engine.park():
             return False
         self._core = self._engine.core
+        self._encode_call = self._engine.encoder.call
         debug("pool parked for reuse")
         return True
 
