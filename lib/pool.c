@@ -573,15 +573,19 @@ static void pool_abandon_in_loop(void *arg) {
   pool_terminate_in_loop(pool);
   pool->destroyed = true;
   pool_teardown(pool);
+  ff__pool_release(pool); /* the post's */
 }
 
 void ff_pool_abandon(ff_pool_t *pool) {
   if (pool == NULL) return;
   if (ff__pool_is_foreign(pool)) return;
   atomic_store(&pool->closed_by_user, true);
-  /* The loop's own reference keeps the pool alive until it is torn down;
-   * if even the post fails, waiting is the only safe way left. */
+  /* The post holds a reference of its own: the loop's may be gone already
+   * (a pool its idle limit closed is torn down without its owner). If
+   * even the post fails, waiting is the only safe way left. */
+  ff__pool_retain(pool);
   if (ff__runtime_post(pool->runtime, pool_abandon_in_loop, pool) < 0) {
+    ff__pool_release(pool);
     ff_pool_destroy(pool);
     return;
   }
