@@ -12,6 +12,12 @@ rounds (medians):
 - **call**: one ``apply(noop)`` round trip on a warm pool (W1's figure),
   to show that the start method costs nothing once the workers run.
 
+Then W4r, a reused pool's start and first result: ``Pool(2, reuse=True)``
+and ``apply(noop)`` when the previous such pool parked its workers (it is
+closed and joined outside the clock), against a fresh forkfarm pool of
+each method, multiprocessing's, and loky's ``get_reusable_executor(2)``
+returned again (its ``submit(noop).result()``).
+
     .venv/bin/python benchmarks/startup.py [--rounds N]
 """
 
@@ -96,6 +102,35 @@ def calls(name: str) -> float:
     return elapsed / CALLS
 
 
+def reused_first(name: str) -> float:
+    """W4r: the start and first result of a pool, closed after the clock."""
+    if name == "forkfarm reused":
+        start = time.perf_counter()
+        pool = forkfarm.Pool(2, reuse=True)
+        pool.apply(noop)
+        elapsed = time.perf_counter() - start
+        pool.close()
+        pool.join()
+        return elapsed
+    if name == "loky reused":
+        import loky
+
+        start = time.perf_counter()
+        loky.get_reusable_executor(2).submit(noop).result()
+        return time.perf_counter() - start
+    start = time.perf_counter()
+    pool = _context(name).Pool(2)
+    pool.apply(noop)
+    elapsed = time.perf_counter() - start
+    pool.terminate()
+    pool.join()
+    return elapsed
+
+
+REUSED = ["forkfarm reused", "forkfarm fork", "forkfarm forkserver", "multiprocessing fork",
+          "multiprocessing forkserver", "loky reused"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=9)
@@ -113,6 +148,18 @@ def main() -> None:
     for name in METHODS:
         row = [statistics.median(samples[(m, name)]) for m in ("life", "first", "call")]
         print(f"{name:28} {row[0] * 1e3:10.1f} {row[1] * 1e3:11.1f} {row[2] * 1e6:10.1f}")
+    reused: dict[str, list[float]] = {name: [] for name in REUSED}
+    for name in ("forkfarm reused", "loky reused"):
+        reused_first(name)  # the workers to reuse exist from here on
+    for _ in range(rounds):
+        for name in REUSED:
+            reused[name].append(reused_first(name))
+    base = statistics.median(reused["forkfarm reused"])
+    print(f"\nW4r: a pool's start + first result, {rounds} interleaved rounds, medians")
+    print(f"{'':28} {'ms':>10} {'x reused':>9}")
+    for name in REUSED:
+        value = statistics.median(reused[name])
+        print(f"{name:28} {value * 1e3:10.3f} {value / base:9.1f}")
 
 
 if __name__ == "__main__":

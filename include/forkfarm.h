@@ -333,6 +333,27 @@ FF_API void ff_pool_abandon(ff_pool_t *pool);
  * or -EINVAL for a bad signal. */
 FF_API int ff_pool_stop_workers(ff_pool_t *pool, int signum);
 
+/* What ff_pool_set_idle_limit does to a pool left idle for its limit. */
+enum {
+  /* Closes it, as ff_pool_close: the workers and the zygote exit, and the
+   * pool lets its handles and descriptors go once the zygote is reaped. */
+  FF_IDLE_CLOSE = 0,
+  /* Stops its idle workers (pools with start_on_demand only): the pool
+   * stays open and starts workers again when tasks come. */
+  FF_IDLE_STOP_WORKERS = 1,
+};
+
+/* Arms (seconds > 0) or disarms (seconds < 0) the pool's idle limit: once
+ * the pool has had no task queued or running, and none submitted or
+ * finished, for at least seconds (checked every seconds, by the loop
+ * thread), it does what action says. A pool kept for reuse closes this way
+ * when nobody takes it. Arming again restarts the count. Returns 0, or
+ * FF_ECLOSED when the pool no longer accepts tasks (then nothing is
+ * armed: a disarm that says so lost the race with its idle close), or
+ * -EINVAL (a bad action, FF_IDLE_STOP_WORKERS on a pool that does not
+ * start on demand). */
+FF_API int ff_pool_set_idle_limit(ff_pool_t *pool, double seconds, int action);
+
 /* Writes up to capacity worker pids into pids and returns how many workers
  * are alive now. */
 FF_API size_t ff_pool_worker_pids(ff_pool_t *pool, pid_t *pids,

@@ -36,12 +36,16 @@ static void pool_on_zygote_poll_closed(uv_handle_t *handle) {
 
 /* Frees the libuv handles once the pool is stopped and its owner is gone. */
 static void pool_teardown(ff_pool_t *pool) {
-  if (pool->state != POOL_STOPPED || !pool->destroyed) return;
+  if (pool->state != POOL_STOPPED || pool->torn_down ||
+      !(pool->destroyed || pool->idle_closed))
+    return;
+  pool->torn_down = true;
   ff__pool_close_ctl(pool);
   uv_close((uv_handle_t *)&pool->zygote_poll, pool_on_zygote_poll_closed);
   uv_close((uv_handle_t *)&pool->wakeup, ff__pool_on_handle_closed);
   uv_close((uv_handle_t *)&pool->arm, ff__pool_on_handle_closed);
   uv_close((uv_handle_t *)&pool->timeouts, ff__pool_on_handle_closed);
+  uv_close((uv_handle_t *)&pool->idle, ff__pool_on_handle_closed);
 }
 
 static void pool_on_zygote_exit(uv_poll_t *handle, int status, int events) {
@@ -175,11 +179,13 @@ static void pool_start_in_loop(void *arg) {
   uv_prepare_init(loop, &pool->arm);
   uv_timer_init(loop, &pool->timeouts);
   pool->timeouts.data = pool;
+  uv_timer_init(loop, &pool->idle);
+  pool->idle.data = pool;
   uv_poll_init(loop, &pool->ctl_poll, pool->ctl_fd);
   uv_poll_init(loop, &pool->zygote_poll, pool->zygote_pidfd);
   for (size_t i = 0; i < sizeof(handles) / sizeof(handles[0]); i++)
     handles[i]->data = pool;
-  pool->handles_open = 5;
+  pool->handles_open = 6;
   pool->ctl_open = true;
   uv_prepare_start(&pool->arm, ff__pool_on_arm);
   uv_poll_start(&pool->ctl_poll, UV_READABLE, pool_on_ctl);
@@ -385,6 +391,93 @@ static void pool_terminate_in_loop(void *arg) {
   ff__pool_unlock_publish(pool, &done);
 }
 
+/* ---- the idle limit ------------------------------------------------------ */
+
+/* Everything that moves when the pool is used: tasks submitted and tasks
+ * settled. */
+static uint64_t pool_activity(const ff_pool_t *pool) {
+  return pool->next_id + pool->tasks_done + pool->tasks_failed;
+}
+
+static bool pool_is_idle(const ff_pool_t *pool) {
+  if (pool->pending_count > 0) return false;
+  for (unsigned i = 0; i < pool->options.workers; i++)
+    if (pool->workers[i].in_flight_count > 0) return false;
+  return true;
+}
+
+/* Every idle_limit: a pool idle since the last tick, with nothing
+ * submitted or finished in between, is closed or loses its idle workers. */
+static void pool_on_idle(uv_timer_t *handle) {
+  ff_pool_t *pool = handle->data;
+  ff__done_t done;
+  ff__done_init(&done);
+  pthread_mutex_lock(&pool->lock);
+  uint64_t activity = pool_activity(pool);
+  if (!pool->accepting || pool->state != POOL_RUNNING) {
+    uv_timer_stop(handle);
+  } else if (activity != pool->idle_mark || !pool_is_idle(pool)) {
+    pool->idle_mark = activity;
+  } else if (pool->idle_action == FF_IDLE_CLOSE) {
+    uv_timer_stop(handle);
+    atomic_store(&pool->closed_by_user, true);
+    pool->idle_closed = true;
+    pool->accepting = false;
+    pool->state = POOL_CLOSING;
+    ff__pool_drain(pool, &done);
+    ff__pool_dispatch(pool, &done);
+    ff__pool_maybe_finish(pool);
+  } else {
+    for (unsigned i = 0; i < pool->options.workers; i++) {
+      ff__worker_t *w = &pool->workers[i];
+      if (w->state == WORKER_READY && !w->exiting && w->in_flight_count == 0) {
+        w->state = WORKER_RETIRING;
+        ff__slot_send_stop(w);
+      }
+    }
+    ff__pool_dispatch(pool, &done); /* wakes them to read their STOP */
+  }
+  ff__pool_unlock_publish(pool, &done);
+}
+
+typedef struct {
+  ff_pool_t *pool;
+  double seconds;
+  int action;
+  int rc;
+} idle_request_t;
+
+static void pool_set_idle_in_loop(void *arg) {
+  idle_request_t *request = arg;
+  ff_pool_t *pool = request->pool;
+  pthread_mutex_lock(&pool->lock);
+  bool open = pool->accepting && pool->state == POOL_RUNNING;
+  if (!open || request->seconds < 0) {
+    if (!uv_is_closing((uv_handle_t *)&pool->idle)) uv_timer_stop(&pool->idle);
+    request->rc = open ? 0 : FF_ECLOSED;
+  } else {
+    uint64_t ms = (uint64_t)(request->seconds * 1e3);
+    if (ms == 0) ms = 1;
+    pool->idle_action = request->action;
+    pool->idle_mark = pool_activity(pool);
+    uv_timer_start(&pool->idle, pool_on_idle, ms, ms);
+    request->rc = 0;
+  }
+  pthread_mutex_unlock(&pool->lock);
+}
+
+int ff_pool_set_idle_limit(ff_pool_t *pool, double seconds, int action) {
+  if (pool == NULL || seconds != seconds || seconds == 0 || seconds > 1e9 ||
+      (action != FF_IDLE_CLOSE && action != FF_IDLE_STOP_WORKERS))
+    return -EINVAL;
+  if (action == FF_IDLE_STOP_WORKERS && !pool->options.start_on_demand)
+    return -EINVAL;
+  if (ff__pool_is_foreign(pool)) return FF_EFOREIGN;
+  idle_request_t request = {pool, seconds, action, 0};
+  int rc = ff__runtime_call(pool->runtime, pool_set_idle_in_loop, &request);
+  return rc < 0 ? rc : request.rc;
+}
+
 typedef struct {
   ff_pool_t *pool;
   int signum;
@@ -480,15 +573,19 @@ static void pool_abandon_in_loop(void *arg) {
   pool_terminate_in_loop(pool);
   pool->destroyed = true;
   pool_teardown(pool);
+  ff__pool_release(pool); /* the post's */
 }
 
 void ff_pool_abandon(ff_pool_t *pool) {
   if (pool == NULL) return;
   if (ff__pool_is_foreign(pool)) return;
   atomic_store(&pool->closed_by_user, true);
-  /* The loop's own reference keeps the pool alive until it is torn down;
-   * if even the post fails, waiting is the only safe way left. */
+  /* The post holds a reference of its own: the loop's may be gone already
+   * (a pool its idle limit closed is torn down without its owner). If
+   * even the post fails, waiting is the only safe way left. */
+  ff__pool_retain(pool);
   if (ff__runtime_post(pool->runtime, pool_abandon_in_loop, pool) < 0) {
+    ff__pool_release(pool);
     ff_pool_destroy(pool);
     return;
   }

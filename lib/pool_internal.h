@@ -148,6 +148,15 @@ struct ff_pool_s {
   /* Watches the running tasks that have a timeout, while there are any. */
   uv_timer_t timeouts;
   _Atomic bool timeouts_wanted; /* a task with a timeout went to a worker */
+  /* ff_pool_set_idle_limit's check (the loop thread's alone): what it does
+   * and the activity it saw at its last tick. */
+  uv_timer_t idle;
+  int idle_action;
+  uint64_t idle_mark;
+  /* Closed by its idle limit: nobody will destroy it soon, so its handles
+   * and descriptors go once the zygote is reaped (torn_down: they went). */
+  bool idle_closed;
+  bool torn_down;
   unsigned handles_open;
   bool ctl_open;
   bool ctl_close_requested; /* under lock */

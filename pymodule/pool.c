@@ -284,6 +284,25 @@ static PyObject *pool_close(ffpy_pool_t *self, PyObject *unused) {
   return pool_call_released(self, ff_pool_close);
 }
 
+static PyObject *pool_set_idle_limit(ffpy_pool_t *self, PyObject *args,
+                                     PyObject *kw) {
+  static char *names[] = {"seconds", "close", NULL};
+  double seconds;
+  int close = 1;
+  if (!PyArg_ParseTupleAndKeywords(args, kw, "d|p:set_idle_limit", names,
+                                   &seconds, &close))
+    return NULL;
+  if (pool_check(self) < 0) return NULL;
+  int rc;
+  Py_BEGIN_ALLOW_THREADS
+  rc = ff_pool_set_idle_limit(self->pool, seconds,
+                              close ? FF_IDLE_CLOSE : FF_IDLE_STOP_WORKERS);
+  Py_END_ALLOW_THREADS
+  if (rc == FF_ECLOSED) Py_RETURN_FALSE;
+  if (rc < 0) return ffpy_raise_for_pool(rc, self->pool);
+  Py_RETURN_TRUE;
+}
+
 static PyObject *pool_terminate(ffpy_pool_t *self, PyObject *unused) {
   (void)unused;
   return pool_call_released(self, ff_pool_terminate);
@@ -501,6 +520,12 @@ static PyMethodDef pool_methods[] = {
      "the tasks submitted with it."},
     {"close", (PyCFunction)pool_close, METH_NOARGS,
      "Stops accepting tasks; queued ones still run."},
+    {"set_idle_limit", (PyCFunction)(void (*)(void))pool_set_idle_limit,
+     METH_VARARGS | METH_KEYWORDS,
+     "set_idle_limit(seconds, close=True) -> bool\n\nOnce the pool has been "
+     "idle for seconds, closes it (or, with close=False, stops its idle "
+     "workers, which start again on demand); a negative seconds disarms. "
+     "False when the pool no longer accepts tasks."},
     {"terminate", (PyCFunction)pool_terminate, METH_NOARGS,
      "Fails every unfinished task and kills the workers."},
     {"join", (PyCFunction)(void (*)(void))pool_join,

@@ -50,6 +50,7 @@ from ._errors import (
 )
 from ._node import available_cpus
 from .executor import Executor
+from ._reusable import get_reusable_executor
 from .pool import Pool
 from .queues import JoinableQueue, Queue, SimpleQueue
 from .sharedctypes import Array, RawArray, RawValue, Value
@@ -134,6 +135,7 @@ __all__ = [
     "get_all_start_methods",
     "get_context",
     "get_logger",
+    "get_reusable_executor",
     "get_start_method",
     "log_to_stderr",
     "parent_process",

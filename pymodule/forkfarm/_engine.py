@@ -14,7 +14,7 @@ import weakref
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple, cast
 
-from . import _backend, _errors, _node, _protocol
+from . import _backend, _core, _errors, _node, _protocol, _reuse, _start
 from ._backend import AUTO
 
 __all__ = [
@@ -147,19 +147,33 @@ class TaskLimits(NamedTuple):
 NO_LIMITS = TaskLimits()
 
 
-def _backend_of(context: object, backend: str | None) -> _backend.Backend:
+def _backend_of(context: object, backend: str | None, reuse: bool = False) -> _backend.Backend:
     """The backend a new pool runs on: the one named, or else the one set
     for this program (``python -m forkfarm.mpi`` sets the MPI backend on
-    rank 0), or else local workers of the context's start method."""
+    rank 0), or else local workers of the context's start method. A pool to
+    be reused takes the fork server unless a start method is set: a fork
+    pool cannot be reused, and one that asks for fork is refused."""
     if backend not in (None, "local", "mpi"):
         raise ValueError(f"backend must be 'local' or 'mpi', not {backend!r}")
-    if backend == "mpi":
+    if backend == "mpi" and not reuse:
         from . import mpi
 
         return mpi.backend()
-    if backend is None and context is None and _backend.default is not None:
+    if backend is None and context is None and _backend.default is not None and not reuse:
         return _backend.default
-    return _backend.local(context)
+    if not reuse:
+        return _backend.local(context)
+    if backend == "mpi" or (backend is None and context is None and _backend.default is not None):
+        raise ValueError("reuse needs workers of this machine, not MPI ranks")
+    if context is None and _start.setting.method is None:
+        context = "forkserver"
+    chosen = _backend.local(context)
+    if chosen.start_method == "fork":
+        raise ValueError(
+            "a fork pool cannot be reused: its workers must see this process as it is when "
+            "each pool is made; use the 'forkserver' or 'spawn' start method"
+        )
+    return chosen
 
 
 # -- the engine -----------------------------------------------------------------
@@ -190,19 +204,22 @@ class Engine:
         max_message_size: int | None,
         role: str,
         on_demand_with: tuple[str, ...] = (),
+        reuse: float | None = None,
     ) -> None:
         """Checks a front's arguments, with the messages of the class it
         stands in for, and starts its core. ``role`` names the workers
         (``"PoolWorker"``: ForkPoolWorker-N; ``"Process"``: ForkProcess-N);
         with a start method in ``on_demand_with`` a worker starts only when
         a task finds none idle. An initializer runs as
-        ``initializer_wrapper(initializer, *initargs)`` when one is given."""
+        ``initializer_wrapper(initializer, *initargs)`` when one is given.
+        With ``reuse`` (a grace period in seconds) the core may be a parked
+        pool's (``adopted``), and :meth:`park` keeps it for the next pool."""
         _check_inner_threads(inner_threads)
         self.timeout = _check_task_timeout(timeout)
         retries = _check_retries(retries)
         max_memory = _check_bytes(max_memory_per_child, "max_memory_per_child")
         max_message = _check_bytes(max_message_size, "max_message_size")
-        self.backend = _backend_of(context, backend)
+        self.backend = _backend_of(context, backend, reuse is not None)
         if workers is None:
             workers = self.backend.default_workers()
         if workers is None:
@@ -234,7 +251,40 @@ class Engine:
             role,
             self.backend.start_method in on_demand_with,
         )
-        self.core, self.encoder = self.backend.create(settings)
+        self.grace = reuse
+        self.reuse_key: _reuse.ReuseKey | None = None
+        adopted = None
+        if reuse is not None:
+            self.reuse_key = _reuse.reuse_key(self.backend.start_method, settings)
+            if self.reuse_key is not None:
+                adopted = _reuse.adopt(self.reuse_key)
+        self.adopted = adopted is not None
+        self.core: _backend.Core
+        self.encoder: _backend.Encoder
+        if adopted is not None:
+            self.core, self.encoder = adopted
+        else:
+            self.core, self.encoder = self.backend.create(settings)
+
+    def idle(self) -> bool:
+        """Whether no task is queued or running."""
+        queued, in_flight, _done, _failed, _workers = self.core.stats()
+        return queued == 0 and in_flight == 0
+
+    def park(self) -> bool:
+        """Keeps the core, whose tasks are all done, for the next compatible
+        pool (``_reuse.park``) and puts a stand-in in its place. False when
+        this pool is not to be reused or cannot be (it broke, or is busy):
+        then the caller closes it as usual."""
+        core, encoder, key, grace = self.core, self.encoder, self.reuse_key, self.grace
+        if key is None or grace is None or not isinstance(core, _core.Pool):
+            return False
+        if not isinstance(encoder, _backend.LocalEncoder) or not self.idle():
+            return False
+        if not _reuse.park(key, core, encoder, grace):
+            return False
+        self.core = self.encoder = _reuse.Released()
+        return True
 
     @property
     def start_method(self) -> str:

@@ -18,7 +18,7 @@ from multiprocessing.pool import MaybeEncodingError, ThreadPool  # type: ignore[
 from multiprocessing.util import debug
 from typing import Any, TypeVar
 
-from . import _errors, _identity, _node, _progress, _protocol, _stats
+from . import _errors, _identity, _node, _progress, _protocol, _reuse, _stats
 from ._engine import AUTO, NO_LIMITS, Engine, TaskLimits, check_buffersize, is_int, register
 from ._results import (
     ApplyResult,
@@ -120,6 +120,19 @@ class Pool:
     ``pin`` (True, "cores", "sockets" or a CPU list per worker) gives each
     worker slot its own CPUs. ``backend="mpi"`` farms the tasks to MPI
     ranks (see :mod:`forkfarm.mpi`).
+
+    ``reuse=True`` (or a grace period in seconds; True is 10) keeps the
+    workers for the next pool: when this pool is closed with no task left
+    (``close()``, or the end of a ``with`` block), its workers and their
+    zygote are parked for the grace period, and a new ``Pool(reuse=...)``
+    with compatible arguments (:func:`forkfarm._reuse.compatible`: the same
+    size, initializer and arguments, limits, ``sys.path`` and working
+    directory) adopts them, so its first result needs no fork. Workers
+    nobody adopts exit when the grace period ends, or at exit. Such a pool
+    takes its workers from the fork server unless a start method is set;
+    fork pools are never reused (their workers must see this process as it
+    is when each pool is made), and asking for both raises ValueError.
+    ``terminate()`` kills the workers, as always.
     """
 
     def __init__(
@@ -137,8 +150,10 @@ class Pool:
         inner_threads: int | str | None = AUTO,
         pin: _node.Pin = None,
         max_message_size: int | None = None,
+        reuse: bool | float = False,
     ) -> None:
         self._state = TERMINATE  # until the runtime pool exists
+        grace = _reuse.grace_of(reuse)
         self._engine = Engine(
             workers=processes,
             workers_error="Number of processes must be at least 1",
@@ -155,6 +170,7 @@ class Pool:
             pin=pin,
             max_message_size=max_message_size,
             role="PoolWorker",
+            reuse=grace,
         )
         self._processes = self._engine.workers
         self._core = self._engine.core
@@ -437,14 +453,28 @@ class Pool:
     # -- lifecycle -----------------------------------------------------------
 
     def close(self) -> None:
-        """Accepts no more tasks; the workers exit once the queued ones ran."""
+        """Accepts no more tasks; the workers exit once the queued ones ran.
+        A pool made with ``reuse`` and no task left parks its workers for
+        the next pool instead."""
         debug("closing pool")  # multiprocessing's records, to get_logger()'s logger
         if self._state == RUN:
             for job in list(self._feeding):
                 job._flush()
             self._feeding.clear()
             self._state = CLOSE
-            self._core.close()
+            if not self._park():
+                self._core.close()
+
+    def _park(self) -> bool:
+        """Parks the workers for the next pool, if this one is to be reused
+        and has no task left: the pool then holds none (``_pool`` is
+        empty, join() returns at once)."""
+        if self._engine.grace is None or not self._engine.park():
+            return False
+        self._core = self._engine.core
+        self._encode_call = self._engine.encoder.call
+        debug("pool parked for reuse")
+        return True
 
     def terminate(self) -> None:
         """Stops the workers at once. Unfinished tasks fail with
@@ -470,6 +500,13 @@ class Pool:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
+        """terminate(), as multiprocessing's; a pool made with ``reuse``
+        that has no task left is closed instead, which parks its workers."""
+        if self._state == RUN and self._engine.grace is not None and self._engine.idle():
+            self.close()
+            if isinstance(self._core, _reuse.Released):
+                self._state = TERMINATE
+                return
         self.terminate()
 
     def _shutdown_at_exit(self) -> None:

@@ -447,6 +447,70 @@ static void test_start_on_demand(void **state) {
   assert_no_children();
 }
 
+/* Joins a pool once its idle limit has closed it (join says -EINVAL while
+ * it is open). */
+static int join_once_closed(ff_pool_t *pool) {
+  int rc = -EINVAL;
+  for (int i = 0; i < 500 && rc == -EINVAL; i++) {
+    rc = ff_pool_join(pool, 10);
+    if (rc == -EINVAL) usleep(10000);
+  }
+  return rc;
+}
+
+/* The idle limit: an idle pool is closed by the loop thread (and a disarm
+ * then says so), a disarmed one is not, and an on-demand pool loses its
+ * idle workers and starts them again for the next task. */
+static void test_idle_limit(void **state) {
+  (void)state;
+  ff_pool_t *pool = make_pool(2, NULL);
+  expect_result(pool, "sq 3", "9");
+  assert_int_equal(ff_pool_set_idle_limit(pool, 0.1, 7), -EINVAL);
+  assert_int_equal(ff_pool_set_idle_limit(pool, 0.1, FF_IDLE_STOP_WORKERS),
+                   -EINVAL); /* not started on demand */
+  assert_int_equal(ff_pool_set_idle_limit(pool, 0.1, FF_IDLE_CLOSE), 0);
+  assert_int_equal(join_once_closed(pool), 0);
+  ff_task_t *late = NULL;
+  assert_int_equal(ff_pool_submit(pool, NULL, "sq 1", 4, 0, NULL, NULL, &late),
+                   FF_ECLOSED);
+  assert_int_equal(ff_pool_set_idle_limit(pool, -1, FF_IDLE_CLOSE),
+                   FF_ECLOSED);
+  ff_pool_destroy(pool);
+  assert_no_children();
+
+  /* Abandoned once its idle close tore it down (the loop's reference
+   * gone with its handles): the abandon's own reference keeps it. */
+  pool = make_pool(1, NULL);
+  assert_int_equal(ff_pool_set_idle_limit(pool, 0.05, FF_IDLE_CLOSE), 0);
+  assert_int_equal(join_once_closed(pool), 0);
+  usleep(100000); /* the zygote reaped, the handles closed */
+  ff_pool_abandon(pool);
+  usleep(100000);
+  assert_no_children();
+
+  pool = make_pool(2, NULL);
+  assert_int_equal(ff_pool_set_idle_limit(pool, 0.1, FF_IDLE_CLOSE), 0);
+  assert_int_equal(ff_pool_set_idle_limit(pool, -1, FF_IDLE_CLOSE), 0);
+  usleep(300000);
+  expect_result(pool, "sq 4", "16");
+  ff_pool_destroy(pool);
+  assert_no_children();
+
+  pool = make_pool_on_demand(2, 0);
+  expect_result(pool, "sq 5", "25");
+  assert_int_equal(ff_pool_worker_count(pool), 1);
+  assert_int_equal(
+      ff_pool_set_idle_limit(pool, 0.1, FF_IDLE_STOP_WORKERS), 0);
+  for (int i = 0; i < 200 && ff_pool_worker_count(pool) > 0; i++)
+    usleep(10000);
+  assert_int_equal(ff_pool_worker_count(pool), 0);
+  expect_result(pool, "sq 6", "36");
+  assert_int_equal(ff_pool_close(pool), 0);
+  assert_int_equal(ff_pool_join(pool, 30), 0);
+  ff_pool_destroy(pool);
+  assert_no_children();
+}
+
 /* Started on demand, a pool whose initializer fails fails its tasks, and
  * counts no worker wanted afterwards. */
 static void test_start_on_demand_init_failure(void **state) {
@@ -1268,6 +1332,7 @@ int main(void) {
       cmocka_unit_test_setup(test_worker_exit_codes, setup_alarm),
       cmocka_unit_test_setup(test_worker_exit_lookup, setup_alarm),
       cmocka_unit_test_setup(test_start_on_demand, setup_alarm),
+      cmocka_unit_test_setup(test_idle_limit, setup_alarm),
       cmocka_unit_test_setup(test_start_on_demand_replacement, setup_alarm),
       cmocka_unit_test_setup(test_start_on_demand_init_failure, setup_alarm),
       cmocka_unit_test_setup(test_stop_workers, setup_alarm),
