@@ -576,9 +576,15 @@ typedef struct ff_arena_ref_s {
   uint64_t chunk;  /* the segment id of the arena chunk */
   uint64_t offset; /* of the bytes, from the start of the chunk */
   uint64_t length;
-  uint32_t slot;
+  uint16_t slot;
+  uint16_t flags; /* FF_ARENA_REF_PRIVATE */
   uint32_t generation;
 } ff_arena_ref_t;
+
+/* Others may hold the same bytes (other messages of a map, or the sender,
+ * whose array they are): the receiver maps them privately, so that what it
+ * writes stays its own, and nobody writes them through the chunk. */
+#define FF_ARENA_REF_PRIVATE 1u
 
 /* A worker's result arena: its one receiver is the parent, whose reports
  * free what it sent (with FF_SEGMENT_PARENT, so that the parent can map
@@ -621,14 +627,21 @@ FF_API int ff_arena_hold(ff_arena_t *arena, size_t length, ff_arena_ref_t *ref,
 /* The holder lets a held region go; messages that were lent it keep it. */
 FF_API void ff_arena_unhold(ff_arena_t *arena, const ff_arena_ref_t *held);
 /* A message's reference to length bytes at offset within a held region,
- * without a copy: -ESTALE if it is no longer held, -EBUSY if it is frozen
- * (copy it instead), -EINVAL if out of bounds. */
+ * without a copy. In a worker's result arena the holder must have let the
+ * array go by the time the message leaves (the receiver may write it). In
+ * any other arena the holder keeps it: the region is frozen (below) from
+ * then on, and the reference is FF_ARENA_REF_PRIVATE. -ESTALE if it is no
+ * longer held, -EBUSY if its file no longer has what the holder sees (it
+ * wrote since it was frozen, or a child may see it: copy it instead),
+ * -EINVAL if out of bounds. */
 FF_API int ff_arena_lend(ff_arena_t *arena, const ff_arena_ref_t *held,
                          size_t offset, size_t length, ff_arena_ref_t *lent);
 /* Maps a held region privately over its own addresses, so that this
  * process's later writes no longer reach the shared file: before a fork, a
- * child must not share what its parent goes on writing. A frozen region is
- * never lent, and never used again once let go. */
+ * child must not share what its parent goes on writing. A region frozen
+ * that way is never used again once let go (the child may map it still);
+ * it is lent only while this process has not written it since. -EBUSY if
+ * the arena stayed busy for a second (it is left as it is). */
 FF_API int ff_arena_freeze(ff_arena_t *arena, const ff_arena_ref_t *held);
 /* Receiver: points *data at the bytes of ref (how: FF_ARENA_FROM_WORKER or
  * FF_ARENA_FROM_PARENT), mapping the chunk the first time. -ENOENT if the
@@ -638,6 +651,9 @@ FF_API int ff_arena_receive(const ff_arena_ref_t *ref, unsigned how,
                             void **data);
 /* Receiver: done with the bytes of a received ref. */
 FF_API void ff_arena_release(const ff_arena_ref_t *ref, unsigned how);
+/* Receiver: the bytes of the references this process received and holds
+ * now (out-of-band buffers of messages and results it still uses). */
+FF_API size_t ff_arena_received_bytes(void);
 /* Receiver: ref will never be received here; frees it. */
 FF_API void ff_arena_discard(const ff_arena_ref_t *ref, unsigned how);
 

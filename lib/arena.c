@@ -38,6 +38,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 /* Regions start on a cache line (NumPy wants 16 bytes; 64 avoids sharing a
@@ -66,7 +67,8 @@ typedef struct slot_s {
   uint64_t receiver; /* while ASSIGNED */
   uint32_t generation;
   uint16_t state;
-  uint8_t frozen; /* HELD, and mapped privately here (ff_arena_freeze) */
+  uint8_t frozen; /* HELD, and mapped privately here */
+  uint8_t forked; /* frozen before a fork: a child may map it still */
   uint8_t fresh;  /* its bytes were never written: past the chunk's high */
 } slot_t;
 
@@ -74,6 +76,10 @@ typedef struct arena_chunk_s {
   uint64_t id;
   char *base;
   size_t size;
+  /* Kept from the first held region on, to remap held regions without the
+   * segment table, whose lock a fork holds (freezing runs in the fork's
+   * prepare handler). */
+  int fd;
   /* The end of the furthest region ever taken: the bytes past it were never
    * written, so they are still the zeros of a new segment. */
   uint64_t high;
@@ -108,6 +114,7 @@ static void header_write(arena_chunk_t *c) {
 static void chunk_release(arena_chunk_t *c) {
   atomic_store(&header_of(c)->retired, 1);
   munmap(c->base, c->size);
+  if (c->fd >= 0) close(c->fd);
   ff_segment_forget(c->id);
   free(c);
 }
@@ -174,6 +181,7 @@ static int chunk_add(ff_arena_t *a, size_t need) {
   a->chunks = grown;
   arena_chunk_t *c = calloc(1, sizeof(*c));
   if (c == NULL) return -ENOMEM;
+  c->fd = -1;
   int fd;
   int rc = ff_segment_create(size, a->flags & FF_SEGMENT_PARENT, &c->id, &fd);
   if (rc < 0) {
@@ -239,10 +247,15 @@ static int slot_take(arena_chunk_t *c, uint64_t offset, uint64_t length,
     s->length = length;
     s->state = SLOT_SENT;
     s->frozen = 0;
+    s->forked = 0;
     s->fresh = offset >= c->high;
     s->receiver = 0;
     if (offset + length > c->high) c->high = offset + length;
-    *ref = (ff_arena_ref_t){c->id, offset, length, i, s->generation};
+    *ref = (ff_arena_ref_t){.chunk = c->id,
+                            .offset = offset,
+                            .length = length,
+                            .slot = (uint16_t)i,
+                            .generation = s->generation};
     return 0;
   }
   return -ENOSPC;
@@ -356,6 +369,7 @@ int ff_arena_share(ff_arena_t *arena, const ff_arena_ref_t *ref,
    * another message's by now. */
   int rc = c == NULL ? -ENOENT : s == NULL ? -ESTALE : 0;
   if (rc == 0) rc = slot_take(c, s->offset, s->length, another);
+  if (rc == 0) another->flags = ref->flags;
   pthread_mutex_unlock(&arena->lock);
   return rc;
 }
@@ -391,6 +405,14 @@ int ff_arena_hold(ff_arena_t *arena, size_t length, ff_arena_ref_t *ref,
   pthread_mutex_lock(&arena->lock);
   int rc;
   arena_chunk_t *c = arena_take(arena, length, page, ref, &rc);
+  if (c != NULL && c->fd < 0) {
+    rc = ff_segment_open(c->id, &c->fd);
+    if (rc < 0) {
+      c->fd = -1;
+      c->slot[ref->slot].state = SLOT_FREE;
+      c = NULL;
+    }
+  }
   if (c != NULL) {
     slot_t *s = &c->slot[ref->slot];
     s->state = SLOT_HELD;
@@ -411,11 +433,24 @@ static slot_t *held_slot(ff_arena_t *arena, const ff_arena_ref_t *ref,
   return s;
 }
 
+/* Maps held slot s of chunk c privately over its own addresses (private)
+ * or back to the shared file (under the arena's lock). */
+static int slot_remap(arena_chunk_t *c, slot_t *s, bool private_copy) {
+  if (c->fd < 0) return -EBADF;
+  return ff__shm_remap(c->base + s->offset, s->length, c->fd, s->offset,
+                       private_copy);
+}
+
 void ff_arena_unhold(ff_arena_t *arena, const ff_arena_ref_t *ref) {
   pthread_mutex_lock(&arena->lock);
-  slot_t *s = held_slot(arena, ref, NULL);
-  /* Messages that lent it keep its bytes through their own slots. */
-  if (s != NULL) s->state = s->frozen ? SLOT_RETIRED : SLOT_FREE;
+  arena_chunk_t *c = NULL;
+  slot_t *s = held_slot(arena, ref, &c);
+  /* Messages that lent it keep its bytes through their own slots. A region
+   * frozen for a message is this process's to write again (nobody else
+   * writes it); one frozen for a fork may still be a child's. */
+  if (s != NULL && s->frozen && !s->forked && slot_remap(c, s, false) < 0)
+    s->forked = 1;
+  if (s != NULL) s->state = s->forked ? SLOT_RETIRED : SLOT_FREE;
   pthread_mutex_unlock(&arena->lock);
 }
 
@@ -427,31 +462,45 @@ int ff_arena_lend(ff_arena_t *arena, const ff_arena_ref_t *held,
   int rc = s == NULL ? -ESTALE : 0;
   if (rc == 0 && (offset > s->length || length > s->length - offset))
     rc = -EINVAL;
-  /* A frozen region's file no longer has what its holder sees. */
-  if (rc == 0 && s->frozen) rc = -EBUSY;
+  uint16_t flags = 0;
+  if (rc == 0 && (arena->flags & FF_ARENA_TO_PARENT)) {
+    /* A worker's result is lent only when the worker let the array go:
+     * the parent may then write it. A frozen one a child may still see. */
+    if (s->frozen) rc = -EBUSY;
+  } else if (rc == 0) {
+    /* The sender keeps its array: from now on its writes stay its own
+     * (frozen), the receivers map it privately, and nobody writes the
+     * file. If the sender wrote since an earlier freeze, the file no longer
+     * has what it sees: copy instead. */
+    if (!s->frozen) {
+      rc = slot_remap(c, s, true);
+      if (rc == 0) s->frozen = 1;
+    } else if (ff__private_pages(c->base + s->offset + offset, length, NULL,
+                                 NULL) != 0) {
+      rc = -EBUSY;
+    }
+    flags = FF_ARENA_REF_PRIVATE;
+  }
   if (rc == 0) rc = slot_take(c, s->offset + offset, length, lent);
+  if (rc == 0) lent->flags = flags;
   pthread_mutex_unlock(&arena->lock);
   return rc;
 }
 
 int ff_arena_freeze(ff_arena_t *arena, const ff_arena_ref_t *held) {
-  pthread_mutex_lock(&arena->lock);
+  /* Called before a fork, where a thread that holds the lock might wait for
+   * the forking one: then the region is left as it is. */
+  struct timespec deadline;
+  clock_gettime(CLOCK_REALTIME, &deadline);
+  deadline.tv_sec += 1;
+  if (pthread_mutex_timedlock(&arena->lock, &deadline) != 0) return -EBUSY;
   arena_chunk_t *c = NULL;
   slot_t *s = held_slot(arena, held, &c);
   int rc = s == NULL ? -ESTALE : 0;
-  if (rc == 0 && !s->frozen) {
-    int fd;
-    rc = ff_segment_open(c->id, &fd);
-    if (rc == 0) {
-      /* Over the same addresses, so every pointer into it stays valid; the
-       * contents are the file's, which nobody writes again. */
-      void *at = mmap(c->base + s->offset, s->length, PROT_READ | PROT_WRITE,
-                      MAP_PRIVATE | MAP_FIXED, fd, (off_t)s->offset);
-      rc = at == MAP_FAILED ? -errno : 0;
-      close(fd);
-    }
-    if (rc == 0) s->frozen = 1;
-  }
+  /* Over the same addresses, so every pointer into it stays valid; the
+   * contents are the file's, which nobody writes again. */
+  if (rc == 0 && !s->frozen) rc = slot_remap(c, s, true);
+  if (rc == 0) s->frozen = s->forked = 1;
   pthread_mutex_unlock(&arena->lock);
   return rc;
 }
@@ -538,7 +587,8 @@ void ff__arena_reported(uint64_t receiver, const void *records,
     for (size_t j = 0; j < arena_count; j++) {
       pthread_mutex_lock(&arenas[j]->lock);
       arena_chunk_t *c = chunk_find(arenas[j], r.chunk);
-      ff_arena_ref_t ref = {r.chunk, 0, 0, r.slot, r.generation};
+      ff_arena_ref_t ref = {
+          .chunk = r.chunk, .slot = (uint16_t)r.slot, .generation = r.generation};
       slot_t *s = slot_of(c, &ref);
       /* Only the receiver it was given to can give it back: in a worker's
        * result arena, the parent, to which every message goes. */

@@ -44,11 +44,32 @@ typedef struct view_s {
   size_t size;
   unsigned refs;
   bool gone;
+  /* The same chunk mapped privately, for the references others may hold
+   * too (FF_ARENA_REF_PRIVATE), made on the first: what this process
+   * writes there stays its own. */
+  char *private_base;
 } view_t;
 
 static pthread_mutex_t views_lock = PTHREAD_MUTEX_INITIALIZER;
 static view_t *views;
 static size_t view_count;
+
+/* A private reference held here. Those in a view's private mapping never
+ * share a page, so that each can drop the copies it wrote when it goes; one
+ * that would gets a mapping of its own. */
+typedef struct receipt_s {
+  uint64_t chunk;
+  uint64_t offset, length; /* whole pages */
+  uint32_t generation;
+  uint16_t slot;
+  char *own;       /* its own mapping, or NULL: the view's private one */
+  size_t own_size;
+} receipt_t;
+static receipt_t *receipts;
+static size_t receipt_count;
+static size_t receipt_capacity;
+/* The bytes of the references received and not yet released. */
+static size_t received_bytes;
 
 /* In a worker: what it let go of its parent's messages, not yet reported
  * (under views_lock). */
@@ -73,6 +94,7 @@ static void views_sweep(void) {
     const arena_header_t *h = (const arena_header_t *)v->base;
     if (v->refs == 0 && (v->gone || atomic_load(&h->retired))) {
       munmap(v->base, v->size);
+      if (v->private_base != NULL) munmap(v->private_base, v->size);
       views[i] = views[--view_count];
     } else {
       i++;
@@ -111,7 +133,7 @@ static int view_get(uint64_t id, view_t **out) {
       return FF_EPROTOCOL;
     }
     v = &views[view_count++];
-    *v = (view_t){id, base, size, 0, false};
+    *v = (view_t){id, base, size, 0, false, NULL};
   }
   v->refs++;
   *out = v;
@@ -217,6 +239,98 @@ void ff__arena_forget_reports(void) {
   atomic_store(&down_pending, 0);
 }
 
+/* ---- private references ---------------------------------------------------- */
+
+static size_t page_size(void) {
+  long page = sysconf(_SC_PAGESIZE);
+  return page > 0 ? (size_t)page : 4096;
+}
+
+/* Maps length bytes of chunk id from offset (a page multiple) privately. */
+static int map_private(uint64_t id, uint64_t offset, size_t length,
+                       char **base) {
+  int fd;
+  int rc = ff_segment_open(id, &fd);
+  if (rc < 0) return rc;
+  void *p = mmap(NULL, length, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd,
+                 (off_t)offset);
+  rc = p == MAP_FAILED ? -errno : 0;
+  close(fd);
+  if (rc == 0) *base = p;
+  return rc;
+}
+
+static receipt_t *receipt_find(const ff_arena_ref_t *ref) {
+  for (size_t i = 0; i < receipt_count; i++)
+    if (receipts[i].chunk == ref->chunk && receipts[i].slot == ref->slot &&
+        receipts[i].generation == ref->generation)
+      return &receipts[i];
+  return NULL;
+}
+
+/* Whether a held private reference of chunk id shares a page with
+ * [offset, offset + length). */
+static bool receipt_overlaps(uint64_t id, uint64_t offset, uint64_t length) {
+  for (size_t i = 0; i < receipt_count; i++) {
+    const receipt_t *r = &receipts[i];
+    if (r->chunk == id && r->own == NULL && r->offset < offset + length &&
+        offset < r->offset + r->length)
+      return true;
+  }
+  return false;
+}
+
+/* Points *data at the bytes of a private ref in view v (under views_lock). */
+static int receive_private(view_t *v, const ff_arena_ref_t *ref,
+                           void **data) {
+  receipt_t *grown =
+      ff__grow(receipts, receipt_count, &receipt_capacity, sizeof(*receipts));
+  if (grown == NULL) return -ENOMEM;
+  receipts = grown;
+  size_t page = page_size();
+  uint64_t first = ref->offset / page * page;
+  uint64_t end = (ref->offset + ref->length + page - 1) / page * page;
+  if (end > v->size) end = v->size;
+  receipt_t r = {ref->chunk, first, end - first, ref->generation, ref->slot,
+                 NULL, 0};
+  int rc = 0;
+  if (receipt_overlaps(ref->chunk, first, end - first)) {
+    /* Another message here has these pages (the same array twice): each
+     * must see only its own writes. */
+    rc = map_private(ref->chunk, first, end - first, &r.own);
+    if (rc == 0) {
+      r.own_size = end - first;
+      *data = r.own + (ref->offset - first);
+    }
+  } else {
+    if (v->private_base == NULL) rc = map_private(ref->chunk, 0, v->size, &v->private_base);
+    if (rc == 0) *data = v->private_base + ref->offset;
+  }
+  if (rc == 0) receipts[receipt_count++] = r;
+  return rc;
+}
+
+static void drop_copies(char *start, size_t length, void *arg) {
+  (void)arg;
+  madvise(start, length, MADV_DONTNEED);
+}
+
+/* A private ref goes (under views_lock): the pages this process wrote are
+ * dropped, so that its view shows the chunk's bytes again, whoever uses
+ * them next; the others stay mapped, warm. */
+static void release_private(view_t *v, const ff_arena_ref_t *ref) {
+  receipt_t *r = receipt_find(ref);
+  if (r == NULL) return;
+  if (r->own != NULL) {
+    munmap(r->own, r->own_size);
+  } else if (v != NULL && v->private_base != NULL) {
+    char *start = v->private_base + r->offset;
+    if (ff__private_pages(start, r->length, drop_copies, NULL) < 0)
+      madvise(start, r->length, MADV_DONTNEED);
+  }
+  *r = receipts[--receipt_count];
+}
+
 int ff_arena_receive(const ff_arena_ref_t *ref, unsigned how, void **data) {
   (void)how;
   pthread_mutex_lock(&views_lock);
@@ -224,10 +338,14 @@ int ff_arena_receive(const ff_arena_ref_t *ref, unsigned how, void **data) {
   int rc = view_get(ref->chunk, &v);
   if (rc == 0) {
     rc = ref_check(v, ref);
-    if (rc == 0)
+    if (rc == 0 && (ref->flags & FF_ARENA_REF_PRIVATE))
+      rc = receive_private(v, ref, data);
+    else if (rc == 0)
       *data = v->base + ref->offset;
-    else
+    if (rc < 0)
       v->refs--;
+    else
+      received_bytes += ref->length;
   }
   views_sweep();
   pthread_mutex_unlock(&views_lock);
@@ -238,8 +356,11 @@ void ff_arena_release(const ff_arena_ref_t *ref, unsigned how) {
   pthread_mutex_lock(&views_lock);
   view_t *v = view_find(ref->chunk);
   if (v != NULL) {
+    if (ref->flags & FF_ARENA_REF_PRIVATE) release_private(v, ref);
     report(ref, how);
     v->refs--;
+    received_bytes -= ref->length < received_bytes ? ref->length
+                                                   : received_bytes;
   }
   views_sweep();
   pthread_mutex_unlock(&views_lock);
@@ -274,3 +395,10 @@ static void arena_segment_gone(uint64_t id) {
 }
 
 static void arena_watch_segments(void) { ff__share_on_gone(arena_segment_gone); }
+
+size_t ff_arena_received_bytes(void) {
+  pthread_mutex_lock(&views_lock);
+  size_t bytes = received_bytes;
+  pthread_mutex_unlock(&views_lock);
+  return bytes;
+}

@@ -135,6 +135,17 @@ int ff__shm_create(ff__shm_t *shm, const char *name, size_t size);
 /* Maps a segment received as fd (taking over fd). */
 int ff__shm_attach(ff__shm_t *shm, int fd);
 void ff__shm_close(ff__shm_t *shm);
+/* Maps length bytes of fd from offset over the pages at `at` (MAP_FIXED),
+ * shared, or private (copy on write): 0 or a negative errno. */
+int ff__shm_remap(void *at, size_t length, int fd, uint64_t offset,
+                  bool private_copy);
+/* The pages of [base, base + length) that this process has written into a
+ * private mapping (copies of the file's pages, present or swapped out),
+ * read from /proc/self/pagemap: calls run(start, length, arg) for each run
+ * of them (run may be NULL) and returns how many, or a negative errno. */
+long ff__private_pages(char *base, size_t length,
+                       void (*run)(char *start, size_t length, void *arg),
+                       void *arg);
 
 /* ---- ring.c: single-producer single-consumer message rings --------------
  * A ring lives in shared memory: a header with the producer's and the

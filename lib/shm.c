@@ -58,3 +58,60 @@ void ff__shm_close(ff__shm_t *shm) {
   shm->size = 0;
   shm->fd = -1;
 }
+
+int ff__shm_remap(void *at, size_t length, int fd, uint64_t offset,
+                  bool private_copy) {
+  void *p = mmap(at, length, PROT_READ | PROT_WRITE,
+                 (private_copy ? MAP_PRIVATE : MAP_SHARED) | MAP_FIXED, fd,
+                 (off_t)offset);
+  return p == MAP_FAILED ? -errno : 0;
+}
+
+/* pagemap(5): bit 63 present, 62 swapped, 61 a file page (or shared
+ * anonymous); a present page without bit 61 is a private copy. */
+#define PAGE_PRESENT (UINT64_C(1) << 63)
+#define PAGE_SWAPPED (UINT64_C(1) << 62)
+#define PAGE_FILE (UINT64_C(1) << 61)
+
+long ff__private_pages(char *base, size_t length,
+                       void (*run)(char *start, size_t length, void *arg),
+                       void *arg) {
+  long page = sysconf(_SC_PAGESIZE);
+  if (page <= 0) return -EINVAL;
+  uintptr_t first = (uintptr_t)base / (uintptr_t)page;
+  uintptr_t end = ((uintptr_t)base + length + (uintptr_t)page - 1) /
+                  (uintptr_t)page;
+  /* Opened each time: after a fork, a kept descriptor would still read the
+   * parent's pages. */
+  int fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -errno;
+  long count = 0;
+  uintptr_t run_start = 0;
+  bool in_run = false;
+  uint64_t entries[512];
+  for (uintptr_t at = first; at < end && count >= 0;) {
+    size_t want = end - at < 512 ? (size_t)(end - at) : 512;
+    ssize_t got = pread(fd, entries, want * sizeof(uint64_t),
+                        (off_t)(at * sizeof(uint64_t)));
+    if (got < (ssize_t)sizeof(uint64_t)) {
+      count = got < 0 ? -errno : -EIO;
+      break;
+    }
+    size_t n = (size_t)got / sizeof(uint64_t);
+    for (size_t i = 0; i < n; i++, at++) {
+      uint64_t e = entries[i];
+      bool copied = (e & PAGE_SWAPPED) || ((e & PAGE_PRESENT) && !(e & PAGE_FILE));
+      if (copied && !in_run) run_start = at;
+      if (copied) count++;
+      if (!copied && in_run && run != NULL)
+        run((char *)(run_start * (uintptr_t)page),
+            (size_t)(at - run_start) * (size_t)page, arg);
+      in_run = copied;
+    }
+  }
+  if (count >= 0 && in_run && run != NULL)
+    run((char *)(run_start * (uintptr_t)page),
+        (size_t)(end - run_start) * (size_t)page, arg);
+  close(fd);
+  return count;
+}

@@ -30,6 +30,8 @@ typedef struct held_s {
   size_t length; /* asked for; the region is whole pages */
   ff_arena_t *arena;
   ff_arena_ref_t ref;
+  int frozen;    /* for a fork (ff_arena_freeze) */
+  int inherited; /* the parent's, from before this process was forked */
 } held_t;
 
 /* A region lent to the result being encoded. */
@@ -40,7 +42,10 @@ typedef struct lent_s {
   ff_arena_ref_t lent;
 } lent_t;
 
-/* Everything below is under this lock: free() may come from any thread. */
+/* Everything below is under this lock, since free() may come from any
+ * thread. It is never held across a call into the arena, which may need
+ * the segment table's lock, which a fork holds: the fork's own handlers
+ * take this lock. */
 static pthread_mutex_t held_lock = PTHREAD_MUTEX_INITIALIZER;
 static held_t *held; /* sorted by data */
 static size_t held_count;
@@ -96,55 +101,95 @@ static held_t *held_containing(const char *p, size_t length) {
 
 static void held_remove(held_t *h) {
   size_t i = (size_t)(h - held);
-  counts.held_bytes -= h->ref.length;
-  counts.held_count--;
+  if (!h->inherited) {
+    counts.held_bytes -= h->ref.length;
+    counts.held_count--;
+  }
   memmove(&held[i], &held[i + 1], (held_count - i - 1) * sizeof(*held));
   held_count--;
 }
 
-/* ---- fork ---------------------------------------------------------------- */
+/* ---- fork ----------------------------------------------------------------
+ * A fork freezes every held region, so that the child and the parent never
+ * see each other's writes. forkfarm's own forks (a pool's zygote, a
+ * Process) do it in their prepare hook, ffpy_shared_before_fork, before the
+ * runtime takes the segment table's lock for the fork; any fork does it
+ * again in the pthread_atfork handler, where only regions made since are
+ * left to freeze. */
 
-static void before_fork(void) {
-  pthread_mutex_lock(&held_lock);
-  for (size_t i = 0; i < held_count; i++)
-    if (ff_arena_freeze(held[i].arena, &held[i].ref) == 0) counts.frozen++;
+/* Under held_lock. */
+static void freeze_all(void) {
+  for (size_t i = 0; i < held_count; i++) {
+    held_t *h = &held[i];
+    if (h->frozen || h->inherited) continue;
+    if (ff_arena_freeze(h->arena, &h->ref) == 0) {
+      h->frozen = 1;
+      counts.frozen++;
+    }
+  }
 }
 
-static void after_fork(void) { pthread_mutex_unlock(&held_lock); }
+void ffpy_shared_before_fork(void) {
+  pthread_mutex_lock(&held_lock);
+  freeze_all();
+  pthread_mutex_unlock(&held_lock);
+}
+
+/* Held through the fork, so that the child's table is whole. */
+static void before_fork(void) {
+  pthread_mutex_lock(&held_lock);
+  freeze_all();
+}
+
+static void after_fork_in_parent(void) { pthread_mutex_unlock(&held_lock); }
+
+/* The child's arrays are its parent's: frozen, never lent, and not its
+ * own in the counts. */
+static void after_fork_in_child(void) {
+  for (size_t i = 0; i < held_count; i++) held[i].inherited = 1;
+  counts = (ffpy_shared_counts_t){0};
+  lend_count = 0;
+  lending = 0;
+  pthread_mutex_unlock(&held_lock);
+}
 
 static void fork_hooks_install(void) {
-  pthread_atfork(before_fork, after_fork, after_fork);
+  pthread_atfork(before_fork, after_fork_in_parent, after_fork_in_child);
 }
 
 /* ---- the allocator ------------------------------------------------------- */
 
 void *ffpy_shared_alloc(size_t size, int zeroed) {
   if (size < threshold || threshold == 0) return NULL;
-  ff_arena_t *arena = ffpy_result_arena();
+  /* A worker's arrays may become its results; a parent's (opted in) go to
+   * its tasks, through the arena it sends with. */
+  ff_arena_t *arena =
+      ffpy_in_worker() ? ffpy_result_arena() : ffpy_sending_arena();
   if (arena == NULL) return NULL;
   pthread_once(&fork_hooks_once, fork_hooks_install);
-  pthread_mutex_lock(&held_lock);
-  void *data = NULL;
-  held_t *grown = grow(held, held_count, &held_capacity, sizeof(*held));
-  if (grown == NULL) goto done;
-  held = grown;
   ff_arena_ref_t ref;
+  void *data = NULL;
   int fresh = 0;
-  if (ff_arena_hold(arena, size, &ref, &data, &fresh) < 0) {
-    data = NULL;
-    goto done;
-  }
+  if (ff_arena_hold(arena, size, &ref, &data, &fresh) < 0) return NULL;
   /* New bytes of a segment are zeros already; reused ones are not. */
   if (zeroed && !fresh) memset(data, 0, size);
-  size_t i = held_search(data);
-  memmove(&held[i + 1], &held[i], (held_count - i) * sizeof(*held));
-  held[i] = (held_t){data, size, arena, ref};
-  held_count++;
-  counts.held_bytes += ref.length;
-  counts.held_count++;
-  counts.allocations++;
-done:
+  pthread_mutex_lock(&held_lock);
+  held_t *grown = grow(held, held_count, &held_capacity, sizeof(*held));
+  if (grown != NULL) {
+    held = grown;
+    size_t i = held_search(data);
+    memmove(&held[i + 1], &held[i], (held_count - i) * sizeof(*held));
+    held[i] = (held_t){data, size, arena, ref, 0, 0};
+    held_count++;
+    counts.held_bytes += ref.length;
+    counts.held_count++;
+    counts.allocations++;
+  }
   pthread_mutex_unlock(&held_lock);
+  if (grown == NULL) {
+    ff_arena_unhold(arena, &ref);
+    return NULL;
+  }
   return data;
 }
 
@@ -152,11 +197,12 @@ int ffpy_shared_free(void *p) {
   if (p == NULL) return 0;
   pthread_mutex_lock(&held_lock);
   held_t *h = held_count > 0 ? held_at(p) : NULL;
-  if (h != NULL) {
-    ff_arena_unhold(h->arena, &h->ref);
-    held_remove(h);
-  }
+  held_t gone = h != NULL ? *h : (held_t){0};
+  if (h != NULL) held_remove(h);
   pthread_mutex_unlock(&held_lock);
+  /* An inherited region is the parent's: its arena here is a copy, whose
+   * lock may have been held by a thread the fork left behind. */
+  if (h != NULL && !gone.inherited) ff_arena_unhold(gone.arena, &gone.ref);
   return h != NULL;
 }
 
@@ -188,22 +234,34 @@ void ffpy_shared_begin_result(void) {
 
 int ffpy_shared_lend(const void *buffer, size_t length, ff_arena_t *arena,
                      ff_arena_ref_t *lent) {
+  /* A worker lends only to the result being encoded, which it settles; a
+   * parent lends to any message (the arena freezes what it keeps). */
+  int worker = ffpy_in_worker();
   pthread_mutex_lock(&held_lock);
-  int done = 0;
-  held_t *h = lending && held_count > 0 ? held_containing(buffer, length)
-                                        : NULL;
-  if (h != NULL && h->arena == arena) {
+  held_t *h = (lending || !worker) && held_count > 0
+                  ? held_containing(buffer, length)
+                  : NULL;
+  held_t found = h != NULL ? *h : (held_t){0};
+  pthread_mutex_unlock(&held_lock);
+  if (h == NULL || found.arena != arena || found.inherited) return 0;
+  size_t offset = (size_t)((const char *)buffer - found.data);
+  if (ff_arena_lend(arena, &found.ref, offset, length, lent) < 0) return 0;
+  pthread_mutex_lock(&held_lock);
+  int done = 1;
+  if (worker) {
     lent_t *grown = grow(lends, lend_count, &lend_capacity, sizeof(*lends));
     if (grown != NULL) {
       lends = grown;
-      size_t offset = (size_t)((const char *)buffer - h->data);
-      if (ff_arena_lend(arena, &h->ref, offset, length, lent) == 0) {
-        lends[lend_count++] = (lent_t){h->data, arena, h->ref, *lent};
-        done = 1;
-      }
+      lends[lend_count++] = (lent_t){found.data, arena, found.ref, *lent};
+    } else {
+      done = 0; /* unsettled, it must not go */
     }
+  } else {
+    counts.lent++;
+    counts.lent_bytes += length;
   }
   pthread_mutex_unlock(&held_lock);
+  if (!done) ff_arena_cancel(arena, lent);
   return done;
 }
 
@@ -227,7 +285,7 @@ static long frame_index(const char *message, size_t length,
 }
 
 /* The worker still holds the region lent as l: the message gets a copy of
- * its bytes instead (under held_lock). 0, or a negative errno. */
+ * its bytes instead. 0, or a negative errno. */
 static int lend_replace_by_copy(const lent_t *l, char *message, long index) {
   ff_arena_ref_t copy;
   void *data;
@@ -240,38 +298,58 @@ static int lend_replace_by_copy(const lent_t *l, char *message, long index) {
   return 0;
 }
 
+/* What settling does with one lent region. */
+enum { SETTLE_LENT, SETTLE_COPY, SETTLE_CANCEL };
+
 int ffpy_shared_settle(ff_buf_t *out) {
+  /* The lends are this thread's (the worker's, encoding its result); what
+   * is still held is read under the lock, the arena called without it. */
   pthread_mutex_lock(&held_lock);
-  int rc = 0;
-  for (size_t i = 0; i < lend_count; i++) {
-    const lent_t *l = &lends[i];
-    long index = out->base != NULL ? frame_index(out->base, out->len, &l->lent)
-                                   : -1;
-    held_t *h = held_count > 0 ? held_at(l->data) : NULL;
-    if (index < 0) {
-      /* Not in the message that leaves (an encoding that failed). */
-      ff_arena_cancel(l->arena, &l->lent);
-    } else if (h != NULL && same_ref(&h->ref, &l->held)) {
-      int copied = rc == 0 ? lend_replace_by_copy(l, out->base, index) : rc;
-      if (copied < 0 && rc == 0) rc = copied;
-      if (copied == 0) counts.copies++;
-    } else {
-      counts.lent++;
-      counts.lent_bytes += l->lent.length;
-    }
-  }
-  if (rc < 0 && lend_count > 0) {
-    /* out will carry an error instead: none of its references is sent. */
-    ff_arena_frame_t frame;
-    if (ff_arena_frame(out->base, out->len, &frame) == 1)
-      for (size_t i = 0; i < frame.refs; i++) {
-        ff_arena_ref_t r;
-        ff_arena_frame_ref(out->base, i, &r);
-        ff_arena_cancel(lends[0].arena, &r);
-      }
+  size_t count = lend_count;
+  lent_t *taken = count > 0 ? PyMem_RawMalloc(count * sizeof(*taken)) : NULL;
+  int *what = count > 0 ? PyMem_RawMalloc(count * sizeof(*what)) : NULL;
+  int rc = count > 0 && (taken == NULL || what == NULL) ? -ENOMEM : 0;
+  for (size_t i = 0; rc == 0 && i < count; i++) {
+    taken[i] = lends[i];
+    held_t *h = held_count > 0 ? held_at(lends[i].data) : NULL;
+    what[i] = h != NULL && same_ref(&h->ref, &lends[i].held) ? SETTLE_COPY
+                                                             : SETTLE_LENT;
   }
   lend_count = 0;
   lending = 0;
+  pthread_mutex_unlock(&held_lock);
+  size_t lent = 0, lent_bytes = 0, copies = 0;
+  for (size_t i = 0; rc == 0 && i < count; i++) {
+    const lent_t *l = &taken[i];
+    long index = out->base != NULL ? frame_index(out->base, out->len, &l->lent)
+                                   : -1;
+    if (index < 0) {
+      /* Not in the message that leaves (an encoding that failed). */
+      ff_arena_cancel(l->arena, &l->lent);
+    } else if (what[i] == SETTLE_COPY) {
+      rc = lend_replace_by_copy(l, out->base, index);
+      copies += rc == 0;
+    } else {
+      lent++;
+      lent_bytes += l->lent.length;
+    }
+  }
+  if (rc < 0 && count > 0) {
+    /* out will carry an error instead: none of its references is sent. */
+    ff_arena_frame_t frame;
+    if (out->base != NULL && ff_arena_frame(out->base, out->len, &frame) == 1)
+      for (size_t i = 0; i < frame.refs; i++) {
+        ff_arena_ref_t r;
+        ff_arena_frame_ref(out->base, i, &r);
+        ff_arena_cancel(ffpy_result_arena(), &r);
+      }
+  }
+  PyMem_RawFree(taken);
+  PyMem_RawFree(what);
+  pthread_mutex_lock(&held_lock);
+  counts.lent += lent;
+  counts.lent_bytes += lent_bytes;
+  counts.copies += copies;
   pthread_mutex_unlock(&held_lock);
   return rc;
 }
@@ -304,7 +382,9 @@ PyObject *ffpy_core_shared_counts(PyObject *module, PyObject *unused) {
   (void)module;
   (void)unused;
   ffpy_shared_counts_t c = ffpy_shared_counts();
-  return Py_BuildValue("{s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n}", "held_bytes",
+  return Py_BuildValue("{s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n}",
+                       "received_bytes", (Py_ssize_t)ff_arena_received_bytes(),
+                       "held_bytes",
                        (Py_ssize_t)c.held_bytes, "held", (Py_ssize_t)c.held_count,
                        "allocations", (Py_ssize_t)c.allocations, "lent",
                        (Py_ssize_t)c.lent, "lent_bytes",

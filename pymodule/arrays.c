@@ -232,26 +232,47 @@ static PyDataMem_Handler shared_handler = {
 };
 static PyObject *shared_capsule;
 
-int ffpy_numpy_use_shared_allocator(void) {
-  if (numpy_load() < 0) return -1;
+PyObject *ffpy_numpy_use_shared_allocator(void) {
+  if (numpy_load() < 0) return NULL;
   if (shared_capsule == NULL) {
     /* The capsule's name is the one NumPy requires. */
     shared_capsule = PyCapsule_New(&shared_handler, "mem_handler", NULL);
-    if (shared_capsule == NULL) return -1;
+    if (shared_capsule == NULL) return NULL;
   }
   PyObject *old = PyDataMem_SetHandler(shared_capsule);
-  if (old == NULL) return -1;
+  if (old == NULL) return NULL;
   PyDataMem_Handler *handler = PyCapsule_GetPointer(old, "mem_handler");
   if (handler == NULL) {
-    PyDataMem_SetHandler(old);
+    Py_XDECREF(PyDataMem_SetHandler(old));
     Py_DECREF(old);
-    return -1;
+    return NULL;
   }
   if (handler != &shared_handler && previous_capsule == NULL) {
-    previous_capsule = old; /* held for ever */
+    previous_capsule = Py_NewRef(old); /* held for ever */
     previous = handler->allocator;
-  } else {
-    Py_DECREF(old);
   }
-  return 0;
+  return old;
+}
+
+/* _core.use_shared_allocator() -> the handler it replaces. */
+PyObject *ffpy_core_use_shared_allocator(PyObject *module, PyObject *unused) {
+  (void)module;
+  (void)unused;
+  return ffpy_numpy_use_shared_allocator();
+}
+
+/* _core.restore_allocator(handler): NumPy's allocator is handler again. */
+PyObject *ffpy_core_restore_allocator(PyObject *module, PyObject *handler) {
+  (void)module;
+  if (numpy_load() < 0) return NULL;
+  if (!PyCapsule_IsValid(handler, "mem_handler")) {
+    PyErr_SetString(PyExc_TypeError,
+                    "restore_allocator() takes what use_shared_allocator() "
+                    "returned");
+    return NULL;
+  }
+  PyObject *ours = PyDataMem_SetHandler(handler);
+  if (ours == NULL) return NULL;
+  Py_DECREF(ours);
+  Py_RETURN_NONE;
 }

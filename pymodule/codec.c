@@ -320,18 +320,24 @@ static PyObject *oob_collect(PyObject *unused, PyObject *buffer) {
   if (a != NULL) {
     int rc;
     memo_entry_t *seen = memo_find(c->memo, view.buf, (size_t)view.len);
-    if (ffpy_shared_lend(view.buf, (size_t)view.len, a, &ref)) {
-      rc = 0; /* born in shared memory: lent, not copied */
-    } else if (seen != NULL && c->memo->arena == a) {
+    int fresh = 0; /* a reference no message of the memo has yet */
+    if (seen != NULL && c->memo->arena == a) {
       rc = ff_arena_share(a, &seen->ref, &ref);
+    } else if (ffpy_shared_lend(view.buf, (size_t)view.len, a, &ref)) {
+      rc = 0; /* born in shared memory: lent, not copied */
+      fresh = 1;
     } else {
       Py_BEGIN_ALLOW_THREADS
       rc = ff_arena_alloc(a, (size_t)view.len, &ref, &data);
       if (rc == 0) memcpy(data, view.buf, (size_t)view.len);
       Py_END_ALLOW_THREADS
-      if (rc == 0 && c->memo != NULL)
-        memo_add(c->memo, a, view.buf, (size_t)view.len, &ref, buffer);
+      /* The messages of a memo share the copy: each receiver maps it
+       * privately, so that what one task writes no other sees. */
+      if (rc == 0 && c->memo != NULL) ref.flags |= FF_ARENA_REF_PRIVATE;
+      fresh = rc == 0;
     }
+    if (fresh && c->memo != NULL)
+      memo_add(c->memo, a, view.buf, (size_t)view.len, &ref, buffer);
     if (rc == 0) {
       memcpy(c->refs + c->count * sizeof(ref), &ref, sizeof(ref));
       c->count++;

@@ -289,6 +289,10 @@ int ffpy_shared_lend(const void *buffer, size_t length, ff_arena_t *arena,
  * value: regions it still holds are copied and renamed in out. 0, or a
  * negative errno (out cannot leave as it is). */
 int ffpy_shared_settle(ff_buf_t *out);
+/* Before forkfarm forks (a zygote, a Process), ahead of the runtime's
+ * locks: freezes the held regions (any other fork does it in its
+ * pthread_atfork handler). */
+void ffpy_shared_before_fork(void);
 /* The smallest array data that goes to shared memory (0: none). */
 void ffpy_shared_set_threshold(size_t bytes);
 size_t ffpy_shared_threshold(void);
@@ -305,7 +309,11 @@ PyObject *ffpy_core_set_shared_threshold(PyObject *module, PyObject *arg);
 PyObject *ffpy_array_on_segment(PyObject *module, PyObject *args,
                                 PyObject *kw);
 /* Makes forkfarm's allocator NumPy's current one (in this thread's
- * context), loading NumPy's API: 0, or -1 with an exception. */
-int ffpy_numpy_use_shared_allocator(void);
+ * context), loading NumPy's API: the handler it replaces (a new
+ * reference), or NULL with an exception. */
+PyObject *ffpy_numpy_use_shared_allocator(void);
+/* _core.use_shared_allocator() and _core.restore_allocator(handler). */
+PyObject *ffpy_core_use_shared_allocator(PyObject *module, PyObject *unused);
+PyObject *ffpy_core_restore_allocator(PyObject *module, PyObject *handler);
 
 #endif

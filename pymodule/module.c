@@ -200,6 +200,12 @@ static PyMethodDef core_methods[] = {
     {"set_shared_threshold", ffpy_core_set_shared_threshold, METH_O,
      "set_shared_threshold(n): in a worker, NumPy array data of n bytes and "
      "more is born in shared memory (0: none)."},
+    {"use_shared_allocator", ffpy_core_use_shared_allocator, METH_NOARGS,
+     "use_shared_allocator() -> handler: in this thread's context, NumPy "
+     "array data of the threshold and more is born in shared memory; "
+     "returns the handler it replaces. Needs NumPy."},
+    {"restore_allocator", ffpy_core_restore_allocator, METH_O,
+     "restore_allocator(handler): NumPy's allocator is handler again."},
     {"encode_singletons", core_encode_singletons, METH_VARARGS,
      "encode_singletons(items, dumps, protocol) -> list[bytes]: one map "
      "chunk per item, compact for ints and floats."},

@@ -24,6 +24,7 @@ static _Thread_local PyThreadState *fork_state;
 static void process_prepare(void *arg) {
   (void)arg;
   PyEval_RestoreThread(fork_state);
+  ffpy_shared_before_fork();
   PyOS_BeforeFork();
 }
 

@@ -18,6 +18,7 @@ static _Thread_local PyThreadState *saved_thread_state;
 static void fork_prepare(void *arg) {
   (void)arg;
   PyEval_RestoreThread(saved_thread_state);
+  ffpy_shared_before_fork();
   PyOS_BeforeFork();
 }
 
@@ -219,7 +220,9 @@ static void use_shared_allocator(void) {
   }
   Py_DECREF(numpy);
   shared_allocator_tried = 1;
-  if (ffpy_numpy_use_shared_allocator() < 0) PyErr_Clear();
+  PyObject *replaced = ffpy_numpy_use_shared_allocator();
+  if (replaced == NULL) PyErr_Clear();
+  Py_XDECREF(replaced);
 }
 
 /* Runs a task message: the value, or NULL with an exception set and

@@ -143,6 +143,7 @@ __all__ = [
     "set_executable",
     "set_forkserver_preload",
     "set_start_method",
+    "shared_allocations",
     "shared_array",
     "zeros",
 ]
@@ -163,9 +164,9 @@ if TYPE_CHECKING:
         spawn,
         util,
     )
-    from .shared import SharedArray, as_shared, empty, full, shared_array, zeros
+    from .shared import SharedArray, as_shared, empty, full, shared_allocations, shared_array, zeros
 
-_SHARED_NAMES = {"SharedArray", "as_shared", "empty", "full", "shared_array", "zeros"}
+_SHARED_NAMES = {"SharedArray", "as_shared", "empty", "full", "shared_allocations", "shared_array", "zeros"}
 
 # multiprocessing's other submodules, loaded on first use as attributes
 # (``forkfarm.managers``), as ``import forkfarm.managers`` loads them.

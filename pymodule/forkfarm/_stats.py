@@ -8,7 +8,7 @@ import html
 from dataclasses import dataclass
 from typing import ClassVar
 
-from . import _backend
+from . import _backend, _core
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,12 @@ class PoolStats:
     done: int  #: finished with a result
     failed: int  #: finished with an error, a lost worker, a timeout, a cancellation
     workers: list[WorkerStats]
+    #: bytes of NumPy arrays born in shared memory that this process holds
+    #: now (made inside ``shared_allocations()``; in a worker, its arrays)
+    shared_bytes: int = 0
+    #: bytes of out-of-band buffers this process received and still uses
+    #: (the results of its pools' workers, above all), in shared memory
+    received_bytes: int = 0
 
     _COLUMNS: ClassVar[tuple[str, ...]] = ("pid", "tasks", "busy s", "idle s", "bytes out", "bytes back", "restarts", "current task", "for s")
 
@@ -56,7 +62,10 @@ class PoolStats:
         ]
 
     def summary(self) -> str:
-        return f"{self.queued} queued, {self.in_flight} in flight, {self.done} done, {self.failed} failed"
+        return (
+            f"{self.queued} queued, {self.in_flight} in flight, {self.done} done, {self.failed} failed;"
+            f" shared memory held here: {self.shared_bytes} bytes born shared, {self.received_bytes} received"
+        )
 
     def __str__(self) -> str:
         """The counts, then a table of the workers."""
@@ -79,6 +88,7 @@ class PoolStats:
 
 def read(core: _backend.Core) -> PoolStats:
     queued, in_flight, done, failed, workers = core.stats()
+    shared = _core.shared_counts()
     return PoolStats(
         queued,
         in_flight,
@@ -98,4 +108,6 @@ def read(core: _backend.Core) -> PoolStats:
             )
             for pid, restarts, tasks, busy, idle, sent, received, current, current_ns in workers
         ],
+        shared_bytes=shared["held_bytes"],
+        received_bytes=shared["received_bytes"],
     )

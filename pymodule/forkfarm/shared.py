@@ -16,12 +16,20 @@ the array. A shared array made in a worker is made by the parent for it, so
 that it comes back as a handle too. Outside a pool's messages
 (``pickle.dumps`` of your own), a shared array pickles by value, as a plain
 ndarray.
+
+Plain arrays can be born in shared memory too, and then keep value
+semantics (a task gets a copy, as with pickle) with no copy made: in a
+worker the data of every array of at least 1 MiB is (a result then travels
+to the parent with no copy), and in the parent the arrays made inside
+``with`` :func:`shared_allocations` are (passed to tasks, they travel with
+no copy). docs/arrays.md says when data is copied, moved or shared.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, Literal, SupportsIndex
 
 import numpy as np
@@ -29,7 +37,7 @@ import numpy.typing as npt
 
 from . import _core, _segments
 
-__all__ = ["SharedArray", "as_shared", "empty", "full", "shared_array", "zeros"]
+__all__ = ["SharedArray", "as_shared", "empty", "full", "shared_allocations", "shared_array", "zeros"]
 
 def _extent(array: np.ndarray[Any, Any]) -> tuple[int, int]:
     """The byte offsets, from the first element, of the lowest and one past
@@ -185,3 +193,24 @@ def as_shared(array: npt.ArrayLike) -> SharedArray:
     shared = shared_array(source.shape, source.dtype, order)
     np.copyto(shared, source)
     return shared
+
+
+@contextlib.contextmanager
+def shared_allocations() -> Iterator[None]:
+    """Inside the block, the data of NumPy arrays of at least 1 MiB made in
+    this thread (or asyncio task) is born in shared memory, so that passing
+    them to a pool's tasks copies nothing.
+
+    They stay plain arrays with value semantics: a task gets what the array
+    held when it was sent, and neither side sees what the other writes
+    afterwards (from the first send, the parent's writes go to pages of its
+    own, and workers map the data privately). Arrays keep their memory
+    after the block; they are freed as usual. Smaller arrays, and arrays
+    made in other threads, use NumPy's own allocator. Workers do this by
+    default for the arrays they return.
+    """
+    previous = _core.use_shared_allocator()
+    try:
+        yield
+    finally:
+        _core.restore_allocator(previous)

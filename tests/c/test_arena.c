@@ -322,7 +322,7 @@ static void test_arena_limit_and_bad_references(void **state) {
   assert_int_equal(ff_arena_receive(&bad, FF_ARENA_FROM_PARENT, &data),
                    FF_EPROTOCOL);
   bad = ref;
-  bad.slot = 1u << 30;
+  bad.slot = 60000; /* past the slots */
   assert_int_equal(ff_arena_receive(&bad, FF_ARENA_FROM_PARENT, &data),
                    FF_EPROTOCOL);
   bad = ref;
@@ -384,6 +384,7 @@ static void test_arena_held_region_is_lent_without_copy(void **state) {
   assert_true(other.offset >= held.offset + held.length ||
               other.offset + other.length <= held.offset);
   ff_arena_cancel(arena, &other);
+  assert_int_equal(lent.flags, 0); /* the parent may map a result shared */
   ff_arena_unhold(arena, &held);
   assert_int_equal(ff_arena_lend(arena, &held, 0, 10, &other), -ESTALE);
   /* The message still holds its part: a new region lands elsewhere, and
@@ -418,7 +419,10 @@ static void test_arena_frozen_region_is_private_and_retired(void **state) {
   memset(bytes, 1, 8192);
   assert_int_equal(ff_arena_freeze(arena, &held), 0);
   assert_int_equal(bytes[8191], 1); /* the same bytes, at the same place */
-  assert_int_equal(ff_arena_lend(arena, &held, 0, 10, &lent), -EBUSY);
+  /* Lent while the file still has what this process sees. */
+  assert_int_equal(ff_arena_lend(arena, &held, 0, 10, &lent), 0);
+  assert_int_equal(lent.flags, FF_ARENA_REF_PRIVATE);
+  ff_arena_cancel(arena, &lent);
   int ready[2];
   assert_int_equal(pipe(ready), 0);
   pid_t child = fork();
@@ -437,6 +441,8 @@ static void test_arena_frozen_region_is_private_and_retired(void **state) {
   assert_int_equal(WEXITSTATUS(status), 0);
   close(ready[0]);
   close(ready[1]);
+  /* Written since: the file no longer has it, so it is copied instead. */
+  assert_int_equal(ff_arena_lend(arena, &held, 0, 10, &lent), -EBUSY);
   /* The file kept what was there at the freeze. */
   int fd;
   assert_int_equal(ff_segment_open(held.chunk, &fd), 0);
@@ -451,6 +457,56 @@ static void test_arena_frozen_region_is_private_and_retired(void **state) {
   /* A chunk holding nothing but retired regions is idle. */
   assert_int_equal(ff_arena_trim(arena, 0), 4 << 20);
   ff_arena_destroy(arena);
+}
+
+static void test_arena_lent_by_its_holder_is_frozen(void **state) {
+  (void)state;
+  /* A parent lends an array it keeps: the region is frozen at once, the
+   * reference is private, later writes stay the parent's, and once let go
+   * the region is shared again and reused. A result region a fork froze is
+   * never lent. */
+  ff_arena_t *arena, *results;
+  assert_int_equal(ff_arena_create(&arena, 0, 4 << 20, 64 << 20), 0);
+  ff_arena_ref_t held, lent, again;
+  void *data;
+  int fresh;
+  assert_int_equal(ff_arena_hold(arena, 8192, &held, &data, &fresh), 0);
+  char *bytes = data;
+  memset(bytes, 1, 8192);
+  assert_int_equal(ff_arena_lend(arena, &held, 100, 5000, &lent), 0);
+  assert_int_equal(lent.flags, FF_ARENA_REF_PRIVATE);
+  bytes[5000] = 2; /* after sending: not in the file */
+  int fd;
+  assert_int_equal(ff_segment_open(held.chunk, &fd), 0);
+  char seen;
+  assert_int_equal(pread(fd, &seen, 1, (off_t)(held.offset + 5000)), 1);
+  assert_int_equal(seen, 1);
+  /* The first page was not written since: it may go again; the second
+   * was, so the file is stale there. */
+  ff_arena_ref_t second;
+  assert_int_equal(ff_arena_lend(arena, &held, 0, 100, &second), 0);
+  assert_int_equal(ff_arena_lend(arena, &held, 4096, 4096, &again), -EBUSY);
+  ff_arena_cancel(arena, &second);
+  ff_arena_unhold(arena, &held);
+  ff_arena_cancel(arena, &lent);
+  /* Shared again: what this process writes reaches the file. */
+  assert_int_equal(ff_arena_hold(arena, 8192, &again, &data, &fresh), 0);
+  assert_int_equal(again.offset, held.offset);
+  ((char *)data)[300] = 7;
+  assert_int_equal(pread(fd, &seen, 1, (off_t)(again.offset + 300)), 1);
+  assert_int_equal(seen, 7);
+  close(fd);
+  ff_arena_unhold(arena, &again);
+  ff_arena_destroy(arena);
+
+  assert_int_equal(ff_arena_create(&results, FF_ARENA_TO_PARENT, 4 << 20,
+                                   64 << 20),
+                   0);
+  assert_int_equal(ff_arena_hold(results, 8192, &held, &data, &fresh), 0);
+  assert_int_equal(ff_arena_freeze(results, &held), 0);
+  assert_int_equal(ff_arena_lend(results, &held, 0, 10, &lent), -EBUSY);
+  ff_arena_unhold(results, &held);
+  ff_arena_destroy(results);
 }
 
 static void test_frame_bounds(void **state) {
@@ -555,6 +611,8 @@ int main(void) {
       cmocka_unit_test_setup(test_arena_held_region_is_lent_without_copy,
                              setup_alarm),
       cmocka_unit_test_setup(test_arena_frozen_region_is_private_and_retired,
+                             setup_alarm),
+      cmocka_unit_test_setup(test_arena_lent_by_its_holder_is_frozen,
                              setup_alarm),
       cmocka_unit_test_setup(test_frame_bounds, setup_alarm),
       cmocka_unit_test_setup(test_pinned_segment_outlives_forget, setup_alarm),

@@ -85,6 +85,19 @@ def from_iter(count: int) -> Any:
     return np.fromiter((float(i) for i in range(count)), dtype=np.float64)
 
 
+def sum_then_scribble(array: Any) -> float:
+    """What a task saw, before it writes over its argument."""
+    seen = float(array.sum())
+    array[...] = -1.0
+    time.sleep(0.005)  # the other tasks run meanwhile
+    return seen
+
+
+def first_after(seconds: float, array: Any) -> float:
+    time.sleep(seconds)
+    return float(array.flat[0])
+
+
 def fork_then_compare(nbytes: int) -> tuple[float, float]:
     """A worker that forks while it holds an array: neither side sees the
     other's writes afterwards."""
@@ -186,9 +199,87 @@ class TestValueSemantics:
         pool.apply(forget_kept)
 
 
+class TestArgumentsAreCopies:
+    """Arguments behave as copies: no task sees another's writes, nor the
+    parent's after sending, nor the parent the tasks'."""
+
+    @pytest.mark.parametrize("opted_in", [False, True])
+    def test_tasks_of_a_map_do_not_see_each_others_writes(self, opted_in: bool) -> None:
+        with forkfarm.Pool(2) as p:
+            if opted_in:
+                with forkfarm.shared_allocations():
+                    array = np.ones(MiB // 8 * 2)
+            else:
+                array = np.ones(MiB // 8 * 2)
+            assert p.map(sum_then_scribble, [array] * 8, chunksize=1) == [float(array.size)] * 8
+            assert p.map(sum_then_scribble, [array[: array.size // 2]] * 4, chunksize=1) == [array.size / 2] * 4
+            assert float(array.sum()) == array.size
+
+    def test_arrays_made_in_the_block_are_born_shared(self) -> None:
+        before = _core.shared_counts()
+        with forkfarm.shared_allocations():
+            big = np.zeros(2 * MiB // 8)
+            small = np.zeros(MiB // 16)
+            assert handler_name() == "forkfarm_shared"
+        outside = np.zeros(2 * MiB // 8)
+        assert handler_name() != "forkfarm_shared"
+        after = _core.shared_counts()
+        assert after["held"] - before["held"] == 1
+        assert after["held_bytes"] - before["held_bytes"] == big.nbytes
+        del big, small, outside
+        assert _core.shared_counts()["held"] == before["held"]
+
+    def test_sender_and_receiver_writes_stay_apart(self) -> None:
+        with forkfarm.Pool(1) as p:
+            with forkfarm.shared_allocations():
+                array = np.full((512, 512), 1.0)  # 2 MiB
+            before = _core.shared_counts()["lent"]
+            fortran = np.asfortranarray(array)  # a copy, NumPy's: too made in no block
+            # Sent with no copy; the parent's write after sending is not seen.
+            late = p.apply_async(first_after, (0.3, array))
+            array[0, 0] = 42.0
+            assert late.get(timeout=30) == 1.0
+            assert _core.shared_counts()["lent"] - before == 1
+            # The task's writes are not the parent's.
+            assert p.apply(sum_then_scribble, (array,)) == array.size + 41.0
+            assert array[0, 0] == 42.0 and float(array[1:].sum()) == 511 * 512
+            # A row slice and a Fortran-ordered array travel too.
+            assert p.apply(sum_then_scribble, (array[10:20],)) == 10 * 512
+            assert p.apply(sum_then_scribble, (fortran,)) == fortran.size
+            assert float(fortran.sum()) == fortran.size
+
+    def test_arrays_made_before_a_pool_forks(self) -> None:
+        with forkfarm.shared_allocations():
+            array = np.full(2 * MiB // 8, 3.0)
+        with forkfarm.Pool(1) as p:  # its workers fork with the array held
+            assert p.apply(sum_then_scribble, (array,)) == 3.0 * array.size
+            array[:] = 4.0
+            assert p.apply(sum_then_scribble, (array,)) == 4.0 * array.size
+        assert float(array.sum()) == 4.0 * array.size
+        del array
+        gc.collect()
+
+
 def _memfd_mappings() -> int:
     with open("/proc/self/maps") as maps:
         return sum(1 for line in maps if "memfd:" in line)
+
+
+class TestStats:
+    def test_pool_stats_show_the_shared_bytes_held(self, pool: Any) -> None:
+        before = pool.stats()
+        with forkfarm.shared_allocations():
+            mine = np.ones(2 * MiB // 8)
+        result = pool.apply(full, (4 * MiB, 1.0))
+        stats = pool.stats()
+        assert stats.shared_bytes - before.shared_bytes == mine.nbytes
+        assert stats.received_bytes - before.received_bytes >= result.nbytes
+        assert "born shared" in str(stats)
+        del mine, result
+        gc.collect()
+        after = pool.stats()
+        assert after.shared_bytes == before.shared_bytes
+        assert after.received_bytes == before.received_bytes
 
 
 class TestMemory:
