@@ -4,6 +4,9 @@
          forkfarm.Pool, multiprocessing.Pool, ProcessPoolExecutor, loky,
          mpire and joblib.Parallel (its default backend, loky, with
          auto-memmap of arrays above 1 MB)                       -> s
+    W7b  the same with ``a`` born in shared memory (made inside
+         ``forkfarm.shared_allocations()``): sent with no copy; against
+         its ideal, the sums alone on workers that share ``a``   -> s
     W8   the same task on forkfarm shared arrays of 1 MiB to 1 GiB, one
          ``apply`` at a time: the time per task, the time the worker spent
          in it, and the overhead around it; and ``apply(arr_first)``, which
@@ -110,6 +113,26 @@ class IdealW7(Impl):
             made[id(source)] = (np.zeros_like(source), forkfarm.as_shared(source))
         warm, shared = made[id(source)]
         np.copyto(warm, source)
+        return list(pool.map(func, [shared if x is source else x for x in items]))
+
+    def close(self, h: Any) -> None:
+        h[0].terminate()
+        h[0].join()
+
+
+class SumsAlone(Impl):
+    """W7b's ideal: the tasks split over WORKERS workers that share the
+    array already (a forkfarm shared array, made in the warm-up)."""
+
+    def open(self) -> Any:
+        return forkfarm.Pool(WORKERS), {}
+
+    def map(self, h: Any, func: Callable[[Any], Any], items: list[Any]) -> list[Any]:
+        pool, made = h
+        source = items[0]
+        if id(source) not in made:
+            made[id(source)] = forkfarm.as_shared(source)
+        shared = made[id(source)]
         return list(pool.map(func, [shared if x is source else x for x in items]))
 
     def close(self, h: Any) -> None:
@@ -256,6 +279,29 @@ def w7(rounds: int, nbytes: int) -> dict[str, Any]:
     return {"samples": samples, "serial_s": statistics.median(serial), "nbytes": nbytes}
 
 
+def w7b(rounds: int, nbytes: int) -> dict[str, Any]:
+    with forkfarm.shared_allocations():
+        born = np.ones(nbytes // 8)
+    plain = np.ones(nbytes // 8)
+    expected = float(born.size)
+
+    def check(values: list[float]) -> None:
+        assert values == [expected] * 8, values
+
+    impls = [
+        SumsAlone("ideal: the sums alone", lambda: None),
+        Impl("forkfarm.Pool", lambda: forkfarm.Pool(WORKERS)),
+        Impl("forkfarm.Pool, plain a", lambda: forkfarm.Pool(WORKERS)),
+    ]
+
+    def run(impl: Impl, h: Any) -> Any:
+        array = plain if impl.name.endswith("plain a") else born
+        return impl.map(h, tasks.arr_sum, [array] * 8)
+
+    samples = interleaved(impls, rounds, run, check)
+    return {"samples": samples, "nbytes": nbytes}
+
+
 def w8(calls: int, sizes: list[int]) -> dict[str, Any]:
     """Per size: the cost of getting a shared array (consecutive
     ``apply(arr_first)``, the sizes interleaved in rounds so that the
@@ -372,6 +418,12 @@ def report(results: dict[str, Any]) -> None:
             print(
                 f"  target >= 20x joblib: {'met' if jl / base >= 20 else 'NOT met'} ({jl / base:.1f}x)"
             )
+    if "W7b" in results:
+        r = results["W7b"]
+        title = f"W7b map(arr_sum, [a] * 8), a = {r['nbytes'] // MiB} MiB born in shared memory (median s)"
+        m = print_peers(title, r["samples"], 1.0, "s")
+        of_ideal = m["ideal: the sums alone"] / m["forkfarm.Pool"]
+        print(f"  target >= 0.9 of the ideal: {'met' if of_ideal >= 0.9 else 'NOT met'} ({of_ideal:.2f})")
     if "W8" in results:
         print("\nW8  forkfarm shared arrays, one apply at a time (median µs)")
         print(
@@ -429,7 +481,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--quick", action="store_true", help="small sizes, 2 rounds: a smoke run")
-    p.add_argument("--only", default="W7,W8,W9,W9k,W10")
+    p.add_argument("--only", default="W7,W7b,W8,W9,W9k,W10")
     p.add_argument("--output", default=os.path.join(HERE, "results", "arrays.json"))
     return p.parse_args(argv)
 
@@ -443,6 +495,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "W7" in only:
         print("W7 ...", file=sys.stderr)
         results["W7"] = w7(rounds, big)
+    if "W7b" in only:
+        print("W7b ...", file=sys.stderr)
+        results["W7b"] = w7b(rounds, big)
     if "W8" in only:
         print("W8 ...", file=sys.stderr)
         sizes = [1 * MiB, 16 * MiB] if ns.quick else [1 * MiB, 16 * MiB, 256 * MiB, 1024 * MiB]

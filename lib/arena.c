@@ -67,6 +67,9 @@ typedef struct slot_s {
   uint64_t receiver; /* while ASSIGNED */
   uint32_t generation;
   uint16_t state;
+  /* The page faults of this process when a frozen region was last seen
+   * to hold no private copy (ff__page_faults): none since, none now. */
+  long clean_at;
   uint8_t frozen; /* HELD, and mapped privately here */
   uint8_t forked; /* frozen before a fork: a child may map it still */
   uint8_t fresh;  /* its bytes were never written: past the chunk's high */
@@ -472,12 +475,17 @@ int ff_arena_lend(ff_arena_t *arena, const ff_arena_ref_t *held,
      * (frozen), the receivers map it privately, and nobody writes the
      * file. If the sender wrote since an earlier freeze, the file no longer
      * has what it sees: copy instead. */
+    long faults = ff__page_faults();
     if (!s->frozen) {
       rc = slot_remap(c, s, true);
       if (rc == 0) s->frozen = 1;
-    } else if (ff__private_pages(c->base + s->offset + offset, length, NULL,
-                                 NULL) != 0) {
-      rc = -EBUSY;
+      s->clean_at = faults;
+    } else if (faults < 0 || faults != s->clean_at) {
+      long copied = ff__private_pages(c->base + s->offset + offset, length,
+                                      NULL, NULL);
+      if (copied != 0) rc = -EBUSY;
+      if (copied == 0 && offset == 0 && length == s->length)
+        s->clean_at = faults;
     }
     flags = FF_ARENA_REF_PRIVATE;
   }

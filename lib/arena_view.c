@@ -64,6 +64,10 @@ typedef struct receipt_s {
   uint16_t slot;
   char *own;       /* its own mapping, or NULL: the view's private one */
   size_t own_size;
+  /* This process's page faults when it was received: if none happened
+   * since, it wrote none of its pages (ff__page_faults), so its release
+   * has nothing to drop and scans nothing. */
+  long faults;
 } receipt_t;
 static receipt_t *receipts;
 static size_t receipt_count;
@@ -292,7 +296,7 @@ static int receive_private(view_t *v, const ff_arena_ref_t *ref,
   uint64_t end = (ref->offset + ref->length + page - 1) / page * page;
   if (end > v->size) end = v->size;
   receipt_t r = {ref->chunk, first, end - first, ref->generation, ref->slot,
-                 NULL, 0};
+                 NULL, 0, ff__page_faults()};
   int rc = 0;
   if (receipt_overlaps(ref->chunk, first, end - first)) {
     /* Another message here has these pages (the same array twice): each
@@ -323,7 +327,8 @@ static void release_private(view_t *v, const ff_arena_ref_t *ref) {
   if (r == NULL) return;
   if (r->own != NULL) {
     munmap(r->own, r->own_size);
-  } else if (v != NULL && v->private_base != NULL) {
+  } else if (v != NULL && v->private_base != NULL &&
+             (r->faults < 0 || ff__page_faults() != r->faults)) {
     char *start = v->private_base + r->offset;
     if (ff__private_pages(start, r->length, drop_copies, NULL) < 0)
       madvise(start, r->length, MADV_DONTNEED);

@@ -146,6 +146,11 @@ int ff__shm_remap(void *at, size_t length, int fd, uint64_t offset,
 long ff__private_pages(char *base, size_t length,
                        void (*run)(char *start, size_t length, void *arg),
                        void *arg);
+/* The minor page faults of this process so far (-1 if unknown). Writing a
+ * page of a private mapping that is not yet a private copy always faults:
+ * if the count has not moved, no page became a private copy, and
+ * ff__private_pages has nothing new to find. */
+long ff__page_faults(void);
 
 /* ---- ring.c: single-producer single-consumer message rings --------------
  * A ring lives in shared memory: a header with the producer's and the

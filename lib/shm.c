@@ -12,6 +12,7 @@
 #include <fcntl.h>
 #include <stdint.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -114,4 +115,10 @@ long ff__private_pages(char *base, size_t length,
         (size_t)(end - run_start) * (size_t)page, arg);
   close(fd);
   return count;
+}
+
+long ff__page_faults(void) {
+  struct rusage usage;
+  if (getrusage(RUSAGE_SELF, &usage) < 0) return -1;
+  return usage.ru_minflt;
 }
