@@ -73,6 +73,12 @@ def die(_: object = None) -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
+def keep_shared_and_pid(nbytes: int) -> tuple[int, int]:
+    """Keeps one more array born in shared memory, filled (so resident)."""
+    _kept.append(np.full(nbytes // 8, 1.0))
+    return os.getpid(), int(_core.shared_counts()["held"])
+
+
 def grow_by_resize(nbytes: int) -> Any:
     array = np.ones(nbytes // 8)
     array.resize(2 * array.size, refcheck=False)  # realloc of a held region
@@ -295,15 +301,27 @@ class TestMemory:
         assert worker["held"] == 0
         assert worker["allocations"] >= 2000
 
+    def test_max_memory_per_child_counts_arrays_born_shared(self) -> None:
+        # Each task keeps 40 MiB more of shared-born arrays: the worker's own
+        # memory, so past 100 MiB it is replaced after its task.
+        with forkfarm.Pool(1, max_memory_per_child=100 << 20) as p:
+            seen = [p.apply(keep_shared_and_pid, (40 * MiB,)) for _ in range(8)]
+        pids = [pid for pid, _ in seen]
+        assert len(set(pids)) >= 2, seen
+        assert max(held for _, held in seen) <= 4, seen
+
     def test_a_killed_worker_leaves_nothing_and_results_survive(self) -> None:
         other = np.full(MiB, 9.0)
 
         def kill_with_a_result_in_flight() -> None:
             with forkfarm.Pool(1) as p:
-                first = p.apply(full, (8 * MiB, 4.0))
                 pid = p.apply(slot_pid)
+                # The result is in flight (sent, not yet read) when its
+                # worker dies.
+                pending = p.apply_async(full, (8 * MiB, 4.0))
                 with pytest.raises(forkfarm.WorkerLostError):
                     p.apply(die)
+                first = pending.get(timeout=30)
                 # The dead worker's result is still the parent's.
                 assert float(first.sum()) == 4.0 * MiB
                 second = p.apply(full, (8 * MiB, 6.0))
