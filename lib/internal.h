@@ -184,7 +184,9 @@ enum ff__ring_type {
   FF__RING_RELEASE = 8, /* either way: arena references of the other
                            side's that this side let go
                            (ff__arena_report_t) */
-  FF__RING_TYPE_MAX = 8,
+  FF__RING_EXIT = 9, /* worker -> parent: it has run its last code and exits
+                        with status 0 (join need not wait for the reaping) */
+  FF__RING_TYPE_MAX = 9,
 };
 #define FF__RING_MORE 1u   /* the message continues in the next record */
 #define FF__RING_FAILED 2u /* a RESULT or READY that reports a failure */

@@ -612,8 +612,10 @@ size_t ff_pool_worker_count(ff_pool_t *pool) {
   if (ff__pool_is_foreign(pool)) return 0;
   pthread_mutex_lock(&pool->lock);
   size_t count = pool->spawns_wanted;
+  /* One that said it exits runs nothing more: only its reaping is left. */
   for (unsigned i = 0; i < pool->options.workers; i++)
-    if (pool->workers[i].state != WORKER_EMPTY) count++;
+    if (pool->workers[i].state != WORKER_EMPTY && !pool->workers[i].finished)
+      count++;
   pthread_mutex_unlock(&pool->lock);
   return count;
 }

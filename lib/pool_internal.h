@@ -89,6 +89,7 @@ struct ff__worker_s {
    * pool's lock: nobody else reads its result ring, and its process is not
    * released, until it is done (reader_done). */
   bool reading;
+  bool finished; /* said it exits (FF__RING_EXIT): it runs nothing more */
   bool doomed; /* to be killed as soon as its pidfd arrives */
   /* Killed because its rings could not be used any more: the code its
    * task fails with (FF_EPROTOCOL for a corrupt message, -ENOMEM when its
