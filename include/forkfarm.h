@@ -358,7 +358,7 @@ enum {
 FF_API int ff_pool_set_idle_limit(ff_pool_t *pool, double seconds, int action);
 
 /* Writes up to capacity worker pids into pids and returns how many workers
- * are alive now. */
+ * are alive now (one that has said it exits is not: see ff_pool_join). */
 FF_API size_t ff_pool_worker_pids(ff_pool_t *pool, pid_t *pids,
                                   size_t capacity);
 

@@ -600,7 +600,9 @@ size_t ff_pool_worker_pids(ff_pool_t *pool, pid_t *pids, size_t capacity) {
   pthread_mutex_lock(&pool->lock);
   for (unsigned i = 0; i < pool->options.workers; i++) {
     ff__worker_t *w = &pool->workers[i];
-    if (w->pid <= 0 || w->state == WORKER_EMPTY || w->exiting) continue;
+    if (w->pid <= 0 || w->state == WORKER_EMPTY || w->exiting ||
+        w->finished)
+      continue;
     if (count < capacity) pids[count] = w->pid;
     count++;
   }
