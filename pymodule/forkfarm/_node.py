@@ -250,6 +250,31 @@ def _stop_openblas_servers(controller: Any) -> None:
             shutdown()
 
 
+def _cap_forked_openblas(lib: Any, threads: int) -> bool:
+    """Caps an OpenBLAS (pthreads) whose thread server a fork left stopped
+    (its fork handler stops it in the parent before every fork) by setting
+    the thread count it reads, ``blas_cpu_number``, as
+    ``openblas_set_num_threads`` would once it had restarted the server
+    (its threads, about 2 ms of a worker's start, then stopped again by
+    ``_stop_openblas_servers``). The server starts when a call needs it, as
+    it would have anyway. False, and nothing done, where this does not
+    apply."""
+    if getattr(lib, "internal_api", "") != "openblas" or getattr(lib, "threading_layer", "") != "pthreads":
+        return False
+    import ctypes
+
+    try:
+        dynlib = lib.dynlib
+        running = ctypes.c_int.in_dll(dynlib, "blas_server_avail")
+        count = ctypes.c_int.in_dll(dynlib, "blas_cpu_number")
+    except (AttributeError, ValueError):  # another build's symbols
+        return False
+    if running.value != 0 or not 1 <= threads <= count.value:
+        return False
+    count.value = threads
+    return True
+
+
 _limits: Any = None  # threadpoolctl's limiter, kept for the worker's life
 # threadpoolctl's view of the thread pools loaded in the parent, made when a
 # pool is created: forked workers inherit it and only apply the limit (tens
@@ -312,9 +337,12 @@ def start_worker(
         # For what is loaded already: inherited from the parent, or loaded
         # by the fork server's child.
         if _controller is not None:
-            # Capping an OpenBLAS that a fork inherited restarts its thread
-            # server (about 2 ms): only where the cap changes something.
-            if any(lib.num_threads > inner_threads for lib in _controller.lib_controllers):
+            # Capping an OpenBLAS that a fork inherited through its API
+            # restarts its thread server (about 2 ms): only where the cap
+            # changes something, and not at all where the count can be set
+            # with the server stopped.
+            over = [lib for lib in _controller.lib_controllers if lib.num_threads > inner_threads]
+            if any(not _cap_forked_openblas(lib, inner_threads) for lib in over):
                 _limits = _controller.limit(limits=inner_threads)
                 if inner_threads == 1:
                     _stop_openblas_servers(_controller)
