@@ -699,6 +699,9 @@ int ff__task_callbacks_hold(uint64_t deadline_ns);
 /* Ends a hold: held is what ff__task_callbacks_hold returned (in the
  * parent, or in the child of a fork, whose one thread holds it). */
 void ff__task_callbacks_unhold(int held);
+/* Waits until the callback thread has run every callback handed to it so
+ * far (at once on that thread). 0, -ETIMEDOUT or -EINTR. */
+int ff__task_callbacks_flush(uint64_t deadline_ns);
 void ff__queue_push(ff_queue_t *queue, ff_task_t *task);
 
 /* ---- the pool (pool.c, pool_dispatch.c, pool_slot.c, pool_core.c) ------

@@ -527,11 +527,10 @@ int ff_pool_terminate(ff_pool_t *pool) {
   return ff__runtime_call(pool->runtime, pool_terminate_in_loop, pool);
 }
 
-static int pool_wait_word(ff_pool_t *pool, _Atomic uint32_t *word,
-                          double timeout) {
+static int pool_wait_until(ff_pool_t *pool, _Atomic uint32_t *word,
+                           uint64_t deadline) {
   if (atomic_load(word)) return 0;
   if (ff__runtime_on_loop_thread(pool->runtime)) return -EDEADLK;
-  uint64_t deadline = ff__deadline(timeout);
   while (!atomic_load(word)) {
     int rc = ff__futex_wait(word, 0, deadline);
     if ((rc == -ETIMEDOUT || rc == -EINTR) && !atomic_load(word)) return rc;
@@ -539,11 +538,20 @@ static int pool_wait_word(ff_pool_t *pool, _Atomic uint32_t *word,
   return 0;
 }
 
+static int pool_wait_word(ff_pool_t *pool, _Atomic uint32_t *word,
+                          double timeout) {
+  return pool_wait_until(pool, word, ff__deadline(timeout));
+}
+
 int ff_pool_join(ff_pool_t *pool, double timeout) {
   if (ff__pool_is_foreign(pool)) return FF_EFOREIGN;
   if (!atomic_load(&pool->closed_by_user) && atomic_load(&pool->error) == 0)
     return -EINVAL;
-  return pool_wait_word(pool, &pool->workers_gone, timeout);
+  uint64_t deadline = ff__deadline(timeout);
+  int rc = pool_wait_until(pool, &pool->workers_gone, deadline);
+  /* The completion callbacks of its tasks have run, as they have after
+   * multiprocessing's join (its result handler thread has ended). */
+  return rc < 0 ? rc : ff__task_callbacks_flush(deadline);
 }
 
 static void pool_destroy_in_loop(void *arg) {

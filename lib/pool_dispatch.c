@@ -85,10 +85,9 @@ void ff__pool_maybe_finish(ff_pool_t *pool) {
         !(w->finished && ff__list_empty(&w->in_flight)))
       return;
   }
-  if (!atomic_load(&pool->workers_gone)) {
-    atomic_store(&pool->workers_gone, 1);
-    ff__futex_wake_all(&pool->workers_gone);
-  }
+  /* After the results that came with the last FF__RING_EXIT are
+   * published: join's caller finds every task settled. */
+  if (!atomic_load(&pool->workers_gone)) pool->finish_due = true;
   /* The zygote, which holds nothing of the user's, exits and is reaped in
    * the background. */
   if (pool->live_workers == 0) ff__pool_close_ctl(pool);

@@ -166,6 +166,9 @@ struct ff_pool_s {
   _Atomic uint32_t cancels;
   _Atomic bool closed_by_user;
   _Atomic uint32_t stopped;      /* futex word: the zygote is reaped */
+  /* Under the lock: every worker is done, and workers_gone is set once
+   * the tasks settled with it are published (ff__pool_unlock_publish). */
+  bool finish_due;
   _Atomic uint32_t workers_gone; /* futex word for join: every worker is */
 
   pthread_mutex_t lock; /* everything below */
