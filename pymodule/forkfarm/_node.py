@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,13 +101,29 @@ def allowed_cpus() -> list[int]:
     return sorted(os.sched_getaffinity(0))
 
 
+# The cgroup quota as last read, and when (time.monotonic()): reading it
+# takes a walk up the cgroup tree, a few hundred µs of every pool's start
+# when the files are cold, for a figure that seldom changes.
+_quota_read: tuple[float, float | None] | None = None
+QUOTA_FRESH = 1.0  # seconds a reading is used for
+
+
+def _recent_cgroup_quota() -> float | None:
+    global _quota_read
+    now = time.monotonic()
+    if _quota_read is None or not 0 <= now - _quota_read[0] < QUOTA_FRESH:
+        _quota_read = (now, _cgroup_quota())
+    return _quota_read[1]
+
+
 def available_cpus() -> int:
     """The CPUs this process may actually use: its affinity (Slurm's
     ``--cpus-per-task``, taskset, a container's cpuset), bounded by its
-    cgroup's CPU quota, rounded up. At least 1. ``cpu_count()`` is the
-    machine's count, as ``multiprocessing.cpu_count()``."""
+    cgroup's CPU quota, rounded up (a reading of it less than a second
+    old is used again). At least 1. ``cpu_count()`` is the machine's count,
+    as ``multiprocessing.cpu_count()``."""
     count = len(os.sched_getaffinity(0))
-    quota = _cgroup_quota()
+    quota = _recent_cgroup_quota()
     if quota is not None:
         count = min(count, max(1, math.ceil(quota)))
     return max(1, count)
