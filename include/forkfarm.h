@@ -306,10 +306,13 @@ FF_API int ff_pool_close(ff_pool_t *pool);
  * FF_EWORKERLOST, and the workers and the zygote are killed. */
 FF_API int ff_pool_terminate(ff_pool_t *pool);
 
-/* Waits until every worker has exited and been reaped, after
- * ff_pool_close() or ff_pool_terminate(). After a close, the zygote (which
- * runs no task and holds no state of the caller's) may still be exiting;
- * the loop thread reaps it, and ff_pool_destroy() waits for that. timeout
+/* Waits until every worker is done, after ff_pool_close() or
+ * ff_pool_terminate(). After a close, a worker is done once it has run its
+ * last code and said so (its exit hook included), or has been reaped:
+ * the reaping of the workers (ff_pool_worker_exit() has their statuses
+ * once the zygote reports them) and the zygote's exit go on in the loop
+ * thread, and ff_pool_destroy() waits for them. After a terminate, every
+ * worker has been reaped. timeout
  * is in seconds, negative for no limit. Returns 0, -ETIMEDOUT, -EINTR (a
  * signal arrived: call again), or -EINVAL when the pool is still open. */
 FF_API int ff_pool_join(ff_pool_t *pool, double timeout);
@@ -355,13 +358,13 @@ enum {
 FF_API int ff_pool_set_idle_limit(ff_pool_t *pool, double seconds, int action);
 
 /* Writes up to capacity worker pids into pids and returns how many workers
- * are alive now. */
+ * are alive now (one that has said it exits is not: see ff_pool_join). */
 FF_API size_t ff_pool_worker_pids(ff_pool_t *pool, pid_t *pids,
                                   size_t capacity);
 
-/* The worker processes the pool has started and not yet seen exit, those
- * whose pid the zygote has not reported yet included (and, with
- * start_on_demand, those about to be started). */
+/* The worker processes the pool has started and not yet seen exit or say
+ * that they exit, those whose pid the zygote has not reported yet included
+ * (and, with start_on_demand, those about to be started). */
 FF_API size_t ff_pool_worker_count(ff_pool_t *pool);
 
 /* A new descriptor (close-on-exec) of the pidfd of the live worker process

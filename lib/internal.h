@@ -184,7 +184,9 @@ enum ff__ring_type {
   FF__RING_RELEASE = 8, /* either way: arena references of the other
                            side's that this side let go
                            (ff__arena_report_t) */
-  FF__RING_TYPE_MAX = 8,
+  FF__RING_EXIT = 9, /* worker -> parent: it has run its last code and exits
+                        with status 0 (join need not wait for the reaping) */
+  FF__RING_TYPE_MAX = 9,
 };
 #define FF__RING_MORE 1u   /* the message continues in the next record */
 #define FF__RING_FAILED 2u /* a RESULT or READY that reports a failure */
@@ -697,6 +699,9 @@ int ff__task_callbacks_hold(uint64_t deadline_ns);
 /* Ends a hold: held is what ff__task_callbacks_hold returned (in the
  * parent, or in the child of a fork, whose one thread holds it). */
 void ff__task_callbacks_unhold(int held);
+/* Waits until the callback thread has run every callback handed to it so
+ * far (at once on that thread). 0, -ETIMEDOUT or -EINTR. */
+int ff__task_callbacks_flush(uint64_t deadline_ns);
 void ff__queue_push(ff_queue_t *queue, ff_task_t *task);
 
 /* ---- the pool (pool.c, pool_dispatch.c, pool_slot.c, pool_core.c) ------

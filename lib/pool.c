@@ -527,11 +527,10 @@ int ff_pool_terminate(ff_pool_t *pool) {
   return ff__runtime_call(pool->runtime, pool_terminate_in_loop, pool);
 }
 
-static int pool_wait_word(ff_pool_t *pool, _Atomic uint32_t *word,
-                          double timeout) {
+static int pool_wait_until(ff_pool_t *pool, _Atomic uint32_t *word,
+                           uint64_t deadline) {
   if (atomic_load(word)) return 0;
   if (ff__runtime_on_loop_thread(pool->runtime)) return -EDEADLK;
-  uint64_t deadline = ff__deadline(timeout);
   while (!atomic_load(word)) {
     int rc = ff__futex_wait(word, 0, deadline);
     if ((rc == -ETIMEDOUT || rc == -EINTR) && !atomic_load(word)) return rc;
@@ -539,11 +538,20 @@ static int pool_wait_word(ff_pool_t *pool, _Atomic uint32_t *word,
   return 0;
 }
 
+static int pool_wait_word(ff_pool_t *pool, _Atomic uint32_t *word,
+                          double timeout) {
+  return pool_wait_until(pool, word, ff__deadline(timeout));
+}
+
 int ff_pool_join(ff_pool_t *pool, double timeout) {
   if (ff__pool_is_foreign(pool)) return FF_EFOREIGN;
   if (!atomic_load(&pool->closed_by_user) && atomic_load(&pool->error) == 0)
     return -EINVAL;
-  return pool_wait_word(pool, &pool->workers_gone, timeout);
+  uint64_t deadline = ff__deadline(timeout);
+  int rc = pool_wait_until(pool, &pool->workers_gone, deadline);
+  /* The completion callbacks of its tasks have run, as they have after
+   * multiprocessing's join (its result handler thread has ended). */
+  return rc < 0 ? rc : ff__task_callbacks_flush(deadline);
 }
 
 static void pool_destroy_in_loop(void *arg) {
@@ -600,7 +608,9 @@ size_t ff_pool_worker_pids(ff_pool_t *pool, pid_t *pids, size_t capacity) {
   pthread_mutex_lock(&pool->lock);
   for (unsigned i = 0; i < pool->options.workers; i++) {
     ff__worker_t *w = &pool->workers[i];
-    if (w->pid <= 0 || w->state == WORKER_EMPTY || w->exiting) continue;
+    if (w->pid <= 0 || w->state == WORKER_EMPTY || w->exiting ||
+        w->finished)
+      continue;
     if (count < capacity) pids[count] = w->pid;
     count++;
   }
@@ -612,8 +622,10 @@ size_t ff_pool_worker_count(ff_pool_t *pool) {
   if (ff__pool_is_foreign(pool)) return 0;
   pthread_mutex_lock(&pool->lock);
   size_t count = pool->spawns_wanted;
+  /* One that said it exits runs nothing more: only its reaping is left. */
   for (unsigned i = 0; i < pool->options.workers; i++)
-    if (pool->workers[i].state != WORKER_EMPTY) count++;
+    if (pool->workers[i].state != WORKER_EMPTY && !pool->workers[i].finished)
+      count++;
   pthread_mutex_unlock(&pool->lock);
   return count;
 }

@@ -151,7 +151,13 @@ void ff__pool_unlock_publish(ff_pool_t *pool, ff__done_t *done) {
   /* A drain that stopped at its bounds goes on in the loop's next round. */
   bool again = pool->drain_again;
   pool->drain_again = false;
+  bool finish = pool->finish_due;
+  pool->finish_due = false;
   pthread_mutex_unlock(&pool->lock);
   if (again) uv_async_send(&pool->wakeup);
   pool_publish(pool, done);
+  if (finish) {
+    atomic_store(&pool->workers_gone, 1);
+    ff__futex_wake_all(&pool->workers_gone);
+  }
 }

@@ -70,18 +70,27 @@ void ff__pool_close_ctl(ff_pool_t *pool) {
   uv_close((uv_handle_t *)&pool->ctl_poll, pool_on_ctl_closed);
 }
 
-/* Once a closing pool has run its last task and its workers are gone, the
- * zygote is told to exit. */
+/* Once a closing pool has run its last task and every worker has said it
+ * exits (or has been reaped), join may return: the workers have run their
+ * last code, and their reaping (the zygote reports each exit, with its
+ * status) goes on in the loop thread. Once they are all reaped, the zygote
+ * is told to exit. */
 void ff__pool_maybe_finish(ff_pool_t *pool) {
   FF__ASSERT_LOCKED(pool);
   if (pool->state != POOL_CLOSING) return;
-  if (!ff__list_empty(&pool->pending) || pool->live_workers > 0) return;
-  /* Every worker has been reaped (the zygote reported each exit): join
-   * may return while the zygote, which holds nothing of the user's, exits
-   * and is reaped in the background. */
-  atomic_store(&pool->workers_gone, 1);
-  ff__futex_wake_all(&pool->workers_gone);
-  ff__pool_close_ctl(pool);
+  if (!ff__list_empty(&pool->pending)) return;
+  for (unsigned i = 0; i < pool->options.workers; i++) {
+    const ff__worker_t *w = &pool->workers[i];
+    if (w->state != WORKER_EMPTY &&
+        !(w->finished && ff__list_empty(&w->in_flight)))
+      return;
+  }
+  /* After the results that came with the last FF__RING_EXIT are
+   * published: join's caller finds every task settled. */
+  if (!atomic_load(&pool->workers_gone)) pool->finish_due = true;
+  /* The zygote, which holds nothing of the user's, exits and is reaped in
+   * the background. */
+  if (pool->live_workers == 0) ff__pool_close_ctl(pool);
 }
 
 void ff__pool_fail(ff_pool_t *pool, int code, const void *detail,
@@ -110,6 +119,10 @@ void ff__pool_terminate_locked(ff_pool_t *pool, ff__done_t *done) {
   FF__ASSERT_POOL_STATE(pool);
   pool->accepting = false;
   pool->spawns_wanted = 0;
+  /* Joined: the workers have run their last code and exit on their own
+   * (killing them now would only spoil their exit statuses); the close
+   * goes on as it began. */
+  if (pool->state == POOL_CLOSING && atomic_load(&pool->workers_gone)) return;
   if (pool->state == POOL_TERMINATING || pool->state == POOL_STOPPED) return;
   pool->state = POOL_TERMINATING;
   int code = atomic_load(&pool->error);
@@ -136,6 +149,9 @@ void ff__pool_drain(ff_pool_t *pool, ff__done_t *done) {
       pool->drain_again = true;
     ff__pool_fail_noted(pool, done);
   }
+  /* The last worker's FF__RING_EXIT may be what join waits for. */
+  if (pool->state == POOL_CLOSING && !atomic_load(&pool->workers_gone))
+    ff__pool_maybe_finish(pool);
 }
 
 static void doorbell_on_ring(uv_poll_t *handle, int status, int events) {

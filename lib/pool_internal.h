@@ -89,6 +89,7 @@ struct ff__worker_s {
    * pool's lock: nobody else reads its result ring, and its process is not
    * released, until it is done (reader_done). */
   bool reading;
+  bool finished; /* said it exits (FF__RING_EXIT): it runs nothing more */
   bool doomed; /* to be killed as soon as its pidfd arrives */
   /* Killed because its rings could not be used any more: the code its
    * task fails with (FF_EPROTOCOL for a corrupt message, -ENOMEM when its
@@ -165,6 +166,9 @@ struct ff_pool_s {
   _Atomic uint32_t cancels;
   _Atomic bool closed_by_user;
   _Atomic uint32_t stopped;      /* futex word: the zygote is reaped */
+  /* Under the lock: every worker is done, and workers_gone is set once
+   * the tasks settled with it are published (ff__pool_unlock_publish). */
+  bool finish_due;
   _Atomic uint32_t workers_gone; /* futex word for join: every worker is */
 
   pthread_mutex_t lock; /* everything below */

@@ -127,6 +127,7 @@ void ff__slot_release_process(ff__worker_t *w) {
     w->pool->live_workers--;
   }
   w->state = WORKER_EMPTY;
+  w->finished = false;
   w->pid = 0;
   w->sending = NULL;
 }
@@ -262,6 +263,11 @@ static void worker_on_message(ff__worker_t *w, const ff__ring_msg_t *msg,
     w->state = WORKER_RETIRING;
     w->stop_when_idle = true;
     if (ff__list_empty(&w->in_flight)) ff__slot_send_stop(w);
+    return;
+  }
+  if (msg->type == FF__RING_EXIT && ff__list_empty(&w->in_flight)) {
+    /* Its last code has run; the zygote reports the exit itself. */
+    w->finished = true;
     return;
   }
   if (msg->type == FF__RING_FORGET && msg->length % sizeof(uint64_t) == 0) {
@@ -527,6 +533,7 @@ int ff__slot_spawn(ff__worker_t *w, uv_poll_cb on_doorbell) {
   w->sending = NULL;
   w->state = WORKER_STARTING;
   w->doomed = false;
+  w->finished = false;
   w->corrupt = 0;
   w->oversize = 0;
   w->stop_when_idle = false;

@@ -155,6 +155,11 @@ static bool callbacks_started;
  * hold its locks, which a child must not inherit held. */
 static pthread_mutex_t callbacks_running = PTHREAD_MUTEX_INITIALIZER;
 static _Thread_local bool on_callback_thread;
+/* Tasks handed to the callback thread (under callbacks_lock), and those it
+ * is done with (a futex word): ff__task_callbacks_flush waits for the
+ * second to reach the first. */
+static uint32_t callbacks_queued;
+static _Atomic uint32_t callbacks_done;
 
 /* Takes the task's callback for the calling thread: true once, for the
  * first thread that asks. */
@@ -192,9 +197,11 @@ static void *callbacks_main(void *arg) {
     /* In order, one batch per run of tasks of the same pool. */
     ff_task_t *batch[64];
     size_t count = 0;
+    uint32_t ntaken = 0;
     ff__link_t *l;
     while ((l = ff__list_pop_front(&taken)) != NULL) {
       ff_task_t *task = FF__CONTAINER_OF(l, ff_task_t, link);
+      ntaken++;
       if (count > 0 &&
           (batch[0]->pool != task->pool ||
            count == sizeof(batch) / sizeof(batch[0]))) {
@@ -211,6 +218,8 @@ static void *callbacks_main(void *arg) {
       callbacks_run_held(batch, count);
       for (size_t i = 0; i < count; i++) ff_task_release(batch[i]);
     }
+    atomic_fetch_add(&callbacks_done, ntaken);
+    ff__futex_wake_all(&callbacks_done);
   }
   return NULL;
 }
@@ -237,14 +246,17 @@ static int callbacks_start(void) {
 void ff__task_defer_callbacks(ff__link_t *tasks) {
   if (ff__list_empty(tasks)) return;
   /* Settled, with a callback to run: waiters wake up to claim it. */
+  uint32_t n = 0;
   for (ff__link_t *l = tasks->next; l != tasks; l = l->next) {
     ff_task_t *task = FF__CONTAINER_OF(l, ff_task_t, link);
     ff_task_retain(task); /* the queue's */
     ff__futex_publish(&task->done, FF__TASK_CALLBACK, &task->sleepers);
+    n++;
   }
   pthread_mutex_lock(&callbacks_lock);
   int rc = callbacks_start();
   if (rc == 0) {
+    callbacks_queued += n;
     ff__list_splice(&callbacks, tasks);
     pthread_cond_signal(&callbacks_ready);
   }
@@ -267,6 +279,21 @@ static void callbacks_atfork_child(void) {
   pthread_mutex_init(&callbacks_running, NULL);
   ff__list_init(&callbacks);
   callbacks_started = false;
+  callbacks_queued = 0;
+  atomic_store(&callbacks_done, 0);
+}
+
+int ff__task_callbacks_flush(uint64_t deadline_ns) {
+  if (on_callback_thread) return 0; /* its own queue waits for it */
+  pthread_mutex_lock(&callbacks_lock);
+  uint32_t target = callbacks_queued;
+  pthread_mutex_unlock(&callbacks_lock);
+  for (;;) {
+    uint32_t done = atomic_load(&callbacks_done);
+    if ((int32_t)(done - target) >= 0) return 0;
+    int rc = ff__futex_wait(&callbacks_done, done, deadline_ns);
+    if (rc == -ETIMEDOUT || rc == -EINTR) return rc;
+  }
 }
 
 int ff__task_callbacks_hold(uint64_t deadline_ns) {

@@ -56,6 +56,21 @@ static _Noreturn void worker_exit(worker_t *w, int code) {
   _exit(code);
 }
 
+/* A clean exit, asked for (STOP) or due (max_tasks_per_worker): once the
+ * exit hook has run, the worker tells the parent, after its last result,
+ * that it runs nothing more, so that join() need not wait for the zygote
+ * to reap it. Only if the record fits at once: the exit is reported by the
+ * zygote anyway. */
+static _Noreturn void worker_finish(worker_t *w) {
+  const ff_pool_options_t *o = w->options;
+  if (o->worker_exit) o->worker_exit(o->worker_arg);
+  size_t offset = 0;
+  if (ff__ring_write2(&w->results, FF__RING_EXIT, 0, 0, NULL, 0, "", 0,
+                      &offset) == 1)
+    ff__ring_wake_consumer(&w->results);
+  _exit(0);
+}
+
 /* Pushes a whole message onto the result ring, waiting for room when the
  * parent is behind, and wakes the parent if it sleeps. */
 static void worker_send(worker_t *w, uint16_t type, uint16_t flags,
@@ -233,7 +248,7 @@ _Noreturn void ff__worker_main(const ff_pool_options_t *o, unsigned slot,
     }
     switch (msg.type) {
       case FF__RING_STOP:
-        worker_exit(&w, 0);
+        worker_finish(&w);
       case FF__RING_DEFINE:
         worker_define(&w, &msg);
         ff__ring_release(&w.tasks, &msg);
@@ -250,7 +265,7 @@ _Noreturn void ff__worker_main(const ff_pool_options_t *o, unsigned slot,
         worker_check_memory(&w);
         done++;
         if (o->max_tasks_per_worker && done >= o->max_tasks_per_worker)
-          worker_exit(&w, 0);
+          worker_finish(&w);
         break;
       default:
         worker_exit(&w, FF__EXIT_PROTOCOL);

@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,13 +101,29 @@ def allowed_cpus() -> list[int]:
     return sorted(os.sched_getaffinity(0))
 
 
+# The cgroup quota as last read, and when (time.monotonic()): reading it
+# takes a walk up the cgroup tree, a few hundred µs of every pool's start
+# when the files are cold, for a figure that seldom changes.
+_quota_read: tuple[float, float | None] | None = None
+QUOTA_FRESH = 1.0  # seconds a reading is used for
+
+
+def _recent_cgroup_quota() -> float | None:
+    global _quota_read
+    now = time.monotonic()
+    if _quota_read is None or not 0 <= now - _quota_read[0] < QUOTA_FRESH:
+        _quota_read = (now, _cgroup_quota())
+    return _quota_read[1]
+
+
 def available_cpus() -> int:
     """The CPUs this process may actually use: its affinity (Slurm's
     ``--cpus-per-task``, taskset, a container's cpuset), bounded by its
-    cgroup's CPU quota, rounded up. At least 1. ``cpu_count()`` is the
-    machine's count, as ``multiprocessing.cpu_count()``."""
+    cgroup's CPU quota, rounded up (a reading of it less than a second
+    old is used again). At least 1. ``cpu_count()`` is the machine's count,
+    as ``multiprocessing.cpu_count()``."""
     count = len(os.sched_getaffinity(0))
-    quota = _cgroup_quota()
+    quota = _recent_cgroup_quota()
     if quota is not None:
         count = min(count, max(1, math.ceil(quota)))
     return max(1, count)
@@ -250,6 +267,31 @@ def _stop_openblas_servers(controller: Any) -> None:
             shutdown()
 
 
+def _cap_forked_openblas(lib: Any, threads: int) -> bool:
+    """Caps an OpenBLAS (pthreads) whose thread server a fork left stopped
+    (its fork handler stops it in the parent before every fork) by setting
+    the thread count it reads, ``blas_cpu_number``, as
+    ``openblas_set_num_threads`` would once it had restarted the server
+    (its threads, about 2 ms of a worker's start, then stopped again by
+    ``_stop_openblas_servers``). The server starts when a call needs it, as
+    it would have anyway. False, and nothing done, where this does not
+    apply."""
+    if getattr(lib, "internal_api", "") != "openblas" or getattr(lib, "threading_layer", "") != "pthreads":
+        return False
+    import ctypes
+
+    try:
+        dynlib = lib.dynlib
+        running = ctypes.c_int.in_dll(dynlib, "blas_server_avail")
+        count = ctypes.c_int.in_dll(dynlib, "blas_cpu_number")
+    except (AttributeError, ValueError):  # another build's symbols
+        return False
+    if running.value != 0 or not 1 <= threads <= count.value:
+        return False
+    count.value = threads
+    return True
+
+
 _limits: Any = None  # threadpoolctl's limiter, kept for the worker's life
 # threadpoolctl's view of the thread pools loaded in the parent, made when a
 # pool is created: forked workers inherit it and only apply the limit (tens
@@ -312,9 +354,12 @@ def start_worker(
         # For what is loaded already: inherited from the parent, or loaded
         # by the fork server's child.
         if _controller is not None:
-            # Capping an OpenBLAS that a fork inherited restarts its thread
-            # server (about 2 ms): only where the cap changes something.
-            if any(lib.num_threads > inner_threads for lib in _controller.lib_controllers):
+            # Capping an OpenBLAS that a fork inherited through its API
+            # restarts its thread server (about 2 ms): only where the cap
+            # changes something, and not at all where the count can be set
+            # with the server stopped.
+            over = [lib for lib in _controller.lib_controllers if lib.num_threads > inner_threads]
+            if any(not _cap_forked_openblas(lib, inner_threads) for lib in over):
                 _limits = _controller.limit(limits=inner_threads)
                 if inner_threads == 1:
                     _stop_openblas_servers(_controller)

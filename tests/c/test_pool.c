@@ -706,9 +706,44 @@ static void test_clean_shutdown(void **state) {
     ff_task_release(tasks[i]);
   }
   assert_int_equal(atomic_load(&log.unexpected), 0);
-  /* join returns once the workers are reaped; destroy also waits for the
-   * zygote. */
+  /* join returns once the workers have run their last code; their reaping
+   * is the loop thread's, and destroy also waits for the zygote. */
   for (size_t i = 0; i < n; i++) assert_process_gone(pids[i]);
+  ff_pool_destroy(pool);
+  assert_no_children();
+}
+
+/* After close and join, the workers have said they exit: they no longer
+ * count, a terminate leaves them to it, and their statuses, reported by
+ * the zygote afterwards, are clean exits. */
+static void test_join_before_the_reaping(void **state) {
+  (void)state;
+  ff_pool_t *pool = make_pool(2, NULL);
+  for (int i = 0; i < 4; i++) expect_result(pool, "sq 5", "25");
+  pid_t pids[8];
+  /* Each pid comes with the zygote's SPAWNED (see test_worker_exit_lookup). */
+  size_t n = ff_pool_worker_pids(pool, pids, 8);
+  for (int k = 0; n < 2 && k < 500; k++) {
+    usleep(10000);
+    n = ff_pool_worker_pids(pool, pids, 8);
+  }
+  assert_int_equal(n, 2);
+  assert_int_equal(ff_pool_close(pool), 0);
+  assert_int_equal(ff_pool_join(pool, 30), 0);
+  assert_int_equal(ff_pool_worker_count(pool), 0);
+  assert_int_equal(ff_pool_worker_pids(pool, pids + 2, 6), 0);
+  assert_int_equal(ff_pool_terminate(pool), 0);
+  for (size_t i = 0; i < n; i++) {
+    ff_exit_t how;
+    int rc = ff_pool_worker_exit(pool, pids[i], &how);
+    for (int k = 0; rc == -ENOENT && k < 500; k++) {
+      usleep(10000);
+      rc = ff_pool_worker_exit(pool, pids[i], &how);
+    }
+    assert_int_equal(rc, 0);
+    assert_int_equal(how.exit_code, 0);
+    assert_int_equal(how.term_signal, 0);
+  }
   ff_pool_destroy(pool);
   assert_no_children();
 }
@@ -1339,6 +1374,7 @@ int main(void) {
       cmocka_unit_test_setup(test_killed_task_behind_a_dying_worker, setup_alarm),
       cmocka_unit_test_setup(test_corrupt_message, setup_alarm),
       cmocka_unit_test_setup(test_clean_shutdown, setup_alarm),
+      cmocka_unit_test_setup(test_join_before_the_reaping, setup_alarm),
       cmocka_unit_test_setup(test_terminate, setup_alarm),
       cmocka_unit_test_setup(test_max_tasks_per_worker, setup_alarm),
       cmocka_unit_test_setup(test_init_failure, setup_alarm),
