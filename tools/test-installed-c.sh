@@ -91,7 +91,7 @@ echo "test-installed-c: ff_version() = $version"
 nm -D --defined-only "$prefix/lib/libforkfarm.so" | awk '{print $NF}' | sort >"$tmp/exported"
 # Every function forkfarm.h declares (a line that starts a declaration,
 # with FF_API or without), not only those marked FF_API.
-grep -vE '^(typedef|#| )' "$prefix/include/forkfarm.h" |
+grep -vE '^(typedef|#| |/\*)' "$prefix/include/forkfarm.h" |
   sed -n 's/^[^(]*[ *]\(ff_[a-z0-9_]*\)(.*/\1/p' | sort >"$tmp/declared"
 if grep -v '^ff_' "$tmp/exported" | grep -q .; then
   fail "libforkfarm.so exports symbols that are not ff_: $(grep -v '^ff_' "$tmp/exported" | tr '\n' ' ')"
