@@ -234,7 +234,20 @@ typedef struct ff_pool_options_s {
    * and a worker that exits is replaced only when tasks wait for one (how
    * ProcessPoolExecutor spawns its workers with spawn and forkserver). */
   int start_on_demand;
+  /* Nonzero: each worker's standard output and error (descriptors 1 and 2,
+   * which Python and native code write alike) go to files of the pool
+   * rather than to the parent's, with a third stream for records
+   * (ff_worker_output_fd). What a task wrote comes back with its outcome
+   * (ff_task_output), even when its worker was killed; what no task owns,
+   * with ff_pool_take_output. */
+  int capture_output;
 } ff_pool_options_t;
+
+/* The streams of a worker whose output the pool captures. */
+#define FF_OUTPUT_STDOUT 0u
+#define FF_OUTPUT_STDERR 1u
+#define FF_OUTPUT_RECORDS 2u /* whatever the embedding runtime writes there */
+#define FF_OUTPUT_STREAMS 3u
 
 /* Fills options with the defaults: one worker per CPU and no callbacks. */
 FF_API void ff_pool_options_init(ff_pool_options_t *options);
@@ -384,6 +397,19 @@ FF_API int ff_pool_worker_exit(ff_pool_t *pool, pid_t pid, ff_exit_t *how);
  * replacement inherits from the worker it replaces; -1 outside workers. */
 FF_API int ff_worker_slot(void);
 
+/* In a worker of a pool that captures output: the descriptor of stream
+ * (FF_OUTPUT_STDOUT is 1 and FF_OUTPUT_STDERR 2 unless the code run there
+ * moved them); -1 elsewhere. A task's writes must be done when work()
+ * returns: the runtime reads the streams' ends then. */
+FF_API int ff_worker_output_fd(unsigned stream);
+
+/* Appends to *into what the pool's workers wrote to stream that no task
+ * owns (written after a task's outcome was settled: by a worker that was
+ * terminated, say, or between tasks and its exit), and forgets it. 0 or
+ * -ENOMEM (then the bytes stay). */
+FF_API int ff_pool_take_output(ff_pool_t *pool, unsigned stream,
+                               ff_buf_t *into);
+
 /* The pool's error, once it cannot run tasks any more (FF_EINITFAILED,
  * FF_EZYGOTELOST), else 0. */
 FF_API int ff_pool_error(ff_pool_t *pool);
@@ -472,6 +498,16 @@ FF_API uint64_t ff_task_run_ns(const ff_task_t *task);
 
 /* How the worker ended, when the status is FF_EWORKERLOST. */
 FF_API const ff_exit_t *ff_task_exit(const ff_task_t *task);
+
+/* What the task's worker wrote to stream (FF_OUTPUT_*) while it ran the
+ * task, when the pool captures output: its length in *length, and NULL
+ * when it wrote nothing. Readable from the completion callback on. */
+FF_API const void *ff_task_output(const ff_task_t *task, unsigned stream,
+                                  size_t *length);
+
+/* The slot (0 to workers - 1) of the worker whose output the task owns,
+ * or -1 when it owns none. */
+FF_API int ff_task_output_slot(const ff_task_t *task);
 
 FF_API void *ff_task_user_data(const ff_task_t *task);
 FF_API uint64_t ff_task_id(const ff_task_t *task);

@@ -186,7 +186,10 @@ enum ff__ring_type {
                            (ff__arena_report_t) */
   FF__RING_EXIT = 9, /* worker -> parent: it has run its last code and exits
                         with status 0 (join need not wait for the reaping) */
-  FF__RING_TYPE_MAX = 9,
+  FF__RING_OUTPUT = 10, /* worker -> parent, before a RESULT: the sizes its
+                           captured streams had when the task ended
+                           (uint64_t[FF_OUTPUT_STREAMS]) */
+  FF__RING_TYPE_MAX = 10,
 };
 #define FF__RING_MORE 1u   /* the message continues in the next record */
 #define FF__RING_FAILED 2u /* a RESULT or READY that reports a failure */
@@ -354,7 +357,7 @@ void ff__fd_close_tracked_in_child(int keep);
 
 /* The most descriptors one message of the runtime's own protocols
  * carries. */
-#define FF__SOCK_MAX_FDS 3
+#define FF__SOCK_MAX_FDS 6
 /* The most descriptors one message carries at all: Linux's SCM_MAX_FD. */
 #define FF__SCM_MAX_FDS 253
 
@@ -387,6 +390,39 @@ int ff__pidfd_open(pid_t pid);
 int ff__pidfd_send_signal(int pidfd, int sig);
 /* Describes a wait status in exit: exit code or signal. */
 void ff__exit_from_status(ff_exit_t *exit, pid_t pid, int status);
+
+/* ---- output.c: a worker's captured output ---------------------------------
+ * A leaf. Each captured stream is a memfd in append mode: the worker writes
+ * without ever blocking on a reader, what it wrote outlives it, and the
+ * file's size says exactly how much it wrote. The worker tells the parent
+ * the sizes at the end of each task; the parent reads each task's range
+ * and gives the pages it read back. */
+typedef struct ff__output_s {
+  int fd[FF_OUTPUT_STREAMS]; /* -1: not captured */
+  uint64_t taken[FF_OUTPUT_STREAMS]; /* bytes read so far */
+  uint64_t freed[FF_OUTPUT_STREAMS]; /* bytes whose pages went back */
+} ff__output_t;
+
+void ff__output_init(ff__output_t *output);
+/* Creates the streams' files (tracked descriptors): 0 or a negative errno. */
+int ff__output_open(ff__output_t *output);
+void ff__output_close(ff__output_t *output);
+static inline bool ff__output_captured(const ff__output_t *output) {
+  return output->fd[0] >= 0;
+}
+/* Appends to *into what stream holds from what was taken so far up to end
+ * (UINT64_MAX: all of it), which a worker says and so is checked against
+ * the file. 0 or a negative errno. */
+int ff__output_take(ff__output_t *output, unsigned stream, uint64_t end,
+                    ff_buf_t *into);
+/* In a new worker: the streams' files become its descriptors 1 and 2 (the
+ * third stays where it is), and stdio forgets what the parent had left in
+ * its buffers, which the parent prints itself. fds: FF_OUTPUT_STREAMS
+ * descriptors, or NULL when the pool does not capture. */
+void ff__output_worker_start(const int *fds);
+/* In a worker that captures: flushes stdio and fills end with the
+ * streams' sizes; false when it does not capture. */
+bool ff__output_worker_ends(uint64_t end[FF_OUTPUT_STREAMS]);
 
 /* ---- zygote.c: the process that forks a pool's workers ------------------
  * Above worker.c (it runs a worker's main in each child) and fork.c. */
@@ -661,6 +697,9 @@ struct ff_task_s {
   size_t result_length;
   uint64_t run_ns;
   ff_exit_t exit;
+  /* What its worker wrote while it ran it, when the pool captures output. */
+  ff_buf_t output[FF_OUTPUT_STREAMS];
+  int output_slot; /* the slot of the worker that wrote it, or -1 */
   /* ff_task_result_taken was called: a decoder received the result's
    * out-of-band buffers, and gives each back itself. */
   bool result_taken;

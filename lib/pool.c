@@ -257,6 +257,7 @@ int ff_pool_create(ff_pool_t **out, const ff_pool_options_t *options) {
     w->slot = i;
     w->pidfd = -1;
     w->shm.fd = -1;
+    ff__output_init(&w->output);
     ff__list_init(&w->in_flight);
   }
   zygote_taken = true; /* adopting closes them on error */
@@ -664,6 +665,26 @@ int ff_pool_worker_exit(ff_pool_t *pool, pid_t pid, ff_exit_t *how) {
 }
 
 int ff_pool_error(ff_pool_t *pool) { return atomic_load(&pool->error); }
+
+int ff_pool_take_output(ff_pool_t *pool, unsigned stream, ff_buf_t *into) {
+  if (pool == NULL || into == NULL || stream >= FF_OUTPUT_STREAMS)
+    return -EINVAL;
+  pthread_mutex_lock(&pool->lock);
+  ff_buf_t *stray = &pool->stray_output[stream];
+  size_t old = into->len;
+  int rc = 0;
+  if (stray->len > 0) {
+    if (ff_buf_reserve(into, old + stray->len) == NULL) {
+      into->len = old;
+      rc = -ENOMEM;
+    } else {
+      memcpy(into->base + old, stray->base, stray->len);
+      stray->len = 0;
+    }
+  }
+  pthread_mutex_unlock(&pool->lock);
+  return rc;
+}
 
 size_t ff_pool_stats(ff_pool_t *pool, ff_pool_stats_t *stats,
                      ff_worker_stats_t *workers, size_t capacity) {

@@ -33,6 +33,8 @@ void ff__pool_release(ff_pool_t *pool) {
   pthread_cond_destroy(&pool->reader_done);
   pthread_mutex_destroy(&pool->lock);
   free(pool->workers);
+  for (unsigned i = 0; i < FF_OUTPUT_STREAMS; i++)
+    free(pool->stray_output[i].base);
   free(pool->error_detail);
   free((void *)pool->options.lendable);
   free(pool);

@@ -98,6 +98,8 @@ struct ff__worker_s {
   /* Killed for a message past max_message_size: the bytes that had come,
    * which its task fails with. */
   uint64_t oversize;
+  /* Its process's captured streams, when the pool captures output. */
+  ff__output_t output;
   /* What ff_pool_stats reports of this slot, across its processes. */
   uint64_t tasks_done;
   uint64_t busy_ns;
@@ -200,6 +202,8 @@ struct ff_pool_s {
   char *error_detail;
   size_t error_detail_length;
   ff_exit_t error_exit; /* the worker exit that failed the pool, if one did */
+  /* Captured output no task owns, until ff_pool_take_output takes it. */
+  ff_buf_t stray_output[FF_OUTPUT_STREAMS];
 };
 
 /* Invariants, checked with assert() in the debug builds the tests use.

@@ -93,6 +93,19 @@ static int lender_start(ff__worker_t *w, int fd) {
   return 0;
 }
 
+/* Reads what the worker's streams hold, up to ends (NULL: all of it), into
+ * the output of task, or of the pool when no task owns it. */
+static void slot_take_output(ff__worker_t *w, ff_task_t *task,
+                             const uint64_t *ends) {
+  if (!ff__output_captured(&w->output)) return;
+  if (task) task->output_slot = (int)w->slot;
+  for (unsigned i = 0; i < FF_OUTPUT_STREAMS; i++) {
+    ff_buf_t *into = task ? &task->output[i] : &w->pool->stray_output[i];
+    /* Out of memory, the bytes stay in the file for whoever reads next. */
+    (void)ff__output_take(&w->output, i, ends ? ends[i] : UINT64_MAX, into);
+  }
+}
+
 void ff__slot_release_process(ff__worker_t *w) {
   FF__ASSERT_LOCKED(w->pool);
   FF__ASSERT_SLOT(w);
@@ -114,6 +127,9 @@ void ff__slot_release_process(ff__worker_t *w) {
     ff__shm_close(&w->shm);
   }
   ff__ring_reader_free(&w->reader);
+  /* What it printed that no task owns is the pool's. */
+  slot_take_output(w, NULL, NULL);
+  ff__output_close(&w->output);
   /* What was given to it and not given back is free again. */
   if (w->receiver) ff__arena_drop_receiver(w->receiver);
   w->receiver = 0;
@@ -137,8 +153,12 @@ void ff__slot_fail_in_flight(ff__worker_t *w, int code,
   FF__ASSERT_LOCKED(w->pool);
   ff__link_t *l;
   w->sending = NULL;
+  bool head = true;
   while ((l = ff__list_pop_front(&w->in_flight)) != NULL) {
     ff_task_t *task = FF__CONTAINER_OF(l, ff_task_t, link);
+    /* The task it was running owns what it printed so far. */
+    if (head) slot_take_output(w, task, NULL);
+    head = false;
     ff__pool_fail_task(w->pool, task, code, exit, done);
   }
   w->in_flight_count = 0;
@@ -258,6 +278,19 @@ static void worker_on_message(ff__worker_t *w, const ff__ring_msg_t *msg,
       return;
     }
   }
+  if (msg->type == FF__RING_OUTPUT &&
+      msg->length == FF_OUTPUT_STREAMS * sizeof(uint64_t) &&
+      !ff__list_empty(&w->in_flight)) {
+    /* The task it just ran owns what its streams gained up to these ends;
+     * its RESULT comes next. */
+    ff_task_t *task = FF__CONTAINER_OF(w->in_flight.next, ff_task_t, link);
+    if (task->id == msg->id && task != w->sending) {
+      uint64_t ends[FF_OUTPUT_STREAMS];
+      memcpy(ends, msg->data, sizeof(ends));
+      slot_take_output(w, task, ends);
+      return;
+    }
+  }
   if (msg->type == FF__RING_RETIRE && w->state == WORKER_READY) {
     /* Over its memory limit: no more tasks, and STOP once it is idle. */
     w->state = WORKER_RETIRING;
@@ -266,8 +299,11 @@ static void worker_on_message(ff__worker_t *w, const ff__ring_msg_t *msg,
     return;
   }
   if (msg->type == FF__RING_EXIT && ff__list_empty(&w->in_flight)) {
-    /* Its last code has run; the zygote reports the exit itself. */
+    /* Its last code has run; the zygote reports the exit itself. What it
+     * printed since its last task is all there will be, and join() need
+     * not wait for the reaping to have it. */
     w->finished = true;
+    slot_take_output(w, NULL, NULL);
     return;
   }
   if (msg->type == FF__RING_FORGET && msg->length % sizeof(uint64_t) == 0) {
@@ -495,9 +531,17 @@ int ff__slot_spawn(ff__worker_t *w, uv_poll_cb on_doorbell) {
   }
   rc = ff__worker_rings(w->shm.base, &w->tasks, &w->results, 1);
   if (rc < 0) goto fail;
+  if (pool->options.capture_output) {
+    rc = ff__output_open(&w->output);
+    if (rc < 0) goto fail;
+  }
   ff__ctl_msg_t msg = {FF__CTL_SPAWN, w->slot, 0, 0};
-  int fds[3] = {w->shm.fd, fd, lender[1]};
-  rc = ff__sock_send(pool->ctl_fd, &msg, sizeof(msg), fds, 3);
+  int fds[3 + FF_OUTPUT_STREAMS] = {w->shm.fd, fd, lender[1]};
+  unsigned nfds = 3;
+  if (ff__output_captured(&w->output))
+    for (unsigned i = 0; i < FF_OUTPUT_STREAMS; i++)
+      fds[nfds++] = w->output.fd[i];
+  rc = ff__sock_send(pool->ctl_fd, &msg, sizeof(msg), fds, nfds);
   /* The mapping is all this process needs of the segment, and the worker's
    * end of the lender socket is the zygote's now. */
   close(w->shm.fd);
@@ -557,6 +601,7 @@ fail:
     w->lender = NULL;
   }
   ff__shm_close(&w->shm);
+  ff__output_close(&w->output);
   /* An errno says why the start failed (FF_ESPAWN); a code of the
    * runtime's own stays as it is. */
   return rc > -4096 ? FF_ESPAWN(-rc) : rc;
@@ -586,6 +631,8 @@ void ff__slot_exited(ff__worker_t *w, int wstatus, ff__done_t *done,
      * front of the queue rather than fail with it. */
     ff_task_t *lost =
         FF__CONTAINER_OF(ff__list_pop_front(&w->in_flight), ff_task_t, link);
+    /* What it printed before it died is the lost task's. */
+    slot_take_output(w, lost, NULL);
     assert(w->in_flight_count > 0);
     w->in_flight_count--;
     while (!ff__list_empty(&w->in_flight)) {

@@ -77,6 +77,7 @@ ff_task_t *ff__task_new(ff_pool_t *pool, const ff__task_host_t *host,
   }
   if (length) memcpy(task->message, message, length);
   task->message_length = length;
+  task->output_slot = -1;
   ff__share_pin_message(task->message, length);
   atomic_init(&task->refs, 2); /* the caller's and the runtime's */
   atomic_init(&task->stage, FF__TASK_QUEUED);
@@ -394,6 +395,21 @@ const void *ff_task_result(const ff_task_t *task, size_t *length) {
   return task->result;
 }
 
+const void *ff_task_output(const ff_task_t *task, unsigned stream,
+                           size_t *length) {
+  if (!task_settled(task) || stream >= FF_OUTPUT_STREAMS ||
+      task->output[stream].len == 0) {
+    if (length) *length = 0;
+    return NULL;
+  }
+  if (length) *length = task->output[stream].len;
+  return task->output[stream].base;
+}
+
+int ff_task_output_slot(const ff_task_t *task) {
+  return task_settled(task) ? task->output_slot : -1;
+}
+
 void ff_task_result_taken(ff_task_t *task) {
   if (task_settled(task)) task->result_taken = true;
 }
@@ -435,6 +451,7 @@ void ff_task_release(ff_task_t *task) {
     ff__share_unpin_message(task->result, task->result_length);
   }
   free(task->result_block);
+  for (unsigned i = 0; i < FF_OUTPUT_STREAMS; i++) free(task->output[i].base);
   ff_context_release(task->context);
   if (task->queue) queue_release(task->queue);
   task->host->release(task->pool);

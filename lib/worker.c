@@ -190,6 +190,11 @@ static void worker_run(worker_t *w, const ff__ring_msg_t *msg) {
   ff__ring_release(&w->tasks, msg);
   ff__ring_wake_producer(&w->tasks);
   worker_report_releases(w);
+  /* What the task printed is in its streams' files before its result
+   * says it is done: the parent reads up to these ends for it. */
+  uint64_t ends[FF_OUTPUT_STREAMS];
+  if (ff__output_worker_ends(ends))
+    worker_send(w, FF__RING_OUTPUT, 0, id, NULL, 0, ends, sizeof(ends));
   uint16_t flags = rc != 0 ? FF__RING_FAILED : 0;
   if (w->out.len > w->max_message) {
     /* The parent would refuse it: only its size goes. */

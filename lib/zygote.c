@@ -2,8 +2,9 @@
  * that forks the pool's workers on request and reports how they exit.
  *
  * The parent talks to it over a SOCK_SEQPACKET socketpair. The parent sends
- * SPAWN with the worker's shared-memory segment and its doorbell eventfd
- * attached; the zygote forks, hands both to the worker, and answers SPAWNED
+ * SPAWN with the worker's shared-memory segment, its doorbell eventfd, its
+ * lender socket and, when the pool captures output, the files of its
+ * streams attached; the zygote forks, hands them to the worker, and answers SPAWNED
  * with a pidfd of the worker attached. It reaps its children through a signalfd for SIGCHLD
  * and reports each with EXITED and its wait status: the parent is not the
  * workers' parent, so only the zygote can learn their exit codes. When the
@@ -80,8 +81,12 @@ static void run_hook(void (*hook)(void *), void *arg) {
   if (hook) hook(arg);
 }
 
-static void zygote_spawn(zygote_t *z, uint32_t slot, int shm_fd,
-                         int doorbell_fd, int lender_fd) {
+/* fds: the worker's segment, doorbell and lender socket, then, when its
+ * pool captures output, its streams' files (FF_OUTPUT_STREAMS of them). */
+static void zygote_spawn(zygote_t *z, uint32_t slot, int *fds,
+                         unsigned nfds) {
+  int shm_fd = fds[0], doorbell_fd = fds[1], lender_fd = fds[2];
+  const int *output_fds = nfds == 3 + FF_OUTPUT_STREAMS ? fds + 3 : NULL;
   const ff_pool_options_t *o = z->options;
   pid_t zygote_pid = getpid();
   /* No prepare or parent hook here: the zygote is a frozen image of its
@@ -99,13 +104,14 @@ static void zygote_spawn(zygote_t *z, uint32_t slot, int shm_fd,
      * zygote: the death signal fires exactly when the zygote dies. */
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != zygote_pid) _exit(1);
+    /* Before the hook: the embedding runtime finds its output where the
+     * pool wants it from its first line on. */
+    ff__output_worker_start(output_fds);
     run_hook(o->fork_hooks.child, o->fork_hooks.arg);
     ff__worker_main(o, slot, shm_fd, doorbell_fd, lender_fd);
   }
   int err = pid < 0 ? -errno : 0;
-  close(shm_fd);
-  close(doorbell_fd);
-  close(lender_fd);
+  ff__sock_close_fds(fds, &nfds);
   ff__ctl_msg_t msg = {FF__CTL_SPAWNED, slot, pid > 0 ? pid : 0, err};
   int pidfd = -1;
   if (pid > 0) {
@@ -160,8 +166,9 @@ static _Noreturn void zygote_main(const ff_pool_options_t *options, int ctl,
       unsigned nfds;
       int rc = ff__sock_recv(ctl, &msg, sizeof(msg), fds, &nfds, 0);
       if (rc <= 0) zygote_exit(&z); /* end of stream or broken socket */
-      if (msg.type == FF__CTL_SPAWN && nfds == 3)
-        zygote_spawn(&z, msg.slot, fds[0], fds[1], fds[2]);
+      if (msg.type == FF__CTL_SPAWN &&
+          (nfds == 3 || nfds == 3 + FF_OUTPUT_STREAMS))
+        zygote_spawn(&z, msg.slot, fds, nfds);
       else
         ff__sock_close_fds(fds, &nfds);
     }

@@ -140,6 +140,18 @@ static PyObject *core_worker_slot(PyObject *module, PyObject *unused) {
   return PyLong_FromLong(ff_worker_slot());
 }
 
+static PyObject *core_worker_output_fd(PyObject *module, PyObject *arg) {
+  (void)module;
+  unsigned long stream = PyLong_AsUnsignedLong(arg);
+  if (stream == (unsigned long)-1 && PyErr_Occurred()) return NULL;
+  if (stream >= FF_OUTPUT_STREAMS) {
+    PyErr_Format(PyExc_ValueError, "stream must be 0, 1 or 2, not %lu",
+                 stream);
+    return NULL;
+  }
+  return PyLong_FromLong(ff_worker_output_fd((unsigned)stream));
+}
+
 static PyObject *core_in_worker(PyObject *module, PyObject *unused) {
   (void)module;
   (void)unused;
@@ -189,6 +201,10 @@ static PyMethodDef core_methods[] = {
     {"worker_slot", core_worker_slot, METH_NOARGS,
      "worker_slot() -> int: in a pool's worker, the slot it fills (a "
      "replacement fills its predecessor's); -1 elsewhere."},
+    {"worker_output_fd", core_worker_output_fd, METH_O,
+     "worker_output_fd(stream) -> int: in a worker of a pool that captures "
+     "output, the descriptor of stream (0 stdout, 1 stderr, 2 records); -1 "
+     "elsewhere."},
     {"in_worker", core_in_worker, METH_NOARGS,
      "in_worker() -> bool: True in a pool's worker process."},
     {"set_oob_threshold", core_set_oob_threshold, METH_O,

@@ -50,7 +50,7 @@ static int pool_init(ffpy_pool_t *self, PyObject *args, PyObject *kw) {
   static char *names[] = {"processes", "hooks", "initializer", "initargs",
                           "maxtasksperchild", "task_timeout", "retries",
                           "max_memory", "zygote", "max_message", "lendable",
-                          "on_demand", NULL};
+                          "on_demand", "capture_output", NULL};
   int processes;
   unsigned int max_tasks = 0;
   double task_timeout = 0;
@@ -58,13 +58,13 @@ static int pool_init(ffpy_pool_t *self, PyObject *args, PyObject *kw) {
   unsigned long long max_memory = 0, max_message = 0;
   PyObject *hooks, *initializer, *initargs, *zygote = Py_None;
   PyObject *lendable = NULL;
-  int on_demand = 0;
-  if (!PyArg_ParseTupleAndKeywords(args, kw, "iOOO!|IdIKOKO!p:Pool", names,
+  int on_demand = 0, capture_output = 0;
+  if (!PyArg_ParseTupleAndKeywords(args, kw, "iOOO!|IdIKOKO!pp:Pool", names,
                                    &processes, &hooks, &initializer,
                                    &PyTuple_Type, &initargs, &max_tasks,
                                    &task_timeout, &retries, &max_memory,
                                    &zygote, &max_message, &PyList_Type,
-                                   &lendable, &on_demand))
+                                   &lendable, &on_demand, &capture_output))
     return -1;
   ff_zygote_t adopted = {-1, 0, -1};
   if (zygote != Py_None &&
@@ -96,6 +96,7 @@ static int pool_init(ffpy_pool_t *self, PyObject *args, PyObject *kw) {
   options.max_memory_per_worker = (size_t)max_memory;
   options.max_message_size = (size_t)max_message;
   options.start_on_demand = on_demand;
+  options.capture_output = capture_output;
   options.on_complete = pool_on_complete;
   /* The segments every worker may open (the initializer's, for a fork
    * server's workers, which did not inherit them). */
@@ -470,6 +471,36 @@ static PyObject *pool_error(ffpy_pool_t *self, PyObject *unused) {
   return ffpy_pool_failure(self->pool);
 }
 
+/* take_output() -> (stdout, stderr, records) bytes the workers wrote that
+ * no task owns, taken once; None when there are none. */
+static PyObject *pool_take_output(ffpy_pool_t *self, PyObject *unused) {
+  (void)unused;
+  if (pool_check(self) < 0) return NULL;
+  ff_buf_t streams[FF_OUTPUT_STREAMS] = {{NULL, 0, 0}};
+  PyObject *result = NULL;
+  size_t total = 0;
+  for (unsigned i = 0; i < FF_OUTPUT_STREAMS; i++) {
+    if (ff_pool_take_output(self->pool, i, &streams[i]) < 0) {
+      PyErr_NoMemory();
+      goto done;
+    }
+    total += streams[i].len;
+  }
+  if (total == 0) {
+    result = Py_NewRef(Py_None);
+    goto done;
+  }
+  result = Py_BuildValue("(y#y#y#)", streams[0].base ? streams[0].base : "",
+                         (Py_ssize_t)streams[0].len,
+                         streams[1].base ? streams[1].base : "",
+                         (Py_ssize_t)streams[1].len,
+                         streams[2].base ? streams[2].base : "",
+                         (Py_ssize_t)streams[2].len);
+done:
+  for (unsigned i = 0; i < FF_OUTPUT_STREAMS; i++) free(streams[i].base);
+  return result;
+}
+
 /* stats() -> (queued, in_flight, done, failed, [(pid, restarts, tasks_done,
  * busy_ns, idle_ns, bytes_sent, bytes_received, current_task, current_ns),
  * ...]) */
@@ -503,6 +534,9 @@ static PyObject *pool_stats(ffpy_pool_t *self, PyObject *unused) {
 }
 
 static PyMethodDef pool_methods[] = {
+    {"take_output", (PyCFunction)pool_take_output, METH_NOARGS,
+     "take_output() -> (stdout, stderr, records) | None: what the workers "
+     "wrote that no task owns, taken once."},
     {"stats", (PyCFunction)pool_stats, METH_NOARGS,
      "stats() -> (queued, in_flight, done, failed, [worker tuples])"},
     {"submit", (PyCFunction)(void (*)(void))pool_submit,

@@ -317,7 +317,41 @@ static PyObject *task_get_id(ffpy_task_t *self, void *closure) {
   return PyLong_FromUnsignedLongLong(ff_task_id(self->task));
 }
 
+/* (slot, stdout, stderr, records): the worker's slot and the bytes it
+ * wrote while it ran the task, when the pool captures output and it wrote
+ * any; else None. */
+static PyObject *task_output(ffpy_task_t *self, PyObject *unused) {
+  (void)unused;
+  PyObject *streams[FF_OUTPUT_STREAMS] = {NULL};
+  size_t total = 0;
+  for (unsigned i = 0; i < FF_OUTPUT_STREAMS; i++) {
+    size_t length;
+    ff_task_output(self->task, i, &length);
+    total += length;
+  }
+  if (total == 0) Py_RETURN_NONE;
+  for (unsigned i = 0; i < FF_OUTPUT_STREAMS; i++) {
+    size_t length;
+    const void *data = ff_task_output(self->task, i, &length);
+    streams[i] = PyBytes_FromStringAndSize(data ? data : "", (Py_ssize_t)length);
+    if (streams[i] == NULL) {
+      for (unsigned j = 0; j < i; j++) Py_DECREF(streams[j]);
+      return NULL;
+    }
+  }
+  PyObject *slot = PyLong_FromLong(ff_task_output_slot(self->task));
+  PyObject *result =
+      slot ? PyTuple_Pack(4, slot, streams[0], streams[1], streams[2]) : NULL;
+  Py_XDECREF(slot);
+  for (unsigned i = 0; i < FF_OUTPUT_STREAMS; i++) Py_DECREF(streams[i]);
+  return result;
+}
+
 static PyMethodDef task_methods[] = {
+    {"output", (PyCFunction)task_output, METH_NOARGS,
+     "(slot, stdout, stderr, records): the worker's slot and the bytes it "
+     "wrote while it ran the task, when its pool captures output and it "
+     "wrote any; else None."},
     {"wait", (PyCFunction)(void (*)(void))task_wait,
      METH_VARARGS | METH_KEYWORDS,
      "wait(timeout=None) -> bool\n\nWaits for the task to finish, with the "

@@ -260,6 +260,22 @@ static PyObject *run_task(ffpy_worker_context_t *c, PyObject *context,
   return value;
 }
 
+/* When the pool captures output, what the task printed through Python's
+ * buffered streams must be in the files before the runtime reads their
+ * ends: a flush per task, two method calls. */
+static void flush_python_streams(void) {
+  if (ff_worker_output_fd(FF_OUTPUT_STDOUT) < 0) return;
+  static const char *const names[] = {"stdout", "stderr"};
+  for (size_t i = 0; i < 2; i++) {
+    PyObject *stream = PySys_GetObject(names[i]); /* borrowed */
+    if (stream == NULL || stream == Py_None) continue;
+    PyObject *r = PyObject_CallMethod(stream, "flush", NULL);
+    if (r == NULL)
+      PyErr_Clear(); /* a stream that cannot flush loses only its own text */
+    Py_XDECREF(r);
+  }
+}
+
 static int worker_work(void *arg, void *context, const void *input,
                        size_t length, ff_buf_t *out) {
   ffpy_worker_context_t *c = arg;
@@ -332,6 +348,7 @@ static int worker_work(void *arg, void *context, const void *input,
     store_exception(c->encode_error, out);
     rc = -1;
   }
+  flush_python_streams();
   saved_thread_state = PyEval_SaveThread();
   return rc;
 }

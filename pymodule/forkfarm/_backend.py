@@ -35,6 +35,7 @@ class Task(Protocol):
     def run_ns(self) -> int: ...
     def value(self, loads: Callable[..., Any]) -> Any: ...
     def value_into(self, loads: Callable[..., Any], target: list[Any], start: int, count: int) -> None: ...
+    def output(self) -> tuple[int, bytes, bytes, bytes] | None: ...
     def cancel(self) -> bool: ...
     def kill(self) -> bool: ...
 
@@ -71,6 +72,7 @@ class Core(Protocol):
     def worker_count(self) -> int: ...
     def worker_pidfd(self, pid: int) -> int | None: ...
     def error(self) -> Outcome | None: ...
+    def take_output(self) -> tuple[bytes, bytes, bytes] | None: ...
     def stats(self) -> tuple[int, int, int, int, Sequence[tuple[int, ...]]]: ...
 
 
@@ -116,6 +118,11 @@ class Settings(NamedTuple):
     max_message: int | None
     role: str
     on_demand: bool
+    # The workers' standard output and error are captured and sent back
+    # with each task's outcome (_output.py), rather than inherited.
+    capture_output: bool = False
+    # The level its workers forward log records from (_logging.py), or None.
+    log_level: int | None = None
 
 
 class Backend(Protocol):
@@ -270,7 +277,8 @@ class LocalBackend:
             initializer = _node.start_worker
             if inner is not None and method == "fork":
                 _node.prepare_parent()
-        initargs = (_identity.identity_for(method, settings.role), initializer, *initargs)
+        log_level = settings.log_level if settings.capture_output else None
+        initargs = (_identity.identity_for(method, settings.role, log_level), initializer, *initargs)
         initializer = _identity.start_worker
         max_tasks, max_memory, max_message = settings.max_tasks or 0, settings.max_memory or 0, settings.max_message or 0
         zygote = None
@@ -297,6 +305,7 @@ class LocalBackend:
             max_message,
             lendable,
             on_demand=settings.on_demand,
+            capture_output=settings.capture_output,
         )
         return core, LocalEncoder(core, main_at_fork)
 

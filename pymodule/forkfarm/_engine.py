@@ -14,7 +14,7 @@ import weakref
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple, cast
 
-from . import _backend, _core, _errors, _node, _protocol, _reuse, _start
+from . import _backend, _core, _errors, _logging, _node, _output, _protocol, _reuse, _start
 from ._backend import AUTO
 
 __all__ = [
@@ -205,6 +205,9 @@ class Engine:
         role: str,
         on_demand_with: tuple[str, ...] = (),
         reuse: float | None = None,
+        output: str = "auto",
+        output_prefix: bool = False,
+        log_level: int | str | None = None,
     ) -> None:
         """Checks a front's arguments, with the messages of the class it
         stands in for, and starts its core. ``role`` names the workers
@@ -213,8 +216,17 @@ class Engine:
         a task finds none idle. An initializer runs as
         ``initializer_wrapper(initializer, *initargs)`` when one is given.
         With ``reuse`` (a grace period in seconds) the core may be a parked
-        pool's (``adopted``), and :meth:`park` keeps it for the next pool."""
+        pool's (``adopted``), and :meth:`park` keeps it for the next pool.
+        ``output``, ``output_prefix`` and ``log_level``: where the workers'
+        output and log records go (``_output.py``, ``_logging.py``)."""
         _check_inner_threads(inner_threads)
+        _output.check(output, output_prefix)
+        level = _logging.check_level(log_level)
+        if level is not None and output == "inherit":
+            raise ValueError(
+                "log_level forwards the workers' log records with their captured output, "
+                "so it cannot be used with output='inherit'"
+            )
         self.timeout = _check_task_timeout(timeout)
         retries = _check_retries(retries)
         max_memory = _check_bytes(max_memory_per_child, "max_memory_per_child")
@@ -237,6 +249,13 @@ class Engine:
             initargs = (initializer, *initargs)
             initializer = initializer_wrapper
         _flush_std_streams()
+        forward_level = _logging.forwarding_level(level) if output != "inherit" else None
+        # Forwarded log records travel with the captured output.
+        capture = _output.captures(output) or forward_level is not None
+        self.capture = capture and self.backend.local
+        self.output_prefix = output_prefix
+        # Where what no task owns goes: the streams of the pool's creator.
+        self.stray_sink = _output.Sink(output_prefix) if self.capture else None
         settings = _backend.Settings(
             workers,
             initializer,
@@ -250,6 +269,8 @@ class Engine:
             max_message,
             role,
             self.backend.start_method in on_demand_with,
+            self.capture,
+            forward_level if self.capture else None,
         )
         self.grace = reuse
         self.reuse_key: _reuse.ReuseKey | None = None
@@ -265,6 +286,21 @@ class Engine:
             self.core, self.encoder = adopted
         else:
             self.core, self.encoder = self.backend.create(settings)
+
+    def sink(self) -> _output.Sink | None:
+        """Where the output of tasks submitted now goes, when the workers'
+        output is captured; None when it is not (nothing to deliver)."""
+        return _output.Sink(self.output_prefix) if self.capture else None
+
+    def deliver_stray(self) -> None:
+        """Writes what the workers printed that no task owns (a task's
+        worker terminated after its outcome was settled) to the streams of
+        the pool's creator."""
+        if self.stray_sink is None:
+            return
+        got = self.core.take_output()
+        if got is not None:
+            self.stray_sink.write(-1, *got)
 
     def idle(self) -> bool:
         """Whether no task is queued or running."""

@@ -15,7 +15,7 @@ import multiprocessing.process
 import os
 from typing import Any, NamedTuple
 
-from . import _core
+from . import _core, _logging
 
 # multiprocessing's process module, whose private state (the current and
 # parent process) this module sets as a child's bootstrap does; typeshed
@@ -35,14 +35,17 @@ class WorkerIdentity(NamedTuple):
     # The parent's authkey, so that a worker may reach the parent's
     # managers and listeners, as multiprocessing's workers may.
     authkey: bytes
+    # The level from which it forwards its log records to the parent
+    # (_logging.py), or None.
+    log_level: int | None = None
 
 
-def identity_for(method: str, role: str) -> WorkerIdentity:
+def identity_for(method: str, role: str, log_level: int | None = None) -> WorkerIdentity:
     """The identity that the workers of a pool made here will take:
     ``role`` is ``"PoolWorker"`` (Pool) or ``"Process"`` (Executor)."""
     parent = _mp_process.current_process()
     return WorkerIdentity(
-        _KIND.get(method, "Fork") + role, os.getpid(), parent.name, bytes(parent.authkey)
+        _KIND.get(method, "Fork") + role, os.getpid(), parent.name, bytes(parent.authkey), log_level
     )
 
 
@@ -85,5 +88,6 @@ def start_worker(
     """A worker's first act, before the rest of its start-up and the pool's
     initializer (``initializer(*initargs)``)."""
     become_worker(identity)
+    _logging.start_worker(identity.log_level)
     if initializer is not None:
         initializer(*initargs)

@@ -56,9 +56,13 @@ class ApplyResult(Generic[_T]):
         self._decoding = threading.Lock()
         self._success = False
         self._value: Any = None
+        # Where what its tasks print goes, when the workers' output is
+        # captured: the caller's streams of now.
+        self._sink = pool._engine.sink()
 
     def _start(self, payload: Any, context: Any, limits: TaskLimits) -> None:
-        notify = self._on_done if (self._callback or self._error_callback) else None
+        wanted = self._callback or self._error_callback or self._sink
+        notify = self._on_done if wanted else None
         self._task = self._pool._engine.submit(payload, notify=notify, context=context, limits=limits)
 
     def _decode(self) -> None:
@@ -80,8 +84,11 @@ class ApplyResult(Generic[_T]):
 
     def _on_done(self, task: Task) -> None:
         # In the callback thread, before waiters are woken, and perhaps
-        # before _start has stored the task it is about to return.
+        # before _start has stored the task it is about to return. What the
+        # task printed comes out before its result is delivered.
         self._task = task
+        if self._sink is not None:
+            self._sink.deliver(task)
         self._decode()
         if self._success and self._callback is not None:
             self._callback(self._value)
@@ -192,6 +199,8 @@ class MapResult(ApplyResult[list[_T]]):
         # before waiters of the task are woken.
         with self._lock:
             where = self._in_flight.pop(task, None)
+            if self._sink is not None and where is not None:
+                self._sink.deliver(task)
             if where is None or self._event.is_set():
                 return
             start, count = where
@@ -284,6 +293,7 @@ class IMapIterator(Iterator[_T]):
         self._owns_bar = progress is True
         self._feed = feed = ChunkFeed(pool._engine, func, iterable, chunksize, star, limits)
         self._queue = pool._engine.completion_queue()
+        self._sink = pool._engine.sink()
         # task id -> (chunk index, item count), where ordering or adaptive
         # sizes need it.
         self._chunks: dict[int, tuple[int, int]] = {}
@@ -355,6 +365,8 @@ class IMapIterator(Iterator[_T]):
         task = self._queue.get(left)
         if task is None:
             raise TimeoutError
+        if self._sink is not None:
+            self._sink.deliver(task)
         return task
 
     def _advance(self, timeout: float | None) -> _T:

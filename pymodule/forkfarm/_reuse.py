@@ -78,6 +78,8 @@ class ReuseKey(NamedTuple):
     cwd: str
     # The fork server's interpreter and preloaded modules.
     server: tuple[str, tuple[str, ...]]
+    capture_output: bool = False
+    log_level: int | None = None
 
 
 def grace_of(reuse: object) -> float | None:
@@ -158,6 +160,8 @@ def reuse_key(method: str, settings: _backend.Settings) -> ReuseKey | None:
         sys_path,
         cwd,
         server,
+        settings.capture_output,
+        settings.log_level,
     )
 
 
@@ -175,7 +179,7 @@ def compatible(parked: ReuseKey, wanted: ReuseKey) -> bool:
     - what else changes a worker: ``maxtasksperchild``, the task timeout,
       the retries, the memory and message limits, ``inner_threads``, the
       pinning, the role (a Pool's workers are not an Executor's), whether
-      workers start on demand;
+      workers start on demand, whether their output is captured;
     - ``sys.path`` and the working directory, as they were when each pool
       was created: the workers import with the parent's path of then;
     - the fork server's interpreter and preloaded modules.
@@ -251,6 +255,9 @@ class Released:
         return None
 
     def error(self) -> _backend.Outcome | None:
+        return None
+
+    def take_output(self) -> None:
         return None
 
     def stats(self) -> tuple[int, int, int, int, list[tuple[int, ...]]]:

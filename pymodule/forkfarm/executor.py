@@ -38,9 +38,10 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures.process import BrokenProcessPool, _RemoteTraceback
 from typing import Any, TypeVar, cast
 
-from . import _core, _errors, _identity, _node, _progress, _protocol, _stats
+from . import _core, _errors, _identity, _node, _output, _progress, _protocol, _stats
 from ._backend import Task
 from ._engine import AUTO, NO_LIMITS, Engine, TaskLimits, check_buffersize, register
+from ._output import OutputMode
 
 __all__ = ["Executor", "LimitedCalls"]
 
@@ -133,6 +134,8 @@ class _Future(concurrent.futures.Future):  # type: ignore[type-arg]
 
     _task: Task | None = None
     _executor: Executor | None = None
+    # Where what its call prints goes, when the workers' output is captured.
+    _sink: _output.Sink | None = None
 
     def cancel(self) -> bool:
         """Cancels the call. Unlike ProcessPoolExecutor's, a running call is
@@ -173,7 +176,9 @@ class _Future(concurrent.futures.Future):  # type: ignore[type-arg]
 
     def _on_done(self, task: Task) -> None:
         # In the thread that collected the result, under the GIL, before the
-        # task's waiters are woken.
+        # task's waiters are woken. What the call printed comes first.
+        if self._sink is not None:
+            self._sink.deliver(task)
         executor = self._executor
         self._executor = None
         if executor is not None:
@@ -347,7 +352,8 @@ class Executor(concurrent.futures.Executor):
     runs a call whose worker died under it again, up to that many times.
     ``max_memory_per_child`` (bytes) replaces a worker whose resident memory
     exceeds it after a call. ``max_message_size``, ``inner_threads``,
-    ``pin`` and ``backend`` are :class:`forkfarm.Pool`'s.
+    ``pin``, ``backend``, ``output``, ``output_prefix`` and ``log_level``
+    are :class:`forkfarm.Pool`'s.
 
     With the fork start method every worker starts with the executor; with
     ``"forkserver"`` and ``"spawn"`` a worker starts when a call finds none
@@ -369,6 +375,9 @@ class Executor(concurrent.futures.Executor):
         inner_threads: int | str | None = AUTO,
         pin: _node.Pin = None,
         max_message_size: int | None = None,
+        output: OutputMode = "auto",
+        output_prefix: bool = False,
+        log_level: int | str | None = None,
     ) -> None:
         self._shutdown_requested = True  # until the runtime pool exists
         self._broken_by: str | None = None
@@ -398,6 +407,9 @@ class Executor(concurrent.futures.Executor):
             role="Process",
             # ProcessPoolExecutor starts its workers on demand but with fork.
             on_demand_with=("forkserver",),
+            output=output,
+            output_prefix=output_prefix,
+            log_level=log_level,
         )
         self._max_workers = self._engine.workers
         self._core = self._engine.core
@@ -472,6 +484,7 @@ class Executor(concurrent.futures.Executor):
     ) -> _Future:
         future = _Future()
         future._executor = self
+        future._sink = self._engine.sink()
         with self._lock:
             self._check_open()
             # Tracked before it can finish, so its completion always finds it.
@@ -620,6 +633,7 @@ class Executor(concurrent.futures.Executor):
                 unfinished = list(self._pending)
             for future in unfinished:
                 future._collect(None)
+            self._engine.deliver_stray()
             self._stopped.set()
             _protocol.trim_arena()
 

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 from . import _errors, _identity, _node, _progress, _protocol, _reuse, _stats
 from ._engine import AUTO, NO_LIMITS, Engine, TaskLimits, check_buffersize, is_int, register
+from ._output import OutputMode
 from ._results import (
     ApplyResult,
     AsyncMapIterator,
@@ -133,6 +134,20 @@ class Pool:
     fork pools are never reused (their workers must see this process as it
     is when each pool is made), and asking for both raises ValueError.
     ``terminate()`` kills the workers, as always.
+
+    ``output`` says where what the workers print goes (docs/output.md):
+    ``"forward"`` sends what a task printed, to descriptors 1 and 2 from
+    Python or native code, back with its result and writes it to the
+    ``sys.stdout`` and ``sys.stderr`` of the code that submitted it (in
+    Jupyter, that cell), nothing lost when its worker is killed;
+    ``"inherit"`` lets the workers write to this process's descriptors, as
+    multiprocessing's do; ``"auto"`` forwards when ``sys.stdout`` or
+    ``sys.stderr`` is not this process's own descriptor (Jupyter, an IDE,
+    captured output) or logging is forwarded. ``output_prefix=True``
+    starts each forwarded line with ``[worker N]``. ``log_level`` forwards
+    the records the workers log at that level and above to this process's
+    loggers (docs/logging.md); by default they are forwarded, at the root
+    logger's level, when logging is configured here.
     """
 
     def __init__(
@@ -151,6 +166,9 @@ class Pool:
         pin: _node.Pin = None,
         max_message_size: int | None = None,
         reuse: bool | float = False,
+        output: OutputMode = "auto",
+        output_prefix: bool = False,
+        log_level: int | str | None = None,
     ) -> None:
         self._state = TERMINATE  # until the runtime pool exists
         grace = _reuse.grace_of(reuse)
@@ -171,6 +189,9 @@ class Pool:
             max_message_size=max_message_size,
             role="PoolWorker",
             reuse=grace,
+            output=output,
+            output_prefix=output_prefix,
+            log_level=log_level,
         )
         self._processes = self._engine.workers
         self._core = self._engine.core
@@ -485,6 +506,7 @@ class Pool:
         self._state = TERMINATE
         self._core.terminate()
         self._core.join()
+        self._engine.deliver_stray()
         _protocol.trim_arena()
 
     def join(self) -> None:
@@ -493,6 +515,7 @@ class Pool:
         if self._state == RUN:
             raise ValueError("Pool is still running")
         self._core.join()
+        self._engine.deliver_stray()
         _protocol.trim_arena()
 
     def __enter__(self) -> Pool:

@@ -6,6 +6,7 @@ method that a kernel's threads call for."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -45,11 +46,15 @@ nbformat.write(notebook, target)
 def executed(tmp_path_factory: pytest.TempPathFactory) -> Any:
     directory = tmp_path_factory.mktemp("notebook")
     target = directory / "executed.ipynb"
+    # Python's default buffering, as a user's kernel has it: what the
+    # workers print must arrive without PYTHONUNBUFFERED.
+    env = {name: value for name, value in os.environ.items() if name != "PYTHONUNBUFFERED"}
     done = subprocess.run(
         [sys.executable, "-c", EXECUTE, str(NOTEBOOK), str(target), str(directory / "ipc"), str(NOTEBOOK.parent)],
         capture_output=True,
         text=True,
         timeout=170,
+        env=env,
     )
     assert done.returncode == 0, done.stderr[-4000:]
     return nbformat.read(target, as_version=4)
@@ -99,3 +104,27 @@ def test_the_stats_table(executed: Any) -> None:
     assert "busy s" in html and "restarts" in html
     assert "failed: 0 workers: 2\n" in _text(executed)
     json.dumps(table.data)  # the saved notebook can hold it
+
+
+def _cell_text(notebook: Any, source_start: str) -> str:
+    """The stream output of the one code cell whose source starts so."""
+    [cell] = [c for c in notebook.cells if c.cell_type == "code" and c.source.startswith(source_start)]
+    return "".join(o.get("text", "") for o in cell.outputs if o.output_type == "stream")
+
+
+def test_worker_prints_land_in_the_cell_that_ran_them(executed: Any) -> None:
+    text = _cell_text(executed, "def shout(x):")
+    for x in range(4):
+        assert f"task {x} says hello\n" in text
+    assert "results: [0, 1, 2, 3]\n" in text
+    # Printed by tasks of a pool its with block terminates: none lost.
+    last = _cell_text(executed, "with forkfarm.Pool(2) as short_lived:")
+    assert sorted(last.splitlines()) == [f"task {x} says hello" for x in (10, 11, 12)]
+    # And nowhere else.
+    assert _text(executed).count("says hello") == 7
+
+
+def test_worker_log_records_reach_the_kernel_loggers(executed: Any) -> None:
+    lines = _cell_text(executed, "import logging").splitlines()
+    assert sorted(line.split(" ", 1)[1] for line in lines) == ["INFO farm: measured 0", "INFO farm: measured 1"]
+    assert all(line.startswith("ForkServerPoolWorker-") for line in lines)

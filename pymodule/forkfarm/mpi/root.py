@@ -125,6 +125,10 @@ class Task:
             raise ValueError(f"a map chunk of {count} items came back with {len(values)} results")
         target[start : start + count] = values
 
+    def output(self) -> None:
+        """Ranks print where MPI sends their output: nothing is captured."""
+        return None
+
     def cancel(self) -> bool:
         """Withdraws the task if no rank has it yet."""
         return self._core.cancel(self)
@@ -239,6 +243,9 @@ class Core:
         raise NotImplementedError("stopping the workers needs workers on this machine, not MPI ranks")
 
     def error(self) -> None:
+        return None
+
+    def take_output(self) -> None:
         return None
 
     def stats(self) -> tuple[int, int, int, int, list[tuple[int, ...]]]:
