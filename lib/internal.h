@@ -412,9 +412,10 @@ static inline bool ff__output_captured(const ff__output_t *output) {
 }
 /* Appends to *into what stream holds from what was taken so far up to end
  * (UINT64_MAX: all of it), which a worker says and so is checked against
- * the file. 0 or a negative errno. */
+ * the file; into holds at most limit bytes (the oldest of the rest are
+ * skipped, with a note that says how many). 0 or a negative errno. */
 int ff__output_take(ff__output_t *output, unsigned stream, uint64_t end,
-                    ff_buf_t *into);
+                    ff_buf_t *into, size_t limit);
 /* In a new worker: the streams' files become its descriptors 1 and 2 (the
  * third stays where it is), and stdio forgets what the parent had left in
  * its buffers, which the parent prints itself. fds: FF_OUTPUT_STREAMS

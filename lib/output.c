@@ -63,7 +63,7 @@ void ff__output_close(ff__output_t *output) {
 }
 
 int ff__output_take(ff__output_t *output, unsigned stream, uint64_t end,
-                    ff_buf_t *into) {
+                    ff_buf_t *into, size_t limit) {
   if (stream >= FF_OUTPUT_STREAMS || output->fd[stream] < 0) return -EINVAL;
   int fd = output->fd[stream];
   struct stat st;
@@ -75,6 +75,24 @@ int ff__output_take(ff__output_t *output, unsigned stream, uint64_t end,
   uint64_t from = output->taken[stream];
   if (end <= from) return 0;
   uint64_t want = end - from;
+  /* A worker that prints without end costs the parent no more memory than
+   * its largest result may: the rest is skipped, and the skip says so. */
+  size_t room = into->len < limit ? limit - into->len : 0;
+  if (want > room) {
+    char note[96];
+    int n = snprintf(note, sizeof(note),
+                     "\n[forkfarm: %llu bytes of output dropped: over "
+                     "max_message_size]\n",
+                     (unsigned long long)(want - room));
+    output->taken[stream] = from + (want - room);
+    from = output->taken[stream];
+    want = room;
+    /* Records are framed: a note among them would break the frames. */
+    if (stream != FF_OUTPUT_RECORDS && n > 0 &&
+        ff_buf_reserve(into, into->len + (size_t)n) != NULL)
+      memcpy(into->base + into->len - (size_t)n, note, (size_t)n);
+    if (want == 0) return 0;
+  }
   if (want > SIZE_MAX - into->len) return -ENOMEM;
   size_t old = into->len;
   if (ff_buf_reserve(into, old + (size_t)want) == NULL) {

@@ -99,10 +99,14 @@ static void slot_take_output(ff__worker_t *w, ff_task_t *task,
                              const uint64_t *ends) {
   if (!ff__output_captured(&w->output)) return;
   if (task) task->output_slot = (int)w->slot;
+  size_t limit = w->pool->options.max_message_size
+                     ? w->pool->options.max_message_size
+                     : ff__default_max_message();
   for (unsigned i = 0; i < FF_OUTPUT_STREAMS; i++) {
     ff_buf_t *into = task ? &task->output[i] : &w->pool->stray_output[i];
     /* Out of memory, the bytes stay in the file for whoever reads next. */
-    (void)ff__output_take(&w->output, i, ends ? ends[i] : UINT64_MAX, into);
+    (void)ff__output_take(&w->output, i, ends ? ends[i] : UINT64_MAX, into,
+                          limit);
   }
 }
 

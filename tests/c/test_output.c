@@ -3,6 +3,7 @@
  * stream, also when tasks are pipelined, when the worker is killed or the
  * pool terminated; what no task owns is the pool's. Every test reaps what
  * it forked. */
+#define _GNU_SOURCE /* memmem */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -61,9 +62,11 @@ static void say_goodbye(void *arg) {
   (void)rc;
 }
 
-static ff_pool_t *make_pool(unsigned workers, int capture) {
+static ff_pool_t *make_pool_limited(unsigned workers, int capture,
+                                    size_t max_message) {
   ff_pool_options_t o;
   ff_pool_options_init(&o);
+  o.max_message_size = max_message;
   o.workers = workers;
   o.work = output_work;
   o.worker_exit = say_goodbye;
@@ -71,6 +74,10 @@ static ff_pool_t *make_pool(unsigned workers, int capture) {
   ff_pool_t *pool = NULL;
   assert_int_equal(ff_pool_create(&pool, &o), 0);
   return pool;
+}
+
+static ff_pool_t *make_pool(unsigned workers, int capture) {
+  return make_pool_limited(workers, capture, 0);
 }
 
 static ff_task_t *submit(ff_pool_t *pool, const char *msg) {
@@ -187,6 +194,30 @@ static void test_terminate_keeps_what_the_running_task_wrote(void **state) {
   assert_no_children();
 }
 
+/* Output past max_message_size costs no more memory: its oldest bytes are
+ * skipped, and a note says how many. */
+static void test_output_is_bounded_by_the_message_limit(void **state) {
+  (void)state;
+  ff_pool_t *pool = make_pool_limited(1, 1, 100);
+  char msg[256] = "out ";
+  memset(msg + 4, 'x', 150);
+  memcpy(msg + 4 + 150, "END", 4);
+  ff_task_t *task = submit(pool, msg);
+  assert_int_equal(ff_task_wait(task, 30), 0);
+  size_t length;
+  const char *data = ff_task_output(task, FF_OUTPUT_STDOUT, &length);
+  assert_non_null(data);
+  const char *note = "[forkfarm: 54 bytes of output dropped: over max_message_size]\n";
+  assert_true(length > strlen(note) + 100 - 1);
+  const char *said = "54 bytes of output dropped";
+  assert_non_null(memmem(data, length, said, strlen(said)));
+  /* The newest bytes are kept, the end of the line included. */
+  assert_memory_equal(data + length - 4, "END\n", 4);
+  ff_task_release(task);
+  ff_pool_destroy(pool);
+  assert_no_children();
+}
+
 static void test_nothing_is_captured_unless_asked(void **state) {
   (void)state;
   ff_pool_t *pool = make_pool(1, 0);
@@ -211,6 +242,7 @@ int main(void) {
       cmocka_unit_test(test_pipelined_tasks_keep_their_own_output),
       cmocka_unit_test(test_a_killed_worker_output_goes_to_its_task),
       cmocka_unit_test(test_terminate_keeps_what_the_running_task_wrote),
+      cmocka_unit_test(test_output_is_bounded_by_the_message_limit),
       cmocka_unit_test(test_nothing_is_captured_unless_asked),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
