@@ -679,6 +679,9 @@ struct ff_task_s {
   _Atomic uint32_t done; /* the futex word waiters sleep on */
   _Atomic uint32_t sleepers;
   _Atomic uint32_t callback_claimed; /* a thread took its callback */
+  /* Threads in ff_task_wait for it, when it is FF_SUBMIT_CLAIMABLE: its
+   * callback is then left to them, not queued for the callback thread. */
+  _Atomic uint32_t claimers;
   uint64_t id;
   unsigned flags;
   ff_pool_t *pool; /* holds a reference to the pool while the task lives */

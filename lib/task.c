@@ -248,12 +248,26 @@ void ff__task_defer_callbacks(ff__link_t *tasks) {
   if (ff__list_empty(tasks)) return;
   /* Settled, with a callback to run: waiters wake up to claim it. */
   uint32_t n = 0;
-  for (ff__link_t *l = tasks->next; l != tasks; l = l->next) {
+  ff__link_t *l = tasks->next;
+  while (l != tasks) {
     ff_task_t *task = FF__CONTAINER_OF(l, ff_task_t, link);
-    ff_task_retain(task); /* the queue's */
+    l = l->next;
+    /* The queue's reference, taken before a waiter may run the callback
+     * and let the task go. */
+    ff_task_retain(task);
     ff__futex_publish(&task->done, FF__TASK_CALLBACK, &task->sleepers);
+    /* A thread waits to claim it: it runs the callback itself, with no
+     * hop through the callback thread (a wake-up, and on a busy machine a
+     * wait for a CPU). A waiter that leaves first claims it on its way out
+     * (ff_task_wait): one of the two sees the other. */
+    if ((task->flags & FF_SUBMIT_CLAIMABLE) && atomic_load(&task->claimers)) {
+      ff__list_remove(&task->link);
+      ff_task_release(task);
+      continue;
+    }
     n++;
   }
+  if (ff__list_empty(tasks)) return;
   pthread_mutex_lock(&callbacks_lock);
   int rc = callbacks_start();
   if (rc == 0) {
@@ -264,9 +278,9 @@ void ff__task_defer_callbacks(ff__link_t *tasks) {
   pthread_mutex_unlock(&callbacks_lock);
   if (rc == 0) return;
   /* No thread for them: they run here rather than never. */
-  ff__link_t *l;
-  while ((l = ff__list_pop_front(tasks)) != NULL) {
-    ff_task_t *task = FF__CONTAINER_OF(l, ff_task_t, link);
+  ff__link_t *left;
+  while ((left = ff__list_pop_front(tasks)) != NULL) {
+    ff_task_t *task = FF__CONTAINER_OF(left, ff_task_t, link);
     if (callback_claim(task)) callbacks_run(&task, 1);
     ff_task_release(task);
   }
@@ -322,16 +336,22 @@ int ff_task_wait(ff_task_t *task, double timeout) {
   if (task->host->is_foreign(task->pool)) return FF_EFOREIGN;
   if (task->host->on_loop_thread(task->pool)) return -EDEADLK;
   uint64_t deadline = ff__deadline(timeout);
+  bool claimable = task->flags & FF_SUBMIT_CLAIMABLE;
+  if (claimable) atomic_fetch_add(&task->claimers, 1);
+  int rc;
   for (;;) {
     uint32_t done = atomic_load_explicit(&task->done, memory_order_acquire);
-    if (done == FF__TASK_PUBLISHED) return 0;
-    int rc;
+    if (done == FF__TASK_PUBLISHED) {
+      rc = 0;
+      break;
+    }
     if (done == FF__TASK_CALLBACK) {
       /* Its callback waits to run: this thread runs it, if it may, unless
-       * the callback thread took it first. */
-      if ((task->flags & FF_SUBMIT_CLAIMABLE) && callback_claim(task)) {
+       * another thread took it first. */
+      if (claimable && callback_claim(task)) {
         callbacks_run(&task, 1);
-        return 0;
+        rc = 0;
+        break;
       }
       rc = ff__futex_sleep(&task->done, FF__TASK_CALLBACK, &task->sleepers,
                            deadline);
@@ -340,10 +360,21 @@ int ff_task_wait(ff_task_t *task, double timeout) {
                             deadline);
     }
     if (rc == -ETIMEDOUT || rc == -EINTR) {
-      if (atomic_load(&task->done) == FF__TASK_PUBLISHED) return 0;
-      if (rc == -EINTR || ff__now_ns() >= deadline) return rc;
+      if (atomic_load(&task->done) == FF__TASK_PUBLISHED) {
+        rc = 0;
+        break;
+      }
+      if (rc == -EINTR || ff__now_ns() >= deadline) break;
     }
   }
+  if (claimable && atomic_fetch_sub(&task->claimers, 1) == 1 &&
+      atomic_load(&task->done) == FF__TASK_CALLBACK && callback_claim(task)) {
+    /* Its callback was left to the waiters, and this is the last one:
+     * it runs here rather than never. */
+    callbacks_run(&task, 1);
+    rc = 0;
+  }
+  return rc;
 }
 
 int ff_task_done(const ff_task_t *task) {

@@ -193,8 +193,14 @@ static void worker_run(worker_t *w, const ff__ring_msg_t *msg) {
   /* What the task printed is in its streams' files before its result
    * says it is done: the parent reads up to these ends for it. */
   uint64_t ends[FF_OUTPUT_STREAMS];
-  if (ff__output_worker_ends(ends))
-    worker_send(w, FF__RING_OUTPUT, 0, id, NULL, 0, ends, sizeof(ends));
+  if (ff__output_worker_ends(ends)) {
+    /* The RESULT right behind it wakes the parent: one wake-up, not two
+     * (a parent woken for this record alone would sleep again). */
+    size_t offset = 0;
+    if (ff__ring_write2(&w->results, FF__RING_OUTPUT, 0, id, NULL, 0, ends,
+                        sizeof(ends), &offset) != 1)
+      worker_send(w, FF__RING_OUTPUT, 0, id, NULL, 0, ends, sizeof(ends));
+  }
   uint16_t flags = rc != 0 ? FF__RING_FAILED : 0;
   if (w->out.len > w->max_message) {
     /* The parent would refuse it: only its size goes. */

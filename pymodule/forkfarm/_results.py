@@ -61,9 +61,14 @@ class ApplyResult(Generic[_T]):
         self._sink = pool._engine.sink()
 
     def _start(self, payload: Any, context: Any, limits: TaskLimits) -> None:
-        wanted = self._callback or self._error_callback or self._sink
-        notify = self._on_done if wanted else None
-        self._task = self._pool._engine.submit(payload, notify=notify, context=context, limits=limits)
+        callbacks = self._callback is not None or self._error_callback is not None
+        notify = self._on_done if callbacks or self._sink is not None else None
+        # With no callback, whose order is promised, the thread that waits
+        # for the result writes the task's output itself, with no hop
+        # through the callback thread.
+        self._task = self._pool._engine.submit(
+            payload, notify=notify, context=context, limits=limits, claimable=notify is not None and not callbacks
+        )
 
     def _decode(self) -> None:
         if self._decoded:
