@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from multiprocessing.pool import MaybeEncodingError  # type: ignore[attr-defined]
 from typing import Any, NamedTuple
 
-from . import _core, _output
+from . import _core, _debug, _output
 from ._errors import RemoteError, RemoteTraceback
 
 CALL = 0
@@ -358,14 +358,16 @@ def trim_arena() -> None:
 
 def worker_setup() -> None:
     """Runs in each new worker before its initializer, as multiprocessing's
-    workers do: standard input is not the parent's to read. Its standard
-    output and error go where its pool captures them, if it does."""
+    workers do: standard input is not the parent's to read. breakpoint()
+    runs pdb on the terminal instead (``_debug``). Its standard output and
+    error go where its pool captures them, if it does (``_output``)."""
     try:
         if sys.stdin is not None:
             sys.stdin.close()
         sys.stdin = open(os.devnull)  # noqa: SIM115 - lives as long as the worker
     except (OSError, ValueError):
         pass
+    _debug.install()
     _output.start_worker()
 
 
