@@ -31,6 +31,7 @@ bench: $(INSTALL_STAMP)
 	$(VPY) benchmarks/condition.py
 	$(VPY) benchmarks/startup.py
 	$(VPY) benchmarks/w4_phases.py
+	$(VPY) benchmarks/output.py
 	$(VPY) benchmarks/joblib_calls.py
 	$(VPY) benchmarks/progress.py
 	$(VPY) benchmarks/mpi.py
