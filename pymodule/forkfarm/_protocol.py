@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from multiprocessing.pool import MaybeEncodingError  # type: ignore[attr-defined]
 from typing import Any, NamedTuple
 
-from . import _core
+from . import _core, _source
 from ._errors import RemoteError, RemoteTraceback
 
 CALL = 0
@@ -96,8 +96,9 @@ def by_reference(obj: Any, main_at_fork: MainSnapshot) -> bool:
 
 
 class ByValue:
-    """A function or class sent by value: cloudpickle's bytes, loaded by
-    cloudpickle in the worker."""
+    """A function or class sent by value: cloudpickle's bytes, its code
+    keeping its filenames and carrying the lines of cells
+    (``_source.py``), loaded by pickle in the worker."""
 
     __slots__ = ("obj",)
 
@@ -105,9 +106,7 @@ class ByValue:
         self.obj = obj
 
     def __reduce__(self) -> tuple[Any, ...]:
-        import cloudpickle
-
-        return cloudpickle.loads, (cloudpickle.dumps(self.obj, protocol=PROTOCOL),)
+        return pickle.loads, (_source.dumps(self.obj, PROTOCOL),)
 
 
 # The runtime objects behind forkfarm's locks and semaphores (their acquire
@@ -166,9 +165,7 @@ def _dumps_by_value(payload: Any, original: BaseException, **options: Any) -> by
     it; the original error, named and explained, when cloudpickle cannot
     either."""
     try:
-        import cloudpickle
-
-        pickled = cloudpickle.dumps(payload, protocol=PROTOCOL)
+        pickled = _source.dumps(payload, PROTOCOL)
     except Exception as second:  # noqa: BLE001 - reported with the first
         original.add_note(f"forkfarm tried to send it by value (cloudpickle) too: {second}")
         raise original from None
@@ -184,9 +181,7 @@ class _Pickled:
         self.data = data
 
     def __reduce__(self) -> tuple[Any, ...]:
-        import cloudpickle
-
-        return cloudpickle.loads, (self.data,)
+        return pickle.loads, (self.data,)
 
 
 def dumps_or_by_value(payload: Any, protocol: int = PROTOCOL, **options: Any) -> bytes:
@@ -206,9 +201,8 @@ def dumps_by_value(value: Any, error: BaseException) -> bytes:
     worker reports the original error."""
     if not _pickling_failed(error):
         raise error
-    import cloudpickle
-
-    return dumps(_Pickled(cloudpickle.dumps(value, protocol=PROTOCOL)), PROTOCOL)
+    # Filenames kept, no lines shipped: the parent's linecache is its own.
+    return dumps(_Pickled(_source.dumps(value, PROTOCOL, ship_source=False)), PROTOCOL)
 
 
 def encode_call(func: Callable[..., Any], args: Iterable[Any], kwds: Mapping[str, Any]) -> bytes:
