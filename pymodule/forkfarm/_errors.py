@@ -5,23 +5,21 @@ from __future__ import annotations
 
 import errno
 import multiprocessing
-import multiprocessing.pool
 import os
 import pickle
 import queue
 import signal as _signal
 import struct
+from collections.abc import Callable
 from concurrent.futures import CancelledError
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
-from . import _core
+from . import _core, _remote
 
-
-# The traceback of an exception raised in a worker, attached to it as
-# ``__cause__`` (``.tb`` is its text): multiprocessing's own class, so that
-# code testing the cause's type finds what it looks for.
-RemoteTraceback = multiprocessing.pool.RemoteTraceback  # type: ignore[attr-defined]
+# RemoteError and RemoteTraceback live with the encoding of a worker's
+# exceptions (_remote.py); they are forkfarm's exceptions too.
+from ._remote import RemoteError as RemoteError, RemoteTraceback as RemoteTraceback
 
 
 def _signal_name(signum: int) -> str:
@@ -167,54 +165,29 @@ def _mib(size: int) -> str:
     return f"{size / 2**20:.1f} MiB"
 
 
-class RemoteError(Exception):
-    """An exception raised in a worker that could not travel as itself: it
-    could not be pickled there, or not unpickled here. ``.type_name`` is
-    its qualified class name, ``.message`` its text, ``.traceback`` the
-    worker's formatted traceback; when unpickling failed here, that error
-    is the ``__cause__``."""
-
-    def __init__(self, type_name: str, message: str, traceback: str = "", reason: str = "") -> None:
-        text = f"{type_name}: {message}" if message else type_name
-        if reason:
-            text += f" ({reason})"
-        super().__init__(text)
-        self.type_name = type_name
-        self.message = message
-        self.traceback = traceback
-        self.reason = reason
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return type(self), (self.type_name, self.message, self.traceback, self.reason)
-
-
-def decode_error(detail: bytes) -> BaseException:
+def decode_error(detail: bytes, traceback_class: Callable[[str], BaseException] = RemoteTraceback) -> BaseException:
     """The exception a worker encoded (``_protocol.encode_error``): itself,
-    with the worker's traceback as its ``__cause__``, or a
-    :class:`RemoteError` naming it when it does not unpickle here."""
-    return decode_failure(detail)[0]
+    or a :class:`RemoteError` standing for it when it did not pickle there
+    or does not unpickle here, chained as it was, with the worker's
+    traceback as a traceback_class (``_remote.rebuild``)."""
+    return decode_failure(detail, traceback_class)[0]
 
 
-def decode_failure(detail: bytes) -> tuple[BaseException, object]:
+def decode_failure(
+    detail: bytes, traceback_class: Callable[[str], BaseException] = RemoteTraceback
+) -> tuple[BaseException, object]:
     """:func:`decode_error`'s exception, and where the worker says it
     failed: False (the call raised), ``"load"`` (the task's message did not
     unpickle there) or ``("result", the original error's encoding)`` (the
     value did not pickle)."""
     try:
-        stage, pickled, (type_name, message, tb) = pickle.loads(detail)
+        stage, encoded = pickle.loads(detail)
+        links = _remote.valid_links(encoded)
     except Exception:  # noqa: BLE001 - not what a worker encodes
+        links = None
+    if links is None:
         return RuntimeError(f"the worker failed: {detail[:200].decode(errors='replace')}"), False
-    try:
-        exc = pickle.loads(pickled)
-    except Exception as unpickling:  # noqa: BLE001 - anything may fail to unpickle
-        err = RemoteError(
-            type_name, message, tb, f"raised in a worker; it could not be unpickled here: {unpickling!r}"
-        )
-        err.__cause__ = unpickling
-        return err, stage
-    if not isinstance(exc, BaseException):
-        return RemoteError(type_name, message, tb, "raised in a worker"), stage
-    return exc, stage
+    return _remote.rebuild(links, traceback_class), stage
 
 
 class InitializerError(BrokenProcessPool):

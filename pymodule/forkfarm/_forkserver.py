@@ -33,7 +33,7 @@ from collections.abc import Iterable
 from multiprocessing import util as _mp_util
 from typing import Any
 
-from . import _protocol
+from . import _protocol, _source
 
 REPLY = struct.Struct("q")
 # How long the fork server may take to make a zygote: a fork and a pickle.
@@ -69,9 +69,8 @@ def main_by_value() -> tuple[list[bytes], _protocol.MainSnapshot]:
     They go in one pickle, so that functions sharing a global share it in
     the workers too; if one of them cannot be pickled, each goes alone and
     those that fail stay behind (they travel by value with each call, or
-    fail there with an error that names them)."""
-    import cloudpickle
-
+    fail there with an error that names them). Their code keeps its
+    filenames, with the lines of cells (``_source.py``)."""
     main = sys.modules.get("__main__")
     found = {
         name: obj
@@ -81,14 +80,14 @@ def main_by_value() -> tuple[list[bytes], _protocol.MainSnapshot]:
         and getattr(obj, "__qualname__", None) == name
     }
     try:
-        return [cloudpickle.dumps(found, protocol=_protocol.PROTOCOL)], _protocol.snapshot_of(found)
+        return [_source.dumps(found, _protocol.PROTOCOL)], _protocol.snapshot_of(found)
     except Exception:  # noqa: BLE001 - one of them does not pickle: find it
         pass
     chunks: list[bytes] = []
     sent: dict[str, Any] = {}
     for name, obj in found.items():
         try:
-            chunks.append(cloudpickle.dumps({name: obj}, protocol=_protocol.PROTOCOL))
+            chunks.append(_source.dumps({name: obj}, _protocol.PROTOCOL))
         except Exception:  # noqa: BLE001, S112 - it stays behind
             continue
         sent[name] = obj

@@ -60,7 +60,7 @@ from multiprocessing import popen_fork as _mp_popen_fork
 from multiprocessing.reduction import ForkingPickler
 from typing import Any, NoReturn
 
-from . import _core, _forkserver, _protocol, _start
+from . import _core, _forkserver, _protocol, _source, _start
 
 __all__ = ["CallbacksBusy", "ForkPopen", "ForkProcess", "ForkServerProcess", "Process", "ServerPopen"]
 
@@ -394,14 +394,15 @@ class _ByValue:
 
 @functools.cache
 def _by_value_pickler() -> Any:
-    """cloudpickle's pickler with multiprocessing's reducers (made on first
-    use: cloudpickle loads only when something travels by value)."""
-    import cloudpickle
+    """forkfarm's by-value pickler (cloudpickle's, keeping code filenames:
+    ``_source.py``) with multiprocessing's reducers (made on first use:
+    cloudpickle loads only when something travels by value)."""
+    base = _source.pickler_class()
 
-    class Pickler(cloudpickle.CloudPickler):  # type: ignore[misc]
+    class Pickler(base):  # type: ignore[misc, valid-type]
         dispatch_table = collections.ChainMap(
             ForkingPickler._extra_reducers,  # type: ignore[attr-defined]
-            cloudpickle.CloudPickler.dispatch_table,
+            base.dispatch_table,
         )
 
     return Pickler

@@ -13,8 +13,8 @@ that both sides agree in one place:
   and shared arrays as handles (``pymodule/codec.c``, ``shared.py``);
 - a result is the pickled value (a map chunk's list of ints or floats
   travels as a compact array); a failure is flagged by the runtime and
-  carries :func:`encode_error`'s bytes: the exception, with the worker's
-  traceback attached.
+  carries :func:`encode_error`'s bytes: the exception and its chain, link
+  by link, each with its traceback (``_remote.py``).
 
 The bytes themselves (plain pickles, frames of out-of-band buffers, the
 compact arrays) are ``pymodule/codec.c``'s, whose first comment describes
@@ -26,15 +26,13 @@ from __future__ import annotations
 import os
 import pickle
 import sys
-import traceback
 import types
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from multiprocessing.pool import MaybeEncodingError  # type: ignore[attr-defined]
 from typing import Any, NamedTuple
 
-from . import _core, _debug, _output
-from ._errors import RemoteError, RemoteTraceback
+from . import _core, _debug, _output, _remote, _source
 
 CALL = 0
 MAP = 1
@@ -96,8 +94,9 @@ def by_reference(obj: Any, main_at_fork: MainSnapshot) -> bool:
 
 
 class ByValue:
-    """A function or class sent by value: cloudpickle's bytes, loaded by
-    cloudpickle in the worker."""
+    """A function or class sent by value: cloudpickle's bytes, its code
+    keeping its filenames and carrying the lines of cells
+    (``_source.py``), loaded by pickle in the worker."""
 
     __slots__ = ("obj",)
 
@@ -105,9 +104,7 @@ class ByValue:
         self.obj = obj
 
     def __reduce__(self) -> tuple[Any, ...]:
-        import cloudpickle
-
-        return cloudpickle.loads, (cloudpickle.dumps(self.obj, protocol=PROTOCOL),)
+        return pickle.loads, (_source.dumps(self.obj, PROTOCOL),)
 
 
 # The runtime objects behind forkfarm's locks and semaphores (their acquire
@@ -166,9 +163,7 @@ def _dumps_by_value(payload: Any, original: BaseException, **options: Any) -> by
     it; the original error, named and explained, when cloudpickle cannot
     either."""
     try:
-        import cloudpickle
-
-        pickled = cloudpickle.dumps(payload, protocol=PROTOCOL)
+        pickled = _source.dumps(payload, PROTOCOL)
     except Exception as second:  # noqa: BLE001 - reported with the first
         original.add_note(f"forkfarm tried to send it by value (cloudpickle) too: {second}")
         raise original from None
@@ -184,9 +179,7 @@ class _Pickled:
         self.data = data
 
     def __reduce__(self) -> tuple[Any, ...]:
-        import cloudpickle
-
-        return cloudpickle.loads, (self.data,)
+        return pickle.loads, (self.data,)
 
 
 def dumps_or_by_value(payload: Any, protocol: int = PROTOCOL, **options: Any) -> bytes:
@@ -206,9 +199,8 @@ def dumps_by_value(value: Any, error: BaseException) -> bytes:
     worker reports the original error."""
     if not _pickling_failed(error):
         raise error
-    import cloudpickle
-
-    return dumps(_Pickled(cloudpickle.dumps(value, protocol=PROTOCOL)), PROTOCOL)
+    # Filenames kept, no lines shipped: the parent's linecache is its own.
+    return dumps(_Pickled(_source.dumps(value, PROTOCOL, ship_source=False)), PROTOCOL)
 
 
 def encode_call(func: Callable[..., Any], args: Iterable[Any], kwds: Mapping[str, Any]) -> bytes:
@@ -274,23 +266,6 @@ def encode_items(items: Sequence[Any], memo: _core.BufferMemo | None = None) -> 
         return _dumps_by_value(items, exc, memo=memo)
 
 
-def _rebuild_exception(exc: BaseException, tb: str) -> BaseException:
-    exc.__cause__ = RemoteTraceback(tb)
-    return exc
-
-
-class _ExceptionWithTraceback:
-    """Pickles an exception so that it arrives with the remote traceback as
-    its ``__cause__``."""
-
-    def __init__(self, exc: BaseException, tb: str) -> None:
-        self.exc = exc
-        self.tb = tb
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return _rebuild_exception, (self.exc, self.tb)
-
-
 # Where a worker's failure happened, first in its encoding: the call raised
 # (False), the task's message could not be unpickled (LOAD_FAILED), or the
 # value could not be pickled ((RESULT_FAILED, the original error's
@@ -301,27 +276,15 @@ RESULT_FAILED = "result"
 
 
 def encode_error(exc: BaseException, stage: object = False) -> bytes:
-    """Encodes a failure: the exception pickled on its own, with its type's
-    name, its message and the traceback beside it in plain strings, so that
-    the parent can name it even when it cannot unpickle it
-    (``_errors.decode_error``), after where it happened (``stage``). An
-    exception that cannot be pickled here travels as those strings alone."""
-    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    tb = '\n"""\n' + text + '"""'
-    cls = type(exc)
-    type_name = cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
-    try:
-        message = str(exc)
-    except Exception:  # noqa: BLE001 - a broken __str__ is still reported
-        message = "<the exception's str() failed>"
-    try:
-        pickled = pickle.dumps(_ExceptionWithTraceback(exc, tb), protocol=PROTOCOL)
-    except BaseException as pickling_error:  # noqa: BLE001 - anything may fail to pickle
-        substitute = RemoteError(
-            type_name, message, tb, f"raised in a worker; it could not be pickled there: {pickling_error!r}"
-        )
-        pickled = pickle.dumps(_rebuild_exception(substitute, tb), protocol=PROTOCOL)
-    return pickle.dumps((stage, pickled, (type_name, message, tb)), protocol=PROTOCOL)
+    """Encodes a failure: the exception and each exception chained to it,
+    pickled one by one, with the type's name, the text, the reprs of the
+    args, the notes and the traceback (forkfarm's frames left out) beside
+    each in plain strings (``_remote.encode_links``), so that the parent
+    can rebuild the chain, and name a link that does not pickle here or
+    does not unpickle there (``_errors.decode_error``); after where it
+    happened (``stage``)."""
+    links = [tuple(link) for link in _remote.encode_links(exc)]
+    return pickle.dumps((stage, links), protocol=PROTOCOL)
 
 
 def encode_load_error(exc: BaseException) -> bytes:

@@ -81,15 +81,6 @@ def _remote_traceback(text: str) -> _RemoteTraceback:
     return _RemoteTraceback(cast(Any, text))
 
 
-def _standard_cause(exc: BaseException) -> BaseException:
-    """exc, its remote traceback made the standard library's class, which
-    code written for ProcessPoolExecutor checks for."""
-    cause = exc.__cause__
-    if type(cause) is _errors.RemoteTraceback:
-        exc.__cause__ = _remote_traceback(str(getattr(cause, "tb", cause)))
-    return exc
-
-
 def _with_exit_cause(exc: _errors.WorkerLostError) -> _errors.WorkerLostError:
     """A lost worker's error, with the cause Python 3.15's BrokenProcessPool
     has: which process ended and its exit code."""
@@ -116,17 +107,19 @@ def _task_value(task: Task) -> Any:
         if isinstance(error, _errors.WorkerLostError):
             _with_exit_cause(error)
         raise error
-    error, stage = _errors.decode_failure(detail)
+    # The remote traceback is the standard library's class, which code
+    # written for ProcessPoolExecutor checks for.
+    error, stage = _errors.decode_failure(detail, _remote_traceback)
     if stage == _protocol.LOAD_FAILED:
         broken = BrokenProcessPool(
             f"the task could not be unpickled in its worker: {type(error).__name__}: {error}"
         )
-        broken.__cause__ = _standard_cause(error)
+        broken.__cause__ = error
         raise broken
     if isinstance(stage, tuple) and len(stage) == 2 and stage[0] == _protocol.RESULT_FAILED:
         # The result did not pickle in the worker: the error that said so.
-        error = _errors.decode_error(stage[1])
-    raise _standard_cause(error)
+        error = _errors.decode_error(stage[1], _remote_traceback)
+    raise error
 
 
 class _Future(concurrent.futures.Future):  # type: ignore[type-arg]

@@ -17,9 +17,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-import cloudpickle
-
-from .. import _core, _segments
+from .. import _core, _segments, _source
 
 PROTOCOL = 5
 # Buffers from this size travel as MPI buffers of their own.
@@ -39,9 +37,11 @@ def world() -> Any:
     return mpi().COMM_WORLD
 
 
-class _WirePickler(cloudpickle.CloudPickler):  # type: ignore[misc]
-    """cloudpickle, with shared arrays as references to their segments,
-    which are collected to be sent on their own."""
+class _WirePickler(_source.pickler_class()):  # type: ignore[misc]
+    """cloudpickle (forkfarm's, which keeps code objects' filenames and
+    ships the lines of cells: ``_source.py``), with shared arrays as
+    references to their segments, which are collected to be sent on their
+    own."""
 
     def __init__(self, file: io.BytesIO, buffer_callback: Callable[[pickle.PickleBuffer], bool]) -> None:
         super().__init__(file, protocol=PROTOCOL, buffer_callback=buffer_callback)
