@@ -367,6 +367,7 @@ def outcome_error(task: _backend.Task) -> BaseException:
 
 def task_value(task: _backend.Task) -> Any:
     """The value of a finished task, or raises its exception."""
+    __tracebackhide__ = True  # the user's traceback leaves this frame out (IPython, pytest)
     if not task.ok():
         raise outcome_error(task)
     return _protocol.decode_result(task)

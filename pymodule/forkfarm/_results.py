@@ -71,6 +71,7 @@ class ApplyResult(Generic[_T]):
         )
 
     def _decode(self) -> None:
+        __tracebackhide__ = True  # the user's traceback leaves this frame out (IPython, pytest)
         if self._decoded:
             return
         with self._decoding:
@@ -119,6 +120,7 @@ class ApplyResult(Generic[_T]):
 
     def get(self, timeout: float | None = None) -> _T:
         """Returns the result, raising the task's exception or TimeoutError."""
+        __tracebackhide__ = True  # the user's traceback leaves this frame out (IPython, pytest)
         assert self._task is not None
         if not self._task.wait(timeout):
             raise TimeoutError
@@ -202,6 +204,7 @@ class MapResult(ApplyResult[list[_T]]):
     def _collect(self, task: Task) -> None:
         # Runs in the thread that collected the result, under the GIL,
         # before waiters of the task are woken.
+        __tracebackhide__ = True  # the user's traceback leaves this frame out (IPython, pytest)
         with self._lock:
             where = self._in_flight.pop(task, None)
             if self._sink is not None and where is not None:
@@ -262,6 +265,7 @@ class MapResult(ApplyResult[list[_T]]):
                 return
 
     def get(self, timeout: float | None = None) -> list[_T]:
+        __tracebackhide__ = True  # the user's traceback leaves this frame out (IPython, pytest)
         self.wait(timeout)
         if not self._event.is_set():
             raise TimeoutError
@@ -353,6 +357,7 @@ class IMapIterator(Iterator[_T]):
         return self
 
     def __next__(self) -> _T:
+        __tracebackhide__ = True  # the user's traceback leaves this frame out (IPython, pytest)
         current = self._current
         if current:
             return current.pop()  # type: ignore[no-any-return]
@@ -360,6 +365,7 @@ class IMapIterator(Iterator[_T]):
 
     def next(self, timeout: float | None = None) -> _T:
         """The next result; TimeoutError if none arrives within timeout."""
+        __tracebackhide__ = True  # the user's traceback leaves this frame out (IPython, pytest)
         current = self._current
         if current:
             return current.pop()  # type: ignore[no-any-return]
@@ -375,6 +381,7 @@ class IMapIterator(Iterator[_T]):
         return task
 
     def _advance(self, timeout: float | None) -> _T:
+        __tracebackhide__ = True  # the user's traceback leaves this frame out (IPython, pytest)
         deadline = None if timeout is None else time.monotonic() + timeout
         feed = self._feed
         while True:

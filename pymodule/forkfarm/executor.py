@@ -162,9 +162,11 @@ class _Future(concurrent.futures.Future):  # type: ignore[type-arg]
         return max(0.0, deadline - time.monotonic())
 
     def result(self, timeout: float | None = None) -> Any:
+        __tracebackhide__ = True  # the user's traceback leaves this frame out (IPython, pytest)
         return super().result(self._collect(timeout))
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
+        __tracebackhide__ = True  # the user's traceback leaves this frame out (IPython, pytest)
         return super().exception(self._collect(timeout))
 
     def _on_done(self, task: Task) -> None:

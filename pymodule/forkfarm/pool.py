@@ -272,6 +272,7 @@ class Pool:
         ``timeout`` and ``retries`` (not multiprocessing parameters) set this
         call's own limits, as the pool's parameters of the same names do for
         every call; None keeps the pool's."""
+        __tracebackhide__ = True  # the user's traceback leaves this frame out (IPython, pytest)
         return self.apply_async(func, args, kwds, timeout=timeout, retries=retries).get()
 
     def apply_async(
@@ -326,6 +327,7 @@ class Pool:
         ``timeout`` (seconds per item) and ``retries``: as for :meth:`apply`.
         ``progress=True`` shows a tqdm bar of the items done (or pass a
         tqdm-compatible object)."""
+        __tracebackhide__ = True  # the user's traceback leaves this frame out (IPython, pytest)
         limits = TaskLimits.checked(timeout, retries)
         return self._map_async(func, iterable, chunksize, False, None, None, limits, progress).get()
 
@@ -356,6 +358,7 @@ class Pool:
         progress: _progress.Progress = False,
     ) -> list[_T]:
         """``[func(*args) for args in iterable]``, computed by the workers."""
+        __tracebackhide__ = True  # the user's traceback leaves this frame out (IPython, pytest)
         limits = TaskLimits.checked(timeout, retries)
         return self._map_async(func, iterable, chunksize, True, None, None, limits, progress).get()
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -69,7 +70,14 @@ def _text(notebook: Any) -> str:
 
 
 def test_no_cell_fails(executed: Any) -> None:
-    errors = [o for o in _outputs(executed) if o.output_type == "error"]
+    """Only the cells that show a failing task raise."""
+    errors = [
+        output
+        for cell in executed.cells
+        if cell.cell_type == "code" and "raises-exception" not in cell.metadata.get("tags", [])
+        for output in cell.outputs
+        if output.output_type == "error"
+    ]
     assert not errors, errors
 
 
@@ -100,9 +108,11 @@ def test_the_numpy_farm_matches_serial(executed: Any) -> None:
 def test_the_stats_table(executed: Any) -> None:
     [table] = [o for o in _outputs(executed) if o.output_type == "execute_result"]
     html = table.data["text/html"]
-    assert "0 failed" in html and html.count("<tr>") == 3  # a header and two workers
+    # The three tasks of the failure cells (the map's failing chunk, the
+    # unpicklable exception, the breakpoint()).
+    assert "3 failed" in html and html.count("<tr>") == 3  # a header and two workers
     assert "busy s" in html and "restarts" in html
-    assert "failed: 0 workers: 2\n" in _text(executed)
+    assert "failed: 3 workers: 2\n" in _text(executed)
     json.dumps(table.data)  # the saved notebook can hold it
 
 
@@ -128,3 +138,40 @@ def test_worker_log_records_reach_the_kernel_loggers(executed: Any) -> None:
     lines = _cell_text(executed, "import logging").splitlines()
     assert sorted(line.split(" ", 1)[1] for line in lines) == ["INFO farm: measured 0", "INFO farm: measured 1"]
     assert all(line.startswith("ForkServerPoolWorker-") for line in lines)
+
+
+def _cell_error(notebook: Any, source_start: str) -> Any:
+    [cell] = [c for c in notebook.cells if c.cell_type == "code" and c.source.startswith(source_start)]
+    [error] = [o for o in cell.outputs if o.output_type == "error"]
+    return error
+
+
+def _plain(traceback: list[str]) -> str:
+    return re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(traceback))
+
+
+def test_a_cell_function_failing_shows_its_source_line(executed: Any) -> None:
+    error = _cell_error(executed, "def reciprocal(x):")
+    assert error.ename == "ZeroDivisionError"
+    shown = _plain(error.traceback)
+    # The worker's frame names the cell's file and shows its line.
+    assert re.search(r'File "[^"]*ipykernel_\d+[^"]*", line 2, in reciprocal\n +return 1 / \(x - 3\)', shown), shown
+    # The remote traceback starts at the cell's function: no forkfarm frame.
+    remote = shown.split('"""')[1]
+    assert "forkfarm" not in remote and remote.count('File "') == 1, remote
+    # Here, forkfarm's frames between the cell and the raise are hidden.
+    assert "skipping hidden" in shown, shown
+
+
+def test_an_unpicklable_exception_arrives_as_remote_error(executed: Any) -> None:
+    assert "caught as ValueError: RemoteError[ValueError] True\n" in _cell_text(executed, "import threading")
+    error = _cell_error(executed, "import threading")
+    assert error.ename == "RemoteError[ValueError]"
+    assert "bad value 7" in error.evalue and "could not be pickled" in error.evalue
+    shown = _plain(error.traceback)
+    assert re.search(r'line 7, in guarded\n +raise error', shown), shown
+
+
+def test_breakpoint_in_a_notebook_says_it_needs_a_terminal(executed: Any) -> None:
+    text = _cell_text(executed, "def paused(x):")
+    assert "breakpoint() in a forkfarm worker" in text and "needs the program to run in a terminal" in text
