@@ -9,7 +9,7 @@ VPY := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 APT_PACKAGES := build-essential pkg-config libuv1-dev libcmocka-dev openmpi-bin libopenmpi-dev
-BUILD_DEPS := "meson-python>=0.15" "meson>=1.1" ninja "numpy>=2.0"
+BUILD_DEPS := "meson-python>=0.18" "meson>=1.1" ninja "numpy>=2.0"
 SOURCES := $(shell find include lib pymodule -type f -not -name '*.pyc') \
            meson.build meson.options pyproject.toml
 
