@@ -156,8 +156,9 @@ sdist: $(WHEEL_TOOLS)
 # tools/wheel-smoke.py run against it outside the checkout; its extension
 # needs no system libuv and exports only PyInit__core; twine check and the
 # metadata; the sdist built and installed from source, and failing with the
-# message that names the packages where libuv cannot be found. About two
-# minutes on 2 cores, the builds included.
+# message that names the packages where libuv cannot be found. Measured on
+# 2 shared cores: 2 to 3 minutes, the builds included (about 1.5 of them
+# for `make wheel` from a clean build/, 1 for the tests).
 test-wheel: wheel sdist
 	@PYTHON=$(PYTHON) bash tools/test-wheels.sh
 
