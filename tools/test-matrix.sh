@@ -56,7 +56,7 @@ for minor in $(printf '%s\n' "${!chosen[@]}" | sort -V); do
   if ! {
     { [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"; } &&
       "$venv/bin/python" -m pip install --quiet --upgrade pip &&
-      "$venv/bin/python" -m pip install --quiet "meson-python>=0.15" "meson>=1.1" ninja "numpy>=2.0" &&
+      "$venv/bin/python" -m pip install --quiet "meson-python>=0.18" "meson>=1.1" ninja "numpy>=2.0" &&
       "$venv/bin/python" -m pip install --quiet --no-build-isolation \
         -Cbuild-dir="build/py-$minor" ".[test]"
   }; then
