@@ -1,4 +1,13 @@
-"""forkfarm demo: a small NumPy task farm that estimates pi by Monte Carlo.
+"""A compute-bound NumPy task farm that estimates pi by Monte Carlo, on
+forkfarm and on multiprocessing.
+
+Each task computes for tens of milliseconds, so the pool's own overhead per
+task (microseconds, see ``examples/demo.py``) hardly counts here. What can
+still differ is the memory the tasks' NumPy temporaries (8 MiB each) come
+from: a forkfarm worker makes arrays of 1 MiB or more in an arena it reuses
+(docs/arrays.md), where a multiprocessing worker's malloc maps fresh pages,
+and faults them in, for each one. With glibc told to keep its memory
+(``MALLOC_MMAP_THRESHOLD_=1073741824``) the two pools run about as fast.
 
 Each task seeds its own generator with ``numpy.random.default_rng((seed, i))``
 (a distinct, reproducible stream per task ``i``), draws N points in the unit
@@ -9,7 +18,9 @@ The same tasks, with the same seeds, run three ways:
 
 * serially in this process (for reference),
 * on ``forkfarm.Pool(2)``,
-* on ``multiprocessing.Pool(2)``.
+* on ``multiprocessing.Pool(2)``,
+
+both pools with the fork start method (where the platform has it).
 
 Because the seeds are fixed per task, all three runs count exactly the same
 hits, so they print the identical estimate; what differs is the wall time.
@@ -19,8 +30,8 @@ what a script that farms out one batch of work actually pays. Each pool runs
 a busy machine from skewing a single measurement; the serial reference runs
 once.
 
-Run it with ``make demo`` or
-``python examples/demo.py [--tasks N] [--points N] [--repeat N]``.
+Run it with
+``python examples/monte_carlo.py [--tasks N] [--points N] [--repeat N]``.
 """
 
 from __future__ import annotations
@@ -152,7 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args: TaskArgs = [(ns.seed, i, ns.points) for i in range(ns.tasks)]
     total = ns.tasks * ns.points
 
-    print("forkfarm demo: Monte Carlo estimate of pi")
+    print("Monte Carlo estimate of pi: a compute-bound farm on forkfarm and multiprocessing")
     print(
         f"{ns.tasks} tasks x {ns.points:,} points = {total:,} points, "
         f"{WORKERS} workers, seeds default_rng(({ns.seed}, i)) for i in 0..{ns.tasks - 1}"
@@ -161,11 +172,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"forkfarm {getattr(forkfarm, '__version__', '?')}, numpy {np.__version__}, "
         f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs"
     )
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else None
+    ff_context = forkfarm.get_context(method)
+    mp_context = multiprocessing.get_context(method)
+    print(f"start method: {mp_context.get_start_method()} for both pools")
     print()
-
     pools: list[tuple[str, Callable[[], int]]] = [
-        (f"forkfarm.Pool({WORKERS})", lambda: run_pool(forkfarm.Pool, args)),
-        (f"multiprocessing.Pool({WORKERS})", lambda: run_pool(multiprocessing.Pool, args)),
+        (f"forkfarm.Pool({WORKERS})", lambda: run_pool(ff_context.Pool, args)),
+        (f"multiprocessing.Pool({WORKERS})", lambda: run_pool(mp_context.Pool, args)),
     ]
     try:
         runs = best_of([("serial (this process)", lambda: run_serial(args))], 1, total)
