@@ -31,7 +31,8 @@
  * worker that falls idle: so a worker gets more than one only when the
  * backlog is deep enough (FF__PREFETCH_BACKLOG tasks per worker) that idle
  * workers have other work anyway, and then about FF__PREFETCH_NS of work
- * by the recent average run time, at least FF__WORKER_CREDIT tasks. */
+ * by the recent average run time, at least FF__WORKER_CREDIT tasks, and
+ * never more than the worker's share of the tasks there are. */
 #define FF__WORKER_CREDIT 2u
 #define FF__MAX_CREDIT 256u
 #define FF__PREFETCH_BACKLOG 2u
@@ -305,8 +306,18 @@ static unsigned pool_credit(const ff_pool_t *pool) {
       atomic_load_explicit(&pool->run_average_ns, memory_order_relaxed);
   if (average == 0) return FF__WORKER_CREDIT;
   uint64_t credit = FF__PREFETCH_NS / average;
-  if (credit < FF__WORKER_CREDIT) return FF__WORKER_CREDIT;
-  return credit > FF__MAX_CREDIT ? FF__MAX_CREDIT : (unsigned)credit;
+  if (credit < FF__WORKER_CREDIT) credit = FF__WORKER_CREDIT;
+  if (credit > FF__MAX_CREDIT) credit = FF__MAX_CREDIT;
+  /* The average is of past tasks: when the new ones are longer, a worker
+   * ready before the others (the first of a new pool, say) would take
+   * them all. No worker holds more than its share of the work there is. */
+  uint64_t work = pool->pending_count;
+  for (unsigned i = 0; i < pool->options.workers; i++)
+    work += pool->workers[i].in_flight_count;
+  uint64_t share =
+      (work + pool->options.workers - 1) / pool->options.workers;
+  if (credit > share) credit = share;
+  return (unsigned)credit;
 }
 
 static ff__worker_t *pool_pick_worker(ff_pool_t *pool, unsigned credit) {

@@ -33,6 +33,13 @@ T = 30
 # ==========================================================================
 
 
+def _busy_then_pid(_: Any) -> int:
+    end = time.perf_counter() + 0.005
+    while time.perf_counter() < end:
+        pass
+    return os.getpid()
+
+
 class TestConstruction:
     def test_is_concurrent_futures_executor(self, executor: forkfarm.Executor) -> None:
         assert isinstance(executor, cf.Executor)
@@ -227,6 +234,16 @@ class TestMap:
         with pytest.raises(cf.TimeoutError):
             list(it)
         assert time.monotonic() - t0 < 1.5
+
+    def test_longer_tasks_after_short_ones_are_shared(self) -> None:
+        # The runtime queues several short tasks per worker; when the next
+        # tasks turn out longer, one worker must not have taken them all.
+        for _ in range(3):
+            with forkfarm.Executor(2) as executor:
+                list(executor.map(helpers.square, range(50)))
+                pids = list(executor.map(_busy_then_pid, range(32)))
+            counts = sorted(pids.count(pid) for pid in set(pids))
+            assert len(counts) == 2 and counts[0] >= 8, counts
 
     def test_map_bad_chunksize(self, executor: forkfarm.Executor) -> None:
         with pytest.raises(ValueError):
