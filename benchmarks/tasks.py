@@ -39,6 +39,16 @@ def numpy_task(seed: int) -> float:
     return float(a[seed % a.size])
 
 
+def numpy_warmup(seconds: float) -> float:
+    """W5's untimed warm-up: one task of W5's kind, then a wait long enough
+    that the other workers take the other warm-up tasks."""
+    import time
+
+    numpy_task(0)
+    time.sleep(seconds)
+    return seconds
+
+
 def busy_wait(seconds: float) -> float:
     """W6: keeps a core busy for the given time, as a CPU-bound task of
     known length would."""
