@@ -10,7 +10,7 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from . import _node, _reuse
+from . import _engine, _node, _reuse
 from .executor import Executor
 
 __all__ = ["get_reusable_executor"]
@@ -57,6 +57,7 @@ def get_reusable_executor(
     initializer: Callable[..., object] | None = None,
     initargs: Iterable[Any] = (),
     env: dict[str, str] | None = None,
+    inner_threads: int | str | None = _engine.AUTO,
 ) -> Executor:
     """The process's reusable :class:`Executor`, as loky's function of that
     name: the same live executor for every call with compatible arguments,
@@ -69,7 +70,9 @@ def get_reusable_executor(
     was then. ``timeout`` is how long a worker may stay idle, in seconds,
     before it exits (None: no limit); the executor starts workers again
     when calls come. ``initializer(*initargs)`` runs in each worker, after
-    ``env`` is set in its environment.
+    ``env`` is set in its environment. ``inner_threads`` caps the BLAS and
+    OpenMP threads of each worker, as :class:`Executor`'s does (forkfarm's
+    own; loky's function has none).
 
     With ``reuse="auto"`` the executor is reused when every argument but
     ``max_workers`` is the one it was made with (the initializer and the
@@ -102,6 +105,7 @@ def get_reusable_executor(
         call if call is not None else object(),  # unpicklable: never equal
         tuple(sorted(env.items())) if env else None,
         timeout,
+        inner_threads,
         _reuse.place_key(),
     )
     with _reusable_lock:
@@ -121,7 +125,9 @@ def get_reusable_executor(
         if env:
             initargs = (env, initializer, *initargs)
             initializer = _reuse.with_env
-        executor = Executor(max_workers, initializer, initargs, mp_context=method)
+        executor = Executor(
+            max_workers, initializer, initargs, mp_context=method, inner_threads=inner_threads
+        )
         executor._mp_context = executor._engine.backend.mp_context()
         if timeout is not None:
             executor._core.set_idle_limit(timeout, False)  # type: ignore[attr-defined]

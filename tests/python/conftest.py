@@ -50,6 +50,19 @@ def _children() -> dict[int, str]:
     return found
 
 
+def _resource_trackers() -> set[int]:
+    """The pids of the resource trackers this process started: joblib's
+    (its memmapping starts it) and multiprocessing's (loky's semaphores
+    start it). Each lives as long as this process, by design."""
+    pids = set()
+    for name in ("joblib.externals.loky.backend.resource_tracker", "multiprocessing.resource_tracker"):
+        tracker = getattr(sys.modules.get(name), "_resource_tracker", None)
+        pid = getattr(tracker, "_pid", None)
+        if isinstance(pid, int):
+            pids.add(pid)
+    return pids
+
+
 @pytest.fixture(autouse=True)
 def no_leaked_children() -> Iterator[None]:
     """Fail a test that leaves child processes (or unreaped zombies) behind."""
@@ -62,6 +75,9 @@ def no_leaked_children() -> Iterator[None]:
     server = _forkserver._server._process
     if server is not None:
         before.add(server.pid)
+    # So are the resource trackers (joblib's removes the temporary folders
+    # of its memmapping if this process dies).
+    before.update(_resource_trackers())
     deadline = time.monotonic() + CHILD_EXIT_GRACE
     leaked: dict[int, str] = {}
     while True:

@@ -396,4 +396,7 @@ def test_repeated_joblib_calls_keep_their_workers() -> None:
         first = set(joblib.Parallel(n_jobs=2)(joblib.delayed(helpers.getpid)(i) for i in range(8)))
         second = set(joblib.Parallel(n_jobs=2)(joblib.delayed(helpers.getpid)(i) for i in range(8)))
     assert first & second  # the second call ran on workers of the first
-    assert _reuse.parked_count() == 1
+    # They are the reusable executor's, alive between the calls.
+    current = forkfarm._reusable._reusable
+    assert current is not None and not current[0]._shutdown_requested
+    assert second <= {worker.pid for worker in current[0]._processes.values()}
