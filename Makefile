@@ -34,6 +34,7 @@ bench: $(INSTALL_STAMP)
 	$(VPY) benchmarks/w4_phases.py
 	$(VPY) benchmarks/output.py
 	$(VPY) benchmarks/joblib_calls.py
+	$(VPY) benchmarks/joblib_parallel.py
 	$(VPY) benchmarks/progress.py
 	$(VPY) benchmarks/mpi.py
 	$(VPY) benchmarks/blas.py
