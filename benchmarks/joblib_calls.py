@@ -7,10 +7,10 @@ starts): the **first** call (a pool's start, and for the fork server's
 workers their imports of scikit-learn) and the **repeated** calls (the
 median of calls 2 and on), for:
 
-- ``forkfarm``: joblib's backend ``"forkfarm"``, whose pools park their
-  workers between calls (``Pool(reuse=...)``, forkfarm/joblib.py);
+- ``forkfarm``: joblib's backend ``"forkfarm"``, on forkfarm's reusable
+  executor, whose workers stay between calls (forkfarm/joblib.py);
 - ``forkfarm fork``: the same backend with the fork start method set, so a
-  new pool forked per call (what the backend did before reuse);
+  new executor forked per call;
 - ``loky``: joblib's default backend, its reusable executor.
 
 Interleaved rounds, medians, and each row's ratio to loky.

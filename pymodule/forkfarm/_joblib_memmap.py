@@ -43,6 +43,24 @@ class _Reduced:
         return self.reducer(self.obj)
 
 
+# Argument types that hold no array: most calls carry only these, and
+# looking at them costs far less than swapping (W19's 10,000 tiny calls).
+_PLAIN = frozenset({int, float, str, bytes, bool, complex, type(None)})
+
+
+def _may_hold_arrays(item: tuple[Any, tuple[Any, ...], dict[str, Any]]) -> bool:
+    """Whether a call's arguments are anything but plain scalars."""
+    _, args, kwargs = item
+    for value in args:
+        if type(value) not in _PLAIN:
+            return True
+    if kwargs:
+        for value in kwargs.values():
+            if type(value) not in _PLAIN:
+                return True
+    return False
+
+
 class Memmapping:
     """The memmapping of one ``Parallel`` call: where its arrays are
     dumped, and the reducer that dumps them (joblib's, over a folder of
@@ -107,24 +125,29 @@ class Memmapping:
             and array.nbytes > self._max_nbytes
         )
 
-    def _swap(self, value: Any, depth: int = 0) -> Any:
+    def _swap(self, value: Any, swapped: dict[int, Any], depth: int = 0) -> Any:
         """value, its large arrays (within lists, tuples and dicts) swapped
         for what pickles as joblib's reducer says; value itself when it
-        has none."""
+        has none. An array met twice gets the same stand-in (swapped, by
+        id), so that the batch's pickle carries it once and the worker
+        maps it once for all the batch's calls."""
         if isinstance(value, self._np.ndarray):
-            return _Reduced(value, self._reduce) if self._wants(value) else value
+            if id(value) not in swapped:
+                wanted = self._wants(value)
+                swapped[id(value)] = _Reduced(value, self._reduce) if wanted else value
+            return swapped[id(value)]
         if depth >= 4:
             return value
         if type(value) in (list, tuple):
-            items = [self._swap(item, depth + 1) for item in value]
+            items = [self._swap(item, swapped, depth + 1) for item in value]
             if all(new is old for new, old in zip(items, value)):
                 return value
             return type(value)(items)
         if type(value) is dict:
-            swapped = {key: self._swap(item, depth + 1) for key, item in value.items()}
-            if all(swapped[key] is item for key, item in value.items()):
+            new = {key: self._swap(item, swapped, depth + 1) for key, item in value.items()}
+            if all(new[key] is item for key, item in value.items()):
                 return value
-            return swapped
+            return new
         return value
 
     def prepare(self, batch: Any) -> Any:
@@ -132,13 +155,14 @@ class Memmapping:
         whose calls' arguments are swapped, or the batch itself when
         nothing needs to be."""
         items = getattr(batch, "items", None)
-        if not isinstance(items, list):
+        if not isinstance(items, list) or not any(map(_may_hold_arrays, items)):
             return batch
         new_items = []
         changed = False
+        swapped: dict[int, Any] = {}
         for func, args, kwargs in items:
-            new_args = self._swap(tuple(args))
-            new_kwargs = self._swap(dict(kwargs))
+            new_args = self._swap(tuple(args), swapped)
+            new_kwargs = self._swap(dict(kwargs), swapped)
             changed |= new_args is not args or new_kwargs is not kwargs
             new_items.append((func, new_args, new_kwargs))
         if not changed:
