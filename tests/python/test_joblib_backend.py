@@ -280,12 +280,17 @@ def test_an_error_aborts_the_call_and_the_next_works(tmp_path: Path) -> None:
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_auto_batching_grows_for_tiny_tasks(backend: str) -> None:
     with parallel_config(backend=backend, n_jobs=2):
+        # Started workers: a first batch that waits for them looks long.
+        Parallel()(delayed(square)(i) for i in range(4))
         parallel = Parallel(batch_size="auto", return_as="generator")
         results = parallel(delayed(square)(i) for i in range(20_000))
-        seen = [next(results) for _ in range(15_000)]
-        # Read while the call runs: its end resets the statistics.
-        grown = parallel._backend._effective_batch_size
-        seen += list(results)
+        seen = []
+        grown = 1
+        for value in results:
+            seen.append(value)
+            # Read while the call runs: its end resets the statistics.
+            if len(seen) % 500 == 0:
+                grown = max(grown, parallel._backend._effective_batch_size)
     assert seen == [i * i for i in range(20_000)]
     assert grown > 1
 
