@@ -197,6 +197,38 @@ def test_a_sigkilled_worker_leaves_no_folder(tmp_path: Path) -> None:
     assert memmap_folders(tmp_path) == []
 
 
+def test_a_killed_caller_leaves_no_folder(tmp_path: Path) -> None:
+    # joblib's resource tracker, which outlives the caller, removes it.
+    script = f"""
+import os, signal, threading, time
+import numpy as np
+import forkfarm.joblib
+from joblib import Parallel, delayed, parallel_config
+
+def slow(x):
+    time.sleep(30)
+    return float(x[0])
+
+def die():
+    print(len(os.listdir({str(tmp_path)!r})), flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+threading.Timer(1.5, die).start()
+with parallel_config(backend="forkfarm", n_jobs=2, temp_folder={str(tmp_path)!r}):
+    Parallel()(delayed(slow)(np.ones(1 << 18)) for _ in range(2))
+"""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", script], timeout=60, capture_output=True)
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    assert done.stdout.strip() == b"1"  # the call's folder was there
+    deadline = time.monotonic() + 20
+    while memmap_folders(tmp_path) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert memmap_folders(tmp_path) == []
+
+
 # -- nesting ----------------------------------------------------------------------
 
 
