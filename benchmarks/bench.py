@@ -281,10 +281,19 @@ def load_candidates() -> list[Candidate]:
     out: list[Candidate] = []
     try:
         forkfarm = importlib.import_module("forkfarm")
-        out.append(Candidate("forkfarm.Pool", PoolImpl("forkfarm.Pool", forkfarm.Pool)))
+        # The peers' start method (multiprocessing's default), named: left
+        # to choose, forkfarm would take its fork server here, since loky
+        # and mpire leave threads running in this process.
+        method = multiprocessing.get_start_method()
+        context = forkfarm.get_context(method)
+        out.append(Candidate("forkfarm.Pool", PoolImpl("forkfarm.Pool", context.Pool)))
         out.append(
             Candidate(
-                "forkfarm.Executor", ExecutorImpl("forkfarm.Executor", forkfarm.Executor)
+                "forkfarm.Executor",
+                ExecutorImpl(
+                    "forkfarm.Executor",
+                    lambda max_workers: forkfarm.Executor(max_workers, mp_context=method),
+                ),
             )
         )
     except Exception as exc:  # forkfarm is required, but report rather than crash
@@ -714,7 +723,7 @@ def print_report(
     print(
         f"Python {info['python']} ({info['python_implementation']}) on {info['platform']};"
         f" os.cpu_count()={info['cpu_count']}, sched_getaffinity={info['sched_getaffinity']};"
-        f" multiprocessing start method: {info['multiprocessing_start_method']}"
+        f" start method (forkfarm and multiprocessing): {info['multiprocessing_start_method']}"
     )
     print(", ".join(f"{k} {v or 'n/a'}" for k, v in vers.items()))
 
