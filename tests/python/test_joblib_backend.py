@@ -31,8 +31,17 @@ MIB = 1 << 20
 @pytest.fixture(autouse=True)
 def stop_loky() -> Any:
     """loky's executor outlives a call, with threads here that would give
-    later tests' pools the fork server: stopped after each test."""
-    yield
+    later tests' pools the fork server: stopped after each test. loky's
+    workers also copy multiprocessing's logger set-up, and fail to start
+    when an earlier test left that logger half set up: it is put aside."""
+    from multiprocessing import util
+
+    saved = util._logger, util._log_to_stderr
+    util._logger, util._log_to_stderr = None, False
+    try:
+        yield
+    finally:
+        util._logger, util._log_to_stderr = saved
     from joblib.externals.loky import reusable_executor
 
     executor = reusable_executor._executor
