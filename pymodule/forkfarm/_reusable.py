@@ -6,6 +6,7 @@ start again on demand."""
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -133,3 +134,17 @@ def get_reusable_executor(
             executor._core.set_idle_limit(timeout, False)  # type: ignore[attr-defined]
         _reusable = executor, arguments
         return executor
+
+
+def _forget_in_child() -> None:
+    """In a forked child the reusable executor is the parent's, whose pool
+    the runtime refuses to a fork of it: forgotten, so that the child's
+    get_reusable_executor makes its own instead of handing out one whose
+    every call fails. The lock is new: a thread of the parent may have held
+    it at the fork."""
+    global _reusable, _reusable_lock
+    _reusable = None
+    _reusable_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_in_child)
