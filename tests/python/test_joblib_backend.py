@@ -145,11 +145,11 @@ def test_every_return_as(backend: str) -> None:
 def test_a_generator_yields_before_the_call_ends() -> None:
     with parallel_config(backend="forkfarm", n_jobs=2):
         start = time.monotonic()
-        results = Parallel(return_as="generator")(delayed(pid_after)(s) for s in [0.0, 1.5])
+        results = Parallel(return_as="generator")(delayed(pid_after)(s) for s in [0.0, 4.0])
         next(results)
         first = time.monotonic() - start
         list(results)
-    assert first < 1.2
+    assert first < 3.0
 
 
 # -- joblib's memmapping contract ---------------------------------------------
@@ -282,9 +282,9 @@ def test_a_timeout_replaces_the_worker_that_ran_over(tmp_path: Path) -> None:
     with parallel_config(backend="forkfarm", n_jobs=2):
         start = time.monotonic()
         with pytest.raises(Exception) as info:
-            Parallel(timeout=0.5)(delayed(sleep_writing_pid)(s, str(tmp_path)) for s in [0.05, 30.0])
+            Parallel(timeout=2.0)(delayed(sleep_writing_pid)(s, str(tmp_path)) for s in [0.05, 30.0])
         assert "TimeoutError" in type(info.value).__name__
-        assert time.monotonic() - start < 10
+        assert time.monotonic() - start < 15
         slow = int(next(tmp_path.glob("*-30.0")).read_text())
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and _alive(slow):
